@@ -1,0 +1,155 @@
+/**
+ * Token -> identity, or a Rejection carrying close code 4401. Verification uses fast-jwt with an
+ * explicit algorithm list derived from the configured key (fast-jwt would otherwise accept any),
+ * so `alg: none` and algorithm confusion are impossible. Results are cached by token, never past `exp`.
+ */
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt';
+import type { JwtConfig } from './config.js';
+import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
+import { CloseCode, rejection, type Rejection } from './errors.js';
+export { isRejection } from './errors.js';
+import { compileGrant, isValidId, type Grant } from './rooms.js';
+
+export interface Identity {
+  readonly userId: string;
+  /** Display name used as `sender`: the `username` claim, else `sub`. */
+  readonly username: string;
+  /** From the `rooms` claim; undefined when the token has none. */
+  readonly grant: Grant | undefined;
+  /** Epoch milliseconds of `exp`. */
+  readonly expiresAt: number;
+}
+
+export interface Authenticator {
+  readonly algorithms: readonly string[];
+  verify(token: string): Identity | Rejection;
+}
+
+/** Cached verifications; each entry lives at most until the token's `exp`. */
+const CACHE_SIZE = 10_000;
+const MAX_USERNAME_LENGTH = 128;
+
+const INVALID = rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token');
+const EXPIRED = rejection('token_expired', CloseCode.UNAUTHORIZED, 'token expired');
+
+/** Algorithms that fit a PEM public key, by key type and curve. */
+function algorithmsForPublicKey(pem: string): string[] {
+  const key = createPublicKey(pem);
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
+    case 'rsa-pss':
+      return ['PS256', 'PS384', 'PS512'];
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      const byCurve: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' };
+      const alg = curve === undefined ? undefined : byCurve[curve];
+      if (alg === undefined) throw new Error(`JWT_PUBLIC_KEY_FILE: unsupported EC curve ${curve ?? 'unknown'}`);
+      return [alg];
+    }
+    case 'ed25519':
+    case 'ed448':
+      return ['EdDSA'];
+    default:
+      throw new Error(`JWT_PUBLIC_KEY_FILE: unsupported key type ${key.asymmetricKeyType ?? 'unknown'}`);
+  }
+}
+
+/** The key and algorithm list the verifier uses; throws (start-up failure) on a config that cannot work. */
+export function resolveKey(jwt: JwtConfig): { key: string; algorithms: string[] } {
+  let key: string;
+  let fitting: string[];
+  if (jwt.publicKeyFile !== undefined) {
+    try {
+      key = readFileSync(jwt.publicKeyFile, 'utf8');
+    } catch (err) {
+      throw new Error(`JWT_PUBLIC_KEY_FILE: cannot read ${jwt.publicKeyFile}: ${(err as Error).message}`);
+    }
+    fitting = algorithmsForPublicKey(key);
+  } else if (jwt.secret !== undefined) {
+    key = jwt.secret;
+    fitting = [...HMAC_ALGS];
+  } else {
+    throw new Error('JWT_SECRET: no JWT key configured');
+  }
+  const algorithms = jwt.algorithms === undefined ? fitting : fitting.filter((a) => jwt.algorithms?.includes(a));
+  if (algorithms.length === 0) {
+    throw new Error(`JWT_ALGORITHMS: none of ${jwt.algorithms?.join(', ')} fits the configured key (${fitting.join(', ')})`);
+  }
+  if (algorithms.some((a) => !HMAC_ALGS.includes(a) && !PUBLIC_KEY_ALGS.includes(a))) {
+    throw new Error('JWT_ALGORITHMS: unsupported algorithm');
+  }
+  return { key, algorithms };
+}
+
+export function createAuthenticator(jwt: JwtConfig): Authenticator {
+  const { key, algorithms } = resolveKey(jwt);
+  const verifier = createVerifier({
+    key,
+    algorithms: algorithms as Algorithm[],
+    requiredClaims: ['exp', 'sub'],
+    clockTolerance: jwt.clockToleranceSeconds * 1000,
+    cache: CACHE_SIZE,
+    ...(jwt.issuer !== undefined && { allowedIss: jwt.issuer }),
+    ...(jwt.audience !== undefined && { allowedAud: jwt.audience }),
+  });
+
+  return {
+    algorithms,
+    verify(token) {
+      let claims: Record<string, unknown>;
+      try {
+        claims = verifier(token) as Record<string, unknown>;
+      } catch (err) {
+        return err instanceof TokenError && err.code === TokenError.codes.expired ? EXPIRED : INVALID;
+      }
+      return identityFrom(claims);
+    },
+  };
+}
+
+function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
+  const { sub, username, exp } = claims;
+  if (!isValidId(sub)) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: sub');
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return INVALID;
+  if (username !== undefined && (typeof username !== 'string' || username === '' || username.length > MAX_USERNAME_LENGTH)) {
+    return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: username');
+  }
+  const grant = compileGrant(claims['rooms']);
+  if (grant === null) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: rooms');
+  return { userId: sub, username: username ?? sub, grant, expiresAt: exp * 1000 };
+}
+
+export interface TokenRequest {
+  readonly secret: string;
+  readonly userId: string;
+  readonly username?: string | undefined;
+  readonly rooms?: readonly string[] | undefined;
+  readonly ttlSeconds: number;
+  readonly issuer?: string | undefined;
+  readonly audience?: string | undefined;
+  readonly algorithm?: 'HS256' | 'HS384' | 'HS512';
+}
+
+/** Mints an HMAC token: for `ws-edge token`, the dev start banner and tests. */
+export function signToken(req: TokenRequest): string {
+  const sign = createSigner({
+    key: req.secret,
+    algorithm: req.algorithm ?? 'HS256',
+    expiresIn: req.ttlSeconds * 1000,
+    ...(req.issuer !== undefined && { iss: req.issuer }),
+    ...(req.audience !== undefined && { aud: req.audience }),
+  });
+  return sign({
+    sub: req.userId,
+    ...(req.username !== undefined && { username: req.username }),
+    ...(req.rooms !== undefined && { rooms: req.rooms }),
+  });
+}
+
+/** A random secret for zero-config development; never used when NODE_ENV=production. */
+export function ephemeralSecret(): string {
+  return randomBytes(32).toString('base64url');
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+/** ws-edge serve | token | client */
+import { parseArgs } from 'node:util';
+import { signToken } from './auth.js';
+import { runDemo, runInteractive } from './client.js';
+import { WS_PATH } from './handshake.js';
+import { serve } from './main.js';
+
+const USAGE = `usage:
+  ws-edge serve                      start a node (configuration from the environment)
+  ws-edge token --user <id> [--username <name>] [--rooms <list>] [--ttl <seconds>] [--secret <s>]
+                                     mint an HS256 token (secret: --secret or JWT_SECRET;
+                                     iss/aud from JWT_ISSUER/JWT_AUDIENCE; rooms default "*")
+  ws-edge client [--url <ws-url>] [--token <jwt> | --user <id>] [--demo] [--room <room>] [--query-token]
+                                     interactive test client, or a scripted demo that exits 0 on success
+                                     (--user mints a token with JWT_SECRET)`;
+
+function fail(message: string): never {
+  process.stderr.write(`ws-edge: ${message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function tokenFromFlags(values: { user?: string; username?: string; rooms?: string; ttl?: string; secret?: string }): string {
+  const secret = values.secret ?? process.env['JWT_SECRET'];
+  if (!secret) fail('a secret is needed: --secret or JWT_SECRET');
+  if (!values.user) fail('--user is required');
+  const ttl = Number(values.ttl ?? 3600);
+  if (!Number.isInteger(ttl) || ttl <= 0) fail('--ttl must be a positive number of seconds');
+  return signToken({
+    secret,
+    userId: values.user,
+    username: values.username,
+    rooms: (values.rooms ?? '*').split(',').map((r) => r.trim()).filter((r) => r !== ''),
+    ttlSeconds: ttl,
+    issuer: process.env['JWT_ISSUER'] || undefined,
+    audience: process.env['JWT_AUDIENCE'] || undefined,
+  });
+}
+
+const tokenFlags = {
+  user: { type: 'string' },
+  username: { type: 'string' },
+  rooms: { type: 'string' },
+  ttl: { type: 'string' },
+  secret: { type: 'string' },
+} as const;
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+    case undefined:
+      await serve();
+      return;
+    case 'token': {
+      const { values } = parseArgs({ args: rest, options: tokenFlags, strict: true });
+      process.stdout.write(tokenFromFlags(values) + '\n');
+      return;
+    }
+    case 'client': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          ...tokenFlags,
+          url: { type: 'string', default: `ws://localhost:${process.env['PORT'] || 8080}${WS_PATH}` },
+          token: { type: 'string' },
+          demo: { type: 'boolean', default: false },
+          room: { type: 'string', default: 'channel:demo' },
+          'query-token': { type: 'boolean', default: false },
+          timeout: { type: 'string', default: '5000' },
+        },
+        strict: true,
+      });
+      const opts = {
+        url: values.url,
+        token: values.token ?? process.env['WS_EDGE_TOKEN'] ?? tokenFromFlags(values),
+        queryToken: values['query-token'],
+        room: values.room,
+        timeoutMs: Number(values.timeout),
+      };
+      if (values.demo) {
+        try {
+          await runDemo(opts);
+          process.exit(0);
+        } catch (err) {
+          process.stderr.write(`demo failed: ${(err as Error).message}\n`);
+          process.exit(1);
+        }
+      }
+      process.exit(await runInteractive(opts));
+    }
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return;
+    default:
+      fail(`unknown command ${command}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`ws-edge: ${(err as Error).message}\n`);
+  process.exit(1);
+});

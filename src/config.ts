@@ -1,0 +1,221 @@
+/**
+ * All configuration comes from the environment, through one typed table. Every variable is
+ * validated at start; all problems are reported together, one line each, naming the variable.
+ * The same table is in README.md and .env.example (a test keeps the three in step).
+ */
+import { randomBytes } from 'node:crypto';
+
+export type RoomAccess = 'token' | 'open';
+
+export interface JwtConfig {
+  /** HMAC secret (HS256/384/512). */
+  readonly secret: string | undefined;
+  /** Path of a PEM public key (RS256, ES256, EdDSA...). */
+  readonly publicKeyFile: string | undefined;
+  /** Narrows the algorithms derived from the key; undefined means all that fit the key. */
+  readonly algorithms: readonly string[] | undefined;
+  readonly issuer: string | undefined;
+  readonly audience: string | undefined;
+  readonly clockToleranceSeconds: number;
+}
+
+export interface Config {
+  readonly nodeEnv: string;
+  readonly production: boolean;
+  readonly nodeId: string;
+  readonly host: string;
+  readonly port: number;
+  readonly internalHost: string;
+  readonly internalPort: number;
+  readonly logLevel: string;
+  readonly jwt: JwtConfig;
+  /** Empty: any origin. Requests without an Origin header (non-browser clients) are always allowed. */
+  readonly allowedOrigins: readonly string[];
+  readonly roomAccess: RoomAccess;
+  /** 0 means unlimited. */
+  readonly maxConnections: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxRoomsPerConnection: number;
+  /** Seconds; also the uWS idleTimeout (see README "Heartbeat"). */
+  readonly heartbeatInterval: number;
+  /** Bytes; a frame of exactly this size is accepted. */
+  readonly messageMaxSize: number;
+  /** Bytes of unsent data per socket before it is closed as a slow consumer. */
+  readonly maxBackpressure: number;
+  /** Sustained client frames per second (token bucket refill rate). */
+  readonly rateLimit: number;
+  /** Token bucket size: frames a client may send at once. */
+  readonly rateBurst: number;
+  /** Rate-limited frames within RATE_STRIKE_WINDOW_MS after which the socket is closed with 4429. */
+  readonly rateLimitCloseAfter: number;
+  /** Invalid messages within INVALID_WINDOW_MS after which the socket is closed with 1008. */
+  readonly maxInvalidMessages: number;
+  readonly membershipEvents: boolean;
+  /** user_joined/user_left are not sent to rooms with more local members than this. */
+  readonly membershipEventsMaxMembers: number;
+  /** Seconds over which draining sockets are closed; the process exits before it ends. */
+  readonly drainTimeout: number;
+}
+
+/** Window of the rate-limit strike counter (WS_RATE_LIMIT_CLOSE_AFTER). */
+export const RATE_STRIKE_WINDOW_MS = 10_000;
+/** Window of the invalid-message counter (WS_MAX_INVALID_MESSAGES). */
+export const INVALID_WINDOW_MS = 60_000;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+interface Reader {
+  str(name: string, fallback: string): string;
+  optional(name: string): string | undefined;
+  int(name: string, fallback: number, min: number, max: number): number;
+  bool(name: string, fallback: boolean): boolean;
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T;
+  list(name: string): string[];
+}
+
+function reader(env: Env, problems: string[]): Reader {
+  const raw = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value === undefined || value === '' ? undefined : value;
+  };
+  return {
+    str: (name, fallback) => raw(name) ?? fallback,
+    optional: raw,
+    int(name, fallback, min, max) {
+      const value = raw(name);
+      if (value === undefined) return fallback;
+      if (!/^-?\d+$/.test(value)) {
+        problems.push(`${name}: "${value}" is not an integer`);
+        return fallback;
+      }
+      const n = Number(value);
+      if (n < min || n > max) problems.push(`${name}: ${n} is outside ${min}..${max}`);
+      return n;
+    },
+    bool(name, fallback) {
+      const value = raw(name)?.toLowerCase();
+      if (value === undefined) return fallback;
+      if (['true', '1', 'yes', 'on'].includes(value)) return true;
+      if (['false', '0', 'no', 'off'].includes(value)) return false;
+      problems.push(`${name}: "${value}" is not a boolean (true/false)`);
+      return fallback;
+    },
+    oneOf(name, fallback, allowed) {
+      const value = raw(name);
+      if (value === undefined) return fallback;
+      if ((allowed as readonly string[]).includes(value)) return value as (typeof allowed)[number];
+      problems.push(`${name}: "${value}" is not one of ${allowed.join(', ')}`);
+      return fallback;
+    },
+    list(name) {
+      return (raw(name) ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+    },
+  };
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+
+/** uWS accepts idleTimeout 0 or 8..960 seconds; WS_HEARTBEAT_INTERVAL maps onto it directly. */
+const HEARTBEAT_MIN = 8;
+const HEARTBEAT_MAX = 960;
+/** uWS keeps a whole message in memory; 64 MiB keeps its hard ceiling (2x) far below 2^31. */
+const MESSAGE_MAX_SIZE_LIMIT = 64 * 1024 * 1024;
+
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const r = reader(env, problems);
+
+  const nodeEnv = r.str('NODE_ENV', 'development');
+  const production = nodeEnv === 'production';
+  const messageMaxSize = r.int('WS_MESSAGE_MAX_SIZE', 1_048_576, 1024, MESSAGE_MAX_SIZE_LIMIT);
+  const maxBackpressure = r.int('WS_MAX_BACKPRESSURE', 4_194_304, 1024, 1024 * 1024 * 1024);
+  if (maxBackpressure <= messageMaxSize) {
+    problems.push(`WS_MAX_BACKPRESSURE: ${maxBackpressure} must be larger than WS_MESSAGE_MAX_SIZE (${messageMaxSize})`);
+  }
+  const port = r.int('PORT', 8080, 0, 65535);
+  const internalPort = r.int('INTERNAL_PORT', 9090, 0, 65535);
+  if (port !== 0 && port === internalPort) problems.push(`INTERNAL_PORT: must differ from PORT (${port})`);
+  const nodeId = r.str('NODE_ID', randomBytes(4).toString('hex'));
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(nodeId)) problems.push('NODE_ID: use 1-32 characters of [A-Za-z0-9_-]');
+  const rateLimit = r.int('WS_RATE_LIMIT', 20, 1, 100_000);
+  const rateBurst = r.int('WS_RATE_BURST', 40, 1, 100_000);
+  const heartbeatInterval = r.int('WS_HEARTBEAT_INTERVAL', 30, HEARTBEAT_MIN, HEARTBEAT_MAX);
+
+  const config: Config = {
+    nodeEnv,
+    production,
+    nodeId,
+    host: r.str('HOST', '0.0.0.0'),
+    port,
+    internalHost: r.str('INTERNAL_HOST', '127.0.0.1'),
+    internalPort,
+    logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+    jwt: readJwt(r, problems, production),
+    allowedOrigins: r.list('WS_ALLOWED_ORIGINS'),
+    roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open']),
+    maxConnections: r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
+    maxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 5, 1, 10_000),
+    maxRoomsPerConnection: r.int('WS_MAX_ROOMS_PER_CONNECTION', 100, 1, 10_000),
+    heartbeatInterval,
+    messageMaxSize,
+    maxBackpressure,
+    rateLimit,
+    rateBurst,
+    rateLimitCloseAfter: r.int('WS_RATE_LIMIT_CLOSE_AFTER', 50, 1, 1_000_000),
+    maxInvalidMessages: r.int('WS_MAX_INVALID_MESSAGES', 10, 1, 1_000_000),
+    membershipEvents: r.bool('WS_MEMBERSHIP_EVENTS', true),
+    membershipEventsMaxMembers: r.int('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS', 1000, 0, 10_000_000),
+    drainTimeout: r.int('WS_DRAIN_TIMEOUT', 20, 1, 3600),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+function readJwt(r: Reader, problems: string[], production: boolean): JwtConfig {
+  const secret = r.optional('JWT_SECRET');
+  const publicKeyFile = r.optional('JWT_PUBLIC_KEY_FILE');
+  const algorithms = r.list('JWT_ALGORITHMS');
+  if (secret !== undefined && publicKeyFile !== undefined) {
+    problems.push('JWT_SECRET: set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both');
+  }
+  if (secret === undefined && publicKeyFile === undefined && production) {
+    problems.push('JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE');
+  }
+  if (secret !== undefined && production && Buffer.byteLength(secret) < 32) {
+    problems.push('JWT_SECRET: must be at least 32 bytes in production');
+  }
+  const unknown = algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a) && !PUBLIC_KEY_ALGORITHMS.includes(a));
+  if (unknown.length > 0) problems.push(`JWT_ALGORITHMS: unsupported ${unknown.join(', ')} (never "none")`);
+  const hmac = algorithms.filter((a) => HMAC_ALGORITHMS.includes(a));
+  const pub = algorithms.filter((a) => PUBLIC_KEY_ALGORITHMS.includes(a));
+  if (hmac.length > 0 && pub.length > 0) {
+    problems.push('JWT_ALGORITHMS: mixes HMAC and public-key algorithms; pick one family');
+  } else if (publicKeyFile !== undefined && hmac.length > 0) {
+    problems.push('JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE');
+  } else if (publicKeyFile === undefined && pub.length > 0) {
+    problems.push('JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE');
+  }
+  return {
+    secret,
+    publicKeyFile,
+    algorithms: algorithms.length > 0 ? algorithms : undefined,
+    issuer: r.optional('JWT_ISSUER'),
+    audience: r.optional('JWT_AUDIENCE'),
+    clockToleranceSeconds: r.int('JWT_CLOCK_TOLERANCE', 5, 0, 300),
+  };
+}
+
+export const HMAC_ALGS: readonly string[] = HMAC_ALGORITHMS;
+export const PUBLIC_KEY_ALGS: readonly string[] = PUBLIC_KEY_ALGORITHMS;

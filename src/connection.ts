@@ -1,0 +1,255 @@
+/**
+ * The uWS WebSocket behaviour, handlers in lifecycle order: upgrade (copy what is needed out of
+ * `req`, verify, acquire the user slot, `res.upgrade`), open, message (size, rate, one JSON.parse,
+ * handler), subscription (room gauge and broker interest), dropped, close (release everything).
+ */
+import type { Identity } from './auth.js';
+import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
+import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
+import { handle, announceMembership, sendError, type HandlerContext } from './handlers.js';
+import { answerProtocol, checkOrigin, extractToken } from './handshake.js';
+import { newBucket, newStrikes, strike, takeToken, type ConnectionSlots } from './limits.js';
+import type { Logger } from './log.js';
+import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
+import { userRoom } from './rooms.js';
+import type { Session, SessionSocket, Socket, UserData } from './session.js';
+import type { HttpResponse, WebSocketBehavior } from './uws.js';
+
+export interface ConnectionContext extends HandlerContext {
+  readonly log: Logger;
+  readonly slots: ConnectionSlots;
+  /** Every open session socket: for drain, and the node-wide connection cap. */
+  readonly live: Set<SessionSocket>;
+  readonly isDraining: () => boolean;
+  /** The loaded uWS build reports backpressure drops (`dropped` handler). */
+  readonly droppedHandler: boolean;
+  readonly nextConnectionId: () => string;
+}
+
+/** uWS's own reason when a frame passes maxPayloadLength (it then closes without a close frame). */
+const UWS_TOO_BIG = 'Received too big message';
+const textDecoder = new TextDecoder();
+
+function refuseUpgrade(res: HttpResponse, reason: string): void {
+  res.cork(() => {
+    res.writeStatus('503 Service Unavailable').writeHeader('Content-Type', 'application/json').writeHeader('Retry-After', '1');
+    res.end(JSON.stringify({ error: 'unavailable', reason }), true);
+  });
+}
+
+export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserData> {
+  const { config, metrics, log, live } = ctx;
+  /** Upgrades waiting for a slot; they count against WS_MAX_CONNECTIONS too. */
+  let pending = 0;
+
+  const reject = (rej: Rejection, remoteAddress: string, userId?: string): RejectedData => {
+    metrics.connectionRejected(rej.reason);
+    log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, user_id: userId, remote: remoteAddress }, 'connection rejected');
+    return { kind: 'rejected', rejection: rej };
+  };
+
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string): Session => {
+    const now = Date.now();
+    return {
+      kind: 'session',
+      connectionId,
+      userId: identity.userId,
+      username: identity.username,
+      grant: identity.grant,
+      expiresAt: identity.expiresAt,
+      remoteAddress,
+      rooms: new Set(),
+      bucket: newBucket(config.rateBurst, now),
+      rateStrikes: newStrikes(),
+      invalidStrikes: newStrikes(),
+      slow: false,
+      closed: false,
+    };
+  };
+
+  /** An invalid message: error envelope, and 1008 once a client keeps sending them. */
+  const invalid = (ws: SessionSocket, session: Session, error: MessageError, id: string | undefined): void => {
+    if (strike(session.invalidStrikes, Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
+      metrics.policyClose('invalid_messages');
+      ws.end(CloseCode.POLICY_VIOLATION, 'too many invalid messages');
+      return;
+    }
+    sendError(ctx, ws, error, id);
+  };
+
+  return {
+    compression: 0, // uWS.DISABLED: the legacy build has no compression; one encoding per event either way
+    maxPayloadLength: config.messageMaxSize * 2,
+    idleTimeout: config.heartbeatInterval,
+    sendPingsAutomatically: true,
+    maxBackpressure: config.maxBackpressure,
+    closeOnBackpressureLimit: true,
+    maxLifetime: 0,
+
+    upgrade(res, req, context) {
+      if (ctx.isDraining()) {
+        metrics.upgradeRefused('draining');
+        return refuseUpgrade(res, 'draining');
+      }
+      if (config.maxConnections > 0 && live.size + pending >= config.maxConnections) {
+        metrics.upgradeRefused('max_connections');
+        return refuseUpgrade(res, 'max_connections');
+      }
+      // req is only valid until the first await or return: copy everything now.
+      const key = req.getHeader('sec-websocket-key');
+      const protocols = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      const origin = req.getHeader('origin');
+      const query = req.getQuery() ?? '';
+      const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+
+      const upgrade = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
+      const protocol = answerProtocol(protocols);
+
+      const originProblem = checkOrigin(origin, config.allowedOrigins);
+      if (originProblem) return upgrade(reject(originProblem, remoteAddress), protocol);
+      const found = extractToken({ query, protocols, origin });
+      if (isRejection(found)) return upgrade(reject(found, remoteAddress), protocol);
+      const identity = ctx.auth.verify(found.token);
+      if (isRejection(identity)) return upgrade(reject(identity, remoteAddress), protocol);
+
+      const connectionId = ctx.nextConnectionId();
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      pending += 1;
+      ctx.slots.acquire(identity.userId, connectionId).then(
+        (granted) => {
+          pending -= 1;
+          if (aborted) {
+            if (granted) ctx.slots.release(identity.userId, connectionId);
+            return;
+          }
+          const data = granted
+            ? newSession(identity, connectionId, remoteAddress)
+            : reject(rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user'), remoteAddress, identity.userId);
+          res.cork(() => upgrade(data, found.protocol));
+        },
+        (err: unknown) => {
+          pending -= 1;
+          log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
+          if (!aborted) res.cork(() => upgrade(reject(rejection('internal', CloseCode.INTERNAL, 'internal error'), remoteAddress, identity.userId), found.protocol));
+        },
+      );
+    },
+
+    open(ws) {
+      const data = ws.getUserData();
+      if (data.kind === 'rejected') {
+        ws.end(data.rejection.code, data.rejection.message);
+        return;
+      }
+      const sws = ws as SessionSocket;
+      if (ctx.isDraining()) {
+        ws.end(CloseCode.SERVICE_RESTART, 'service restart');
+        return;
+      }
+      live.add(sws);
+      metrics.connectionOpened();
+      ctx.expiry.add(sws, data.expiresAt);
+      const personal = userRoom(data.userId);
+      ws.subscribe(personal);
+      ws.send(
+        encodeReply(
+          'connected',
+          {
+            data: {
+              connection_id: data.connectionId,
+              user_id: data.userId,
+              username: data.username,
+              heartbeat_interval: config.heartbeatInterval,
+              max_message_size: config.messageMaxSize,
+              rooms: [personal],
+            },
+          },
+          undefined,
+        ),
+      );
+      log.debug({ event: 'connection_open', connection_id: data.connectionId, user_id: data.userId, remote: data.remoteAddress }, 'connection opened');
+    },
+
+    message(ws, message, isBinary) {
+      const sws = ws as SessionSocket;
+      const session = sws.getUserData();
+      if (session.kind !== 'session') return;
+      if (message.byteLength > config.messageMaxSize) {
+        metrics.messageTooBig('limit');
+        ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
+        return;
+      }
+      const now = Date.now();
+      if (!takeToken(session.bucket, now, config.rateLimit, config.rateBurst)) {
+        metrics.rateLimited();
+        if (strike(session.rateStrikes, now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
+          metrics.policyClose('flooding');
+          ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
+          return;
+        }
+        sendError(ctx, sws, messageError('rate_limited', `at most ${config.rateLimit} messages per second`), undefined);
+        return;
+      }
+      if (isBinary) {
+        metrics.messageReceived('invalid');
+        invalid(sws, session, messageError('binary_not_supported', 'only JSON text frames are supported'), undefined);
+        return;
+      }
+      const parsed = parseFrame(Buffer.from(message).toString('utf8'));
+      if (isParseFailure(parsed)) {
+        metrics.messageReceived(parsed.type ?? 'invalid');
+        invalid(sws, session, parsed.error, parsed.id);
+        return;
+      }
+      metrics.messageReceived(parsed.type);
+      try {
+        handle(ctx, sws, session, parsed);
+      } catch (err) {
+        log.error({ err, connection_id: session.connectionId, type: parsed.type }, 'message handler failed');
+        if (!session.closed) sendError(ctx, sws, messageError('internal_error', 'internal error'), parsed.id);
+      }
+    },
+
+    subscription(_ws, topic, newCount, oldCount) {
+      if (oldCount === 0 && newCount > 0) {
+        metrics.roomAdded();
+        ctx.broker.subscribe(textDecoder.decode(topic));
+      } else if (newCount === 0 && oldCount > 0) {
+        metrics.roomRemoved();
+        ctx.broker.unsubscribe(textDecoder.decode(topic));
+      }
+    },
+
+    // Only the official build calls this; closeOnBackpressureLimit closes the socket either way.
+    ...(ctx.droppedHandler && {
+      dropped(ws: Socket) {
+        const data = ws.getUserData();
+        if (data.kind !== 'session' || data.slow) return;
+        data.slow = true;
+        metrics.backpressureDrop();
+        log.info({ event: 'slow_consumer', connection_id: data.connectionId, user_id: data.userId }, 'slow consumer closed');
+      },
+    }),
+
+    close(ws, code, message) {
+      const data = ws.getUserData();
+      if (data.kind !== 'session') return;
+      const sws = ws as SessionSocket;
+      data.closed = true;
+      live.delete(sws);
+      ctx.slots.release(data.userId, data.connectionId);
+      ctx.expiry.remove(sws, data.expiresAt);
+      if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
+      metrics.connectionClosed(code);
+      // uWS has already unsubscribed the socket, so the member counts are current.
+      for (const room of data.rooms) announceMembership(ctx, data, room, 'user_left');
+      log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code }, 'connection closed');
+    },
+  };
+}
+
+type RejectedData = Extract<UserData, { kind: 'rejected' }>;

@@ -1,0 +1,89 @@
+/**
+ * Server-side publishing: a typed `publish` and helpers for the product's domain events, each
+ * routed to its rooms. Every event is encoded once per room and handed to the broker, so the same
+ * helpers work inside a node and (through another broker) from other processes.
+ */
+import type { Broker } from './broker.js';
+import { encodeEvent, isPublishableType } from './protocol.js';
+import { isValidId, isValidRoom } from './rooms.js';
+
+export type Id = string | number;
+
+export interface TaskRef {
+  readonly projectId: Id;
+  readonly taskId: Id;
+  /** Display name of whoever caused the event; null when the system did. */
+  readonly by?: string | null;
+}
+
+export interface Events {
+  /** Publishes one event to one room. Throws on an invalid room or a reserved/malformed type. */
+  publish(room: string, type: string, data: unknown, sender?: string | null): void;
+  taskCreated(ref: TaskRef & { readonly task: unknown }): void;
+  taskUpdated(ref: TaskRef & { readonly changes: unknown }): void;
+  taskDeleted(ref: TaskRef): void;
+  taskStatusChanged(ref: TaskRef & { readonly from: string; readonly to: string }): void;
+  taskAssigned(ref: TaskRef & { readonly assigneeId: Id | null }): void;
+  messageNew(ref: { readonly channelId: Id; readonly messageId: Id; readonly message: unknown; readonly by?: string | null }): void;
+  messageEdited(ref: { readonly channelId: Id; readonly messageId: Id; readonly changes: unknown; readonly by?: string | null }): void;
+  messageDeleted(ref: { readonly channelId: Id; readonly messageId: Id; readonly by?: string | null }): void;
+  projectUpdated(ref: { readonly projectId: Id; readonly changes: unknown; readonly by?: string | null }): void;
+  projectArchived(ref: { readonly projectId: Id; readonly by?: string | null }): void;
+  notificationNew(ref: { readonly userId: Id; readonly notification: unknown; readonly by?: string | null }): void;
+  notificationMentioned(ref: {
+    readonly userId: Id;
+    readonly room: string;
+    readonly messageId?: Id;
+    readonly excerpt?: string;
+    readonly by?: string | null;
+  }): void;
+}
+
+function room(kind: 'project' | 'channel' | 'task' | 'user', id: Id): string {
+  const name = String(id);
+  if (!isValidId(name)) throw new TypeError(`invalid ${kind} id: ${JSON.stringify(name)}`);
+  return `${kind}:${name}`;
+}
+
+/** Called for each published event after it has gone to the broker (metrics). */
+export type OnPublished = (room: string) => void;
+
+export function createEvents(broker: Pick<Broker, 'publish'>, onPublished: OnPublished = () => {}): Events {
+  const publish = (target: string, type: string, data: unknown, sender: string | null = null): void => {
+    if (!isValidRoom(target)) throw new TypeError(`invalid room: ${JSON.stringify(target)}`);
+    if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
+    broker.publish(target, encodeEvent(type, target, data ?? null, sender));
+    onPublished(target);
+  };
+  /** Task events go to the project room and the task room, one encoding each. */
+  const toTask = (ref: TaskRef, type: string, data: Record<string, unknown>): void => {
+    const body = { task_id: ref.taskId, project_id: ref.projectId, ...data };
+    publish(room('project', ref.projectId), type, body, ref.by ?? null);
+    publish(room('task', ref.taskId), type, body, ref.by ?? null);
+  };
+
+  return {
+    publish,
+    taskCreated: (ref) => toTask(ref, 'task.created', { task: ref.task }),
+    taskUpdated: (ref) => toTask(ref, 'task.updated', { changes: ref.changes }),
+    taskDeleted: (ref) => toTask(ref, 'task.deleted', {}),
+    taskStatusChanged: (ref) => toTask(ref, 'task.status_changed', { old_status: ref.from, new_status: ref.to }),
+    taskAssigned: (ref) => toTask(ref, 'task.assigned', { assignee_id: ref.assigneeId }),
+    messageNew: (ref) =>
+      publish(room('channel', ref.channelId), 'message.new', { message_id: ref.messageId, message: ref.message }, ref.by ?? null),
+    messageEdited: (ref) =>
+      publish(room('channel', ref.channelId), 'message.edited', { message_id: ref.messageId, changes: ref.changes }, ref.by ?? null),
+    messageDeleted: (ref) => publish(room('channel', ref.channelId), 'message.deleted', { message_id: ref.messageId }, ref.by ?? null),
+    projectUpdated: (ref) =>
+      publish(room('project', ref.projectId), 'project.updated', { project_id: ref.projectId, changes: ref.changes }, ref.by ?? null),
+    projectArchived: (ref) => publish(room('project', ref.projectId), 'project.archived', { project_id: ref.projectId }, ref.by ?? null),
+    notificationNew: (ref) => publish(room('user', ref.userId), 'notification.new', ref.notification, ref.by ?? null),
+    notificationMentioned: (ref) =>
+      publish(
+        room('user', ref.userId),
+        'notification.mentioned',
+        { room: ref.room, message_id: ref.messageId ?? null, excerpt: ref.excerpt ?? null },
+        ref.by ?? null,
+      ),
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * One small function per client message type. A handler validates with `rooms`, changes uWS
+ * subscriptions, publishes through the broker, and answers the socket directly. Refusals are error
+ * envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
+ */
+import { isRejection, type Authenticator } from './auth.js';
+import type { Broker } from './broker.js';
+import type { Config } from './config.js';
+import { CloseCode, messageError, type MessageError } from './errors.js';
+import type { ExpiryScheduler } from './expiry.js';
+import type { Metrics, PublishSource } from './metrics.js';
+import { encodeError, encodeEvent, encodeReply, type ClientMessage } from './protocol.js';
+import { canJoin, isValidRoom, userRoom } from './rooms.js';
+import type { Session, SessionSocket } from './session.js';
+import type { TemplatedApp } from './uws.js';
+
+export interface HandlerContext {
+  readonly config: Config;
+  readonly auth: Authenticator;
+  readonly metrics: Metrics;
+  readonly broker: Broker;
+  /** For `numSubscribers`: the local member count of a room, kept by uWS. */
+  readonly app: TemplatedApp;
+  readonly expiry: ExpiryScheduler<SessionSocket>;
+}
+
+type Handler<T extends ClientMessage['type']> = (
+  ctx: HandlerContext,
+  ws: SessionSocket,
+  session: Session,
+  msg: Extract<ClientMessage, { type: T }>,
+) => void;
+
+export function sendError(ctx: HandlerContext, ws: SessionSocket, error: MessageError, id: string | undefined): void {
+  ctx.metrics.errorSent(error.code);
+  ws.send(encodeError(error, id));
+}
+
+export function publish(ctx: HandlerContext, room: string, payload: string, source: PublishSource): void {
+  ctx.broker.publish(room, payload);
+  ctx.metrics.published(source);
+}
+
+/** user_joined/user_left, unless disabled or the room is too large for per-member events. */
+export function announceMembership(ctx: HandlerContext, session: Session, room: string, type: 'user_joined' | 'user_left'): void {
+  const { membershipEvents, membershipEventsMaxMembers } = ctx.config;
+  if (!membershipEvents || ctx.app.numSubscribers(room) > membershipEventsMaxMembers) return;
+  const data = { user_id: session.userId, username: session.username };
+  publish(ctx, room, encodeEvent(type, room, data, session.username), 'membership');
+}
+
+/** Room name and access checks shared by join and leave; undefined when the room may be used. */
+function roomProblem(ctx: HandlerContext, session: Session, room: string): MessageError | undefined {
+  if (!isValidRoom(room)) return messageError('invalid_room', 'room must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]');
+  if (!canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) return messageError('forbidden', 'not allowed to join this room');
+  return undefined;
+}
+
+const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, id }) => {
+  const problem = roomProblem(ctx, session, room);
+  if (problem) return sendError(ctx, ws, problem, id);
+  if (session.rooms.has(room) || room === userRoom(session.userId)) {
+    ws.send(encodeReply('room_joined', { room }, id));
+    return;
+  }
+  if (session.rooms.size >= ctx.config.maxRoomsPerConnection) {
+    return sendError(ctx, ws, messageError('too_many_rooms', `at most ${ctx.config.maxRoomsPerConnection} rooms per connection`), id);
+  }
+  // Announce before subscribing, so the joiner is not told about itself.
+  announceMembership(ctx, session, room, 'user_joined');
+  ws.subscribe(room);
+  session.rooms.add(room);
+  ws.send(encodeReply('room_joined', { room }, id));
+};
+
+const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
+  if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('forbidden', 'the personal room cannot be left'), id);
+  if (!session.rooms.has(room)) return sendError(ctx, ws, messageError('not_joined', 'not a member of this room'), id);
+  ws.unsubscribe(room);
+  session.rooms.delete(room);
+  announceMembership(ctx, session, room, 'user_left');
+  ws.send(encodeReply('room_left', { room }, id));
+};
+
+/** The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`. */
+const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id }) => {
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
+  if (!session.rooms.has(room) && room !== userRoom(session.userId)) {
+    return sendError(ctx, ws, messageError('not_joined', 'join the room before sending to it'), id);
+  }
+  publish(ctx, room, encodeEvent('message.new', room, data, session.username), 'client');
+  if (id !== undefined) ws.send(encodeReply('message_sent', { room }, id));
+};
+
+const ping: Handler<'ping'> = (_ctx, ws, _session, { id }) => {
+  ws.send(encodeReply('pong', {}, id));
+};
+
+const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id }) => {
+  const result = ctx.auth.verify(token);
+  if (isRejection(result)) {
+    ctx.metrics.connectionRejected(result.reason);
+    ws.end(CloseCode.UNAUTHORIZED, result.message);
+    return;
+  }
+  if (result.userId !== session.userId) {
+    ctx.metrics.connectionRejected('token_invalid');
+    ws.end(CloseCode.UNAUTHORIZED, 'token is for another user');
+    return;
+  }
+  ctx.expiry.remove(ws, session.expiresAt);
+  session.expiresAt = result.expiresAt;
+  session.grant = result.grant;
+  ctx.expiry.add(ws, session.expiresAt);
+  ws.send(encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
+};
+
+const handlers: { [T in ClientMessage['type']]: Handler<T> } = {
+  join_room: joinRoom,
+  leave_room: leaveRoom,
+  send_message: sendMessage,
+  ping,
+  refresh_token: refreshToken,
+};
+
+export function handle(ctx: HandlerContext, ws: SessionSocket, session: Session, msg: ClientMessage): void {
+  (handlers[msg.type] as Handler<typeof msg.type>)(ctx, ws, session, msg);
+}

@@ -1,0 +1,140 @@
+/**
+ * `ws-edge serve`: configuration, logger, node, signals. A bad configuration exits 1 with one
+ * line per problem. Without a JWT key outside production, an ephemeral secret is generated and a
+ * ready-to-use dev token printed (to stderr, never through the logger).
+ */
+import { ephemeralSecret, signToken } from './auth.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { WS_PATH } from './handshake.js';
+import { createLogger, type Logger } from './log.js';
+import { startNode } from './server.js';
+
+/** Lifetime of the token printed at a zero-config start. */
+const DEV_TOKEN_TTL_SECONDS = 24 * 3600;
+
+function withDevSecret(config: Config): { config: Config; devSecret: string | undefined } {
+  if (config.jwt.secret !== undefined || config.jwt.publicKeyFile !== undefined) return { config, devSecret: undefined };
+  const secret = ephemeralSecret();
+  return { config: { ...config, jwt: { ...config.jwt, secret, algorithms: ['HS256'] } }, devSecret: secret };
+}
+
+function printDevBanner(config: Config, secret: string): void {
+  const token = signToken({
+    secret,
+    userId: 'dev',
+    username: 'dev',
+    rooms: ['*'],
+    ttlSeconds: DEV_TOKEN_TTL_SECONDS,
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+  });
+  const host = config.host === '0.0.0.0' ? 'localhost' : config.host;
+  const url = `ws://${host}:${config.port}${WS_PATH}`;
+  process.stderr.write(
+    [
+      '',
+      'ws-edge dev mode: no JWT_SECRET or JWT_PUBLIC_KEY_FILE set, so an ephemeral HS256 secret was generated.',
+      'It lives only as long as this process. Dev token (user "dev", all rooms, 24 h):',
+      '',
+      `  ${token}`,
+      '',
+      'Connect:',
+      `  npx ws-edge client --url ${url} --token ${token}`,
+      `  websocat "${url}?token=${token}"`,
+      '',
+    ].join('\n') + '\n',
+  );
+}
+
+export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let loaded: Config;
+  try {
+    loaded = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const problem of err.problems) process.stderr.write(`ws-edge: invalid configuration: ${problem}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const { config, devSecret } = withDevSecret(loaded);
+  const log = createLogger(config.logLevel, { node_id: config.nodeId });
+
+  let node;
+  try {
+    node = await startNode(config, log);
+  } catch (err) {
+    log.fatal({ err }, 'start failed');
+    log.flush();
+    process.stderr.write(`ws-edge: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  logStart(log, config, node.port, node.internalPort, node.uws, devSecret !== undefined);
+  if (devSecret !== undefined) printDevBanner({ ...config, port: node.port }, devSecret);
+
+  const stop = (signal: string): void => {
+    log.info({ event: 'signal', signal }, 'shutting down');
+    node.shutdown().then(
+      () => {
+        log.flush();
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        log.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+function logStart(
+  log: Logger,
+  config: Config,
+  port: number,
+  internalPort: number,
+  uws: { source: string; version: string; binary: string; droppedHandler: boolean },
+  devSecret: boolean,
+): void {
+  log.info(
+    {
+      event: 'start',
+      port,
+      internal_port: internalPort,
+      host: config.host,
+      internal_host: config.internalHost,
+      node_env: config.nodeEnv,
+      uws: { package: uws.source, version: uws.version, binary: uws.binary, dropped_handler: uws.droppedHandler },
+      node: process.version,
+      broker: 'memory',
+      jwt: {
+        key: config.jwt.publicKeyFile !== undefined ? 'public_key_file' : devSecret ? 'ephemeral_dev_secret' : 'secret',
+        algorithms: config.jwt.algorithms ?? 'derived from key',
+        issuer: config.jwt.issuer ?? null,
+        audience: config.jwt.audience ?? null,
+        clock_tolerance_s: config.jwt.clockToleranceSeconds,
+      },
+      limits: {
+        max_connections: config.maxConnections,
+        max_connections_per_user: config.maxConnectionsPerUser,
+        max_rooms_per_connection: config.maxRoomsPerConnection,
+        message_max_size: config.messageMaxSize,
+        uws_max_payload_length: config.messageMaxSize * 2,
+        max_backpressure: config.maxBackpressure,
+        rate_limit: config.rateLimit,
+        rate_burst: config.rateBurst,
+        rate_limit_close_after: config.rateLimitCloseAfter,
+        max_invalid_messages: config.maxInvalidMessages,
+      },
+      heartbeat: { interval_s: config.heartbeatInterval, uws_idle_timeout_s: config.heartbeatInterval, send_pings_automatically: true },
+      room_access: config.roomAccess,
+      allowed_origins: config.allowedOrigins,
+      membership_events: config.membershipEvents,
+      membership_events_max_members: config.membershipEventsMaxMembers,
+      drain_timeout_s: config.drainTimeout,
+    },
+    'ws-edge started',
+  );
+}

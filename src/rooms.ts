@@ -1,0 +1,67 @@
+/**
+ * Room names and the access policy. Pure functions: a later issue can put a callback to the
+ * product backend behind `canJoin` without touching the socket code.
+ */
+import type { RoomAccess } from './config.js';
+
+export const ROOM_KINDS = ['project', 'channel', 'task', 'user'] as const;
+export type RoomKind = (typeof ROOM_KINDS)[number];
+
+/** `<kind>:<id>`, id of 1-64 characters [A-Za-z0-9_-]. */
+const ROOM_PATTERN = /^(?:project|channel|task|user):[A-Za-z0-9_-]{1,64}$/;
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Upper bound on entries of a token's `rooms` claim. */
+export const MAX_GRANT_ENTRIES = 1000;
+
+export function isValidRoom(name: unknown): name is string {
+  return typeof name === 'string' && ROOM_PATTERN.test(name);
+}
+
+/** A user id must fit the room id grammar, because every user has the room `user:<id>`. */
+export function isValidId(id: unknown): id is string {
+  return typeof id === 'string' && ID_PATTERN.test(id);
+}
+
+export function userRoom(userId: string): string {
+  return `user:${userId}`;
+}
+
+/** The rooms a token grants, compiled from its `rooms` claim. */
+export interface Grant {
+  /** `*`: every room (other users' personal rooms stay forbidden). */
+  readonly all: boolean;
+  /** `project:*` and the like, stored as `project:`. */
+  readonly prefixes: readonly string[];
+  readonly exact: ReadonlySet<string>;
+}
+
+export const NO_GRANT: Grant = { all: false, prefixes: [], exact: new Set() };
+
+/**
+ * Compiles a `rooms` claim: an array of `*`, `<kind>:*` or exact room names. Returns undefined when
+ * the claim is absent, null when it is malformed (the token is then refused).
+ */
+export function compileGrant(claim: unknown): Grant | null | undefined {
+  if (claim === undefined) return undefined;
+  if (!Array.isArray(claim) || claim.length > MAX_GRANT_ENTRIES) return null;
+  let all = false;
+  const prefixes: string[] = [];
+  const exact = new Set<string>();
+  for (const entry of claim) {
+    if (entry === '*') all = true;
+    else if (typeof entry === 'string' && entry.endsWith(':*') && (ROOM_KINDS as readonly string[]).includes(entry.slice(0, -2))) {
+      prefixes.push(entry.slice(0, -1));
+    } else if (isValidRoom(entry)) exact.add(entry);
+    else return null;
+  }
+  return { all, prefixes, exact };
+}
+
+/** Whether `userId` holding `grant` may join `room`. `room` must already be valid. */
+export function canJoin(userId: string, grant: Grant | undefined, room: string, policy: RoomAccess): boolean {
+  if (room.startsWith('user:')) return room === userRoom(userId);
+  if (policy === 'open') return true;
+  if (grant === undefined) return false;
+  if (grant.all || grant.exact.has(room)) return true;
+  return grant.prefixes.some((prefix) => room.startsWith(prefix));
+}
