@@ -1,0 +1,111 @@
+/** A real WebSocket client (the `ws` package) that queues every message for assertions. */
+import WebSocket from 'ws';
+import { signToken, type TokenRequest } from '../../src/auth.js';
+import { TEST_SECRET } from './node.js';
+
+export type Envelope = { type: string; room?: string; id?: string; data?: any; sender?: string | null; timestamp?: string };
+
+export interface TestClient {
+  readonly ws: WebSocket;
+  /** Every message received so far, in order (consumed ones removed by `next`). */
+  readonly received: Envelope[];
+  /** Resolves with the first queued (or future) message matching, or rejects after `timeoutMs`. */
+  next(match?: (e: Envelope) => boolean, timeoutMs?: number): Promise<Envelope>;
+  /** Resolves if nothing matching arrives within `ms`; rejects otherwise. */
+  expectNothing(match?: (e: Envelope) => boolean, ms?: number): Promise<void>;
+  send(frame: unknown): void;
+  /** Resolves with the close code and reason. */
+  closed: Promise<{ code: number; reason: string }>;
+  close(): void;
+}
+
+export function token(userId = 'alice', extra: Partial<TokenRequest> = {}): string {
+  return signToken({ secret: TEST_SECRET, userId, rooms: ['*'], ttlSeconds: 3600, ...extra });
+}
+
+export interface ConnectOptions {
+  readonly query?: string;
+  readonly protocols?: string[];
+  readonly headers?: Record<string, string>;
+  /** ws option: answer pings automatically (default true). */
+  readonly autoPong?: boolean;
+}
+
+/** Opens a socket; the URL gets `?token=<tok>` unless `query` is given. Does not wait for `connected`. */
+export function open(url: string, tok: string | undefined, opts: ConnectOptions = {}): TestClient {
+  const query = opts.query ?? (tok === undefined ? '' : `?token=${encodeURIComponent(tok)}`);
+  const ws = new WebSocket(url + query, opts.protocols ?? [], {
+    headers: opts.headers ?? {},
+    autoPong: opts.autoPong ?? true,
+    maxPayload: 64 * 1024 * 1024,
+  });
+  const received: Envelope[] = [];
+  const waiters = new Set<() => void>();
+  const wake = () => waiters.forEach((w) => w());
+  ws.on('message', (raw, isBinary) => {
+    received.push(isBinary ? { type: '<binary>' } : (JSON.parse(String(raw)) as Envelope));
+    wake();
+  });
+  ws.on('error', () => {});
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code, reason) => {
+      resolve({ code, reason: reason.toString() });
+      wake();
+    }),
+  );
+  let isClosed = false;
+  void closed.then(() => (isClosed = true));
+
+  const next: TestClient['next'] = (match = () => true, timeoutMs = 3000) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const index = received.findIndex(match);
+        if (index >= 0) {
+          done();
+          resolve(received.splice(index, 1)[0]!);
+        } else if (isClosed) {
+          done();
+          reject(new Error(`socket closed while waiting; received: ${JSON.stringify(received)}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timed out waiting for a message; received: ${JSON.stringify(received).slice(0, 500)}`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+
+  return {
+    ws,
+    received,
+    next,
+    async expectNothing(match = () => true, ms = 300) {
+      await new Promise((r) => setTimeout(r, ms));
+      const found = received.find(match);
+      if (found) throw new Error(`unexpected message ${JSON.stringify(found)}`);
+    },
+    send: (frame) => ws.send(typeof frame === 'string' || Buffer.isBuffer(frame) ? frame : JSON.stringify(frame)),
+    closed,
+    close: () => ws.close(),
+  };
+}
+
+/** Opens a socket and waits for `connected`. */
+export async function connect(url: string, userId = 'alice', extra: Partial<TokenRequest> = {}, opts: ConnectOptions = {}): Promise<TestClient> {
+  const client = open(url, token(userId, extra), opts);
+  await client.next((e) => e.type === 'connected');
+  return client;
+}
+
+/** Joins and waits for room_joined. */
+export async function join(client: TestClient, room: string): Promise<void> {
+  const id = `join-${room}-${Math.random()}`;
+  client.send({ type: 'join_room', room, id });
+  const reply = await client.next((e) => e.id === id);
+  if (reply.type !== 'room_joined') throw new Error(`join ${room} failed: ${JSON.stringify(reply)}`);
+}
