@@ -67,7 +67,12 @@ export function resolveKey(jwt: JwtConfig): { key: string; algorithms: string[] 
     } catch (err) {
       throw new Error(`JWT_PUBLIC_KEY_FILE: cannot read ${jwt.publicKeyFile}: ${(err as Error).message}`);
     }
-    fitting = algorithmsForPublicKey(key);
+    try {
+      fitting = algorithmsForPublicKey(key);
+    } catch (err) {
+      const message = (err as Error).message;
+      throw new Error(message.startsWith('JWT_PUBLIC_KEY_FILE:') ? message : `JWT_PUBLIC_KEY_FILE: ${jwt.publicKeyFile} is not a PEM public key: ${message}`);
+    }
   } else if (jwt.secret !== undefined) {
     key = jwt.secret;
     fitting = [...HMAC_ALGS];
@@ -89,7 +94,8 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
   const verifier = createVerifier({
     key,
     algorithms: algorithms as Algorithm[],
-    requiredClaims: ['exp', 'sub'],
+    // fast-jwt checks iss/aud only when present; configured ones must be present.
+    requiredClaims: ['exp', 'sub', ...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
     clockTolerance: jwt.clockToleranceSeconds * 1000,
     cache: CACHE_SIZE,
     ...(jwt.issuer !== undefined && { allowedIss: jwt.issuer }),

@@ -6,17 +6,15 @@
 import type { Identity } from './auth.js';
 import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
-import { handle, announceMembership, sendError, type HandlerContext } from './handlers.js';
-import { answerProtocol, checkOrigin, extractToken } from './handshake.js';
+import { announceMembership, closesAt, handle, sendError, type HandlerContext } from './handlers.js';
+import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
 import { newBucket, newStrikes, strike, takeToken, type ConnectionSlots } from './limits.js';
-import type { Logger } from './log.js';
 import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
 import { userRoom } from './rooms.js';
 import type { Session, SessionSocket, Socket, UserData } from './session.js';
 import type { HttpResponse, WebSocketBehavior } from './uws.js';
 
 export interface ConnectionContext extends HandlerContext {
-  readonly log: Logger;
   readonly slots: ConnectionSlots;
   /** Every open session socket: for drain, and the node-wide connection cap. */
   readonly live: Set<SessionSocket>;
@@ -104,7 +102,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
 
       const upgrade = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
-      const protocol = answerProtocol(protocols);
+      const protocol = refusalProtocol(protocols);
 
       const originProblem = checkOrigin(origin, config.allowedOrigins);
       if (originProblem) return upgrade(reject(originProblem, remoteAddress), protocol);
@@ -126,15 +124,13 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
             if (granted) ctx.slots.release(identity.userId, connectionId);
             return;
           }
-          const data = granted
-            ? newSession(identity, connectionId, remoteAddress)
-            : reject(rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user'), remoteAddress, identity.userId);
-          res.cork(() => upgrade(data, found.protocol));
+          if (granted) res.cork(() => upgrade(newSession(identity, connectionId, remoteAddress), found.protocol));
+          else res.cork(() => upgrade(reject(rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user'), remoteAddress, identity.userId), protocol));
         },
         (err: unknown) => {
           pending -= 1;
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
-          if (!aborted) res.cork(() => upgrade(reject(rejection('internal', CloseCode.INTERNAL, 'internal error'), remoteAddress, identity.userId), found.protocol));
+          if (!aborted) res.cork(() => upgrade(reject(rejection('internal', CloseCode.INTERNAL, 'internal error'), remoteAddress, identity.userId), protocol));
         },
       );
     },
@@ -146,13 +142,9 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         return;
       }
       const sws = ws as SessionSocket;
-      if (ctx.isDraining()) {
-        ws.end(CloseCode.SERVICE_RESTART, 'service restart');
-        return;
-      }
       live.add(sws);
       metrics.connectionOpened();
-      ctx.expiry.add(sws, data.expiresAt);
+      ctx.expiry.add(sws, closesAt(ctx, data));
       const personal = userRoom(data.userId);
       ws.subscribe(personal);
       ws.send(
@@ -172,6 +164,8 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         ),
       );
       log.debug({ event: 'connection_open', connection_id: data.connectionId, user_id: data.userId, remote: data.remoteAddress }, 'connection opened');
+      // Upgraded while the drain began: counted like any other, then sent elsewhere.
+      if (ctx.isDraining()) ws.end(CloseCode.SERVICE_RESTART, 'service restart');
     },
 
     message(ws, message, isBinary) {
@@ -242,7 +236,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       data.closed = true;
       live.delete(sws);
       ctx.slots.release(data.userId, data.connectionId);
-      ctx.expiry.remove(sws, data.expiresAt);
+      ctx.expiry.remove(sws, closesAt(ctx, data));
       if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
       metrics.connectionClosed(code);
       // uWS has already unsubscribed the socket, so the member counts are current.

@@ -15,7 +15,7 @@ export const CloseCode = {
   SERVICE_RESTART: 1012,
   /** Missing, invalid or expired token; get a new token before reconnecting. */
   UNAUTHORIZED: 4401,
-  /** Origin not allowed, or disconnected by an operator; do not retry. */
+  /** Origin not allowed; do not retry. */
   FORBIDDEN: 4403,
   /** Too many connections for this user, or a client that keeps flooding. */
   TOO_MANY: 4429,

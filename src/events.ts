@@ -57,9 +57,12 @@ export function createEvents(broker: Pick<Broker, 'publish'>, onPublished: OnPub
   };
   /** Task events go to the project room and the task room, one encoding each. */
   const toTask = (ref: TaskRef, type: string, data: Record<string, unknown>): void => {
+    // Both names are checked before anything is published: all or nothing.
+    const project = room('project', ref.projectId);
+    const task = room('task', ref.taskId);
     const body = { task_id: ref.taskId, project_id: ref.projectId, ...data };
-    publish(room('project', ref.projectId), type, body, ref.by ?? null);
-    publish(room('task', ref.taskId), type, body, ref.by ?? null);
+    publish(project, type, body, ref.by ?? null);
+    publish(task, type, body, ref.by ?? null);
   };
 
   return {

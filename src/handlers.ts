@@ -3,11 +3,12 @@
  * subscriptions, publishes through the broker, and answers the socket directly. Refusals are error
  * envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
  */
-import { isRejection, type Authenticator } from './auth.js';
+import type { Authenticator } from './auth.js';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
-import { CloseCode, messageError, type MessageError } from './errors.js';
+import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
+import type { Logger } from './log.js';
 import type { Metrics, PublishSource } from './metrics.js';
 import { encodeError, encodeEvent, encodeReply, type ClientMessage } from './protocol.js';
 import { canJoin, isValidRoom, userRoom } from './rooms.js';
@@ -16,6 +17,7 @@ import type { TemplatedApp } from './uws.js';
 
 export interface HandlerContext {
   readonly config: Config;
+  readonly log: Logger;
   readonly auth: Authenticator;
   readonly metrics: Metrics;
   readonly broker: Broker;
@@ -34,6 +36,14 @@ type Handler<T extends ClientMessage['type']> = (
 export function sendError(ctx: HandlerContext, ws: SessionSocket, error: MessageError, id: string | undefined): void {
   ctx.metrics.errorSent(error.code);
   ws.send(encodeError(error, id));
+}
+
+/**
+ * When the expiry timer closes a session: `exp` plus the clock tolerance, the same instant the
+ * verifier stops accepting the token.
+ */
+export function closesAt(ctx: HandlerContext, session: Session): number {
+  return session.expiresAt + ctx.config.jwt.clockToleranceSeconds * 1000;
 }
 
 export function publish(ctx: HandlerContext, room: string, payload: string, source: PublishSource): void {
@@ -97,22 +107,40 @@ const ping: Handler<'ping'> = (_ctx, ws, _session, { id }) => {
   ws.send(encodeReply('pong', {}, id));
 };
 
+/** A refused refresh closes the socket with 4401 and is logged once as a security event. */
+function refuseRefresh(ctx: HandlerContext, ws: SessionSocket, session: Session, refusal: Rejection): void {
+  ctx.metrics.connectionRejected(refusal.reason);
+  ctx.log.warn(
+    { event: 'token_refresh_rejected', reason: refusal.reason, user_id: session.userId, connection_id: session.connectionId, remote: session.remoteAddress },
+    'token refresh rejected',
+  );
+  ws.end(refusal.code, refusal.message);
+}
+
+/**
+ * A newer token for the same user extends the connection. Its `rooms` claim replaces the old one:
+ * rooms it no longer allows are left at once (`room_left` with `reason: "access_revoked"`).
+ */
 const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id }) => {
   const result = ctx.auth.verify(token);
-  if (isRejection(result)) {
-    ctx.metrics.connectionRejected(result.reason);
-    ws.end(CloseCode.UNAUTHORIZED, result.message);
-    return;
-  }
+  if (isRejection(result)) return refuseRefresh(ctx, ws, session, result);
   if (result.userId !== session.userId) {
-    ctx.metrics.connectionRejected('token_invalid');
-    ws.end(CloseCode.UNAUTHORIZED, 'token is for another user');
-    return;
+    return refuseRefresh(ctx, ws, session, rejection('token_invalid', CloseCode.UNAUTHORIZED, 'token is for another user'));
   }
-  ctx.expiry.remove(ws, session.expiresAt);
+  if (result.expiresAt < session.expiresAt) {
+    return refuseRefresh(ctx, ws, session, rejection('token_invalid', CloseCode.UNAUTHORIZED, 'token expires before the current one'));
+  }
+  ctx.expiry.remove(ws, closesAt(ctx, session));
   session.expiresAt = result.expiresAt;
   session.grant = result.grant;
-  ctx.expiry.add(ws, session.expiresAt);
+  ctx.expiry.add(ws, closesAt(ctx, session));
+  for (const room of session.rooms) {
+    if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
+    ws.unsubscribe(room);
+    session.rooms.delete(room);
+    announceMembership(ctx, session, room, 'user_left');
+    ws.send(encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
+  }
   ws.send(encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };
 

@@ -23,9 +23,15 @@ export interface TokenFound {
   readonly protocol: string;
 }
 
-/** The subprotocol to answer: ours if offered, else none (browsers then fail if they offered others). */
-export function answerProtocol(protocols: string): string {
-  return protocols.split(',').some((p) => p.trim() === PROTOCOL) ? PROTOCOL : '';
+/**
+ * The subprotocol to answer on a refused upgrade, so a browser completes the handshake and can read
+ * the close code: ours if offered, else any offered one that is not a bearer token (the socket is
+ * closed at once). A client that offered only a bearer token gets none: echoing it would put the
+ * token in a response header, so such a client sees a failed handshake (1006).
+ */
+export function refusalProtocol(protocols: string): string {
+  const offered = protocols.split(',').map((p) => p.trim()).filter((p) => p !== '' && !p.startsWith(BEARER_PREFIX));
+  return offered.includes(PROTOCOL) ? PROTOCOL : (offered[0] ?? '');
 }
 
 /** Finds exactly one token; two tokens anywhere are refused, never guessed. */

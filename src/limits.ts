@@ -16,21 +16,21 @@ export interface ConnectionSlots {
 
 /** Per-node counting. Entries exist only for users with at least one connection. */
 export function createLocalSlots(maxPerUser: number): ConnectionSlots & { readonly users: () => number } {
-  const counts = new Map<string, number>();
+  const held = new Map<string, Set<string>>();
   return {
-    async acquire(userId) {
-      const held = counts.get(userId) ?? 0;
-      if (held >= maxPerUser) return false;
-      counts.set(userId, held + 1);
+    async acquire(userId, connectionId) {
+      const connections = held.get(userId) ?? new Set<string>();
+      if (connections.has(connectionId)) return true;
+      if (connections.size >= maxPerUser) return false;
+      held.set(userId, connections.add(connectionId));
       return true;
     },
-    release(userId) {
-      const held = counts.get(userId);
-      if (held === undefined) return;
-      if (held <= 1) counts.delete(userId);
-      else counts.set(userId, held - 1);
+    release(userId, connectionId) {
+      const connections = held.get(userId);
+      if (!connections?.delete(connectionId)) return;
+      if (connections.size === 0) held.delete(userId);
     },
-    users: () => counts.size,
+    users: () => held.size,
   };
 }
 

@@ -1,6 +1,6 @@
 /**
  * Ordered, idempotent, bounded drain: readiness 503 first, stop listening, close sockets with 1012
- * spread over most of WS_DRAIN_TIMEOUT (so clients do not reconnect all at once), then the broker,
+ * spread over 60% of WS_DRAIN_TIMEOUT (so clients do not reconnect all at once), then the broker,
  * then the internal port. Everything finishes before WS_DRAIN_TIMEOUT.
  */
 import { CloseCode } from './errors.js';
@@ -18,11 +18,10 @@ export interface DrainTarget {
   readonly stopInternal: () => void;
 }
 
-/** Sockets are closed over this share of the timeout; the rest is margin for close handshakes. */
+/** Sockets are closed over this share of the timeout; the rest is margin for the broker and exit. */
 const SPREAD_SHARE = 0.6;
-/** Stragglers that have not finished their close handshake are cut at this share. */
-const FORCE_SHARE = 0.85;
-const TICK_MS = 50;
+/** Batches are at least this far apart. */
+const MIN_INTERVAL_MS = 20;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -38,22 +37,19 @@ async function drain({ log, live, drainTimeoutMs, startDraining, stopListening, 
   const total = live.size;
   log.info({ event: 'drain_start', connections: total, drain_timeout_ms: drainTimeoutMs }, 'draining');
 
-  // Close a snapshot in even batches; each socket leaves `live` in its close handler.
+  // Close a snapshot in even batches. uWS runs the close handler inside end(), so each socket has
+  // left `live` (slot released, user_left sent) when end() returns; the close frame is already written.
   const sockets = [...live];
-  const spreadMs = drainTimeoutMs * SPREAD_SHARE;
-  const ticks = Math.max(1, Math.floor(spreadMs / TICK_MS));
-  const perTick = Math.max(1, Math.ceil(sockets.length / ticks));
-  for (let i = 0; i < sockets.length; i += perTick) {
-    for (const ws of sockets.slice(i, i + perTick)) {
+  const batches = Math.max(1, Math.min(sockets.length, Math.floor((drainTimeoutMs * SPREAD_SHARE) / MIN_INTERVAL_MS)));
+  const perBatch = Math.ceil(sockets.length / batches);
+  const intervalMs = (drainTimeoutMs * SPREAD_SHARE) / batches;
+  for (let i = 0; i < sockets.length; i += perBatch) {
+    if (i > 0) await sleep(intervalMs);
+    for (const ws of sockets.slice(i, i + perBatch)) {
       if (!ws.getUserData().closed) ws.end(CloseCode.SERVICE_RESTART, 'service restart');
     }
-    if (i + perTick < sockets.length) await sleep(TICK_MS);
   }
 
-  const forceAt = started + drainTimeoutMs * FORCE_SHARE;
-  while (live.size > 0 && Date.now() < forceAt) await sleep(TICK_MS);
-  // Peers that never answered the close frame: cut them (they see 1006).
-  for (const ws of [...live]) ws.close();
   await closeBroker();
   stopInternal();
   log.info({ event: 'drain_done', connections: total, elapsed_ms: Date.now() - started }, 'drained');

@@ -1,0 +1,306 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+type Env = Record<string, string | undefined>;
+
+/** The problems loadConfig reports for `env`; fails the test when it does not throw a ConfigError. */
+function problemsOf(env: Env): readonly string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+const SECRET_32 = 'x'.repeat(32);
+
+describe('loadConfig defaults', () => {
+  it('starts with zero configuration and the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config.nodeId).toMatch(/^[0-9a-f]{8}$/);
+    expect({ ...config, nodeId: 'ignored' }).toEqual({
+      nodeEnv: 'development',
+      production: false,
+      nodeId: 'ignored',
+      host: '0.0.0.0',
+      port: 8080,
+      internalHost: '127.0.0.1',
+      internalPort: 9090,
+      logLevel: 'info',
+      jwt: {
+        secret: undefined,
+        publicKeyFile: undefined,
+        algorithms: undefined,
+        issuer: undefined,
+        audience: undefined,
+        clockToleranceSeconds: 5,
+      },
+      allowedOrigins: [],
+      roomAccess: 'token',
+      maxConnections: 0,
+      maxConnectionsPerUser: 5,
+      maxRoomsPerConnection: 100,
+      heartbeatInterval: 30,
+      messageMaxSize: 1_048_576,
+      maxBackpressure: 4_194_304,
+      rateLimit: 20,
+      rateBurst: 40,
+      rateLimitCloseAfter: 50,
+      maxInvalidMessages: 10,
+      membershipEvents: true,
+      membershipEventsMaxMembers: 1000,
+      drainTimeout: 20,
+    });
+  });
+
+  it('generates a different node id per start when NODE_ID is unset', () => {
+    expect(loadConfig({}).nodeId).not.toBe(loadConfig({}).nodeId);
+  });
+
+  it('treats empty and blank variables as unset', () => {
+    const config = loadConfig({ PORT: '', WS_RATE_LIMIT: '   ', JWT_SECRET: ' ', NODE_ENV: '' });
+    expect(config.port).toBe(8080);
+    expect(config.rateLimit).toBe(20);
+    expect(config.jwt.secret).toBeUndefined();
+    expect(config.nodeEnv).toBe('development');
+  });
+
+  it('reads explicit values, trimming whitespace', () => {
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      JWT_SECRET: SECRET_32,
+      NODE_ID: 'edge-1',
+      PORT: ' 8000 ',
+      INTERNAL_PORT: '9000',
+      LOG_LEVEL: 'debug',
+      WS_ALLOWED_ORIGINS: ' https://a.example , ,https://b.example ',
+      WS_ROOM_ACCESS: 'open',
+      WS_MAX_CONNECTIONS: '100',
+      WS_MEMBERSHIP_EVENTS: 'OFF',
+      JWT_ALGORITHMS: 'HS256, HS512',
+      JWT_ISSUER: 'issuer',
+      JWT_AUDIENCE: 'audience',
+      JWT_CLOCK_TOLERANCE: '0',
+    });
+    expect(config).toMatchObject({
+      nodeEnv: 'production',
+      production: true,
+      nodeId: 'edge-1',
+      port: 8000,
+      internalPort: 9000,
+      logLevel: 'debug',
+      allowedOrigins: ['https://a.example', 'https://b.example'],
+      roomAccess: 'open',
+      maxConnections: 100,
+      membershipEvents: false,
+      jwt: {
+        secret: SECRET_32,
+        publicKeyFile: undefined,
+        algorithms: ['HS256', 'HS512'],
+        issuer: 'issuer',
+        audience: 'audience',
+        clockToleranceSeconds: 0,
+      },
+    });
+  });
+
+  it.each([
+    ['true', true],
+    ['1', true],
+    ['yes', true],
+    ['on', true],
+    ['FALSE', false],
+    ['0', false],
+    ['no', false],
+    ['off', false],
+  ])('reads WS_MEMBERSHIP_EVENTS=%s as %s', (value, expected) => {
+    expect(loadConfig({ WS_MEMBERSHIP_EVENTS: value }).membershipEvents).toBe(expected);
+  });
+});
+
+describe('loadConfig integer validation', () => {
+  it.each(['abc', '1.5', '1e3', '0x10', '+5', '5 5', '--1'])('refuses PORT=%s as not an integer', (value) => {
+    expect(problemsOf({ PORT: value })).toEqual([`PORT: "${value}" is not an integer`]);
+  });
+
+  it.each([
+    ['PORT', '-1', '0..65535'],
+    ['PORT', '65536', '0..65535'],
+    ['INTERNAL_PORT', '70000', '0..65535'],
+    ['WS_MAX_CONNECTIONS', '-1', '0..10000000'],
+    ['WS_MAX_CONNECTIONS_PER_USER', '0', '1..10000'],
+    ['WS_MAX_ROOMS_PER_CONNECTION', '10001', '1..10000'],
+    ['WS_RATE_LIMIT', '0', '1..100000'],
+    ['WS_RATE_BURST', '100001', '1..100000'],
+    ['WS_RATE_LIMIT_CLOSE_AFTER', '0', '1..1000000'],
+    ['WS_MAX_INVALID_MESSAGES', '0', '1..1000000'],
+    ['WS_MEMBERSHIP_EVENTS_MAX_MEMBERS', '-5', '0..10000000'],
+    ['WS_DRAIN_TIMEOUT', '0', '1..3600'],
+    ['WS_DRAIN_TIMEOUT', '3601', '1..3600'],
+    ['JWT_CLOCK_TOLERANCE', '301', '0..300'],
+    ['WS_MESSAGE_MAX_SIZE', '1023', '1024..67108864'],
+  ])('refuses %s=%s as outside %s', (name, value, range) => {
+    expect(problemsOf({ [name]: value })).toEqual([`${name}: ${Number(value)} is outside ${range}`]);
+  });
+
+  it.each(['7', '961', '0'])('refuses WS_HEARTBEAT_INTERVAL=%s (uWS idleTimeout needs 8..960)', (value) => {
+    expect(problemsOf({ WS_HEARTBEAT_INTERVAL: value })).toEqual([`WS_HEARTBEAT_INTERVAL: ${value} is outside 8..960`]);
+  });
+
+  it.each([8, 960])('accepts WS_HEARTBEAT_INTERVAL=%i at the bound', (value) => {
+    expect(loadConfig({ WS_HEARTBEAT_INTERVAL: String(value) }).heartbeatInterval).toBe(value);
+  });
+
+  it('accepts the bounds of the other ranges', () => {
+    const config = loadConfig({ PORT: '0', INTERNAL_PORT: '65535', WS_MAX_CONNECTIONS_PER_USER: '1', JWT_CLOCK_TOLERANCE: '300' });
+    expect(config.port).toBe(0);
+    expect(config.internalPort).toBe(65535);
+    expect(config.maxConnectionsPerUser).toBe(1);
+    expect(config.jwt.clockToleranceSeconds).toBe(300);
+  });
+
+  it('refuses a message size above 64 MiB', () => {
+    expect(problemsOf({ WS_MESSAGE_MAX_SIZE: '67108865', WS_MAX_BACKPRESSURE: '134217728' })).toEqual([
+      'WS_MESSAGE_MAX_SIZE: 67108865 is outside 1024..67108864',
+    ]);
+  });
+});
+
+describe('loadConfig cross-field and enum validation', () => {
+  it('refuses WS_MAX_BACKPRESSURE equal to WS_MESSAGE_MAX_SIZE', () => {
+    expect(problemsOf({ WS_MESSAGE_MAX_SIZE: '2048', WS_MAX_BACKPRESSURE: '2048' })).toEqual([
+      'WS_MAX_BACKPRESSURE: 2048 must be larger than WS_MESSAGE_MAX_SIZE (2048)',
+    ]);
+  });
+
+  it('refuses WS_MAX_BACKPRESSURE below the default WS_MESSAGE_MAX_SIZE', () => {
+    expect(problemsOf({ WS_MAX_BACKPRESSURE: '1048576' })).toEqual([
+      'WS_MAX_BACKPRESSURE: 1048576 must be larger than WS_MESSAGE_MAX_SIZE (1048576)',
+    ]);
+  });
+
+  it('accepts WS_MAX_BACKPRESSURE one byte above WS_MESSAGE_MAX_SIZE', () => {
+    const config = loadConfig({ WS_MESSAGE_MAX_SIZE: '2048', WS_MAX_BACKPRESSURE: '2049' });
+    expect(config.messageMaxSize).toBe(2048);
+    expect(config.maxBackpressure).toBe(2049);
+  });
+
+  it('refuses INTERNAL_PORT equal to PORT, but allows both at 0', () => {
+    expect(problemsOf({ PORT: '7000', INTERNAL_PORT: '7000' })).toEqual(['INTERNAL_PORT: must differ from PORT (7000)']);
+    expect(loadConfig({ PORT: '0', INTERNAL_PORT: '0' })).toMatchObject({ port: 0, internalPort: 0 });
+  });
+
+  it.each(['has space', 'a'.repeat(33), 'dot.ted'])('refuses NODE_ID=%s', (value) => {
+    expect(problemsOf({ NODE_ID: value })).toEqual(['NODE_ID: use 1-32 characters of [A-Za-z0-9_-]']);
+  });
+
+  it('refuses unknown enum and boolean values', () => {
+    expect(problemsOf({ LOG_LEVEL: 'verbose' })).toEqual([
+      'LOG_LEVEL: "verbose" is not one of fatal, error, warn, info, debug, trace, silent',
+    ]);
+    expect(problemsOf({ WS_ROOM_ACCESS: 'public' })).toEqual(['WS_ROOM_ACCESS: "public" is not one of token, open']);
+    expect(problemsOf({ WS_MEMBERSHIP_EVENTS: 'maybe' })).toEqual(['WS_MEMBERSHIP_EVENTS: "maybe" is not a boolean (true/false)']);
+  });
+});
+
+describe('loadConfig JWT validation', () => {
+  it('refuses JWT_SECRET and JWT_PUBLIC_KEY_FILE together', () => {
+    expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_PUBLIC_KEY_FILE: '/keys/public.pem' })).toEqual([
+      'JWT_SECRET: set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both',
+    ]);
+  });
+
+  it('refuses NODE_ENV=production without a key', () => {
+    expect(problemsOf({ NODE_ENV: 'production' })).toEqual([
+      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE',
+    ]);
+  });
+
+  it('accepts NODE_ENV=production with a public key file', () => {
+    expect(loadConfig({ NODE_ENV: 'production', JWT_PUBLIC_KEY_FILE: '/keys/public.pem' }).jwt.publicKeyFile).toBe('/keys/public.pem');
+  });
+
+  it('refuses a secret under 32 bytes in production, counting bytes not characters', () => {
+    expect(problemsOf({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31) })).toEqual(['JWT_SECRET: must be at least 32 bytes in production']);
+    // 16 two-byte characters are 32 bytes.
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16) }).jwt.secret).toBe('é'.repeat(16));
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET_32 }).production).toBe(true);
+  });
+
+  it('allows a short secret outside production', () => {
+    expect(loadConfig({ JWT_SECRET: 'short' }).jwt.secret).toBe('short');
+  });
+
+  it('refuses JWT_ALGORITHMS mixing HMAC and public-key algorithms', () => {
+    expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_ALGORITHMS: 'HS256,RS256' })).toEqual([
+      'JWT_ALGORITHMS: mixes HMAC and public-key algorithms; pick one family',
+    ]);
+  });
+
+  it.each(['none', 'None', 'HS256,none'])('refuses JWT_ALGORITHMS=%s', (value) => {
+    const unknown = value.split(',').filter((a) => a !== 'HS256');
+    expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_ALGORITHMS: value })).toEqual([
+      `JWT_ALGORITHMS: unsupported ${unknown.join(', ')} (never "none")`,
+    ]);
+  });
+
+  it('refuses an algorithm name in the wrong case', () => {
+    expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_ALGORITHMS: 'hs256' })).toEqual(['JWT_ALGORITHMS: unsupported hs256 (never "none")']);
+  });
+
+  it('refuses HMAC algorithms with a public key file', () => {
+    expect(problemsOf({ JWT_PUBLIC_KEY_FILE: '/keys/public.pem', JWT_ALGORITHMS: 'HS256' })).toEqual([
+      'JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE',
+    ]);
+  });
+
+  it('refuses public-key algorithms without a public key file', () => {
+    expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_ALGORITHMS: 'RS256' })).toEqual([
+      'JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE',
+    ]);
+  });
+
+  it('accepts a public-key family with a key file', () => {
+    expect(loadConfig({ JWT_PUBLIC_KEY_FILE: '/keys/public.pem', JWT_ALGORITHMS: 'ES256,EdDSA' }).jwt.algorithms).toEqual(['ES256', 'EdDSA']);
+  });
+});
+
+describe('loadConfig error reporting', () => {
+  it('reports every problem together, one line each, each naming its variable', () => {
+    const env: Env = {
+      NODE_ENV: 'production',
+      PORT: 'eighty',
+      WS_RATE_LIMIT: '0',
+      WS_HEARTBEAT_INTERVAL: '5',
+      LOG_LEVEL: 'loud',
+      WS_MEMBERSHIP_EVENTS: 'maybe',
+      JWT_ALGORITHMS: 'none',
+      WS_DRAIN_TIMEOUT: '1.5',
+    };
+    let error: unknown;
+    try {
+      loadConfig(env);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems;
+    const expected = [
+      'PORT: "eighty" is not an integer',
+      'WS_RATE_LIMIT: 0 is outside 1..100000',
+      'WS_HEARTBEAT_INTERVAL: 5 is outside 8..960',
+      'LOG_LEVEL: "loud" is not one of fatal, error, warn, info, debug, trace, silent',
+      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE',
+      'JWT_ALGORITHMS: unsupported none (never "none")',
+      'WS_MEMBERSHIP_EVENTS: "maybe" is not a boolean (true/false)',
+      'WS_DRAIN_TIMEOUT: "1.5" is not an integer',
+    ];
+    expect(problems).toHaveLength(expected.length);
+    expect(problems).toEqual(expect.arrayContaining(expected));
+    for (const problem of problems) expect(problem).toMatch(/^[A-Z_]+: /);
+    expect((error as ConfigError).message).toBe(problems.join('\n'));
+    expect((error as ConfigError).name).toBe('ConfigError');
+  });
+});
