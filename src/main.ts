@@ -7,7 +7,7 @@ import { ephemeralSecret, signToken } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { WS_PATH } from './handshake.js';
 import { createLogger, type Logger } from './log.js';
-import { startNode } from './server.js';
+import { startNode, type EdgeNode } from './server.js';
 
 /** Lifetime of the token printed at a zero-config start. */
 const DEV_TOKEN_TTL_SECONDS = 24 * 3600;
@@ -60,7 +60,12 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   const { config, devSecret } = withDevSecret(loaded);
   const log = createLogger(config.logLevel, { node_id: config.nodeId });
 
-  let node;
+  // Installed before the node starts: a signal during start-up drains once the node exists.
+  let node: EdgeNode | undefined;
+  let stopping: string | undefined;
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+
   try {
     node = await startNode(config, log);
   } catch (err) {
@@ -71,10 +76,16 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   }
   logStart(log, config, node.port, node.internalPort, node.uws, devSecret !== undefined);
   if (devSecret !== undefined) printDevBanner({ ...config, port: node.port }, devSecret);
+  if (stopping !== undefined) drain(node, stopping);
 
-  const stop = (signal: string): void => {
+  function stop(signal: string): void {
+    stopping = signal;
+    if (node !== undefined) drain(node, signal);
+  }
+
+  function drain(edge: EdgeNode, signal: string): void {
     log.info({ event: 'signal', signal }, 'shutting down');
-    node.shutdown().then(
+    edge.shutdown().then(
       () => {
         log.flush();
         process.exit(0);
@@ -85,9 +96,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
         process.exit(1);
       },
     );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  }
 }
 
 function logStart(

@@ -1,5 +1,5 @@
 /**
- * Ordered, idempotent, bounded drain: readiness 503 first, stop listening, close sockets with 1012
+ * Ordered, idempotent, bounded drain: readiness 503 first (for up to 1 s), stop listening, close sockets with 1012
  * spread over 60% of WS_DRAIN_TIMEOUT (so clients do not reconnect all at once), then the broker,
  * then the internal port. Everything finishes before WS_DRAIN_TIMEOUT.
  */
@@ -20,6 +20,8 @@ export interface DrainTarget {
 
 /** Sockets are closed over this share of the timeout; the rest is margin for the broker and exit. */
 const SPREAD_SHARE = 0.6;
+/** How long /readyz answers 503 on the public port before the listener closes. */
+const READINESS_GRACE_MS = 1000;
 /** Batches are at least this far apart. */
 const MIN_INTERVAL_MS = 20;
 
@@ -33,6 +35,8 @@ export function createShutdown(target: DrainTarget): () => Promise<void> {
 async function drain({ log, live, drainTimeoutMs, startDraining, stopListening, closeBroker, stopInternal }: DrainTarget): Promise<void> {
   const started = Date.now();
   startDraining();
+  // Readiness answers 503 on both ports for a moment before the public listener goes away.
+  await sleep(Math.min(READINESS_GRACE_MS, drainTimeoutMs * 0.1));
   stopListening();
   const total = live.size;
   log.info({ event: 'drain_start', connections: total, drain_timeout_ms: drainTimeoutMs }, 'draining');
