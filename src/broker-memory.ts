@@ -1,18 +1,25 @@
 /**
  * The in-memory broker: the single-node default and the reference implementation of Broker.
- * Every publish is delivered locally and synchronously; there are no other nodes.
+ * Everything is delivered locally and synchronously; there are no other nodes.
  */
-import type { Broker, Deliver } from './broker.js';
+import type { Broker, BrokerTarget } from './broker.js';
 
-export function createMemoryBroker(deliver: Deliver): Broker {
+export function createMemoryBroker(target: BrokerTarget): Broker {
   let closed = false;
   return {
     kind: 'memory',
     publish(room, payload) {
-      if (!closed) deliver(room, payload);
+      if (!closed) target.deliver(room, payload);
+    },
+    sendToConnection(connectionId, payload) {
+      if (!closed) target.deliverToConnection(connectionId, payload);
+    },
+    disconnectUser(userId, code, reason) {
+      if (!closed) target.disconnectUser(userId, code, reason);
     },
     subscribe() {},
     unsubscribe() {},
+    isUp: () => true,
     async close() {
       closed = true;
     },

@@ -1,31 +1,61 @@
 /**
- * The broker carries encoded events to every node that has members in a room.
+ * The broker carries encoded events to every node that has members in a room, and node-level
+ * commands (one connection, disconnect a user) to the node that can carry them out.
  *
  * Guarantees every implementation keeps (one contract test suite runs against each):
- * - Delivery is at-most-once: an event is handed to `deliver` on a node zero or one time, never
- *   replayed late after an outage.
+ * - Delivery is at-most-once: a payload reaches `deliver` on a node zero or one time, and is never
+ *   replayed late after an outage (nothing is queued while the transport is away).
  * - Events from one publisher to one room arrive in publish order.
- * - The node that publishes delivers to its own members at once, through `deliver`, before
- *   `publish` returns; other nodes receive it only when they have subscribed the room.
+ * - The publishing node delivers to its own members at once, before `publish` returns, whatever the
+ *   state of the transport; other nodes receive it only while they subscribe the room.
  * - Payload bytes are the encoded envelope and are handed to `deliver` as they are: never
- *   re-parsed or re-encoded, whatever the number of members.
+ *   re-parsed or re-encoded, whatever the number of members or nodes.
  */
 import type { Config } from './config.js';
 import { createMemoryBroker } from './broker-memory.js';
+import { createRedisBroker } from './broker-redis.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { RedisClients } from './redis.js';
 
-/** Hands an encoded event to the local uWS topic of `room` (uWS fans out in C++). */
-export type Deliver = (room: string, payload: string | ArrayBuffer | Uint8Array) => void;
+/** Encoded envelope bytes as uWS takes them. */
+export type Payload = string | Uint8Array;
+
+/** What a node does with what the broker brings it. */
+export interface BrokerTarget {
+  /** Hands an event to the local uWS topic `room` (uWS fans out in C++). */
+  deliver(room: string, payload: Payload): void;
+  /** Sends to one local connection; unknown ids are ignored (the connection is gone). */
+  deliverToConnection(connectionId: string, payload: Payload): void;
+  /** Closes every local connection of `userId` with `code`. */
+  disconnectUser(userId: string, code: number, reason: string): void;
+}
 
 export interface Broker {
-  readonly kind: 'memory';
+  readonly kind: 'memory' | 'redis';
   publish(room: string, payload: string): void;
+  /** Delivers to the connection wherever it lives (its id names its node). */
+  sendToConnection(connectionId: string, payload: string): void;
+  /** Closes every connection of the user on every node. */
+  disconnectUser(userId: string, code: number, reason: string): void;
   /** The node gained its first local member of `room`. */
   subscribe(room: string): void;
   /** The node lost its last local member of `room`. */
   unsubscribe(room: string): void;
+  /** Whether other nodes are reachable: always true for the memory broker. */
+  isUp(): boolean;
   close(): Promise<void>;
 }
 
-export function createBroker(_config: Config, deliver: Deliver): Broker {
-  return createMemoryBroker(deliver);
+export interface BrokerDeps {
+  readonly config: Config;
+  readonly target: BrokerTarget;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  /** Present when REDIS_URL is set. */
+  readonly redis: RedisClients | undefined;
+}
+
+export function createBroker(deps: BrokerDeps): Broker {
+  return deps.redis === undefined ? createMemoryBroker(deps.target) : createRedisBroker({ ...deps, redis: deps.redis });
 }

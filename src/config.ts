@@ -55,6 +55,25 @@ export interface Config {
   readonly membershipEventsMaxMembers: number;
   /** Seconds over which draining sockets are closed; the process exits before it ends. */
   readonly drainTimeout: number;
+  readonly redis: RedisConfig | undefined;
+  /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
+  readonly publishApiKey: string | undefined;
+  /** /readyz answers 503 while the broker is down (default: 200 with "broker":"down"). */
+  readonly readyRequiresBroker: boolean;
+}
+
+export interface RedisConfig {
+  readonly url: string;
+  /** Namespaces every key and channel, so deployments can share one Redis. */
+  readonly prefix: string;
+  /** Seconds a room stays subscribed after its last local member left. */
+  readonly unsubscribeDelay: number;
+  /** Seconds a connection's registry entry lives unless its node refreshes it. */
+  readonly slotTtl: number;
+  /** Seconds of subscriber silence after which the node probes its own link. */
+  readonly probeInterval: number;
+  /** Seconds a probe may take before the subscriber connection is rebuilt. */
+  readonly probeTimeout: number;
 }
 
 /** Window of the rate-limit strike counter (WS_RATE_LIMIT_CLOSE_AFTER). */
@@ -178,9 +197,31 @@ export function loadConfig(env: Env = process.env): Config {
     membershipEvents: r.bool('WS_MEMBERSHIP_EVENTS', true),
     membershipEventsMaxMembers: r.int('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS', 1000, 0, 10_000_000),
     drainTimeout: r.int('WS_DRAIN_TIMEOUT', 20, 1, 3600),
+    redis: readRedis(r, problems),
+    publishApiKey: r.optional('PUBLISH_API_KEY'),
+    readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
   };
+  if (config.publishApiKey !== undefined && production && Buffer.byteLength(config.publishApiKey) < 32) {
+    problems.push('PUBLISH_API_KEY: must be at least 32 bytes in production');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
+  const url = r.optional('REDIS_URL');
+  const prefix = r.str('REDIS_PREFIX', 'wsedge:');
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) problems.push('REDIS_PREFIX: use 1-64 characters of [A-Za-z0-9_.:-]');
+  const settings = {
+    prefix,
+    unsubscribeDelay: r.int('REDIS_UNSUBSCRIBE_DELAY', 5, 0, 3600),
+    slotTtl: r.int('REDIS_SLOT_TTL', 30, 3, 3600),
+    probeInterval: r.int('REDIS_PROBE_INTERVAL', 5, 1, 3600),
+    probeTimeout: r.int('REDIS_PROBE_TIMEOUT', 3, 1, 600),
+  };
+  if (url === undefined) return undefined;
+  if (!/^rediss?:\/\//.test(url)) problems.push('REDIS_URL: must start with redis:// or rediss://');
+  return { url, ...settings };
 }
 
 function readJwt(r: Reader, problems: string[], production: boolean): JwtConfig {

@@ -12,12 +12,13 @@ import { newBucket, newStrikes, strike, takeToken, type ConnectionSlots } from '
 import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
 import { userRoom } from './rooms.js';
 import type { Session, SessionSocket, Socket, UserData } from './session.js';
+import type { SessionIndex } from './sessions.js';
 import type { HttpResponse, WebSocketBehavior } from './uws.js';
 
 export interface ConnectionContext extends HandlerContext {
   readonly slots: ConnectionSlots;
-  /** Every open session socket: for drain, and the node-wide connection cap. */
-  readonly live: Set<SessionSocket>;
+  /** Every open session: for drain, the node-wide cap, one-connection delivery, disconnects. */
+  readonly sessions: SessionIndex;
   readonly isDraining: () => boolean;
   /** The loaded uWS build reports backpressure drops (`dropped` handler). */
   readonly droppedHandler: boolean;
@@ -36,7 +37,7 @@ function refuseUpgrade(res: HttpResponse, reason: string): void {
 }
 
 export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserData> {
-  const { config, metrics, log, live } = ctx;
+  const { config, metrics, log, sessions } = ctx;
   /** Upgrades waiting for a slot; they count against WS_MAX_CONNECTIONS too. */
   let pending = 0;
 
@@ -89,7 +90,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         metrics.upgradeRefused('draining');
         return refuseUpgrade(res, 'draining');
       }
-      if (config.maxConnections > 0 && live.size + pending >= config.maxConnections) {
+      if (config.maxConnections > 0 && sessions.size + pending >= config.maxConnections) {
         metrics.upgradeRefused('max_connections');
         return refuseUpgrade(res, 'max_connections');
       }
@@ -142,7 +143,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         return;
       }
       const sws = ws as SessionSocket;
-      live.add(sws);
+      sessions.add(sws);
       metrics.connectionOpened();
       ctx.expiry.add(sws, closesAt(ctx, data));
       const personal = userRoom(data.userId);
@@ -234,7 +235,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (data.kind !== 'session') return;
       const sws = ws as SessionSocket;
       data.closed = true;
-      live.delete(sws);
+      sessions.delete(sws);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');

@@ -1,9 +1,9 @@
 /**
  * Server-side publishing: a typed `publish` and helpers for the product's domain events, each
- * routed to its rooms. Every event is encoded once per room and handed to the broker, so the same
- * helpers work inside a node and (through another broker) from other processes.
+ * routed to its rooms. Every event is encoded once per room and handed to a `send` function: the
+ * node's broker inside a node, Redis in the publisher library (`ws-edge/publisher`). `R` is what
+ * a send returns: void in the node, a Promise in the publisher.
  */
-import type { Broker } from './broker.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { isValidId, isValidRoom } from './rooms.js';
 
@@ -16,27 +16,27 @@ export interface TaskRef {
   readonly by?: string | null;
 }
 
-export interface Events {
+export interface Events<R = void> {
   /** Publishes one event to one room. Throws on an invalid room or a reserved/malformed type. */
-  publish(room: string, type: string, data: unknown, sender?: string | null): void;
-  taskCreated(ref: TaskRef & { readonly task: unknown }): void;
-  taskUpdated(ref: TaskRef & { readonly changes: unknown }): void;
-  taskDeleted(ref: TaskRef): void;
-  taskStatusChanged(ref: TaskRef & { readonly from: string; readonly to: string }): void;
-  taskAssigned(ref: TaskRef & { readonly assigneeId: Id | null }): void;
-  messageNew(ref: { readonly channelId: Id; readonly messageId: Id; readonly message: unknown; readonly by?: string | null }): void;
-  messageEdited(ref: { readonly channelId: Id; readonly messageId: Id; readonly changes: unknown; readonly by?: string | null }): void;
-  messageDeleted(ref: { readonly channelId: Id; readonly messageId: Id; readonly by?: string | null }): void;
-  projectUpdated(ref: { readonly projectId: Id; readonly changes: unknown; readonly by?: string | null }): void;
-  projectArchived(ref: { readonly projectId: Id; readonly by?: string | null }): void;
-  notificationNew(ref: { readonly userId: Id; readonly notification: unknown; readonly by?: string | null }): void;
+  publish(room: string, type: string, data: unknown, sender?: string | null): R;
+  taskCreated(ref: TaskRef & { readonly task: unknown }): R;
+  taskUpdated(ref: TaskRef & { readonly changes: unknown }): R;
+  taskDeleted(ref: TaskRef): R;
+  taskStatusChanged(ref: TaskRef & { readonly from: string; readonly to: string }): R;
+  taskAssigned(ref: TaskRef & { readonly assigneeId: Id | null }): R;
+  messageNew(ref: { readonly channelId: Id; readonly messageId: Id; readonly message: unknown; readonly by?: string | null }): R;
+  messageEdited(ref: { readonly channelId: Id; readonly messageId: Id; readonly changes: unknown; readonly by?: string | null }): R;
+  messageDeleted(ref: { readonly channelId: Id; readonly messageId: Id; readonly by?: string | null }): R;
+  projectUpdated(ref: { readonly projectId: Id; readonly changes: unknown; readonly by?: string | null }): R;
+  projectArchived(ref: { readonly projectId: Id; readonly by?: string | null }): R;
+  notificationNew(ref: { readonly userId: Id; readonly notification: unknown; readonly by?: string | null }): R;
   notificationMentioned(ref: {
     readonly userId: Id;
     readonly room: string;
     readonly messageId?: Id;
     readonly excerpt?: string;
     readonly by?: string | null;
-  }): void;
+  }): R;
 }
 
 function room(kind: 'project' | 'channel' | 'task' | 'user', id: Id): string {
@@ -45,24 +45,34 @@ function room(kind: 'project' | 'channel' | 'task' | 'user', id: Id): string {
   return `${kind}:${name}`;
 }
 
-/** Called for each published event after it has gone to the broker (metrics). */
-export type OnPublished = (room: string) => void;
+/** Hands one encoded event for `room` on. */
+export type Send<R> = (room: string, payload: string) => R;
 
-export function createEvents(broker: Pick<Broker, 'publish'>, onPublished: OnPublished = () => {}): Events {
-  const publish = (target: string, type: string, data: unknown, sender: string | null = null): void => {
+/** Events for the node: sends through `broker.publish`, calling `onPublished` after each (metrics). */
+export function createEvents(broker: { publish(room: string, payload: string): void }, onPublished: (room: string) => void = () => {}): Events {
+  return createEventsWith<void>(
+    (room, payload) => {
+      broker.publish(room, payload);
+      onPublished(room);
+    },
+    () => {},
+  );
+}
+
+/** `both` combines the results of the two sends of a task event. */
+export function createEventsWith<R>(send: Send<R>, both: (results: [R, R]) => R): Events<R> {
+  const publish = (target: string, type: string, data: unknown, sender: string | null = null): R => {
     if (!isValidRoom(target)) throw new TypeError(`invalid room: ${JSON.stringify(target)}`);
     if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
-    broker.publish(target, encodeEvent(type, target, data ?? null, sender));
-    onPublished(target);
+    return send(target, encodeEvent(type, target, data ?? null, sender));
   };
   /** Task events go to the project room and the task room, one encoding each. */
-  const toTask = (ref: TaskRef, type: string, data: Record<string, unknown>): void => {
+  const toTask = (ref: TaskRef, type: string, data: Record<string, unknown>): R => {
     // Both names are checked before anything is published: all or nothing.
     const project = room('project', ref.projectId);
     const task = room('task', ref.taskId);
     const body = { task_id: ref.taskId, project_id: ref.projectId, ...data };
-    publish(project, type, body, ref.by ?? null);
-    publish(task, type, body, ref.by ?? null);
+    return both([publish(project, type, body, ref.by ?? null), publish(task, type, body, ref.by ?? null)]);
   };
 
   return {

@@ -6,7 +6,8 @@ import type { Registry } from 'prom-client';
 import type { HttpResponse, TemplatedApp } from './uws.js';
 import { WS_PATH } from './handshake.js';
 
-export type NodeState = 'starting' | 'ready' | 'draining';
+/** `broker_down` only when WS_READY_REQUIRES_BROKER is set. */
+export type NodeState = 'starting' | 'ready' | 'draining' | 'broker_down';
 
 export interface HealthSource {
   readonly state: () => NodeState;

@@ -117,7 +117,10 @@ function logStart(
       node_env: config.nodeEnv,
       uws: { package: uws.source, version: uws.version, binary: uws.binary, dropped_handler: uws.droppedHandler },
       node: process.version,
-      broker: 'memory',
+      broker: config.redis === undefined ? 'memory' : 'redis',
+      redis: config.redis === undefined ? null : { prefix: config.redis.prefix, unsubscribe_delay_s: config.redis.unsubscribeDelay, slot_ttl_s: config.redis.slotTtl, probe_interval_s: config.redis.probeInterval, probe_timeout_s: config.redis.probeTimeout },
+      publish_api: config.publishApiKey !== undefined,
+      ready_requires_broker: config.readyRequiresBroker,
       jwt: {
         key: config.jwt.publicKeyFile !== undefined ? 'public_key_file' : devSecret ? 'ephemeral_dev_secret' : 'secret',
         algorithms: config.jwt.algorithms ?? 'derived from key',

@@ -4,11 +4,12 @@
  * user, token or connection id, and client-chosen values (close codes, message types) are folded
  * into a bounded set first.
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { CloseCode, type ErrorCode, type RejectReason } from './errors.js';
 import { CLIENT_MESSAGE_TYPES } from './protocol.js';
 
-export type PublishSource = 'client' | 'server' | 'membership';
+export type PublishSource = 'client' | 'server' | 'membership' | 'api';
+export type BrokerPublishError = 'down' | 'backlog' | 'error';
 export type RefusalReason = 'max_connections' | 'draining';
 
 const KNOWN_CLOSE_CODES = new Set<number>([1000, 1001, 1005, 1006, 1011, ...Object.values(CloseCode)]);
@@ -82,8 +83,62 @@ export function createMetrics() {
     registers,
   });
 
+  const brokerUp = new Gauge({ name: 'wsedge_broker_up', help: '1 while the broker reaches other nodes (always 1 for the in-memory broker).', registers });
+  brokerUp.set(1);
+  const brokerReconnects = new Counter({ name: 'wsedge_broker_reconnects_total', help: 'Recoveries of the broker after it was down.', registers });
+  const brokerSubscriptions = new Gauge({ name: 'wsedge_broker_subscriptions', help: 'Room channels Redis has confirmed subscribed for this node.', registers });
+  const brokerPublishErrors = new Counter({
+    name: 'wsedge_broker_publish_errors_total',
+    help: 'Events not handed to Redis (delivered locally only): down, backlog full, or a failed command.',
+    labelNames: ['reason'],
+    registers,
+  });
+  const probeFailures = new Counter({ name: 'wsedge_broker_probe_failures_total', help: 'Liveness probes of the subscriber link that did not come back in time.', registers });
+  const framesDropped = new Counter({
+    name: 'wsedge_broker_frames_dropped_total',
+    help: 'Frames received from Redis and dropped, by reason.',
+    labelNames: ['reason'],
+    registers,
+  });
+  const crossNodeLatency = new Histogram({
+    name: 'wsedge_cross_node_latency_seconds',
+    help: 'From an event leaving its origin node to its local publish on this node.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const apiRequests = new Counter({
+    name: 'wsedge_api_requests_total',
+    help: 'Internal API requests (publish, disconnect) by endpoint and HTTP status.',
+    labelNames: ['endpoint', 'status'],
+    registers,
+  });
+
   return {
     registry,
+    brokerUp(up: boolean) {
+      brokerUp.set(up ? 1 : 0);
+    },
+    brokerReconnect() {
+      brokerReconnects.inc();
+    },
+    brokerSubscriptions(count: number) {
+      brokerSubscriptions.set(count);
+    },
+    brokerPublishError(reason: BrokerPublishError) {
+      brokerPublishErrors.inc({ reason });
+    },
+    probeFailure() {
+      probeFailures.inc();
+    },
+    brokerFrameDropped(reason: 'malformed') {
+      framesDropped.inc({ reason });
+    },
+    crossNodeLatency(seconds: number) {
+      crossNodeLatency.observe(Math.max(0, seconds));
+    },
+    apiRequest(endpoint: 'publish' | 'disconnect', status: number) {
+      apiRequests.inc({ endpoint, status: String(status) });
+    },
     connectionOpened() {
       opened.inc();
       connections.inc();

@@ -112,8 +112,8 @@ export function timestamp(): string {
   return new Date().toISOString();
 }
 
-/** The event envelope every room member receives: encoded once, published as is. */
-export function encodeEvent(type: string, room: string, data: unknown, sender: string | null): string {
+/** The event envelope every room member receives: encoded once, published as is. `room` is null for one-connection events. */
+export function encodeEvent(type: string, room: string | null, data: unknown, sender: string | null): string {
   return JSON.stringify({ type, room, data, sender, timestamp: timestamp() });
 }
 

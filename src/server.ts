@@ -1,20 +1,25 @@
 /**
  * Builds one ws-edge node: the public app (WebSocket endpoint, health), the internal app (metrics,
- * health), the broker, and the drain. `startNode` resolves once both ports listen.
+ * health, the backend API), the broker (in-memory, or Redis when REDIS_URL is set), the per-user
+ * connection limit, and the drain. `startNode` resolves once both ports listen.
  */
+import { addApiRoutes } from './api.js';
 import { createAuthenticator } from './auth.js';
-import { createBroker, type Broker } from './broker.js';
+import { createBroker, type Broker, type BrokerTarget } from './broker.js';
 import type { Config } from './config.js';
 import { createBehavior } from './connection.js';
+import { CloseCode } from './errors.js';
 import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
 import { WS_PATH } from './handshake.js';
-import { CloseCode } from './errors.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
-import { createLocalSlots } from './limits.js';
+import { createLocalSlots, type ConnectionSlots } from './limits.js';
+import { createRedisSlots } from './limits-redis.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createRedisClients, type RedisClients } from './redis.js';
 import type { SessionSocket } from './session.js';
+import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
@@ -32,12 +37,52 @@ export interface EdgeNode {
   shutdown(): Promise<void>;
 }
 
-function listen(uws: UwsBinding, app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+function listen(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
   return new Promise((resolve, reject) => {
     app.listen(host, port, (socket) => {
       if (socket) resolve(socket);
       else reject(new Error(`cannot listen on ${host}:${port}`));
     });
+  });
+}
+
+/** What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets. */
+function brokerTarget(app: TemplatedApp, sessions: SessionIndex): BrokerTarget {
+  return {
+    deliver: (room, payload) => void app.publish(room, payload, false, false),
+    deliverToConnection(connectionId, payload) {
+      const ws = sessions.byConnection(connectionId);
+      if (ws !== undefined && !ws.getUserData().closed) ws.send(payload, false, false);
+    },
+    disconnectUser(userId, code, reason) {
+      const mine = sessions.byUser(userId);
+      if (mine === undefined) return;
+      // end() runs the close handler, which edits the set: iterate a copy.
+      for (const ws of [...mine]) ws.end(code, reason);
+    },
+  };
+}
+
+function connectionSlots(config: Config, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSlots & { stop(): void } {
+  const local = createLocalSlots(config.maxConnectionsPerUser);
+  if (redis === undefined) return { ...local, stop() {} };
+  return createRedisSlots({
+    redis: redis.command,
+    prefix: config.redis!.prefix,
+    maxPerUser: config.maxConnectionsPerUser,
+    ttlSeconds: config.redis!.slotTtl,
+    local,
+    liveByUser: function* () {
+      const byUser = new Map<string, string[]>();
+      for (const ws of sessions.all()) {
+        const { userId, connectionId } = ws.getUserData();
+        const ids = byUser.get(userId);
+        if (ids === undefined) byUser.set(userId, [connectionId]);
+        else ids.push(connectionId);
+      }
+      yield* byUser;
+    },
+    log,
   });
 }
 
@@ -47,11 +92,13 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const metrics = createMetrics();
   const app = uws.uws.App();
   const internal = uws.uws.App();
-  const live = new Set<SessionSocket>();
+  const sessions = createSessionIndex();
   let state: NodeState = 'starting';
   let sequence = 0;
 
-  const broker = createBroker(config, (room, payload) => app.publish(room, payload, false, false));
+  const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
+  const broker = createBroker({ config, target: brokerTarget(app, sessions), log, metrics, redis });
+  const slots = connectionSlots(config, redis, sessions, log);
   const events = createEvents(broker, () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;
@@ -69,22 +116,23 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
       app,
       expiry,
       log,
-      slots: createLocalSlots(config.maxConnectionsPerUser),
-      live,
+      slots,
+      sessions,
       isDraining: () => state === 'draining',
       droppedHandler: uws.droppedHandler,
       nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
     }) as never,
   );
   const health: HealthSource = {
-    state: () => state,
-    details: () => ({ node_id: config.nodeId, broker: broker.kind, connections: live.size }),
+    state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
+    details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
   };
   addPublicRoutes(app, health);
+  addApiRoutes(internal, { config, broker, events, metrics });
   addInternalRoutes(internal, health, metrics.registry);
 
-  const publicSocket = await listen(uws, app, config.host, config.port);
-  const internalSocket = await listen(uws, internal, config.internalHost, config.internalPort).catch((err: unknown) => {
+  const publicSocket = await listen(app, config.host, config.port);
+  const internalSocket = await listen(internal, config.internalHost, config.internalPort).catch((err: unknown) => {
     uws.uws.us_listen_socket_close(publicSocket);
     throw err;
   });
@@ -94,7 +142,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
 
   const shutdown = createShutdown({
     log,
-    live,
+    sessions,
     drainTimeoutMs: config.drainTimeout * 1000,
     startDraining: () => {
       state = 'draining';
@@ -102,6 +150,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
       expiry.stop();
+      slots.stop();
       await broker.close();
     },
     stopInternal: () => uws.uws.us_listen_socket_close(internalSocket),
@@ -115,7 +164,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
     broker,
     events,
     uws,
-    connections: () => live.size,
+    connections: () => sessions.size,
     shutdown,
   };
 }

@@ -5,11 +5,11 @@
  */
 import { CloseCode } from './errors.js';
 import type { Logger } from './log.js';
-import type { SessionSocket } from './session.js';
+import type { SessionIndex } from './sessions.js';
 
 export interface DrainTarget {
   readonly log: Logger;
-  readonly live: Set<SessionSocket>;
+  readonly sessions: SessionIndex;
   readonly drainTimeoutMs: number;
   /** Readiness 503 and refuse upgrades. */
   readonly startDraining: () => void;
@@ -32,18 +32,18 @@ export function createShutdown(target: DrainTarget): () => Promise<void> {
   return () => (running ??= drain(target));
 }
 
-async function drain({ log, live, drainTimeoutMs, startDraining, stopListening, closeBroker, stopInternal }: DrainTarget): Promise<void> {
+async function drain({ log, sessions, drainTimeoutMs, startDraining, stopListening, closeBroker, stopInternal }: DrainTarget): Promise<void> {
   const started = Date.now();
   startDraining();
   // Readiness answers 503 on both ports for a moment before the public listener goes away.
   await sleep(Math.min(READINESS_GRACE_MS, drainTimeoutMs * 0.1));
   stopListening();
-  const total = live.size;
+  const total = sessions.size;
   log.info({ event: 'drain_start', connections: total, drain_timeout_ms: drainTimeoutMs }, 'draining');
 
   // Close a snapshot in even batches. uWS runs the close handler inside end(), so each socket has
-  // left `live` (slot released, user_left sent) when end() returns; the close frame is already written.
-  const sockets = [...live];
+  // left the index (slot released, user_left sent) when end() returns; the close frame is already written.
+  const sockets = [...sessions.all()];
   const batches = Math.max(1, Math.min(sockets.length, Math.floor((drainTimeoutMs * SPREAD_SHARE) / MIN_INTERVAL_MS)));
   const perBatch = Math.ceil(sockets.length / batches);
   const intervalMs = (drainTimeoutMs * SPREAD_SHARE) / batches;

@@ -35,6 +35,8 @@ const VOCABULARY: Record<string, string[]> = {
   type: ['join_room', 'leave_room', 'send_message', 'ping', 'refresh_token', 'invalid'],
   source: ['client', 'server', 'membership'],
   kind: ['limit', 'ceiling'],
+  // Bucket bounds of wsedge_cross_node_latency_seconds.
+  le: ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '+Inf'],
 };
 
 describe('metrics after known traffic', () => {
@@ -179,7 +181,7 @@ describe('metrics after known traffic', () => {
         seen.get(label!)!.add(v!);
       }
     }
-    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'reason', 'source', 'type']);
+    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'le', 'reason', 'source', 'type']);
     for (const [label, values] of seen) {
       for (const v of values) expect(VOCABULARY[label]).toContain(v);
     }

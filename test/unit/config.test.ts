@@ -52,6 +52,9 @@ describe('loadConfig defaults', () => {
       membershipEvents: true,
       membershipEventsMaxMembers: 1000,
       drainTimeout: 20,
+      redis: undefined,
+      publishApiKey: undefined,
+      readyRequiresBroker: false,
     });
   });
 

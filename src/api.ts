@@ -1,0 +1,159 @@
+/**
+ * The server API for backends, on the internal port only: POST /api/v1/publish and
+ * POST /api/v1/disconnect, with `Authorization: Bearer <PUBLISH_API_KEY>` compared in constant
+ * time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they stream in, before any parsing.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Broker } from './broker.js';
+import type { Config } from './config.js';
+import { CloseCode } from './errors.js';
+import type { Events } from './events.js';
+import { sendJson } from './http.js';
+import type { Metrics } from './metrics.js';
+import { encodeEvent, isPublishableType } from './protocol.js';
+import { isValidId, isValidRoom, userRoom } from './rooms.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+export interface ApiDeps {
+  readonly config: Config;
+  readonly broker: Broker;
+  readonly events: Events;
+  readonly metrics: Metrics;
+}
+
+type Endpoint = 'publish' | 'disconnect';
+
+/** An API refusal: HTTP status line and a JSON reason. */
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly statusText: string,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const badRequest = (code: string, message: string) => new ApiError(400, 'Bad Request', code, message);
+const CONNECTION_ID = /^[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,13}$/;
+const MAX_SENDER_LENGTH = 128;
+const MAX_REASON_BYTES = 123;
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/** Constant-time comparison: both sides are hashed to equal length first. */
+function authorized(header: string, expected: Buffer): boolean {
+  const match = /^Bearer (.+)$/.exec(header);
+  return match !== null && timingSafeEqual(digest(match[1]!), expected);
+}
+
+/** Streams the body, refusing it once it passes `limit` bytes. */
+function readBody(res: HttpResponse, limit: number, onBody: (body: Buffer) => void, onTooLarge: () => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let refused = false;
+  res.onData((chunk, isLast) => {
+    if (refused) return;
+    size += chunk.byteLength;
+    if (size > limit) {
+      refused = true;
+      return onTooLarge();
+    }
+    // uWS reuses the chunk's memory after this callback: copy it.
+    chunks.push(Buffer.from(Buffer.from(chunk)));
+    if (isLast) onBody(Buffer.concat(chunks, size));
+  });
+}
+
+function parseObject(body: Buffer): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw badRequest('invalid_json', 'body is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('invalid_body', 'body must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
+  const { room, user_id: userId, connection_id: connectionId, type, data, sender } = body;
+  const targets = [room, userId, connectionId].filter((t) => t !== undefined);
+  if (targets.length !== 1) throw badRequest('invalid_target', 'give exactly one of "room", "user_id", "connection_id"');
+  if (!isPublishableType(type)) throw badRequest('invalid_type', '"type" must be a dotted lowercase name such as task.created, and not a reserved type');
+  if (sender !== undefined && sender !== null && (typeof sender !== 'string' || sender.length > MAX_SENDER_LENGTH)) {
+    throw badRequest('invalid_sender', `"sender" must be a string of at most ${MAX_SENDER_LENGTH} characters`);
+  }
+  const from = (sender as string | null | undefined) ?? null;
+  if (room !== undefined) {
+    if (!isValidRoom(room)) throw badRequest('invalid_room', '"room" must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]');
+    deps.broker.publish(room, encodeEvent(type, room, data ?? null, from));
+    deps.metrics.published('api');
+    return { status: 'published', room };
+  }
+  if (userId !== undefined) {
+    if (!isValidId(userId)) throw badRequest('invalid_user_id', '"user_id" must be 1-64 of [A-Za-z0-9_-]');
+    const target = userRoom(userId);
+    deps.broker.publish(target, encodeEvent(type, target, data ?? null, from));
+    deps.metrics.published('api');
+    return { status: 'published', user_id: userId };
+  }
+  if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id', '"connection_id" is malformed');
+  deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
+  deps.metrics.published('api');
+  return { status: 'published', connection_id: connectionId };
+}
+
+function disconnect(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
+  const { user_id: userId, code = CloseCode.FORBIDDEN, reason = 'disconnected' } = body;
+  if (!isValidId(userId)) throw badRequest('invalid_user_id', '"user_id" must be 1-64 of [A-Za-z0-9_-]');
+  if (typeof code !== 'number' || !Number.isInteger(code) || code < 4000 || code > 4999) {
+    throw badRequest('invalid_code', '"code" must be an application close code, 4000-4999');
+  }
+  if (typeof reason !== 'string' || Buffer.byteLength(reason) > MAX_REASON_BYTES || /[\r\n]/.test(reason)) {
+    throw badRequest('invalid_reason', `"reason" must be one line of at most ${MAX_REASON_BYTES} bytes`);
+  }
+  deps.broker.disconnectUser(userId, code, reason);
+  return { status: 'disconnecting', user_id: userId, code };
+}
+
+const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Record<string, unknown>> = { publish, disconnect };
+
+export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
+  const key = deps.config.publishApiKey;
+  const expected = key === undefined ? undefined : digest(key);
+  for (const endpoint of ['publish', 'disconnect'] as const) {
+    app.post(`/api/v1/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const answer = (status: number, statusText: string, body: unknown): void => {
+        deps.metrics.apiRequest(endpoint, status);
+        if (!aborted) sendJson(res, `${status} ${statusText}`, body);
+      };
+      const fail = (err: ApiError): void => answer(err.status, err.statusText, { error: err.code, reason: err.message });
+      if (expected === undefined) return fail(new ApiError(404, 'Not Found', 'api_disabled', 'the API is off: PUBLISH_API_KEY is not set'));
+      if (!authorized(req.getHeader('authorization'), expected)) return fail(new ApiError(401, 'Unauthorized', 'unauthorized', 'missing or wrong bearer key'));
+      const limit = deps.config.messageMaxSize;
+      const tooLarge = new ApiError(413, 'Payload Too Large', 'too_large', `body larger than ${limit} bytes`);
+      if (Number(req.getHeader('content-length') || 0) > limit) return fail(tooLarge);
+      readBody(
+        res,
+        limit,
+        (body) => {
+          try {
+            answer(200, 'OK', HANDLERS[endpoint](deps, parseObject(body)));
+          } catch (err) {
+            if (err instanceof ApiError) fail(err);
+            else fail(new ApiError(500, 'Internal Server Error', 'internal_error', 'internal error'));
+          }
+        },
+        () => fail(tooLarge),
+      );
+    });
+  }
+}

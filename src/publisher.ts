@@ -1,0 +1,74 @@
+/**
+ * `ws-edge/publisher`: publish events from a Node backend that runs no edge node, straight into
+ * the Redis the nodes share. Same helpers as inside a node; every call resolves once Redis has
+ * accepted the event (at-most-once delivery, as from a node) and rejects when it could not.
+ *
+ *   const publisher = createPublisher({ redisUrl: 'redis://redis:6379' });
+ *   await publisher.taskCreated({ projectId: 7, taskId: 42, task: { title: 'Ship it' }, by: 'alice' });
+ *   await publisher.close();
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { channelsOf, nodeOfConnection } from './broker-redis.js';
+import { encodeFrame } from './broker-frame.js';
+import { createEventsWith, type Events } from './events.js';
+import { encodeEvent, isPublishableType } from './protocol.js';
+import { isValidId } from './rooms.js';
+import { reconnectDelay } from './redis.js';
+
+export type { Events, TaskRef, Id } from './events.js';
+
+export interface PublisherOptions {
+  readonly redisUrl: string;
+  /** The nodes' REDIS_PREFIX (default `wsedge:`). */
+  readonly prefix?: string;
+}
+
+export interface Publisher extends Events<Promise<void>> {
+  /** Sends to one connection, wherever it lives. */
+  sendToConnection(connectionId: string, type: string, data: unknown, sender?: string | null): Promise<void>;
+  /** Closes every connection of the user on every node (default 4403). */
+  disconnectUser(userId: string, code?: number, reason?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createPublisher(options: PublisherOptions): Publisher {
+  const prefix = options.prefix ?? 'wsedge:';
+  // A publisher is an origin like a node: nodes deliver its events and never mistake them for an echo.
+  const origin = `pub-${randomBytes(4).toString('hex')}`;
+  const channels = channelsOf(prefix, origin);
+  const redis = new Redis(options.redisUrl, {
+    connectionName: `${prefix}${origin}`,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: reconnectDelay,
+  });
+  redis.on('error', () => {});
+  const ready = new Promise<void>((resolve) => (redis.status === 'ready' ? resolve() : redis.once('ready', () => resolve())));
+  const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
+    // The first call waits for the connection; later ones fail at once while Redis is away.
+    if (redis.status === 'connecting' || redis.status === 'wait') await ready;
+    await redis.publish(channel, encodeFrame(origin, kind, target, payload));
+  };
+  const events = createEventsWith<Promise<void>>(
+    (room, payload) => send(channels.room(room), 'r', room, payload),
+    (both) => Promise.all(both).then(() => {}),
+  );
+
+  return {
+    ...events,
+    async sendToConnection(connectionId, type, data, sender = null) {
+      if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
+      const owner = nodeOfConnection(connectionId);
+      if (owner === '') throw new TypeError(`invalid connection id: ${JSON.stringify(connectionId)}`);
+      await send(channels.node(owner), 'c', connectionId, encodeEvent(type, null, data ?? null, sender));
+    },
+    async disconnectUser(userId, code = 4403, reason = 'disconnected') {
+      if (!isValidId(userId)) throw new TypeError(`invalid user id: ${JSON.stringify(userId)}`);
+      await send(channels.control, 'd', userId, `${code} ${reason}`);
+    },
+    async close() {
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

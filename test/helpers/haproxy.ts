@@ -1,0 +1,181 @@
+/**
+ * The shipped HAProxy config (deploy/haproxy/haproxy.cfg), run as is in the foreground in front of
+ * three ws-edge nodes; only its environment variables differ from production.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CONFIG = 'deploy/haproxy/haproxy.cfg';
+const NOT_INSTALLED = 'haproxy not found: install it (apt-get install haproxy); .ci/run does this';
+const START_TIMEOUT_MS = 10_000;
+const START_ATTEMPTS = 5;
+
+export interface Haproxy {
+  readonly port: number;
+  /** ws://127.0.0.1:<port>/api/v1/ws/connect */
+  readonly url: string;
+  /** http://127.0.0.1:<port> */
+  readonly http: string;
+  /**
+   * Every line HAProxy wrote (stdout and stderr): access logs and server state changes. A
+   * WebSocket's access line is written when the connection closes.
+   */
+  readonly logs: string[];
+  /** Resolves with the first `count` lines matching once that many exist; rejects after `timeoutMs`. */
+  waitForLogs(match: (line: string) => boolean, count?: number, timeoutMs?: number): Promise<string[]>;
+  /** SIGTERM (HAProxy's hard stop), resolves on exit. */
+  stop(): Promise<void>;
+}
+
+export interface HaproxyOptions {
+  /**
+   * Extra environment for the config. HAPROXY_MAXCONN defaults to 1000 here: the config's own
+   * default needs a file limit of about 16k, which a test machine may not grant.
+   */
+  readonly env?: Record<string, string>;
+}
+
+const running = new Set<Haproxy>();
+
+/**
+ * Starts HAProxy with WSEDGE_NODE1..3 at 127.0.0.1:<backendPorts> and resolves once its frontend
+ * accepts TCP and a GET /readyz through it returns 200 (some node is UP).
+ */
+export async function startHaproxy(backendPorts: number[], opts: HaproxyOptions = {}): Promise<Haproxy> {
+  if (backendPorts.length !== 3) throw new Error(`the config has exactly 3 servers; got ${backendPorts.length} ports`);
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await spawnHaproxy(port, backendPorts, opts.env ?? {});
+    } catch (err) {
+      // The port can be taken between freePort() and HAProxy binding it.
+      if (attempt >= START_ATTEMPTS || !/cannot bind socket|Address already in use/i.test(String(err))) throw err;
+    }
+  }
+}
+
+/** Stops every HAProxy started by this worker; for afterAll. */
+export async function stopAllHaproxy(): Promise<void> {
+  await Promise.all([...running].map((h) => h.stop()));
+}
+
+async function spawnHaproxy(port: number, backendPorts: number[], env: Record<string, string>): Promise<Haproxy> {
+  const child: ChildProcess = spawn('haproxy', ['-f', CONFIG, '-db'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      HAPROXY_BIND: `127.0.0.1:${port}`,
+      HAPROXY_MAXCONN: '1000',
+      WSEDGE_NODE1: `127.0.0.1:${backendPorts[0]}`,
+      WSEDGE_NODE2: `127.0.0.1:${backendPorts[1]}`,
+      WSEDGE_NODE3: `127.0.0.1:${backendPorts[2]}`,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+
+  const logs: string[] = [];
+  const waiters = new Set<() => void>();
+  const lineReader = () => {
+    let pending = '';
+    return (chunk: string) => {
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      logs.push(...lines.filter((l) => l !== ''));
+      waiters.forEach((w) => w());
+    };
+  };
+  child.stdout!.setEncoding('utf8').on('data', lineReader());
+  child.stderr!.setEncoding('utf8').on('data', lineReader());
+
+  let failure: Error | undefined;
+  const exited = new Promise<void>((resolve) => {
+    // A process that could not be spawned emits 'error' and no 'exit'.
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      failure = err.code === 'ENOENT' ? new Error(NOT_INSTALLED) : err;
+      if (child.pid === undefined) resolve();
+    });
+    child.once('exit', (code, sig) => {
+      failure ??= new Error(`haproxy exited (${code ?? sig}): ${logs.join('\n')}`);
+      resolve();
+      waiters.forEach((w) => w());
+    });
+  });
+  const stop = async () => {
+    running.delete(haproxy);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+
+  const http = `http://127.0.0.1:${port}`;
+  const haproxy: Haproxy = {
+    port,
+    url: `ws://127.0.0.1:${port}/api/v1/ws/connect`,
+    http,
+    logs,
+    waitForLogs: (match, count = 1, timeoutMs = 5000) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const found = logs.filter(match);
+          if (found.length >= count) {
+            done();
+            resolve(found.slice(0, count));
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${count} haproxy log lines; last lines:\n${logs.slice(-10).join('\n')}`));
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+    stop,
+  };
+  running.add(haproxy);
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  try {
+    while (!(await acceptsTcp(port))) await pause(deadline, () => failure);
+    while (!(await readyThrough(http))) await pause(deadline, () => failure);
+  } catch (err) {
+    await stop();
+    throw err === failure ? err : new Error(`${(err as Error).message}; haproxy output:\n${logs.join('\n')}`);
+  }
+  return haproxy;
+}
+
+async function pause(deadline: number, failure: () => Error | undefined): Promise<void> {
+  const failed = failure();
+  if (failed) throw failed;
+  if (Date.now() > deadline) throw new Error(`haproxy did not become ready with an UP node within ${START_TIMEOUT_MS} ms`);
+  await new Promise((r) => setTimeout(r, 50));
+}
+
+function acceptsTcp(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function readyThrough(http: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${http}/readyz`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * ws-edge nodes as separate OS processes (`node dist/cli.js serve`), for what only real processes
+ * show: several nodes behind a load balancer, kill -9, exit status. Runs the built dist/.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { sampleValue, TEST_SECRET } from './node.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const START_TIMEOUT_MS = 10_000;
+
+export type LogLine = Record<string, unknown>;
+
+export interface NodeProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly internalPort: number;
+  readonly nodeId: string;
+  /** ws://127.0.0.1:<port>/api/v1/ws/connect */
+  readonly url: string;
+  /** http://127.0.0.1:<port> (public: health and readiness) */
+  readonly http: string;
+  /** http://127.0.0.1:<internalPort> (metrics and internal APIs) */
+  readonly internal: string;
+  /** JSON log lines from stdout so far; a line that is not JSON is kept as { unparsed: line }. */
+  readonly logs: LogLine[];
+  stderr(): string;
+  /** Resolves with the first logged (or future) line matching; rejects after `timeoutMs` or on exit. */
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  /** One sample from the internal /metrics; 0 when the series does not exist yet. */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /** SIGTERM (graceful drain), resolves on exit. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILL, resolves on exit. */
+  kill9(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const children = new Set<ChildProcess>();
+
+/**
+ * Spawns `ws-edge serve` on random ports with a test JWT secret and exactly `env` on top (plus
+ * PATH: nothing leaks in from the test runner), and resolves on its `start` log line.
+ * WS_DRAIN_TIMEOUT defaults to 2 s so stop() is quick; pass it to test draining.
+ */
+export function startNodeProcess(env: Record<string, string> = {}): Promise<NodeProcess> {
+  const child = spawn(process.execPath, ['dist/cli.js', 'serve'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      HOST: '127.0.0.1',
+      PORT: '0',
+      INTERNAL_HOST: '127.0.0.1',
+      INTERNAL_PORT: '0',
+      LOG_LEVEL: 'info',
+      JWT_SECRET: TEST_SECRET,
+      WS_DRAIN_TIMEOUT: '2',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+
+  const logs: LogLine[] = [];
+  const waiters = new Set<() => void>();
+  const wake = () => waiters.forEach((w) => w());
+  let stderr = '';
+  let pending = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) {
+      if (line === '') continue;
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ unparsed: line });
+      }
+    }
+    wake();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.once('error', (err) => (stderr += `spawn failed: ${err.message}\n`));
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+      wake();
+    }),
+  );
+  let hasExited = false;
+  void exited.then(() => (hasExited = true));
+
+  const waitForLog: NodeProcess['waitForLog'] = (match, timeoutMs = 5000) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const found = logs.find(match);
+        if (found) {
+          done();
+          resolve(found);
+        } else if (hasExited) {
+          done();
+          reject(new Error(`node exited (${child.exitCode ?? child.signalCode}) while waiting for a log line; stderr: ${stderr.trim()}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for a log line; last lines: ${JSON.stringify(logs.slice(-5))}; stderr: ${stderr.trim()}`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+
+  const signal = async (sig: NodeJS.Signals) => {
+    if (!hasExited) child.kill(sig);
+    return exited;
+  };
+
+  return waitForLog((l) => l['event'] === 'start', START_TIMEOUT_MS).then(
+    (start) => {
+      const port = start['port'] as number;
+      const internalPort = start['internal_port'] as number;
+      const internal = `http://127.0.0.1:${internalPort}`;
+      return {
+        child,
+        port,
+        internalPort,
+        nodeId: start['node_id'] as string,
+        url: `ws://127.0.0.1:${port}/api/v1/ws/connect`,
+        http: `http://127.0.0.1:${port}`,
+        internal,
+        logs,
+        stderr: () => stderr,
+        waitForLog,
+        async metric(name, labels = {}) {
+          return sampleValue(await (await fetch(`${internal}/metrics`)).text(), name, labels);
+        },
+        stop: () => signal('SIGTERM'),
+        kill9: () => signal('SIGKILL'),
+        exited,
+      };
+    },
+    async (err: Error) => {
+      child.kill('SIGKILL');
+      await exited;
+      throw new Error(`ws-edge serve did not start: ${err.message}`);
+    },
+  );
+}
+
+/** SIGKILLs every node process still running; for afterAll. */
+export async function stopAllProcesses(): Promise<void> {
+  const left = [...children];
+  await Promise.all(
+    left.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+  children.clear();
+}
