@@ -19,6 +19,10 @@ export interface Haproxy {
   readonly url: string;
   /** http://127.0.0.1:<port> */
   readonly http: string;
+  /** http://127.0.0.1:<statsPort>/stats (append ;csv for CSV) */
+  readonly stats: string;
+  /** ws-edge-1..3 as the stats page reports them now. */
+  servers(): Promise<BackendServer[]>;
   /**
    * Every line HAProxy wrote (stdout and stderr): access logs and server state changes. A
    * WebSocket's access line is written when the connection closes.
@@ -28,6 +32,15 @@ export interface Haproxy {
   waitForLogs(match: (line: string) => boolean, count?: number, timeoutMs?: number): Promise<string[]>;
   /** SIGTERM (HAProxy's hard stop), resolves on exit. */
   stop(): Promise<void>;
+}
+
+export interface BackendServer {
+  /** ws-edge-1, ws-edge-2 or ws-edge-3 (WSEDGE_NODE1..3). */
+  readonly name: string;
+  /** e.g. 'UP', 'DOWN', 'UP 1/2' (going down), 'DOWN 1/2' (going up), 'MAINT'. */
+  readonly status: string;
+  /** Result of the last health check, e.g. 'L7OK', 'L7STS', 'L4CON'; '' or 'INI' before the first (a running check's '* ' prefix removed). */
+  readonly check: string;
 }
 
 export interface HaproxyOptions {
@@ -42,14 +55,15 @@ const running = new Set<Haproxy>();
 
 /**
  * Starts HAProxy with WSEDGE_NODE1..3 at 127.0.0.1:<backendPorts> and resolves once its frontend
- * accepts TCP and a GET /readyz through it returns 200 (some node is UP).
+ * accepts TCP, every server has had its first health check and one passed (HAProxy starts servers
+ * as UP before checking them), and a GET /readyz through it returns 200.
  */
 export async function startHaproxy(backendPorts: number[], opts: HaproxyOptions = {}): Promise<Haproxy> {
   if (backendPorts.length !== 3) throw new Error(`the config has exactly 3 servers; got ${backendPorts.length} ports`);
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const [port, statsPort] = [await freePort(), await freePort()];
     try {
-      return await spawnHaproxy(port, backendPorts, opts.env ?? {});
+      return await spawnHaproxy(port, statsPort, backendPorts, opts.env ?? {});
     } catch (err) {
       // The port can be taken between freePort() and HAProxy binding it.
       if (attempt >= START_ATTEMPTS || !/cannot bind socket|Address already in use/i.test(String(err))) throw err;
@@ -62,12 +76,14 @@ export async function stopAllHaproxy(): Promise<void> {
   await Promise.all([...running].map((h) => h.stop()));
 }
 
-async function spawnHaproxy(port: number, backendPorts: number[], env: Record<string, string>): Promise<Haproxy> {
+async function spawnHaproxy(port: number, statsPort: number, backendPorts: number[], env: Record<string, string>): Promise<Haproxy> {
   const child: ChildProcess = spawn('haproxy', ['-f', CONFIG, '-db'], {
     cwd: ROOT,
     env: {
-      PATH: process.env['PATH'] ?? '',
+      // Debian installs haproxy in /usr/sbin, which a non-root PATH may lack.
+      PATH: `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin`,
       HAPROXY_BIND: `127.0.0.1:${port}`,
+      HAPROXY_STATS_BIND: `127.0.0.1:${statsPort}`,
       HAPROXY_MAXCONN: '1000',
       WSEDGE_NODE1: `127.0.0.1:${backendPorts[0]}`,
       WSEDGE_NODE2: `127.0.0.1:${backendPorts[1]}`,
@@ -112,10 +128,14 @@ async function spawnHaproxy(port: number, backendPorts: number[], env: Record<st
   };
 
   const http = `http://127.0.0.1:${port}`;
+  const stats = `http://127.0.0.1:${statsPort}/stats`;
+  const servers = () => readServers(stats);
   const haproxy: Haproxy = {
     port,
     url: `ws://127.0.0.1:${port}/api/v1/ws/connect`,
     http,
+    stats,
+    servers,
     logs,
     waitForLogs: (match, count = 1, timeoutMs = 5000) =>
       new Promise((resolve, reject) => {
@@ -144,6 +164,7 @@ async function spawnHaproxy(port: number, backendPorts: number[], env: Record<st
   const deadline = Date.now() + START_TIMEOUT_MS;
   try {
     while (!(await acceptsTcp(port))) await pause(deadline, () => failure);
+    while (!checked(await servers().catch(() => []))) await pause(deadline, () => failure);
     while (!(await readyThrough(http))) await pause(deadline, () => failure);
   } catch (err) {
     await stop();
@@ -157,6 +178,23 @@ async function pause(deadline: number, failure: () => Error | undefined): Promis
   if (failed) throw failed;
   if (Date.now() > deadline) throw new Error(`haproxy did not become ready with an UP node within ${START_TIMEOUT_MS} ms`);
   await new Promise((r) => setTimeout(r, 50));
+}
+
+function checked(servers: BackendServer[]): boolean {
+  const done = servers.length === 3 && servers.every((s) => s.check !== '' && !s.check.startsWith('INI'));
+  return done && servers.some((s) => s.status === 'UP' && s.check === 'L7OK');
+}
+
+async function readServers(stats: string): Promise<BackendServer[]> {
+  const res = await fetch(`${stats};csv`, { signal: AbortSignal.timeout(1000) });
+  if (!res.ok) throw new Error(`haproxy stats answered ${res.status}`);
+  const [header, ...rows] = (await res.text()).trim().split('\n');
+  const columns = header!.replace(/^# /, '').split(',');
+  const at = (name: string) => columns.indexOf(name);
+  return rows
+    .map((row) => row.split(','))
+    .filter((f) => f[at('pxname')] === 'ws_edge_nodes' && f[at('svname')] !== 'BACKEND')
+    .map((f) => ({ name: f[at('svname')]!, status: f[at('status')]!, check: f[at('check_status')]!.replace(/^\* /, '') }));
 }
 
 function acceptsTcp(port: number): Promise<boolean> {

@@ -78,7 +78,7 @@ export async function stopAllRedis(): Promise<void> {
   await Promise.all(servers.map((s) => s.kill()));
 }
 
-/** Spawns one server and resolves once it answers PING; rejects with its output if it exits first. */
+/** Spawns one server and resolves once it answers; rejects with its output if it exits first. */
 async function spawnRedis(port: number, onOutput: (text: string) => void): Promise<ChildProcess> {
   let output = '';
   const record = (chunk: string) => {
@@ -95,17 +95,18 @@ async function spawnRedis(port: number, onOutput: (text: string) => void): Promi
     failure = err.code === 'ENOENT' ? new Error(NOT_INSTALLED) : err;
   });
   child.once('exit', (code, sig) => {
-    failure ??= new Error(`redis-server on port ${port} exited (${code ?? sig}) before answering PING: ${output.trim()}`);
+    failure ??= new Error(`redis-server on port ${port} exited (${code ?? sig}) before answering: ${output.trim()}`);
   });
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     if (failure) throw failure;
-    const reply = await redisCommand(port, ['PING'], 500).catch(() => undefined);
-    if (reply === '+PONG\r\n') return child;
+    // Ask for the pid, not just PING: if another server holds the port, it answers too.
+    const reply = await redisCommand(port, ['INFO', 'server'], 500).catch(() => undefined);
+    if (reply?.includes(`\r\nprocess_id:${child.pid}\r\n`)) return child;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms: ${output.trim()}`);
+      throw new Error(`redis-server on port ${port} did not answer within ${START_TIMEOUT_MS} ms: ${output.trim()}`);
     }
     await new Promise((r) => setTimeout(r, 25));
   }

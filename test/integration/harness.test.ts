@@ -107,6 +107,10 @@ describe('HAProxy in front of three ws-edge processes', () => {
     const nodes = await Promise.all([startNodeProcess(), startNodeProcess(), startNodeProcess()]);
     expect(new Set(nodes.map((n) => n.nodeId)).size).toBe(3);
     const haproxy = await startHaproxy(nodes.map((n) => n.port));
+    // Real health checks on /readyz passed, not just HAProxy's optimistic initial state.
+    expect(await haproxy.servers()).toEqual(
+      ['ws-edge-1', 'ws-edge-2', 'ws-edge-3'].map((name) => ({ name, status: 'UP', check: 'L7OK' })),
+    );
 
     const tokens = Array.from({ length: 6 }, (_, i) => token(`user${i}`));
     // One at a time, so leastconn sees each open socket before placing the next.
