@@ -46,6 +46,8 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   const toUnsubscribe = new Set<string>();
   let flushTimer: NodeJS.Timeout | undefined;
   let subscriberUp = false;
+  /** Bumped whenever the subscriber connection is lost: replies from an older connection are ignored. */
+  let generation = 0;
   let up = false;
   let everUp = false;
   let pending = 0;
@@ -96,8 +98,10 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     toSubscribe.clear();
     toUnsubscribe.clear();
     if (subs.length > 0) {
+      const current = generation;
       subscribeChannels(subs).then(
         () => {
+          if (current !== generation) return;
           for (const room of subs) if (wanted.has(room)) confirmed.add(room);
           setConfirmed();
         },
@@ -121,8 +125,10 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
 
   subscriber.on('ready', () => {
     const rooms = [...wanted];
+    const current = generation;
     subscribeChannels(rooms, [channels.own, channels.control]).then(
       () => {
+        if (current !== generation) return;
         confirmed.clear();
         for (const room of rooms) if (wanted.has(room)) confirmed.add(room);
         setConfirmed();
@@ -136,12 +142,14 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
         if (toSubscribe.size > 0) scheduleFlush();
       },
       (err: unknown) => {
+        if (current !== generation) return;
         log.warn({ err }, 'resubscribe failed; reconnecting the subscriber');
         subscriber.disconnect(true);
       },
     );
   });
   const subscriberLost = (): void => {
+    generation += 1;
     subscriberUp = false;
     confirmed.clear();
     setConfirmed();

@@ -4,6 +4,7 @@
  * The same table is in README.md and .env.example (a test keeps the three in step).
  */
 import { randomBytes } from 'node:crypto';
+import { isAddressOrCidr } from './proxies.js';
 
 export type RoomAccess = 'token' | 'open';
 
@@ -29,6 +30,12 @@ export interface Config {
   readonly internalPort: number;
   readonly logLevel: string;
   readonly jwt: JwtConfig;
+  /** Peers whose X-Forwarded-For is believed (IPs or CIDRs); empty: the socket address is the client. */
+  readonly trustedProxies: readonly string[];
+  /** Connections per client address; 0 means unlimited. */
+  readonly maxConnectionsPerIp: number;
+  /** Failed authentications per client address per minute before HTTP 429; 0 turns the limiter off. */
+  readonly authFailureLimit: number;
   /** Empty: any origin. Requests without an Origin header (non-browser clients) are always allowed. */
   readonly allowedOrigins: readonly string[];
   readonly roomAccess: RoomAccess;
@@ -183,6 +190,9 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     jwt: readJwt(r, problems, production),
     allowedOrigins: r.list('WS_ALLOWED_ORIGINS'),
+    trustedProxies: readTrustedProxies(r, problems),
+    maxConnectionsPerIp: r.int('WS_MAX_CONNECTIONS_PER_IP', 0, 0, 10_000_000),
+    authFailureLimit: r.int('WS_AUTH_FAILURE_LIMIT', 60, 0, 1_000_000),
     roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open']),
     maxConnections: r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
     maxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 5, 1, 10_000),
@@ -206,6 +216,13 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+function readTrustedProxies(r: Reader, problems: string[]): string[] {
+  const entries = r.list('WS_TRUSTED_PROXIES');
+  const bad = entries.filter((e) => !isAddressOrCidr(e));
+  if (bad.length > 0) problems.push(`WS_TRUSTED_PROXIES: not an IP address or CIDR block: ${bad.join(', ')}`);
+  return entries;
 }
 
 function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {

@@ -8,7 +8,8 @@ import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
 import { announceMembership, closesAt, handle, sendError, type HandlerContext } from './handlers.js';
 import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
-import { newBucket, newStrikes, strike, takeToken, type ConnectionSlots } from './limits.js';
+import { newBucket, newStrikes, strike, takeToken, type AddressCounts, type ConnectionSlots, type FailureLimiter } from './limits.js';
+import type { ClientAddress } from './proxies.js';
 import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
 import { userRoom } from './rooms.js';
 import type { Session, SessionSocket, Socket, UserData } from './session.js';
@@ -23,16 +24,23 @@ export interface ConnectionContext extends HandlerContext {
   /** The loaded uWS build reports backpressure drops (`dropped` handler). */
   readonly droppedHandler: boolean;
   readonly nextConnectionId: () => string;
+  /** The real client address (X-Forwarded-For from trusted proxies). */
+  readonly clientAddress: ClientAddress;
+  readonly addressCounts: AddressCounts;
+  readonly authFailures: FailureLimiter;
 }
+
+/** Refusals that count as a failed authentication for the per-address limiter. */
+const AUTH_FAILURES = new Set(['token_missing', 'token_ambiguous', 'token_invalid', 'token_expired', 'subprotocol']);
 
 /** uWS's own reason when a frame passes maxPayloadLength (it then closes without a close frame). */
 const UWS_TOO_BIG = 'Received too big message';
 const textDecoder = new TextDecoder();
 
-function refuseUpgrade(res: HttpResponse, reason: string): void {
+function refuseUpgrade(res: HttpResponse, status: '503 Service Unavailable' | '429 Too Many Requests', reason: string, retryAfter: number): void {
   res.cork(() => {
-    res.writeStatus('503 Service Unavailable').writeHeader('Content-Type', 'application/json').writeHeader('Retry-After', '1');
-    res.end(JSON.stringify({ error: 'unavailable', reason }), true);
+    res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Retry-After', String(retryAfter));
+    res.end(JSON.stringify({ error: status === '429 Too Many Requests' ? 'too_many_requests' : 'unavailable', reason }), true);
   });
 }
 
@@ -43,6 +51,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
 
   const reject = (rej: Rejection, remoteAddress: string, userId?: string): RejectedData => {
     metrics.connectionRejected(rej.reason);
+    if (AUTH_FAILURES.has(rej.reason)) ctx.authFailures.fail(remoteAddress, Date.now());
     log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, user_id: userId, remote: remoteAddress }, 'connection rejected');
     return { kind: 'rejected', rejection: rej };
   };
@@ -88,11 +97,17 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     upgrade(res, req, context) {
       if (ctx.isDraining()) {
         metrics.upgradeRefused('draining');
-        return refuseUpgrade(res, 'draining');
+        return refuseUpgrade(res, '503 Service Unavailable', 'draining', 1);
       }
       if (config.maxConnections > 0 && sessions.size + pending >= config.maxConnections) {
         metrics.upgradeRefused('max_connections');
-        return refuseUpgrade(res, 'max_connections');
+        return refuseUpgrade(res, '503 Service Unavailable', 'max_connections', 1);
+      }
+      const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
+      // A flood of bad tokens from one address is refused before any verification work.
+      if (ctx.authFailures.blocked(remoteAddress, Date.now())) {
+        metrics.upgradeRefused('auth_failures');
+        return refuseUpgrade(res, '429 Too Many Requests', 'too many failed authentications from this address', 60);
       }
       // req is only valid until the first await or return: copy everything now.
       const key = req.getHeader('sec-websocket-key');
@@ -100,7 +115,6 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       const extensions = req.getHeader('sec-websocket-extensions');
       const origin = req.getHeader('origin');
       const query = req.getQuery() ?? '';
-      const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
 
       const upgrade = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
       const protocol = refusalProtocol(protocols);
@@ -111,6 +125,9 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (isRejection(found)) return upgrade(reject(found, remoteAddress), protocol);
       const identity = ctx.auth.verify(found.token);
       if (isRejection(identity)) return upgrade(reject(identity, remoteAddress), protocol);
+      if (!ctx.addressCounts.acquire(remoteAddress)) {
+        return upgrade(reject(rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address'), remoteAddress, identity.userId), protocol);
+      }
 
       const connectionId = ctx.nextConnectionId();
       let aborted = false;
@@ -121,6 +138,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.slots.acquire(identity.userId, connectionId).then(
         (granted) => {
           pending -= 1;
+          if (aborted || !granted) ctx.addressCounts.release(remoteAddress);
           if (aborted) {
             if (granted) ctx.slots.release(identity.userId, connectionId);
             return;
@@ -130,6 +148,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         },
         (err: unknown) => {
           pending -= 1;
+          ctx.addressCounts.release(remoteAddress);
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
           if (!aborted) res.cork(() => upgrade(reject(rejection('internal', CloseCode.INTERNAL, 'internal error'), remoteAddress, identity.userId), protocol));
         },
@@ -237,6 +256,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       data.closed = true;
       sessions.delete(sws);
       ctx.slots.release(data.userId, data.connectionId);
+      ctx.addressCounts.release(data.remoteAddress);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
       metrics.connectionClosed(code);

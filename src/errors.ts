@@ -56,6 +56,7 @@ export type RejectReason =
   | 'subprotocol'
   | 'origin'
   | 'user_limit'
+  | 'ip_limit'
   | 'internal';
 
 /** A refused connection: accepted, then closed at once with `code` so browsers can read it. */

@@ -76,3 +76,52 @@ export function strike(strikes: Strikes, now: number, windowMs: number, max: num
   strikes.count += 1;
   return strikes.count > max;
 }
+
+/** Connections per client address (WS_MAX_CONNECTIONS_PER_IP). Entries exist only while connections do. */
+export function createAddressCounts(max: number) {
+  const counts = new Map<string, number>();
+  return {
+    /** Takes a slot; false when the address already holds `max` (0: unlimited). */
+    acquire(address: string): boolean {
+      const held = counts.get(address) ?? 0;
+      if (max > 0 && held >= max) return false;
+      counts.set(address, held + 1);
+      return true;
+    },
+    release(address: string): void {
+      const held = counts.get(address);
+      if (held === undefined) return;
+      if (held <= 1) counts.delete(address);
+      else counts.set(address, held - 1);
+    },
+  };
+}
+export type AddressCounts = ReturnType<typeof createAddressCounts>;
+
+/**
+ * Failed authentications per client address (WS_AUTH_FAILURE_LIMIT per minute, token bucket).
+ * An address that ran out is refused with HTTP 429 before any token is verified. At most
+ * `maxAddresses` are remembered; the least recently failing is forgotten first.
+ */
+export function createFailureLimiter(perMinute: number, maxAddresses = 10_000) {
+  const buckets = new Map<string, Bucket>();
+  const rate = perMinute / 60;
+  return {
+    blocked(address: string, now: number): boolean {
+      const bucket = buckets.get(address);
+      if (perMinute === 0 || bucket === undefined) return false;
+      const tokens = Math.min(perMinute, bucket.tokens + ((now - bucket.refilledAt) * rate) / 1000);
+      return tokens < 1;
+    },
+    fail(address: string, now: number): void {
+      if (perMinute === 0) return;
+      const bucket = buckets.get(address) ?? newBucket(perMinute, now);
+      takeToken(bucket, now, rate, perMinute);
+      buckets.delete(address); // re-insert: Map order is the eviction order
+      buckets.set(address, bucket);
+      if (buckets.size > maxAddresses) buckets.delete(buckets.keys().next().value!);
+    },
+    size: () => buckets.size,
+  };
+}
+export type FailureLimiter = ReturnType<typeof createFailureLimiter>;

@@ -10,7 +10,7 @@ import { CLIENT_MESSAGE_TYPES } from './protocol.js';
 
 export type PublishSource = 'client' | 'server' | 'membership' | 'api';
 export type BrokerPublishError = 'down' | 'backlog' | 'error';
-export type RefusalReason = 'max_connections' | 'draining';
+export type RefusalReason = 'max_connections' | 'draining' | 'auth_failures';
 
 const KNOWN_CLOSE_CODES = new Set<number>([1000, 1001, 1005, 1006, 1011, ...Object.values(CloseCode)]);
 const KNOWN_TYPES = new Set<string>(CLIENT_MESSAGE_TYPES);
@@ -41,7 +41,7 @@ export function createMetrics() {
   });
   const upgradesRefused = new Counter({
     name: 'wsedge_upgrades_refused_total',
-    help: 'Upgrades answered with HTTP 503 before any socket existed, by reason.',
+    help: 'Upgrades refused over HTTP before any socket existed: 503 (draining, max_connections) or 429 (auth_failures).',
     labelNames: ['reason'],
     registers,
   });

@@ -13,10 +13,11 @@ import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
 import { WS_PATH } from './handshake.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
-import { createLocalSlots, type ConnectionSlots } from './limits.js';
+import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots } from './limits.js';
 import { createRedisSlots } from './limits-redis.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createClientAddress } from './proxies.js';
 import { createRedisClients, type RedisClients } from './redis.js';
 import type { SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
@@ -121,6 +122,9 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
       isDraining: () => state === 'draining',
       droppedHandler: uws.droppedHandler,
       nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
+      clientAddress: createClientAddress(config.trustedProxies),
+      addressCounts: createAddressCounts(config.maxConnectionsPerIp),
+      authFailures: createFailureLimiter(config.authFailureLimit),
     }) as never,
   );
   const health: HealthSource = {

@@ -55,6 +55,9 @@ describe('loadConfig defaults', () => {
       redis: undefined,
       publishApiKey: undefined,
       readyRequiresBroker: false,
+      trustedProxies: [],
+      maxConnectionsPerIp: 0,
+      authFailureLimit: 60,
     });
   });
 
@@ -305,5 +308,18 @@ describe('loadConfig error reporting', () => {
     for (const problem of problems) expect(problem).toMatch(/^[A-Z_]+: /);
     expect((error as ConfigError).message).toBe(problems.join('\n'));
     expect((error as ConfigError).name).toBe('ConfigError');
+  });
+});
+
+describe('client address settings', () => {
+  it('accepts IPs and CIDRs in WS_TRUSTED_PROXIES and names the bad entries', () => {
+    expect(loadConfig({ WS_TRUSTED_PROXIES: '10.0.0.0/8, 127.0.0.1,::1' }).trustedProxies).toEqual(['10.0.0.0/8', '127.0.0.1', '::1']);
+    expect(() => loadConfig({ WS_TRUSTED_PROXIES: '10.0.0.0/8,haproxy' })).toThrow('WS_TRUSTED_PROXIES: not an IP address or CIDR block: haproxy');
+  });
+
+  it('reads the per-address limits', () => {
+    const config = loadConfig({ WS_MAX_CONNECTIONS_PER_IP: '50', WS_AUTH_FAILURE_LIMIT: '0' });
+    expect(config.maxConnectionsPerIp).toBe(50);
+    expect(config.authFailureLimit).toBe(0);
   });
 });

@@ -159,3 +159,51 @@ describe('strike', () => {
     expect(strike(newStrikes(), 1_700_000_000_000, 10_000, 0)).toBe(true);
   });
 });
+
+describe('createAddressCounts', () => {
+  it('caps connections per address and forgets addresses with none left', async () => {
+    const { createAddressCounts } = await import('../../src/limits.js');
+    const counts = createAddressCounts(2);
+    expect(counts.acquire('a')).toBe(true);
+    expect(counts.acquire('a')).toBe(true);
+    expect(counts.acquire('a')).toBe(false);
+    expect(counts.acquire('b')).toBe(true);
+    counts.release('a');
+    expect(counts.acquire('a')).toBe(true);
+    counts.release('unknown');
+  });
+
+  it('is unlimited at 0', async () => {
+    const { createAddressCounts } = await import('../../src/limits.js');
+    const counts = createAddressCounts(0);
+    for (let i = 0; i < 1000; i++) expect(counts.acquire('a')).toBe(true);
+  });
+});
+
+describe('createFailureLimiter', () => {
+  it('blocks an address after its burst of failures and lets it back as the bucket refills', async () => {
+    const { createFailureLimiter } = await import('../../src/limits.js');
+    const limiter = createFailureLimiter(60); // one per second, burst 60
+    const t = 1_000_000;
+    for (let i = 0; i < 60; i++) {
+      expect(limiter.blocked('198.51.100.1', t)).toBe(false);
+      limiter.fail('198.51.100.1', t);
+    }
+    expect(limiter.blocked('198.51.100.1', t)).toBe(true);
+    expect(limiter.blocked('198.51.100.2', t)).toBe(false);
+    expect(limiter.blocked('198.51.100.1', t + 999)).toBe(true);
+    expect(limiter.blocked('198.51.100.1', t + 1000)).toBe(false);
+  });
+
+  it('never blocks when off, and remembers a bounded number of addresses', async () => {
+    const { createFailureLimiter } = await import('../../src/limits.js');
+    const off = createFailureLimiter(0);
+    for (let i = 0; i < 100; i++) off.fail('a', 0);
+    expect(off.blocked('a', 0)).toBe(false);
+    const small = createFailureLimiter(1, 3);
+    for (const a of ['a', 'b', 'c', 'd']) small.fail(a, 0);
+    expect(small.size()).toBe(3);
+    expect(small.blocked('a', 0)).toBe(false); // forgotten first
+    expect(small.blocked('d', 0)).toBe(true);
+  });
+});

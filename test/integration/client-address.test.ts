@@ -1,0 +1,76 @@
+/**
+ * The real client address: X-Forwarded-For only from trusted proxies; the per-address connection
+ * cap and the failed-authentication limiter key on it. (The same through the shipped HAProxy
+ * config is in lb-client-address.test.ts.)
+ */
+import WebSocket from 'ws';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connect, open, token } from '../helpers/client.js';
+import { startTestNode, stopAllNodes } from '../helpers/node.js';
+
+afterAll(stopAllNodes);
+
+const from = (address: string) => ({ headers: { 'X-Forwarded-For': address } });
+
+/** Resolves with the HTTP status of a refused upgrade (the ws client's unexpected-response). */
+function upgradeStatus(url: string, tok: string, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url}?token=${tok}`, { headers });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      ws.close();
+      reject(new Error('upgrade was accepted'));
+    });
+    ws.on('error', () => {});
+  });
+}
+
+describe('WS_MAX_CONNECTIONS_PER_IP', () => {
+  it('caps connections per socket address when no proxy is trusted; a spoofed X-Forwarded-For changes nothing', async () => {
+    const node = await startTestNode({ WS_MAX_CONNECTIONS_PER_IP: '2' });
+    await connect(node.url, 'u1', {}, from('198.51.100.1'));
+    await connect(node.url, 'u2', {}, from('198.51.100.2'));
+    const third = open(node.url, token('u3'), from('198.51.100.3'));
+    expect(await third.closed).toEqual({ code: 4429, reason: 'too many connections from this address' });
+    expect(await node.metric('wsedge_auth_failures_total', { reason: 'ip_limit' })).toBe(1);
+    const rejected = node.logs.find((l) => l['event'] === 'connection_rejected');
+    expect(rejected).toMatchObject({ reason: 'ip_limit', remote: '127.0.0.1', user_id: 'u3' });
+  });
+
+  it('counts each forwarded client separately behind a trusted proxy, and frees the slot on close', async () => {
+    const node = await startTestNode({ WS_MAX_CONNECTIONS_PER_IP: '2', WS_TRUSTED_PROXIES: '127.0.0.1' });
+    const a1 = await connect(node.url, 'u1', {}, from('198.51.100.1'));
+    await connect(node.url, 'u2', {}, from('198.51.100.1'));
+    expect(await open(node.url, token('u3'), from('198.51.100.1')).closed).toEqual({ code: 4429, reason: 'too many connections from this address' });
+    await connect(node.url, 'u4', {}, from('198.51.100.2'));
+    a1.close();
+    await a1.closed;
+    await connect(node.url, 'u5', {}, from('198.51.100.1'));
+    const opened = node.logs.filter((l) => l['event'] === 'connection_open').map((l) => l['remote']);
+    expect(opened).toEqual(['198.51.100.1', '198.51.100.1', '198.51.100.2', '198.51.100.1']);
+  });
+});
+
+describe('WS_AUTH_FAILURE_LIMIT', () => {
+  it('answers HTTP 429 before the upgrade once an address has failed too often; other addresses are unaffected', async () => {
+    const node = await startTestNode({ WS_AUTH_FAILURE_LIMIT: '5', WS_TRUSTED_PROXIES: '127.0.0.1' });
+    const attacker = from('203.0.113.66');
+    for (let i = 0; i < 5; i++) expect((await open(node.url, 'bad-token', attacker).closed).code).toBe(4401);
+    // Even a valid token is refused now: no verification work for this address.
+    expect(await upgradeStatus(node.url, token('mallory'), attacker.headers)).toBe(429);
+    expect(await node.metric('wsedge_upgrades_refused_total', { reason: 'auth_failures' })).toBe(1);
+    expect(await node.metric('wsedge_auth_failures_total', { reason: 'token_invalid' })).toBe(5);
+    await connect(node.url, 'alice', {}, from('198.51.100.1'));
+  });
+
+  it('does not count origin refusals or user-limit refusals as failed authentications', async () => {
+    const node = await startTestNode({ WS_AUTH_FAILURE_LIMIT: '2', WS_MAX_CONNECTIONS_PER_USER: '1', WS_ALLOWED_ORIGINS: 'https://app.example' });
+    await connect(node.url, 'alice');
+    for (let i = 0; i < 3; i++) expect((await open(node.url, token('alice')).closed).code).toBe(4429);
+    for (let i = 0; i < 3; i++) expect((await open(node.url, token('bob'), { headers: { Origin: 'https://evil.example' } }).closed).code).toBe(4403);
+    await connect(node.url, 'carol');
+  });
+});
