@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
-import { CloseCode } from './errors.js';
+import { CloseCode, isApplicationCloseCode, isCloseReason, MAX_CLOSE_REASON_BYTES } from './errors.js';
 import type { Events } from './events.js';
 import { sendJson } from './http.js';
 import type { Metrics } from './metrics.js';
@@ -36,9 +36,8 @@ class ApiError extends Error {
 }
 
 const badRequest = (code: string, message: string) => new ApiError(400, 'Bad Request', code, message);
-const CONNECTION_ID = /^[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,13}$/;
+const CONNECTION_ID = /^[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,16}$/;
 const MAX_SENDER_LENGTH = 128;
-const MAX_REASON_BYTES = 123;
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
@@ -110,12 +109,8 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, u
 function disconnect(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
   const { user_id: userId, code = CloseCode.FORBIDDEN, reason = 'disconnected' } = body;
   if (!isValidId(userId)) throw badRequest('invalid_user_id', '"user_id" must be 1-64 of [A-Za-z0-9_-]');
-  if (typeof code !== 'number' || !Number.isInteger(code) || code < 4000 || code > 4999) {
-    throw badRequest('invalid_code', '"code" must be an application close code, 4000-4999');
-  }
-  if (typeof reason !== 'string' || Buffer.byteLength(reason) > MAX_REASON_BYTES || /[\r\n]/.test(reason)) {
-    throw badRequest('invalid_reason', `"reason" must be one line of at most ${MAX_REASON_BYTES} bytes`);
-  }
+  if (!isApplicationCloseCode(code)) throw badRequest('invalid_code', '"code" must be an application close code, 4000-4999');
+  if (!isCloseReason(reason)) throw badRequest('invalid_reason', `"reason" must be one line of at most ${MAX_CLOSE_REASON_BYTES} bytes`);
   deps.broker.disconnectUser(userId, code, reason);
   return { status: 'disconnecting', user_id: userId, code };
 }

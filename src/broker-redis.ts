@@ -55,6 +55,8 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   let probe: { nonce: string; sentAt: number } | undefined;
   let closed = false;
 
+  metrics.brokerUp(false); // up only once Redis has confirmed this node's subscriptions
+
   const setUp = (next: boolean, why: string): void => {
     if (next === up) return;
     up = next;
@@ -81,6 +83,8 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       () => {
         pending -= 1;
         metrics.brokerPublishError('error');
+        // A failing command link may be stalled: probe it now instead of waiting for idleness.
+        lastReceived = 0;
       },
     );
   };
@@ -203,6 +207,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       return;
     }
     if (!subscriberUp || probe !== undefined || command.status !== 'ready') return;
+    // Probes travel on the command link too, so a stalled command link fails them as well.
     if (now - lastReceived < settings.probeInterval * 1000) return;
     probe = { nonce: randomBytes(6).toString('hex'), sentAt: now };
     send(channels.own, 'p', probe.nonce, '');

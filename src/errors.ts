@@ -71,6 +71,18 @@ export function rejection(reason: RejectReason, code: CloseCode, message: string
   return { reason, code, message };
 }
 
+/** Codes an operator may close connections with (default 4403): the application range. */
+export function isApplicationCloseCode(code: unknown): code is number {
+  return typeof code === 'number' && Number.isInteger(code) && code >= 4000 && code <= 4999;
+}
+
+/** RFC 6455 caps a close reason at 123 bytes; one line keeps logs and frames clean. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+export function isCloseReason(reason: unknown): reason is string {
+  return typeof reason === 'string' && Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES && !/[\r\n]/.test(reason);
+}
+
 export function isRejection<T extends object>(value: T | Rejection): value is Rejection {
   return 'reason' in value && 'code' in value;
 }

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { channelsOf, nodeOfConnection } from './broker-redis.js';
 import { encodeFrame } from './broker-frame.js';
+import { CloseCode, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { createEventsWith, type Events } from './events.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { isValidId } from './rooms.js';
@@ -32,6 +33,9 @@ export interface Publisher extends Events<Promise<void>> {
   close(): Promise<void>;
 }
 
+/** How long calls made right after createPublisher wait for the first connection. */
+const FIRST_CONNECT_MS = 5000;
+
 export function createPublisher(options: PublisherOptions): Publisher {
   const prefix = options.prefix ?? 'wsedge:';
   // A publisher is an origin like a node: nodes deliver its events and never mistake them for an echo.
@@ -44,10 +48,15 @@ export function createPublisher(options: PublisherOptions): Publisher {
     retryStrategy: reconnectDelay,
   });
   redis.on('error', () => {});
-  const ready = new Promise<void>((resolve) => (redis.status === 'ready' ? resolve() : redis.once('ready', () => resolve())));
+  const firstConnect = new Promise<void>((resolve, reject) => {
+    redis.once('ready', () => resolve());
+    setTimeout(() => reject(new Error(`Redis not reachable within ${FIRST_CONNECT_MS} ms`)), FIRST_CONNECT_MS).unref();
+  });
+  firstConnect.catch(() => {});
   const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
-    // The first call waits for the connection; later ones fail at once while Redis is away.
-    if (redis.status === 'connecting' || redis.status === 'wait') await ready;
+    // Calls made while the first connection is being set up wait for it, briefly; afterwards
+    // calls fail at once while Redis is away. Nothing is queued to be sent late.
+    if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
     await redis.publish(channel, encodeFrame(origin, kind, target, payload));
   };
   const events = createEventsWith<Promise<void>>(
@@ -63,8 +72,10 @@ export function createPublisher(options: PublisherOptions): Publisher {
       if (owner === '') throw new TypeError(`invalid connection id: ${JSON.stringify(connectionId)}`);
       await send(channels.node(owner), 'c', connectionId, encodeEvent(type, null, data ?? null, sender));
     },
-    async disconnectUser(userId, code = 4403, reason = 'disconnected') {
+    async disconnectUser(userId, code = CloseCode.FORBIDDEN, reason = 'disconnected') {
       if (!isValidId(userId)) throw new TypeError(`invalid user id: ${JSON.stringify(userId)}`);
+      if (!isApplicationCloseCode(code)) throw new TypeError(`close code must be 4000-4999: ${code}`);
+      if (!isCloseReason(reason)) throw new TypeError('reason must be one line of at most 123 bytes');
       await send(channels.control, 'd', userId, `${code} ${reason}`);
     },
     async close() {

@@ -95,7 +95,8 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const internal = uws.uws.App();
   const sessions = createSessionIndex();
   let state: NodeState = 'starting';
-  let sequence = 0;
+  // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
+  let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
   const broker = createBroker({ config, target: brokerTarget(app, sessions), log, metrics, redis });
