@@ -132,6 +132,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
     state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
     details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
   };
+  metrics.readinessFrom(() => health.state() === 'ready');
   addPublicRoutes(app, health);
   addApiRoutes(internal, { config, broker, events, metrics });
   addInternalRoutes(internal, health, metrics.registry);
