@@ -69,7 +69,15 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       log.warn({ event: 'broker_down', reason: why }, 'broker down: serving local connections only');
     }
   };
-  const refreshState = (why: string): void => setUp(subscriberUp && command.status === 'ready', why);
+  let unreachableLogged = false;
+  const refreshState = (why: string): void => {
+    // Never up yet: say once that Redis cannot be reached (a wrong REDIS_URL, Redis not started).
+    if (!everUp && !unreachableLogged && command.status !== 'ready' && command.status !== 'connecting' && command.status !== 'connect') {
+      unreachableLogged = true;
+      log.warn({ event: 'broker_down', reason: 'redis unreachable at start' }, 'broker down: serving local connections only');
+    }
+    setUp(subscriberUp && command.status === 'ready', why);
+  };
   const setConfirmed = (): void => metrics.brokerSubscriptions(confirmed.size);
 
   const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): void => {
@@ -217,19 +225,23 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   return {
     kind: 'redis',
     publish(room, payload) {
+      if (closed) return;
       target.deliver(room, payload);
       send(channels.room(room), 'r', room, payload);
     },
     sendToConnection(connectionId, payload) {
+      if (closed) return;
       const owner = nodeOfConnection(connectionId);
       if (owner === nodeId) target.deliverToConnection(connectionId, payload);
       else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
     },
     disconnectUser(userId, code, reason) {
+      if (closed) return;
       target.disconnectUser(userId, code, reason);
       send(channels.control, 'd', userId, `${code} ${reason}`);
     },
     subscribe(room) {
+      if (closed) return;
       const timer = lingering.get(room);
       if (timer !== undefined) {
         clearTimeout(timer);
@@ -243,7 +255,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       scheduleFlush();
     },
     unsubscribe(room) {
-      if (!wanted.has(room) || lingering.has(room)) return;
+      if (closed || !wanted.has(room) || lingering.has(room)) return;
       const drop = (): void => {
         lingering.delete(room);
         wanted.delete(room);

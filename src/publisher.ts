@@ -33,9 +33,6 @@ export interface Publisher extends Events<Promise<void>> {
   close(): Promise<void>;
 }
 
-/** How long calls made right after createPublisher wait for the first connection. */
-const FIRST_CONNECT_MS = 5000;
-
 export function createPublisher(options: PublisherOptions): Publisher {
   const prefix = options.prefix ?? 'wsedge:';
   // A publisher is an origin like a node: nodes deliver its events and never mistake them for an echo.
@@ -48,13 +45,23 @@ export function createPublisher(options: PublisherOptions): Publisher {
     retryStrategy: reconnectDelay,
   });
   redis.on('error', () => {});
+  // Settles with the first connection attempt: a failed one rejects at once, so nothing waits to
+  // be sent late.
   const firstConnect = new Promise<void>((resolve, reject) => {
-    redis.once('ready', () => resolve());
-    setTimeout(() => reject(new Error(`Redis not reachable within ${FIRST_CONNECT_MS} ms`)), FIRST_CONNECT_MS).unref();
+    const onReady = (): void => {
+      redis.off('close', onClose);
+      resolve();
+    };
+    const onClose = (): void => {
+      redis.off('ready', onReady);
+      reject(new Error('Redis unreachable'));
+    };
+    redis.once('ready', onReady);
+    redis.once('close', onClose);
   });
   firstConnect.catch(() => {});
   const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
-    // Calls made while the first connection is being set up wait for it, briefly; afterwards
+    // Calls made while the first connection is being set up wait for that attempt only; later
     // calls fail at once while Redis is away. Nothing is queued to be sent late.
     if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
     await redis.publish(channel, encodeFrame(origin, kind, target, payload));

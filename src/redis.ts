@@ -40,7 +40,8 @@ function options(name: string): RedisOptions {
 export function createRedisClients(config: RedisConfig, nodeId: string): RedisClients {
   const command = new Redis(config.url, { ...options(`${config.prefix}${nodeId}:cmd`), commandTimeout: COMMAND_TIMEOUT_MS });
   // The broker resubscribes itself on `ready` and waits for Redis to confirm before it reports up.
-  const subscriber = new Redis(config.url, { ...options(`${config.prefix}${nodeId}:sub`), autoResubscribe: false });
+  // The command timeout also frees a subscriber whose (re)connect hangs on a dead link.
+  const subscriber = new Redis(config.url, { ...options(`${config.prefix}${nodeId}:sub`), autoResubscribe: false, commandTimeout: COMMAND_TIMEOUT_MS });
   for (const client of [command, subscriber]) client.on('error', () => {}); // state changes are logged by the broker
   return {
     command,

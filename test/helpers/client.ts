@@ -47,14 +47,14 @@ export function open(url: string, tok: string | undefined, opts: ConnectOptions 
     wake();
   });
   ws.on('error', () => {});
+  let isClosed = false;
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on('close', (code, reason) => {
+      isClosed = true; // before waking waiters, so they see the close at once
       resolve({ code, reason: reason.toString() });
       wake();
     }),
   );
-  let isClosed = false;
-  void closed.then(() => (isClosed = true));
 
   const next: TestClient['next'] = (match = () => true, timeoutMs = 3000) =>
     new Promise((resolve, reject) => {

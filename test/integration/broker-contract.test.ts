@@ -1,0 +1,377 @@
+/**
+ * The Broker contract (src/broker.ts), run against both implementations through createBroker:
+ * the in-memory reference and the Redis fan-out on a real redis-server. The BrokerTarget is a
+ * plain recording sink, the seam the node itself plugs uWS into; nothing of Redis is faked.
+ * The second part covers what only the Redis broker has: other nodes, subscriptions, the
+ * unsubscribe delay, batching, node-addressed frames and the cross-node latency histogram.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBroker, type Broker, type BrokerTarget, type Payload } from '../../src/broker.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { createRedisClients } from '../../src/redis.js';
+import { sampleValue } from '../helpers/node.js';
+import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+
+const open = new Set<Broker>();
+
+afterAll(async () => {
+  await Promise.all([...open].map((b) => b.close()));
+  await stopAllRedis();
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function text(payload: Payload): string {
+  return typeof payload === 'string' ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8');
+}
+
+interface RecordingTarget extends BrokerTarget {
+  readonly deliveries: Array<{ room: string; payload: Payload }>;
+  readonly toConnection: Array<{ connectionId: string; payload: Payload }>;
+  readonly disconnects: Array<{ userId: string; code: number; reason: string }>;
+  /** Payload texts delivered to `room`, in order. */
+  texts(room: string): string[];
+}
+
+function recordingTarget(): RecordingTarget {
+  const deliveries: RecordingTarget['deliveries'] = [];
+  const toConnection: RecordingTarget['toConnection'] = [];
+  const disconnects: RecordingTarget['disconnects'] = [];
+  return {
+    deliveries,
+    toConnection,
+    disconnects,
+    deliver: (room, payload) => void deliveries.push({ room, payload }),
+    deliverToConnection: (connectionId, payload) => void toConnection.push({ connectionId, payload }),
+    disconnectUser: (userId, code, reason) => void disconnects.push({ userId, code, reason }),
+    texts: (room) => deliveries.filter((d) => d.room === room).map((d) => text(d.payload)),
+  };
+}
+
+interface BrokerNode {
+  readonly nodeId: string;
+  readonly broker: Broker;
+  readonly target: RecordingTarget;
+  readonly metrics: Metrics;
+  metric(name: string): Promise<number>;
+}
+
+/** A broker as a node builds it; Redis when `redisUrl` is given, else the memory broker. */
+function makeBrokerNode(nodeId: string, redis?: { url: string; prefix: string }): BrokerNode {
+  const config = loadConfig({
+    NODE_ID: nodeId,
+    ...(redis && { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix, REDIS_UNSUBSCRIBE_DELAY: '1' }),
+  });
+  const target = recordingTarget();
+  const metrics = createMetrics();
+  const broker = createBroker({
+    config,
+    target,
+    log: createLogger('silent'),
+    metrics,
+    redis: config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId),
+  });
+  open.add(broker);
+  return {
+    nodeId,
+    broker,
+    target,
+    metrics,
+    metric: async (name) => sampleValue(await metrics.registry.metrics(), name),
+  };
+}
+
+async function closeNode(node: BrokerNode): Promise<void> {
+  open.delete(node.broker);
+  await node.broker.close();
+}
+
+/** An encoded envelope as the node would build it; non-ASCII so byte fidelity is visible. */
+function envelope(room: string, n: number | string): string {
+  return JSON.stringify({ type: 'message.new', room, data: { n, text: 'grüße ✓ 😀' }, sender: 'alice', timestamp: '2024-01-01T00:00:00.000Z' });
+}
+
+function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): void {
+  describe(`Broker contract: ${name}`, () => {
+    it('reports up once connected', async () => {
+      const node = await make('up-node');
+      await waitFor(() => node.broker.isUp(), 5000, 'the broker is up');
+      expect(node.broker.isUp()).toBe(true);
+      await closeNode(node);
+    });
+
+    it('delivers a publish locally before publish() returns, with the very same payload string', async () => {
+      const node = await make('local-node');
+      const payload = envelope('channel:local', 1);
+      node.broker.publish('channel:local', payload);
+      // No await since publish(): the delivery already happened, synchronously.
+      expect(node.target.deliveries).toHaveLength(1);
+      expect(node.target.deliveries[0]!.room).toBe('channel:local');
+      expect(node.target.deliveries[0]!.payload).toBe(payload);
+      await pause(200);
+      expect(node.target.deliveries).toHaveLength(1);
+      await closeNode(node);
+    });
+
+    it('keeps the order of 1000 publishes from one publisher', async () => {
+      const node = await make('order-node');
+      const sent = Array.from({ length: 1000 }, (_, i) => envelope('channel:order', i));
+      for (const payload of sent) node.broker.publish('channel:order', payload);
+      expect(node.target.texts('channel:order')).toEqual(sent);
+      await pause(200);
+      expect(node.target.texts('channel:order')).toEqual(sent);
+      await closeNode(node);
+    });
+
+    it('hands sendToConnection for a local connection id to deliverToConnection', async () => {
+      const node = await make('conn-node');
+      const payload = envelope('user:alice', 'direct');
+      node.broker.sendToConnection('conn-node.1f', payload);
+      expect(node.target.toConnection).toHaveLength(1);
+      expect(node.target.toConnection[0]!.connectionId).toBe('conn-node.1f');
+      expect(text(node.target.toConnection[0]!.payload)).toBe(payload);
+      await pause(200);
+      expect(node.target.toConnection).toHaveLength(1);
+      expect(node.target.deliveries).toEqual([]);
+      await closeNode(node);
+    });
+
+    it('hands disconnectUser to the local target once, with code and reason', async () => {
+      const node = await make('kick-node');
+      node.broker.disconnectUser('alice', 4403, 'kicked by an admin');
+      expect(node.target.disconnects).toEqual([{ userId: 'alice', code: 4403, reason: 'kicked by an admin' }]);
+      await pause(200);
+      expect(node.target.disconnects).toEqual([{ userId: 'alice', code: 4403, reason: 'kicked by an admin' }]);
+      await closeNode(node);
+    });
+
+    it('delivers nothing after close()', async () => {
+      const node = await make('closed-node');
+      await waitFor(() => node.broker.isUp(), 5000, 'the broker is up');
+      node.broker.subscribe('channel:closed');
+      await node.broker.close();
+      open.delete(node.broker);
+      node.broker.publish('channel:closed', envelope('channel:closed', 1));
+      node.broker.sendToConnection('closed-node.1', envelope('user:alice', 2));
+      node.broker.disconnectUser('alice', 4403, 'gone');
+      await pause(200);
+      const { deliveries, toConnection, disconnects } = node.target;
+      expect({ deliveries, toConnection, disconnects }).toEqual({ deliveries: [], toConnection: [], disconnects: [] });
+    });
+  });
+}
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+contract('memory', async (nodeId) => makeBrokerNode(nodeId));
+contract('redis', async (nodeId) => makeBrokerNode(nodeId, { url: redis.url, prefix: uniquePrefix() }));
+
+/** Parses `PUBSUB NUMSUB <channel>`: '*2\r\n$<n>\r\n<channel>\r\n:<count>\r\n'. */
+async function numsub(server: RedisServer, channel: string): Promise<number> {
+  const reply = await server.command('PUBSUB', 'NUMSUB', channel);
+  const match = /:(\d+)\r\n$/.exec(reply);
+  if (!match) throw new Error(`unexpected NUMSUB reply ${JSON.stringify(reply)}`);
+  return Number(match[1]);
+}
+
+async function subscribeCalls(server: RedisServer): Promise<number> {
+  const info = await server.command('INFO', 'commandstats');
+  const match = /cmdstat_subscribe:calls=(\d+),/.exec(info);
+  return match ? Number(match[1]) : 0;
+}
+
+describe('Redis broker between two nodes', () => {
+  /** Two brokers A and B on one Redis and one prefix, both up. */
+  async function pair(server: RedisServer = redis): Promise<{ a: BrokerNode; b: BrokerNode; prefix: string }> {
+    const prefix = uniquePrefix();
+    const a = makeBrokerNode('node-a', { url: server.url, prefix });
+    const b = makeBrokerNode('node-b', { url: server.url, prefix });
+    await waitFor(() => a.broker.isUp() && b.broker.isUp(), 5000, 'both brokers are up');
+    return { a, b, prefix };
+  }
+
+  async function subscribed(node: BrokerNode, count: number): Promise<void> {
+    await waitFor(async () => (await node.metric('wsedge_broker_subscriptions')) === count, 3000, `${node.nodeId} has ${count} confirmed subscriptions`);
+  }
+
+  it('delivers A’s room event to B only once B’s subscription is confirmed, exactly once and byte for byte, and never echoes it back to A', async () => {
+    const { a, b, prefix } = await pair();
+    const room = 'channel:fanout';
+    a.broker.subscribe(room);
+    await subscribed(a, 1);
+
+    const early = envelope(room, 'early');
+    a.broker.publish(room, early);
+    await pause(200);
+    expect(b.target.deliveries).toEqual([]);
+
+    b.broker.subscribe(room);
+    await subscribed(b, 1);
+    expect(await numsub(redis, `${prefix}room:${room}`)).toBe(2);
+
+    const payload = envelope(room, 'late');
+    a.broker.publish(room, payload);
+    await waitFor(() => b.target.deliveries.length > 0, 2000, 'B receives the event');
+    await pause(300);
+    expect(b.target.deliveries).toHaveLength(1);
+    expect(b.target.deliveries[0]!.room).toBe(room);
+    expect(text(b.target.deliveries[0]!.payload)).toBe(payload);
+    // A delivered each of its events once, locally; its own echo from Redis is ignored.
+    expect(a.target.texts(room)).toEqual([early, payload]);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('keeps per-publisher order across nodes: 1000 events from A reach B in order, each once', async () => {
+    const { a, b } = await pair();
+    const room = 'channel:ordered';
+    b.broker.subscribe(room);
+    await subscribed(b, 1);
+    const sent = Array.from({ length: 1000 }, (_, i) => envelope(room, i));
+    for (const payload of sent) a.broker.publish(room, payload);
+    await waitFor(() => b.target.deliveries.length >= 1000, 5000, 'B receives 1000 events');
+    await pause(200);
+    expect(b.target.texts(room)).toEqual(sent);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('keeps delivering after unsubscribe() for REDIS_UNSUBSCRIBE_DELAY, then stops', async () => {
+    const { a, b, prefix } = await pair();
+    const room = 'channel:linger';
+    const channel = `${prefix}room:${room}`;
+    b.broker.subscribe(room);
+    await subscribed(b, 1);
+
+    b.broker.unsubscribe(room);
+    const left = Date.now();
+    await pause(300);
+    const during = envelope(room, 'during');
+    a.broker.publish(room, during);
+    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B still receives within the delay');
+    expect(text(b.target.deliveries[0]!.payload)).toBe(during);
+    expect(await numsub(redis, channel)).toBe(1);
+
+    await waitFor(async () => (await numsub(redis, channel)) === 0, 3000, 'B has unsubscribed in Redis');
+    expect(Date.now() - left).toBeGreaterThanOrEqual(1000);
+    await subscribed(b, 0);
+    a.broker.publish(room, envelope(room, 'after'));
+    await pause(300);
+    expect(b.target.texts(room)).toEqual([during]);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('cancels a pending unsubscribe when the room is subscribed again within the delay', async () => {
+    const { a, b, prefix } = await pair();
+    const room = 'channel:churn';
+    const channel = `${prefix}room:${room}`;
+    b.broker.subscribe(room);
+    await subscribed(b, 1);
+
+    b.broker.unsubscribe(room);
+    await pause(200);
+    b.broker.subscribe(room);
+    await pause(1500); // past the 1 s delay
+    expect(await numsub(redis, channel)).toBe(1);
+    expect(await b.metric('wsedge_broker_subscriptions')).toBe(1);
+
+    const payload = envelope(room, 'still');
+    a.broker.publish(room, payload);
+    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B receives after the cancelled unsubscribe');
+    expect(text(b.target.deliveries[0]!.payload)).toBe(payload);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('batches a burst of 200 subscribe() calls into at most two SUBSCRIBE commands', async () => {
+    // A server of its own: commandstats are server-wide.
+    const server = await startRedis();
+    const { a, b, prefix } = await pair(server);
+    const before = await subscribeCalls(server);
+    const rooms = Array.from({ length: 200 }, (_, i) => `channel:burst${i}`);
+    for (const room of rooms) b.broker.subscribe(room);
+    await subscribed(b, 200);
+    const after = await subscribeCalls(server);
+    expect(after - before).toBeGreaterThanOrEqual(1);
+    expect(after - before).toBeLessThanOrEqual(2);
+    expect(await numsub(server, `${prefix}room:channel:burst0`)).toBe(1);
+    expect(await numsub(server, `${prefix}room:channel:burst199`)).toBe(1);
+
+    const payload = envelope('channel:burst123', 'x');
+    a.broker.publish('channel:burst123', payload);
+    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B receives on a burst-subscribed room');
+    expect(b.target.deliveries[0]!.room).toBe('channel:burst123');
+    expect(text(b.target.deliveries[0]!.payload)).toBe(payload);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('carries sendToConnection from A to a connection id of B’s node, and to no one else', async () => {
+    const { a, b, prefix } = await pair();
+    const c = makeBrokerNode('node-c', { url: redis.url, prefix });
+    await waitFor(() => c.broker.isUp(), 5000, 'C is up');
+    const payload = envelope('user:bob', 'direct');
+    a.broker.sendToConnection('node-b.2a', payload);
+    await waitFor(() => b.target.toConnection.length === 1, 2000, 'B receives the direct message');
+    await pause(200);
+    expect(b.target.toConnection).toHaveLength(1);
+    expect(b.target.toConnection[0]!.connectionId).toBe('node-b.2a');
+    expect(text(b.target.toConnection[0]!.payload)).toBe(payload);
+    expect(a.target.toConnection).toEqual([]);
+    expect(c.target.toConnection).toEqual([]);
+    expect(b.target.deliveries).toEqual([]);
+    await Promise.all([closeNode(a), closeNode(b), closeNode(c)]);
+  });
+
+  it('carries disconnectUser from A to B, with code and a reason containing spaces', async () => {
+    const { a, b } = await pair();
+    a.broker.disconnectUser('bob', 4403, 'removed from the workspace');
+    expect(a.target.disconnects).toEqual([{ userId: 'bob', code: 4403, reason: 'removed from the workspace' }]);
+    await waitFor(() => b.target.disconnects.length === 1, 2000, 'B receives the disconnect');
+    await pause(200);
+    expect(b.target.disconnects).toEqual([{ userId: 'bob', code: 4403, reason: 'removed from the workspace' }]);
+    expect(a.target.disconnects).toHaveLength(1);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('counts the cross-node latency of events B receives, not of its own', async () => {
+    const { a, b } = await pair();
+    const room = 'channel:latency';
+    a.broker.subscribe(room);
+    b.broker.subscribe(room);
+    await Promise.all([subscribed(a, 1), subscribed(b, 1)]);
+    expect(await b.metric('wsedge_cross_node_latency_seconds_count')).toBe(0);
+    for (let i = 0; i < 3; i++) a.broker.publish(room, envelope(room, i));
+    b.broker.publish(room, envelope(room, 'own'));
+    await waitFor(() => b.target.texts(room).length === 4, 2000, 'B has three remote events and its own');
+    await waitFor(() => a.target.texts(room).length === 4, 2000, 'A has its three and B’s');
+    expect(await b.metric('wsedge_cross_node_latency_seconds_count')).toBe(3);
+    expect(await a.metric('wsedge_cross_node_latency_seconds_count')).toBe(1);
+    const sum = await b.metric('wsedge_cross_node_latency_seconds_sum');
+    expect(sum).toBeGreaterThanOrEqual(0);
+    expect(sum).toBeLessThan(3);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('stops delivering A’s events to B once B is closed', async () => {
+    const { a, b } = await pair();
+    const room = 'channel:gone';
+    b.broker.subscribe(room);
+    await subscribed(b, 1);
+    await closeNode(b);
+    a.broker.publish(room, envelope(room, 'after-close'));
+    await pause(300);
+    expect(b.target.deliveries).toEqual([]);
+    await closeNode(a);
+  });
+});
+
