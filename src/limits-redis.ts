@@ -50,7 +50,7 @@ export interface RedisSlotsOptions {
   readonly log: Logger;
 }
 
-export function userKey(prefix: string, userId: string): string {
+function userKey(prefix: string, userId: string): string {
   return `${prefix}conns:{${userId}}`;
 }
 

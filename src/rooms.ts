@@ -5,7 +5,6 @@
 import type { RoomAccess } from './config.js';
 
 export const ROOM_KINDS = ['project', 'channel', 'task', 'user'] as const;
-export type RoomKind = (typeof ROOM_KINDS)[number];
 
 /** `<kind>:<id>`, id of 1-64 characters [A-Za-z0-9_-]. */
 const ROOM_PATTERN = /^(?:project|channel|task|user):[A-Za-z0-9_-]{1,64}$/;
