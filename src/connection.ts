@@ -30,6 +30,10 @@ export interface ConnectionContext extends HandlerContext {
   readonly authFailures: FailureLimiter;
 }
 
+const USER_LIMIT = rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user');
+const IP_LIMIT = rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address');
+const INTERNAL = rejection('internal', CloseCode.INTERNAL, 'internal error');
+
 /** Refusals that count as a failed authentication for the per-address limiter. */
 const AUTH_FAILURES = new Set(['token_missing', 'token_ambiguous', 'token_invalid', 'token_expired', 'subprotocol']);
 
@@ -103,13 +107,13 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         metrics.upgradeRefused('max_connections');
         return refuseUpgrade(res, '503 Service Unavailable', 'max_connections', 1);
       }
+      // req is only valid until the first await or return: everything is copied out of it here.
       const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
       // A flood of bad tokens from one address is refused before any verification work.
       if (ctx.authFailures.blocked(remoteAddress, Date.now())) {
         metrics.upgradeRefused('auth_failures');
         return refuseUpgrade(res, '429 Too Many Requests', 'too many failed authentications from this address', 60);
       }
-      // req is only valid until the first await or return: copy everything now.
       const key = req.getHeader('sec-websocket-key');
       const protocols = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
@@ -126,7 +130,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       const identity = ctx.auth.verify(found.token);
       if (isRejection(identity)) return upgrade(reject(identity, remoteAddress), protocol);
       if (!ctx.addressCounts.acquire(remoteAddress)) {
-        return upgrade(reject(rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address'), remoteAddress, identity.userId), protocol);
+        return upgrade(reject(IP_LIMIT, remoteAddress, identity.userId), protocol);
       }
 
       const connectionId = ctx.nextConnectionId();
@@ -144,13 +148,13 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
             return;
           }
           if (granted) res.cork(() => upgrade(newSession(identity, connectionId, remoteAddress), found.protocol));
-          else res.cork(() => upgrade(reject(rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user'), remoteAddress, identity.userId), protocol));
+          else res.cork(() => upgrade(reject(USER_LIMIT, remoteAddress, identity.userId), protocol));
         },
         (err: unknown) => {
           pending -= 1;
           ctx.addressCounts.release(remoteAddress);
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
-          if (!aborted) res.cork(() => upgrade(reject(rejection('internal', CloseCode.INTERNAL, 'internal error'), remoteAddress, identity.userId), protocol));
+          if (!aborted) res.cork(() => upgrade(reject(INTERNAL, remoteAddress, identity.userId), protocol));
         },
       );
     },
