@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { CloseCode, isApplicationCloseCode, isCloseReason, MAX_CLOSE_REASON_BYTES } from './errors.js';
 import type { Events } from './events.js';
 import { sendJson } from './http.js';
+import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { isValidId, isValidRoom, userRoom } from './rooms.js';
@@ -16,6 +17,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiDeps {
   readonly config: Config;
+  readonly log: Logger;
   readonly broker: Broker;
   readonly events: Events;
   readonly metrics: Metrics;
@@ -143,8 +145,9 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
           try {
             answer(200, 'OK', HANDLERS[endpoint](deps, parseObject(body)));
           } catch (err) {
-            if (err instanceof ApiError) fail(err);
-            else fail(new ApiError(500, 'Internal Server Error', 'internal_error', 'internal error'));
+            if (err instanceof ApiError) return fail(err);
+            deps.log.error({ err, endpoint }, 'API request failed');
+            fail(new ApiError(500, 'Internal Server Error', 'internal_error', 'internal error'));
           }
         },
         () => fail(tooLarge),

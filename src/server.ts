@@ -134,7 +134,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   };
   metrics.readinessFrom(() => health.state() === 'ready');
   addPublicRoutes(app, health);
-  addApiRoutes(internal, { config, broker, events, metrics });
+  addApiRoutes(internal, { config, broker, events, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);
