@@ -10,8 +10,6 @@ import type { RedisClients } from './redis.js';
 
 /** Publishes waiting for Redis beyond this are dropped and counted, so nothing grows without bound. */
 const MAX_PENDING_PUBLISHES = 10_000;
-/** Channels per SUBSCRIBE/UNSUBSCRIBE command. */
-const SUBSCRIBE_CHUNK = 1000;
 /** Joins within this window share one SUBSCRIBE round trip. */
 const FLUSH_DELAY_MS = 5;
 const PROBE_TICK_MS = 250;
@@ -35,6 +33,8 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   const settings = config.redis!;
   const nodeId = config.nodeId;
   const channels = channelsOf(settings.prefix, nodeId);
+  /** Every probe crosses all of these: one per shard subscriber in a cluster. */
+  const probeChannels = redis.probeChannels(channels.own);
   const { command, subscriber } = redis;
 
   /** Rooms the node wants events for: local members now, or lingering after the last left. */
@@ -52,7 +52,8 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   let everUp = false;
   let pending = 0;
   let lastReceived = Date.now();
-  let probe: { nonce: string; sentAt: number } | undefined;
+  /** Probe frames sent and not yet back, by target (`<nonce>.<channel index>`). */
+  let probe: { outstanding: Set<string>; sentAt: number } | undefined;
   let closed = false;
 
   metrics.brokerUp(false); // up only once Redis has confirmed this node's subscriptions
@@ -84,7 +85,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     if (command.status !== 'ready') return metrics.brokerPublishError('down');
     if (pending >= MAX_PENDING_PUBLISHES) return metrics.brokerPublishError('backlog');
     pending += 1;
-    command.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
+    redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
       () => {
         pending -= 1;
       },
@@ -98,10 +99,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   };
 
   // Subscriptions: batched, confirmed, restored on every (re)connect.
-  const subscribeChannels = async (rooms: string[], extra: string[] = []): Promise<void> => {
-    const all = [...extra, ...rooms.map(channels.room)];
-    for (let i = 0; i < all.length; i += SUBSCRIBE_CHUNK) await subscriber.subscribe(...all.slice(i, i + SUBSCRIBE_CHUNK));
-  };
+  const subscribeChannels = (rooms: string[], extra: string[] = []): Promise<void> => redis.subscribe([...extra, ...rooms.map(channels.room)]);
   const flush = (): void => {
     flushTimer = undefined;
     if (!subscriberUp) return; // `ready` subscribes everything wanted
@@ -120,11 +118,10 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
         (err: unknown) => log.warn({ err, rooms: subs.length }, 'subscribe failed; retried on reconnect'),
       );
     }
-    for (let i = 0; i < unsubs.length; i += SUBSCRIBE_CHUNK) {
-      const chunk = unsubs.slice(i, i + SUBSCRIBE_CHUNK);
-      subscriber.unsubscribe(...chunk.map(channels.room)).then(
+    if (unsubs.length > 0) {
+      redis.unsubscribe(unsubs.map(channels.room)).then(
         () => {
-          for (const room of chunk) if (!wanted.has(room)) confirmed.delete(room);
+          for (const room of unsubs) if (!wanted.has(room)) confirmed.delete(room);
           setConfirmed();
         },
         () => {},
@@ -138,7 +135,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   subscriber.on('ready', () => {
     const rooms = [...wanted];
     const current = generation;
-    subscribeChannels(rooms, [channels.own, channels.control]).then(
+    subscribeChannels(rooms, [...new Set([channels.own, channels.control, ...probeChannels])]).then(
       () => {
         if (current !== generation) return;
         confirmed.clear();
@@ -171,12 +168,12 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   command.on('ready', () => refreshState('command'));
   command.on('close', () => refreshState('command connection lost'));
 
-  subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+  subscriber.on(redis.messageEvent, (_channel: Buffer, message: Buffer) => {
     lastReceived = Date.now();
     const frame = decodeFrame(message);
     if (frame === undefined) return metrics.brokerFrameDropped('malformed');
     if (frame.origin === nodeId) {
-      if (frame.kind === 'p' && probe?.nonce === frame.target) probe = undefined;
+      if (frame.kind === 'p' && probe?.outstanding.delete(frame.target) && probe.outstanding.size === 0) probe = undefined;
       return; // our own echo: already delivered locally
     }
     receive(frame);
@@ -217,8 +214,9 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     if (!subscriberUp || probe !== undefined || command.status !== 'ready') return;
     // Probes travel on the command link too, so a stalled command link fails them as well.
     if (now - lastReceived < settings.probeInterval * 1000) return;
-    probe = { nonce: randomBytes(6).toString('hex'), sentAt: now };
-    send(channels.own, 'p', probe.nonce, '');
+    const nonce = randomBytes(6).toString('hex');
+    probe = { outstanding: new Set(probeChannels.map((_, i) => `${nonce}.${i}`)), sentAt: now };
+    probeChannels.forEach((channel, i) => send(channel, 'p', `${nonce}.${i}`, ''));
   }, PROBE_TICK_MS);
   probeTimer.unref();
 

@@ -69,8 +69,19 @@ export interface Config {
   readonly readyRequiresBroker: boolean;
 }
 
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Where Redis is: one server (REDIS_URL), a Redis Cluster, or a Sentinel-managed master. */
+export type RedisTopology =
+  | { readonly mode: 'standalone'; readonly url: string }
+  | { readonly mode: 'cluster'; readonly nodes: readonly HostPort[] }
+  | { readonly mode: 'sentinel'; readonly sentinels: readonly HostPort[]; readonly name: string };
+
 export interface RedisConfig {
-  readonly url: string;
+  readonly topology: RedisTopology;
   /** Namespaces every key and channel, so deployments can share one Redis. */
   readonly prefix: string;
   /** Seconds a room stays subscribed after its last local member left. */
@@ -225,8 +236,42 @@ function readTrustedProxies(r: Reader, problems: string[]): string[] {
   return entries;
 }
 
-function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
+function hostPorts(name: string, entries: string[], problems: string[]): HostPort[] {
+  const parsed: HostPort[] = [];
+  for (const entry of entries) {
+    const match = /^([A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(entry);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535) problems.push(`${name}: "${entry}" is not host:port`);
+    else parsed.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
+  }
+  return parsed;
+}
+
+function readTopology(r: Reader, problems: string[]): RedisTopology | undefined {
   const url = r.optional('REDIS_URL');
+  const clusterNodes = r.list('REDIS_CLUSTER_NODES');
+  const sentinels = r.list('REDIS_SENTINELS');
+  const sentinelName = r.optional('REDIS_SENTINEL_NAME');
+  const chosen = [url !== undefined, clusterNodes.length > 0, sentinels.length > 0].filter(Boolean).length;
+  if (chosen > 1) {
+    problems.push('REDIS_URL: set only one of REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS');
+    return undefined;
+  }
+  if (sentinelName !== undefined && sentinels.length === 0) problems.push('REDIS_SENTINEL_NAME: needs REDIS_SENTINELS');
+  if (url !== undefined) {
+    if (!/^rediss?:\/\//.test(url)) problems.push('REDIS_URL: must start with redis:// or rediss://');
+    return { mode: 'standalone', url };
+  }
+  if (clusterNodes.length > 0) return { mode: 'cluster', nodes: hostPorts('REDIS_CLUSTER_NODES', clusterNodes, problems) };
+  if (sentinels.length > 0) {
+    if (sentinelName === undefined) problems.push('REDIS_SENTINEL_NAME: required with REDIS_SENTINELS (the monitored master name)');
+    return { mode: 'sentinel', sentinels: hostPorts('REDIS_SENTINELS', sentinels, problems), name: sentinelName ?? '' };
+  }
+  return undefined;
+}
+
+function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
+  const topology = readTopology(r, problems);
   const prefix = r.str('REDIS_PREFIX', 'wsedge:');
   if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) problems.push('REDIS_PREFIX: use 1-64 characters of [A-Za-z0-9_.:-]');
   const settings = {
@@ -236,9 +281,7 @@ function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
     probeInterval: r.int('REDIS_PROBE_INTERVAL', 5, 1, 3600),
     probeTimeout: r.int('REDIS_PROBE_TIMEOUT', 3, 1, 600),
   };
-  if (url === undefined) return undefined;
-  if (!/^rediss?:\/\//.test(url)) problems.push('REDIS_URL: must start with redis:// or rediss://');
-  return { url, ...settings };
+  return topology === undefined ? undefined : { topology, ...settings };
 }
 
 function readJwt(r: Reader, problems: string[], production: boolean): JwtConfig {

@@ -6,7 +6,7 @@
  * falls back to per-node counting; on reconnect the refresh re-adds every live connection.
  * The `{user}` hash tag keeps a user's key in one cluster slot.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import type { ConnectionSlots } from './limits.js';
 import type { Logger } from './log.js';
 
@@ -33,13 +33,13 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return #ARGV - 1
 `;
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = RedisClient & {
   wsedgeAcquire(key: string, connectionId: string, max: number, ttlMs: number): Promise<number>;
   wsedgeRefresh(key: string, ttlMs: number, ...connectionIds: string[]): Promise<number>;
 };
 
 export interface RedisSlotsOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly prefix: string;
   readonly maxPerUser: number;
   readonly ttlSeconds: number;
@@ -67,13 +67,11 @@ export function createRedisSlots(opts: RedisSlotsOptions): ConnectionSlots & { s
     if (refreshing || redis.status !== 'ready') return;
     refreshing = true;
     try {
-      const pipeline = redis.pipeline() as ReturnType<Redis['pipeline']> & { wsedgeRefresh(key: string, ttl: number, ...ids: string[]): unknown };
-      let users = 0;
-      for (const [userId, ids] of opts.liveByUser()) {
-        pipeline.wsedgeRefresh(userKey(opts.prefix, userId), ttlMs, ...ids);
-        users += 1;
-      }
-      if (users > 0) await pipeline.exec();
+      // Issued together, so ioredis writes them in batches; one script per user key, since the
+      // keys of different users live in different cluster slots.
+      const calls: Array<Promise<number>> = [];
+      for (const [userId, ids] of opts.liveByUser()) calls.push(redis.wsedgeRefresh(userKey(opts.prefix, userId), ttlMs, ...ids));
+      await Promise.all(calls);
     } catch (err) {
       opts.log.warn({ err }, 'connection registry refresh failed');
     } finally {
