@@ -323,3 +323,39 @@ describe('client address settings', () => {
     expect(config.authFailureLimit).toBe(0);
   });
 });
+
+describe('Redis topologies', () => {
+  it('reads one server from REDIS_URL', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' }).redis?.topology).toEqual({ mode: 'standalone', url: 'redis://127.0.0.1:6379' });
+  });
+
+  it('reads cluster seed nodes from REDIS_CLUSTER_NODES', () => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000, 127.0.0.1:7001,[::1]:7002' }).redis?.topology).toEqual({
+      mode: 'cluster',
+      nodes: [
+        { host: 'redis-1', port: 7000 },
+        { host: '127.0.0.1', port: 7001 },
+        { host: '::1', port: 7002 },
+      ],
+    });
+  });
+
+  it('reads sentinels and the master name', () => {
+    expect(loadConfig({ REDIS_SENTINELS: 's1:26379,s2:26379', REDIS_SENTINEL_NAME: 'wsedge' }).redis?.topology).toEqual({
+      mode: 'sentinel',
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26379 },
+      ],
+      name: 'wsedge',
+    });
+  });
+
+  it('refuses more than one topology, malformed addresses and a sentinel setup without a name', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://x:1', REDIS_CLUSTER_NODES: 'a:1' })).toThrow('REDIS_URL: set only one of REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS');
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a:1,b' })).toThrow('REDIS_CLUSTER_NODES: "b" is not host:port');
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a:70000' })).toThrow('REDIS_CLUSTER_NODES: "a:70000" is not host:port');
+    expect(() => loadConfig({ REDIS_SENTINELS: 's1:26379' })).toThrow('REDIS_SENTINEL_NAME: required with REDIS_SENTINELS');
+    expect(() => loadConfig({ REDIS_SENTINEL_NAME: 'wsedge' })).toThrow('REDIS_SENTINEL_NAME: needs REDIS_SENTINELS');
+  });
+});
