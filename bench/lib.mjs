@@ -1,11 +1,15 @@
 // Shared benchmark plumbing: start a server process, read its RSS and CPU, print results.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
-/** Spawns `node <script> ...args`, resolves once it logs its start line ({event:'start', port}). */
-export function startServer(args, env = {}) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Spawns `node <script> ...args`, resolves once it logs its start line ({event:'start', port}).
+ * With `ipc`, the child gets an IPC channel (for bench/probe.mjs).
+ */
+export function startServer(args, env = {}, { ipc = false } = {}) {
+  const stdio = ['ignore', 'pipe', 'inherit', ...(ipc ? ['ipc'] : [])];
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
@@ -28,6 +32,11 @@ export function rssOf(pid) {
 export function cpuSecondsOf(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Open file descriptors of a process. */
+export function fdsOf(pid) {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 export function median(values) {
