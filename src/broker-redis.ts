@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Broker, BrokerDeps } from './broker.js';
 import { decodeFrame, encodeFrame, type Frame, type FrameKind } from './broker-frame.js';
-import type { RedisClients } from './redis.js';
+import { reconnectDelay, type RedisClients } from './redis.js';
 
 /** Publishes waiting for Redis beyond this are dropped and counted, so nothing grows without bound. */
 const MAX_PENDING_PUBLISHES = 10_000;
@@ -48,10 +48,12 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
   let subscriberUp = false;
   /** Bumped whenever the subscriber connection is lost: replies from an older connection are ignored. */
   let generation = 0;
+  let resubscribeFailures = 0;
   let up = false;
   let everUp = false;
   let pending = 0;
   let lastReceived = Date.now();
+  let lastProbeAt = Date.now();
   /** Probe frames sent and not yet back, by target (`<nonce>.<channel index>`). */
   let probe: { outstanding: Set<string>; sentAt: number } | undefined;
   let closed = false;
@@ -138,6 +140,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     subscribeChannels(rooms, [...new Set([channels.own, channels.control, ...probeChannels])]).then(
       () => {
         if (current !== generation) return;
+        resubscribeFailures = 0;
         confirmed.clear();
         for (const room of rooms) if (wanted.has(room)) confirmed.add(room);
         setConfirmed();
@@ -152,8 +155,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       },
       (err: unknown) => {
         if (current !== generation) return;
-        log.warn({ err }, 'resubscribe failed; reconnecting the subscriber');
-        subscriber.disconnect(true);
+        resubscribeFailures += 1;
+        if (resubscribeFailures === 1) log.warn({ err }, 'resubscribe failed; reconnecting the subscriber with backoff');
+        setTimeout(() => {
+          if (!closed && current === generation) subscriber.disconnect(true);
+        }, reconnectDelay(resubscribeFailures)).unref();
       },
     );
   });
@@ -212,8 +218,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       return;
     }
     if (!subscriberUp || probe !== undefined || command.status !== 'ready') return;
-    // Probes travel on the command link too, so a stalled command link fails them as well.
-    if (now - lastReceived < settings.probeInterval * 1000) return;
+    // Probes travel on the command link too, so a stalled command link fails them as well. With
+    // several shard subscribers, traffic on one says nothing about another: probe on schedule.
+    const quiet = probeChannels.length > 1 ? now - lastProbeAt : now - lastReceived;
+    if (quiet < settings.probeInterval * 1000) return;
+    lastProbeAt = now;
     const nonce = randomBytes(6).toString('hex');
     probe = { outstanding: new Set(probeChannels.map((_, i) => `${nonce}.${i}`)), sentAt: now };
     probeChannels.forEach((channel, i) => send(channel, 'p', `${nonce}.${i}`, ''));

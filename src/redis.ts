@@ -88,8 +88,12 @@ function cluster(topology: Extract<RedisTopology, { mode: 'cluster' }>, name: st
   const options: ClusterOptions = {
     enableOfflineQueue: false,
     clusterRetryStrategy: reconnectDelay,
-    retryDelayOnFailover: 200,
+    // A command that met a failover is retried at once or fails: a delayed retry would land
+    // after newer publishes (out of order, and late).
+    retryDelayOnFailover: 0,
     slotsRefreshTimeout: 2000,
+    // Finds moved slots without waiting for a MOVED reply: sharded subscribers follow a failover.
+    slotsRefreshInterval: 1000,
     // SSUBSCRIBE goes to the shard that owns each channel: traffic spreads over the shards.
     shardedSubscribers: subscriber,
     redisOptions: { connectionName: name, maxRetriesPerRequest: 0, connectTimeout: 5000, keepAlive: 10_000, commandTimeout: COMMAND_TIMEOUT_MS },
@@ -116,6 +120,9 @@ function closer(clients: RedisClient[]): () => Promise<void> {
 function clusterClients(topology: Extract<RedisTopology, { mode: 'cluster' }>, names: { command: string; subscriber: string }): RedisClients {
   const command = cluster(topology, names.command, false);
   const subscriber = cluster(topology, names.subscriber, true);
+  // ioredis opens a node's connection on its first command; with no offline queue that command
+  // fails ("Connection is closed"). Connect every node as soon as the cluster learns of it.
+  command.on('+node', (node: Redis) => void node.connect().catch(() => {}));
   return {
     mode: 'cluster',
     command,

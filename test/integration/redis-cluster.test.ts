@@ -1,0 +1,301 @@
+/**
+ * The Redis broker on a real Redis Cluster (3 masters, 3 replicas, one cluster for the file) with
+ * in-process nodes: cross-node delivery for rooms on different shards over shard channels only
+ * (SPUBLISH/SSUBSCRIBE, never a classic PUBLISH broadcast), the cluster-wide per-user limit with
+ * the user's key in one slot, and the faults a cluster adds: a coordinated failover during traffic,
+ * a frozen master (only its rooms may stall; the liveness probe notices it) and a master killed
+ * with -9. Recovery times are printed as one JSON line per scenario for the docs.
+ */
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { connect, join, open, token, type TestClient } from '../helpers/client.js';
+import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { stopAllProcesses } from '../helpers/processes.js';
+import { redisCommand, uniquePrefix } from '../helpers/redis.js';
+import { startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
+import { stopAllSentinels } from '../helpers/redis-sentinel.js';
+import { asArray, info, query, sleep, waitFor } from '../helpers/redis-process.js';
+import { analyse, deliveredAfter, flow, missingSince, recorder, type Arrival, type Flow } from '../helpers/traffic.js';
+
+// Six redis-server processes and gossip on 2 cores that may be busy.
+const SETUP_TIMEOUT_MS = 60_000;
+/** The documented bound for delivery to resume after a failover or a kill; measured values are printed. */
+const RECOVERY_BOUND_MS = 15_000;
+const LIMIT_CLOSE = { code: 4429, reason: 'too many connections for this user' };
+
+let cluster: RedisCluster;
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
+}, SETUP_TIMEOUT_MS);
+
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await stopAllNodes();
+  await stopAllProcesses();
+  await stopAllClusters();
+  await stopAllSentinels();
+}, 30_000);
+
+/** Probe every second, give up on a probe after 2 s; generous rate limits so traffic is never throttled. */
+function nodeEnv(prefix: string, nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ID: nodeId,
+    REDIS_CLUSTER_NODES: cluster.seeds,
+    REDIS_PREFIX: prefix,
+    REDIS_PROBE_INTERVAL: '1',
+    REDIS_PROBE_TIMEOUT: '2',
+    REDIS_SLOT_TTL: '3',
+    REDIS_UNSUBSCRIBE_DELAY: '1',
+    WS_RATE_LIMIT: '2000',
+    WS_RATE_BURST: '2000',
+    ...extra,
+  };
+}
+
+async function startNodes(prefix: string, ids: string[], extra: Record<string, string> = {}): Promise<TestNode[]> {
+  const nodes = await Promise.all(ids.map((id) => startTestNode(nodeEnv(prefix, id, extra))));
+  logsOnFailure(nodes);
+  await brokersUp(nodes, 10_000);
+  return nodes;
+}
+
+async function brokersUp(nodes: TestNode[], timeoutMs: number): Promise<void> {
+  await waitFor(`wsedge_broker_up 1 on ${nodes.map((n) => n.nodeId).join(', ')}`, timeoutMs, async () => {
+    const up = await Promise.all(nodes.map((n) => n.metric('wsedge_broker_up')));
+    if (up.some((v) => v !== 1)) throw new Error(`wsedge_broker_up: ${up.join(', ')}`);
+  });
+}
+
+async function member(node: TestNode, userId: string, rooms: string[]): Promise<TestClient> {
+  const client = await connect(node.url, userId);
+  clients.push(client);
+  for (const room of rooms) await join(client, room);
+  return client;
+}
+
+/** CLUSTER KEYSLOT asked of a live master. */
+async function keyslot(key: string): Promise<number> {
+  const [any] = await cluster.masters();
+  return Number(await query(any!.port, ['CLUSTER', 'KEYSLOT', key]));
+}
+
+interface PlacedRoom {
+  readonly room: string;
+  readonly channel: string;
+  readonly slot: number;
+  /** The master serving the slot when the room was placed. */
+  readonly master: number;
+}
+
+/** Rooms `channel:<base>-<i>` until each of `masters` owns one, placed by CLUSTER KEYSLOT and the slot map. */
+async function roomsOnMasters(prefix: string, base: string, masters: number[]): Promise<PlacedRoom[]> {
+  const found = new Map<number, PlacedRoom>();
+  for (let i = 0; found.size < masters.length; i++) {
+    if (i > 200) throw new Error(`no room channel:${base}-0..200 for each of ${masters.join(', ')}`);
+    const room = `channel:${base}-${i}`;
+    const channel = `${prefix}room:${room}`;
+    const master = await cluster.masterForKey(channel);
+    if (masters.includes(master) && !found.has(master)) found.set(master, { room, channel, slot: await keyslot(channel), master });
+  }
+  return masters.map((m) => found.get(m)!);
+}
+
+async function shardNumsub(port: number, channel: string): Promise<number> {
+  const [, count] = asArray(await query(port, ['PUBSUB', 'SHARDNUMSUB', channel]));
+  return Number(count);
+}
+
+/** Waits until the master serving `channel` now has exactly `count` shard subscribers to it. */
+async function shardSubscribed(channel: string, count: number, timeoutMs: number): Promise<number> {
+  return waitFor(`${count} shard subscribers to ${channel} on its current master`, timeoutMs, async () => {
+    const owner = await cluster.masterForKey(channel);
+    const n = await shardNumsub(owner, channel);
+    if (n !== count) throw new Error(`${n} on ${owner}`);
+    return owner;
+  });
+}
+
+/**
+ * Waits up to `timeoutMs` for every room channel to have its expected number of shard subscribers
+ * on the master serving it now; returns what each showed last, for one soft assertion that names
+ * every room still missing.
+ */
+async function resubscribed(expected: Record<string, number>, timeoutMs: number): Promise<Record<string, number>> {
+  const seen: Record<string, number> = {};
+  const check = async () => {
+    for (const [channel] of Object.entries(expected)) seen[channel] = await shardNumsub(await cluster.masterForKey(channel), channel);
+    if (Object.entries(expected).some(([channel, count]) => seen[channel] !== count)) throw new Error(JSON.stringify(seen));
+  };
+  await waitFor('every room subscribed on its current master', timeoutMs, check, 200).catch(() => {});
+  return seen;
+}
+
+const probeFailures = (nodes: TestNode[]) => Promise.all(nodes.map((n) => n.metric('wsedge_broker_probe_failures_total')));
+const reconnects = (nodes: TestNode[]) => Promise.all(nodes.map((n) => n.metric('wsedge_broker_reconnects_total')));
+/** wsedge_broker_publish_errors_total per node, by reason. */
+const publishErrors = (nodes: TestNode[]) =>
+  Promise.all(
+    nodes.map(async (n) => ({
+      down: await n.metric('wsedge_broker_publish_errors_total', { reason: 'down' }),
+      error: await n.metric('wsedge_broker_publish_errors_total', { reason: 'error' }),
+    })),
+  );
+/** What the nodes logged from `marks` on, by event, as "<ms after t0> <event>". */
+function brokerEvents(nodes: TestNode[], marks: number[], t0: number): string[][] {
+  return nodes.map((n, i) =>
+    n.logs
+      .slice(marks[i])
+      .filter((l) => ['broker_up', 'broker_down', 'broker_probe_failed'].includes(String(l['event'])))
+      .map((l) => `${Date.parse(String(l['time'])) - t0} ${String(l['event'])}${l['reason'] === undefined ? '' : ` (${String(l['reason'])})`}`),
+  );
+}
+
+/** When the last broker state change logged since `marks` happened (epoch ms), or 0. */
+function lastBrokerChange(nodes: TestNode[], marks: number[]): number {
+  const times = nodes.flatMap((n, i) =>
+    n.logs.slice(marks[i]).filter((l) => ['broker_up', 'broker_down'].includes(String(l['event']))).map((l) => Date.parse(String(l['time']))),
+  );
+  return Math.max(0, ...times);
+}
+
+/** calls=N of one command in INFO commandstats; 0 if never called. */
+async function commandCalls(port: number, command: string): Promise<number> {
+  const stat = (await info(port, 'commandstats'))[`cmdstat_${command}`];
+  return stat === undefined ? 0 : Number(/calls=(\d+)/.exec(stat)![1]);
+}
+
+/** Every message of `f` sent at or after `from` arrived (soft: the other checks still run and report). */
+function expectAllSince(f: Flow, arrivals: readonly Arrival[], from: number): void {
+  const { expected, missing } = missingSince(f, arrivals, from);
+  expect.soft(expected, `${f.tag}: messages sent after recovery`).toBeGreaterThan(0);
+  expect.soft(missing, `${f.tag}: messages sent after recovery that never arrived`).toEqual([]);
+}
+
+/** Until every node is back in a 3-master, 3-replica cluster with every replication link up. */
+async function clusterWhole(timeoutMs = 30_000): Promise<void> {
+  await waitFor('the cluster to be whole (3 masters, 3 linked replicas, state ok)', timeoutMs, async () => {
+    const masters = await cluster.masters();
+    const replicas = await cluster.replicas();
+    if (masters.length !== 3 || replicas.length !== 3) throw new Error(`${masters.length} masters, ${replicas.length} replicas`);
+    for (const m of masters) if (!replicas.some((r) => r.masterPort === m.port)) throw new Error(`master ${m.port} has no replica`);
+    for (const r of replicas) {
+      const link = (await info(r.port, 'replication', 1000))['master_link_status'];
+      if (link !== 'up') throw new Error(`replica ${r.port}: master_link_status ${link}`);
+    }
+    for (const n of [...masters, ...replicas]) {
+      const state = /cluster_state:(\w+)/.exec(await cluster.command(n.port, 'CLUSTER', 'INFO'))?.[1];
+      if (state !== 'ok') throw new Error(`${n.port}: cluster_state ${state}`);
+    }
+  }, 200);
+}
+
+/** On failure, prints what the nodes logged at warn and above: the broker's own account of the fault. */
+function logsOnFailure(nodes: TestNode[]): void {
+  onTestFailed(() => {
+    for (const n of nodes) {
+      const lines = n.logs.filter((l) => ['warn', 'error', 'fatal'].includes(String(l['level'])) || l['event'] === 'broker_up');
+      console.log(`--- ${n.nodeId} ---\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
+    }
+  });
+}
+
+async function stopNodes(nodes: TestNode[]): Promise<void> {
+  await Promise.all(nodes.map(stopTestNode));
+}
+
+describe('Redis Cluster broker', () => {
+  it('delivers cross-node, once and in per-publisher order, for rooms on three different shards', { timeout: 30_000 }, async () => {
+    const prefix = uniquePrefix();
+    const nodes = await startNodes(prefix, ['rc-a', 'rc-b', 'rc-c']);
+    const placed = await roomsOnMasters(prefix, 'spread', (await cluster.masters()).map((m) => m.port));
+    const rooms = placed.map((p) => p.room);
+    expect(new Set(placed.map((p) => p.master)).size).toBeGreaterThanOrEqual(2);
+    expect(new Set(placed.map((p) => p.slot)).size).toBe(placed.length);
+
+    const users = ['ua', 'ub', 'uc'];
+    const members = await Promise.all(nodes.map((node, i) => member(node, users[i]!, rooms)));
+    for (const p of placed) await shardSubscribed(p.channel, 3, 5000);
+
+    for (const [i, client] of members.entries()) {
+      for (const room of rooms) for (let n = 0; n < 50; n++) client.send({ type: 'send_message', room, data: { from: users[i], n } });
+    }
+    // Each member gets every publisher's 50 per room: its own locally, the others' through the cluster.
+    for (const client of members) {
+      for (const room of rooms) {
+        for (const from of users) {
+          for (let n = 0; n < 50; n++) {
+            const e = await client.next((m) => m.type === 'message.new' && m.room === room && m.data?.from === from, 5000);
+            expect(e.data).toEqual({ from, n });
+          }
+        }
+      }
+    }
+    await sleep(300);
+    for (const client of members) expect(client.received.filter((e) => e.type === 'message.new')).toEqual([]);
+    await stopNodes(nodes);
+  });
+
+  it('uses shard channels on the owning master only: SSUBSCRIBE and SPUBLISH, never a classic PUBLISH', { timeout: 30_000 }, async () => {
+    const prefix = uniquePrefix();
+    const masters = (await cluster.masters()).map((m) => m.port);
+    const publishesBefore = await Promise.all(masters.map((m) => commandCalls(m, 'publish')));
+    const spublishesBefore = await Promise.all(masters.map((m) => commandCalls(m, 'spublish')));
+    const nodes = await startNodes(prefix, ['sc-a', 'sc-b']);
+    const [a, b] = nodes as [TestNode, TestNode];
+    const placed = await roomsOnMasters(prefix, 'shard', masters);
+    const ca = await member(a, 'sa', placed.map((p) => p.room));
+    const cb = await member(b, 'sb', placed.map((p) => p.room));
+    for (const p of placed) await shardSubscribed(p.channel, 2, 5000);
+    for (const p of placed) {
+      ca.send({ type: 'send_message', room: p.room, data: { check: p.room } });
+      await cb.next((e) => e.type === 'message.new' && e.room === p.room && e.data?.check === p.room);
+    }
+
+    for (const p of placed) {
+      expect(await query(p.master, ['PUBSUB', 'SHARDCHANNELS', `${prefix}room:*`])).toContain(p.channel);
+      for (const other of masters.filter((m) => m !== p.master)) {
+        expect(await query(other, ['PUBSUB', 'SHARDCHANNELS', `${prefix}room:*`])).not.toContain(p.channel);
+      }
+    }
+    for (const m of masters) expect(await query(m, ['PUBSUB', 'CHANNELS', `${prefix}*`])).toEqual([]);
+    // Nothing at all was published the classic way, which a cluster copies to every node.
+    expect(await Promise.all(masters.map((m) => commandCalls(m, 'publish')))).toEqual(publishesBefore);
+    const spublishesAfter = await Promise.all(masters.map((m) => commandCalls(m, 'spublish')));
+    for (const [i, m] of masters.entries()) {
+      if (placed.some((p) => p.master === m)) expect(spublishesAfter[i]!).toBeGreaterThan(spublishesBefore[i]!);
+    }
+    await stopNodes(nodes);
+  });
+
+  it('admits exactly five of six simultaneous connects over three nodes; the user key lives in one slot', { timeout: 30_000 }, async () => {
+    const prefix = uniquePrefix();
+    const nodes = await startNodes(prefix, ['lim-1', 'lim-2', 'lim-3'], { WS_MAX_CONNECTIONS_PER_USER: '5' });
+    const key = `${prefix}conns:{alice}`;
+    expect(await keyslot(key)).toBe(await keyslot('{alice}'));
+
+    type Outcome = { connected: string } | { closed: { code: number; reason: string } };
+    const attempt = (node: TestNode): Promise<Outcome> => {
+      const client = open(node.url, token('alice'));
+      clients.push(client);
+      const connected = client.next((e) => e.type === 'connected', 8000).then((e): Outcome => ({ connected: e.data.connection_id as string }));
+      connected.catch(() => {});
+      return Promise.race([connected, client.closed.then((closed): Outcome => ({ closed }))]);
+    };
+    const outcomes = await Promise.all(nodes.flatMap((node) => [attempt(node), attempt(node)]));
+    expect(outcomes.filter((o) => 'connected' in o)).toHaveLength(5);
+    expect(outcomes.filter((o) => 'closed' in o)).toEqual([{ closed: LIMIT_CLOSE }]);
+
+    const owner = await cluster.masterForKey(key);
+    expect(await query(owner, ['ZCARD', key])).toBe(5);
+    for (const other of (await cluster.masters()).filter((m) => m.port !== owner)) {
+      expect(await cluster.command(other.port, 'ZCARD', key)).toMatch(new RegExp(`^-MOVED ${await keyslot(key)} 127\\.0\\.0\\.1:${owner}\r\n$`));
+    }
+    const ids = outcomes.flatMap((o) => ('connected' in o ? [o.connected] : []));
+    expect(((await query(owner, ['ZRANGE', key, '0', '-1'])) as string[]).sort()).toEqual(ids.sort());
+    const failures = await Promise.all(nodes.map((n) => n.metric('wsedge_auth_failures_total', { reason: 'user_limit' })));
+    expect(failures.reduce((x, y) => x + y, 0)).toBe(1);
+    await stopNodes(nodes);
+  });
+
+});
