@@ -1,6 +1,6 @@
 // Shared benchmark plumbing: start a server process, read its RSS and CPU, print results.
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 /**
@@ -12,7 +12,10 @@ export function startServer(args, env = {}, { ipc = false } = {}) {
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
+    // BENCH_LOG_DIR keeps each server's stdout (its log) for debugging a run.
+    const log = process.env.BENCH_LOG_DIR ? createWriteStream(`${process.env.BENCH_LOG_DIR}/${child.pid}.log`) : undefined;
     lines.on('line', (line) => {
+      log?.write(line + '\n');
       try {
         const entry = JSON.parse(line);
         if (entry.event === 'start') resolve({ child, port: entry.port, internalPort: entry.internal_port });

@@ -91,7 +91,7 @@ export function openClient({ port, host = '127.0.0.1', localAddress, protocol, t
     const socket = net.connect({ port, host, localAddress });
     socket.setNoDelay(true);
     socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => fail('handshake timed out'));
-    const client = { socket, inspect: null, sample: false, probe: false, counted: true, closed: false };
+    const client = { socket, inspect: null, sample: false, probe: false, counted: true, closed: false, closedWith: undefined, onClose: undefined };
     let settled = false;
     const fail = (why) => {
       if (settled) return;
@@ -142,7 +142,8 @@ export function openClient({ port, host = '127.0.0.1', localAddress, protocol, t
         socket.write(frame(0xa, Buffer.from(payload)));
       } else if (opcode === OP_CLOSE) {
         const code = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
-        fail(`closed by the server: ${code} ${payload.subarray(2).toString()}`);
+        client.closedWith ??= `${code} ${payload.subarray(2).toString()}`;
+        fail(`closed by the server: ${client.closedWith}`);
         socket.end();
       }
     };
@@ -237,9 +238,13 @@ export function openClient({ port, host = '127.0.0.1', localAddress, protocol, t
       }
       onFrames(chunk);
     });
-    socket.on('error', (err) => fail(err.code ?? err.message));
+    socket.on('error', (err) => {
+      client.closedWith ??= err.code ?? err.message;
+      fail(err.code ?? err.message);
+    });
     socket.on('close', () => {
       client.closed = true;
+      client.onClose?.();
       fail('connection closed before it was accepted');
     });
   });
@@ -270,24 +275,42 @@ export async function openClients({ count, concurrency = 64, localAddresses, tok
 
 /**
  * Sends each client's join frames (one write per client) and resolves once every join has been
- * answered, or after `timeoutMs`, with the number of joins that were not answered.
+ * answered or its client has closed, or after `timeoutMs`, with the joins not answered by open
+ * clients and the clients lost meanwhile.
  */
-export function joinRooms({ clients, protocol, roomsOf, timeoutMs = 60_000 }) {
+export function joinRooms({ clients, protocol, roomsOf, timeoutMs = 30_000 }) {
   const proto = PROTOCOLS[protocol];
   return new Promise((resolve) => {
     let waiting = 0;
     let timer;
+    let unexpected;
+    let done = false;
     const finished = () => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
-      for (const c of clients) c.inspect = null;
-      resolve({ unanswered: waiting });
+      for (const c of clients) {
+        c.inspect = null;
+        c.onClose = undefined;
+      }
+      const closed = clients.filter((c) => c.closed);
+      resolve({ unanswered: waiting, unexpected, lost: closed.length, closedWith: closed[0]?.closedWith ?? (closed.length > 0 ? 'closed without a close frame' : undefined) });
     };
     clients.forEach((client, i) => {
       const rooms = roomsOf(i);
-      if (rooms.length === 0) return;
-      waiting += rooms.length;
+      if (rooms.length === 0 || client.closed) return;
+      let pending = rooms.length;
+      waiting += pending;
       client.inspect = (text) => {
-        if (proto.isJoinReply(text)) waiting -= 1;
+        if (proto.isJoinReply(text)) {
+          pending -= 1;
+          waiting -= 1;
+        } else unexpected ??= text.slice(0, 200);
+        if (waiting === 0) finished();
+      };
+      client.onClose = () => {
+        waiting -= pending;
+        pending = 0;
         if (waiting === 0) finished();
       };
       client.socket.write(Buffer.concat(rooms.map((room) => proto.join(room))));
