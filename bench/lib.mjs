@@ -5,11 +5,15 @@ import { createInterface } from 'node:readline';
 
 /**
  * Spawns `node <script> ...args`, resolves once it logs its start line ({event:'start', port}).
- * With `ipc`, the child gets an IPC channel (for bench/probe.mjs).
+ * With `ipc`, the child gets an IPC channel (for bench/probe.mjs); `onSpawn` sees the child at once
+ * (to kill it whatever happens); a server that has not started within `timeoutMs` is killed.
  */
-export function startServer(args, env = {}, { ipc = false } = {}) {
+export function startServer(args, env = {}, { ipc = false, onSpawn, timeoutMs = 30_000 } = {}) {
   const stdio = ['ignore', 'pipe', 'inherit', ...(ipc ? ['ipc'] : [])];
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio });
+  onSpawn?.(child);
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  child.once('exit', () => clearTimeout(timer));
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     // BENCH_LOG_DIR keeps each server's stdout (its log) for debugging a run.
@@ -18,8 +22,13 @@ export function startServer(args, env = {}, { ipc = false } = {}) {
       log?.write(line + '\n');
       try {
         const entry = JSON.parse(line);
-        if (entry.event === 'start') resolve({ child, port: entry.port, internalPort: entry.internal_port });
-      } catch {}
+        if (entry.event === 'start') {
+          clearTimeout(timer);
+          resolve({ child, port: entry.port, internalPort: entry.internal_port });
+        }
+      } catch {
+        // not a JSON log line (a banner): nothing to read from it
+      }
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });

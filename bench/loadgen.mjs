@@ -188,7 +188,7 @@ export function openClient({ port, host = '127.0.0.1', localAddress, protocol, t
         }
         opcode = buf[i] & 0x0f;
         i += h;
-        let needed = opcode !== OP_TEXT || client.inspect !== null || client.sample || (proto.socketio && len === 1);
+        const needed = opcode !== OP_TEXT || client.inspect !== null || client.sample || (proto.socketio && len === 1);
         if (opcode === OP_TEXT && client.inspect === null && !(proto.socketio && len === 1)) {
           if (client.counted) stats.deliveries += 1;
           if (client.probe) {
