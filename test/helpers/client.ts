@@ -109,3 +109,19 @@ export async function join(client: TestClient, room: string): Promise<void> {
   const reply = await client.next((e) => e.id === id);
   if (reply.type !== 'room_joined') throw new Error(`join ${room} failed: ${JSON.stringify(reply)}`);
 }
+
+/** Resolves with the HTTP status of a refused upgrade (the ws client's unexpected-response). */
+export function upgradeStatus(url: string, tok: string, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url}?token=${tok}`, { headers });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      ws.close();
+      reject(new Error('upgrade was accepted'));
+    });
+    ws.on('error', () => {});
+  });
+}

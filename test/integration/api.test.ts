@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'api-suite-publish-key-0123456789abcdef';
 const MAX_SIZE = 4096;
@@ -29,13 +30,6 @@ interface Answer {
   body: unknown;
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function brokerUp(node: TestNode): Promise<boolean> {
   const res = await fetch(`${node.internal}/readyz`);

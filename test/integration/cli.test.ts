@@ -8,6 +8,7 @@ import { createVerifier } from 'fast-jwt';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { open, token } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, TEST_SECRET } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
 
 afterAll(stopAllNodes);
 
@@ -49,13 +50,6 @@ function decodePart(part: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as Record<string, unknown>;
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('ws-edge token', () => {
   it('prints an HS256 JWT with sub, rooms and exp about --ttl seconds ahead', async () => {

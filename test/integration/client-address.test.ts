@@ -3,30 +3,13 @@
  * cap and the failed-authentication limiter key on it. (The same through the shipped HAProxy
  * config is in lb-client-address.test.ts.)
  */
-import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, open, token } from '../helpers/client.js';
+import { connect, open, token, upgradeStatus } from '../helpers/client.js';
 import { startTestNode, stopAllNodes } from '../helpers/node.js';
 
 afterAll(stopAllNodes);
 
 const from = (address: string) => ({ headers: { 'X-Forwarded-For': address } });
-
-/** Resolves with the HTTP status of a refused upgrade (the ws client's unexpected-response). */
-function upgradeStatus(url: string, tok: string, headers: Record<string, string> = {}): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}?token=${tok}`, { headers });
-    ws.on('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.on('open', () => {
-      ws.close();
-      reject(new Error('upgrade was accepted'));
-    });
-    ws.on('error', () => {});
-  });
-}
 
 describe('WS_MAX_CONNECTIONS_PER_IP', () => {
   it('caps connections per socket address when no proxy is trusted; a spoofed X-Forwarded-For changes nothing', async () => {

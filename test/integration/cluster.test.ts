@@ -10,6 +10,7 @@ import { join, open, token, type Envelope, type TestClient } from '../helpers/cl
 import { startHaproxy, stopAllHaproxy, type Haproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'cluster-suite-publish-api-key-0123456789';
 const SLOT_TTL_S = 3;
@@ -34,13 +35,6 @@ interface Member {
   readonly nodeId: string;
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function brokerUp(node: NodeProcess): Promise<boolean> {
   const res = await fetch(`${node.http}/readyz`).catch(() => undefined);

@@ -18,6 +18,7 @@ import { connect, join as joinRoom, type TestClient } from '../helpers/client.js
 import { sampleValue, startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { freePort } from '../helpers/ports.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const at = (...parts: string[]) => resolve(ROOT, ...parts);
@@ -277,13 +278,6 @@ function configProblems(env: Record<string, string>): string[] {
 
 const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixtures: every YAML file parsed once, two live nodes on one Redis with some traffic.

@@ -3,9 +3,8 @@
  * (WS_TRUSTED_PROXIES), so the per-address connection cap and the failed-authentication limiter
  * see each client's own address from X-Forwarded-For, and a spoofed header cannot escape them.
  */
-import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, open, token } from '../helpers/client.js';
+import { connect, open, token, upgradeStatus } from '../helpers/client.js';
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses } from '../helpers/processes.js';
 
@@ -13,22 +12,6 @@ afterAll(async () => {
   await stopAllHaproxy();
   await stopAllProcesses();
 });
-
-/** HTTP status of a refused upgrade through the proxy. */
-function upgradeStatus(url: string, tok: string, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url}?token=${tok}`, { headers });
-    ws.on('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.on('open', () => {
-      ws.close();
-      reject(new Error('upgrade was accepted'));
-    });
-    ws.on('error', () => {});
-  });
-}
 
 describe('behind HAProxy with WS_TRUSTED_PROXIES', () => {
   it('keys the per-address cap and the auth-failure limiter on the forwarded client address', async () => {

@@ -13,6 +13,7 @@ import { join, open, token, type Envelope, type TestClient } from '../helpers/cl
 import { freePort } from '../helpers/ports.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
@@ -105,13 +106,6 @@ async function finished(script: Script, timeoutMs = 10_000): Script['exited'] {
   }
 }
 
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function brokerUp(node: NodeProcess): Promise<boolean> {
   const res = await fetch(`${node.http}/readyz`).catch(() => undefined);
