@@ -170,8 +170,10 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       metrics.connectionOpened();
       ctx.expiry.add(sws, closesAt(ctx, data));
       const personal = userRoom(data.userId);
+      ctx.delivery.flush();
       ws.subscribe(personal);
-      ws.send(
+      ctx.delivery.send(
+        sws,
         encodeReply(
           'connected',
           {

@@ -6,6 +6,7 @@
 import type { Authenticator } from './auth.js';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
+import type { Delivery } from './delivery.js';
 import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
 import type { Logger } from './log.js';
@@ -21,6 +22,8 @@ export interface HandlerContext {
   readonly auth: Authenticator;
   readonly metrics: Metrics;
   readonly broker: Broker;
+  /** Every write to a client goes through it, so a socket sees events and replies in order. */
+  readonly delivery: Delivery;
   /** For `numSubscribers`: the local member count of a room, kept by uWS. */
   readonly app: TemplatedApp;
   readonly expiry: ExpiryScheduler<SessionSocket>;
@@ -35,7 +38,7 @@ type Handler<T extends ClientMessage['type']> = (
 
 export function sendError(ctx: HandlerContext, ws: SessionSocket, error: MessageError, id: string | undefined): void {
   ctx.metrics.errorSent(error.code);
-  ws.send(encodeError(error, id));
+  ctx.delivery.send(ws, encodeError(error, id));
 }
 
 /**
@@ -70,7 +73,7 @@ const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, id }) => {
   const problem = roomProblem(ctx, session, room);
   if (problem) return sendError(ctx, ws, problem, id);
   if (session.rooms.has(room) || room === userRoom(session.userId)) {
-    ws.send(encodeReply('room_joined', { room }, id));
+    ctx.delivery.send(ws, encodeReply('room_joined', { room }, id));
     return;
   }
   if (session.rooms.size >= ctx.config.maxRoomsPerConnection) {
@@ -78,19 +81,22 @@ const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, id }) => {
   }
   // Announce before subscribing, so the joiner is not told about itself.
   announceMembership(ctx, session, room, 'user_joined');
+  ctx.delivery.flush();
   ws.subscribe(room);
   session.rooms.add(room);
-  ws.send(encodeReply('room_joined', { room }, id));
+  ctx.delivery.send(ws, encodeReply('room_joined', { room }, id));
 };
 
 const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
   if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('forbidden', 'the personal room cannot be left'), id);
   if (!session.rooms.has(room)) return sendError(ctx, ws, messageError('not_joined', 'not a member of this room'), id);
+  // What was published before the leave still reaches the leaver.
+  ctx.delivery.flush();
   ws.unsubscribe(room);
   session.rooms.delete(room);
   announceMembership(ctx, session, room, 'user_left');
-  ws.send(encodeReply('room_left', { room }, id));
+  ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
 
 /** The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`. */
@@ -100,11 +106,11 @@ const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id
     return sendError(ctx, ws, messageError('not_joined', 'join the room before sending to it'), id);
   }
   publish(ctx, room, encodeEvent('message.new', room, data, session.username), 'client');
-  if (id !== undefined) ws.send(encodeReply('message_sent', { room }, id));
+  if (id !== undefined) ctx.delivery.send(ws, encodeReply('message_sent', { room }, id));
 };
 
-const ping: Handler<'ping'> = (_ctx, ws, _session, { id }) => {
-  ws.send(encodeReply('pong', {}, id));
+const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
+  ctx.delivery.send(ws, encodeReply('pong', {}, id));
 };
 
 /** A refused refresh closes the socket with 4401 and is logged once as a security event. */
@@ -136,12 +142,13 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   ctx.expiry.add(ws, closesAt(ctx, session));
   for (const room of session.rooms) {
     if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
+    ctx.delivery.flush();
     ws.unsubscribe(room);
     session.rooms.delete(room);
     announceMembership(ctx, session, room, 'user_left');
-    ws.send(encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
+    ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
   }
-  ws.send(encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
+  ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };
 
 const handlers: { [T in ClientMessage['type']]: Handler<T> } = {

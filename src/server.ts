@@ -8,6 +8,7 @@ import { createAuthenticator } from './auth.js';
 import { createBroker, type Broker, type BrokerTarget } from './broker.js';
 import type { Config } from './config.js';
 import { createBehavior } from './connection.js';
+import { createDelivery, type Delivery } from './delivery.js';
 import { CloseCode } from './errors.js';
 import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
@@ -48,16 +49,18 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
 }
 
 /** What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets. */
-function brokerTarget(app: TemplatedApp, sessions: SessionIndex): BrokerTarget {
+function brokerTarget(delivery: Delivery, sessions: SessionIndex): BrokerTarget {
   return {
-    deliver: (room, payload) => void app.publish(room, payload, false, false),
+    deliver: delivery.publish,
     deliverToConnection(connectionId, payload) {
       const ws = sessions.byConnection(connectionId);
-      if (ws !== undefined && !ws.getUserData().closed) ws.send(payload, false, false);
+      if (ws !== undefined) delivery.send(ws, payload);
     },
     disconnectUser(userId, code, reason) {
       const mine = sessions.byUser(userId);
       if (mine === undefined) return;
+      // What was published before the disconnect still reaches the user.
+      delivery.flush();
       // end() runs the close handler, which edits the set: iterate a copy.
       for (const ws of [...mine]) ws.end(code, reason);
     },
@@ -94,12 +97,13 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const app = uws.uws.App();
   const internal = uws.uws.App();
   const sessions = createSessionIndex();
+  const delivery = createDelivery(app);
   let state: NodeState = 'starting';
   // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const broker = createBroker({ config, target: brokerTarget(app, sessions), log, metrics, redis });
+  const broker = createBroker({ config, target: brokerTarget(delivery, sessions), log, metrics, redis });
   const slots = connectionSlots(config, redis, sessions, log);
   const events = createEvents(broker, () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
@@ -115,6 +119,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
       auth,
       metrics,
       broker,
+      delivery,
       app,
       expiry,
       log,

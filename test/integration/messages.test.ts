@@ -236,4 +236,27 @@ describe('ordering and delivery', () => {
     expect(got.map((e) => (e.data as { seq: number }).seq)).toEqual(Array.from({ length: 100 }, (_, i) => i));
     await alice.expectNothing(ofType('test.seq'));
   });
+
+  // Publishes run after the read (src/delivery.ts); replies must not overtake them. Frames written
+  // in one burst land in one read, where the reordering would show.
+  it('a socket gets events and replies in request order when many requests arrive in one read', async () => {
+    const node = await startTestNode({ WS_RATE_LIMIT: '1000', WS_RATE_BURST: '1000' });
+    const alice = await connect(node.url, 'alice');
+    await join(alice, 'channel:1');
+    const expected: string[] = [];
+    for (let seq = 0; seq < 50; seq++) {
+      alice.send({ type: 'send_message', room: 'channel:1', data: { seq }, id: `m${seq}` });
+      alice.send({ type: 'ping', id: `p${seq}` });
+      expected.push(`message.new ${seq}`, `message_sent m${seq}`, `pong p${seq}`);
+    }
+    alice.send({ type: 'send_message', room: 'channel:1', data: { seq: 50 } });
+    alice.send({ type: 'leave_room', room: 'channel:1', id: 'leave' });
+    expected.push('message.new 50', 'room_left leave');
+    const got: string[] = [];
+    for (let i = 0; i < expected.length; i++) {
+      const e = await alice.next();
+      got.push(e.type === 'message.new' ? `${e.type} ${(e.data as { seq: number }).seq}` : `${e.type} ${e.id}`);
+    }
+    expect(got).toEqual(expected);
+  });
 });
