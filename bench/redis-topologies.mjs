@@ -1,6 +1,6 @@
 // Cross-node fan-out through one Redis versus a 3-master Redis Cluster (sharded pub/sub), same
 // run, same load, through ws-edge's own Redis layer (dist/redis.js: PUBLISH/SUBSCRIBE or
-// SPUBLISH/SSUBSCRIBE). One publishing node, two receiving nodes each subscribed to every room;
+// SPUBLISH/SSUBSCRIBE on one subscriber connection per master). One publishing node, two receiving nodes each subscribed to every room;
 // reports deliveries per second and the CPU each Redis process used.
 //   npm run build && node bench/redis-topologies.mjs [events=200000] [rooms=1000] [repetitions=3]
 import { spawn, execFileSync } from 'node:child_process';
@@ -47,7 +47,18 @@ async function startStandalone() {
 
 async function ready(clients) {
   for (let i = 0; i < 100 && clients.command.status !== 'ready'; i++) await sleep(50);
-  for (let i = 0; i < 100 && clients.subscriber.status !== 'ready'; i++) await sleep(50);
+  const linksReady = () => clients.subscribers.all().length > 0 && clients.subscribers.all().every((l) => l.client.status === 'ready');
+  for (let i = 0; i < 100 && !linksReady(); i++) await sleep(50);
+}
+
+/** Subscribes each channel on the link that carries it (one for one server, its master's in a cluster). */
+async function subscribe(clients, channels) {
+  const byLink = new Map();
+  for (const channel of channels) {
+    const link = clients.subscribers.linkFor(channel);
+    byLink.set(link, [...(byLink.get(link) ?? []), channel]);
+  }
+  await Promise.all([...byLink].map(([link, list]) => link.subscribe(list)));
 }
 
 async function run(topology, setup) {
@@ -58,10 +69,12 @@ async function run(topology, setup) {
   await Promise.all([...receivers, publisher].map(ready));
   let delivered = 0;
   for (const r of receivers) {
-    r.subscriber.on(r.messageEvent, () => {
-      delivered += 1;
-    });
-    await r.subscribe(channels);
+    for (const link of r.subscribers.all()) {
+      link.client.on(link.messageEvent, () => {
+        delivered += 1;
+      });
+    }
+    await subscribe(r, channels);
   }
   const cpuBefore = setup.pids.map(cpuSecondsOf);
   const payload = `pub ${Date.now()} r project:0\n${'x'.repeat(100)}`;

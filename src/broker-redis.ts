@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Broker, BrokerDeps } from './broker.js';
 import { decodeFrame, encodeFrame, type Frame, type FrameKind } from './broker-frame.js';
-import { reconnectDelay, type RedisClients } from './redis.js';
+import { reconnectDelay, type LinkChange, type RedisClients, type SubscriberLink } from './redis.js';
 
 /** Publishes waiting for Redis beyond this are dropped and counted, so nothing grows without bound. */
 const MAX_PENDING_PUBLISHES = 10_000;
@@ -29,59 +29,82 @@ export function nodeOfConnection(connectionId: string): string {
   return dot < 0 ? '' : connectionId.slice(0, dot);
 }
 
+/** One subscriber link as the broker sees it: resubscribed and probed on its own. */
+interface LinkState {
+  readonly link: SubscriberLink;
+  /** Redis has confirmed this link's resubscribe since its last (re)connect. */
+  up: boolean;
+  /** Bumped whenever the connection is lost: replies from an older connection are ignored. */
+  generation: number;
+  resubscribeFailures: number;
+  /** Where this link's probes go (a channel it carries), as of its last resubscribe. */
+  probeChannel: string;
+  lastReceived: number;
+  /** The probe frame sent and not yet back. */
+  probe: { nonce: string; sentAt: number } | undefined;
+  /** The link's master is gone (cluster): its events are ignored. */
+  removed: boolean;
+  detach(): void;
+}
+
 export function createRedisBroker({ config, target, log, metrics, redis }: BrokerDeps & { redis: RedisClients }): Broker {
   const settings = config.redis!;
   const nodeId = config.nodeId;
   const channels = channelsOf(settings.prefix, nodeId);
-  /** Every probe crosses all of these: one per shard subscriber in a cluster. */
-  const probeChannels = redis.probeChannels(channels.own);
-  const { command, subscriber } = redis;
+  const { command, subscribers } = redis;
+  /** Log fields naming the shard, in a cluster only. */
+  const shardOf = (state: LinkState): { shard?: string } => (redis.mode === 'cluster' ? { shard: state.link.name } : {});
 
   /** Rooms the node wants events for: local members now, or lingering after the last left. */
   const wanted = new Set<string>();
-  /** Rooms Redis has confirmed subscribed on the current subscriber connection. */
-  const confirmed = new Set<string>();
+  /** Channels the node wants subscribed: its own, the control channel and the wanted rooms'. */
+  const fixedChannels = [channels.own, channels.control];
+  const wantedChannels = new Set<string>(fixedChannels);
+  /** Channels Redis has confirmed subscribed, by the link that carries them now. */
+  const carrier = new Map<string, LinkState>();
   const lingering = new Map<string, NodeJS.Timeout>();
   const toSubscribe = new Set<string>();
   const toUnsubscribe = new Set<string>();
+  const links = new Map<SubscriberLink, LinkState>();
   let flushTimer: NodeJS.Timeout | undefined;
-  let subscriberUp = false;
-  /** Bumped whenever the subscriber connection is lost: replies from an older connection are ignored. */
-  let generation = 0;
-  let resubscribeFailures = 0;
+  let subscribeFailures = 0;
   let up = false;
   let everUp = false;
   let pending = 0;
-  let lastReceived = Date.now();
-  let lastProbeAt = Date.now();
-  /** Probe frames sent and not yet back, by target (`<nonce>.<channel index>`). */
-  let probe: { outstanding: Set<string>; sentAt: number } | undefined;
   let closed = false;
 
   metrics.brokerUp(false); // up only once Redis has confirmed this node's subscriptions
 
-  const setUp = (next: boolean, why: string): void => {
+  const setUp = (next: boolean, why: string, fields: object = {}): void => {
     if (next === up) return;
     up = next;
     metrics.brokerUp(next);
     if (next) {
       if (everUp) metrics.brokerReconnect();
       everUp = true;
-      log.info({ event: 'broker_up', subscriptions: confirmed.size }, 'broker up');
+      log.info({ event: 'broker_up', subscriptions: roomsConfirmed(), ...(redis.mode === 'cluster' && { shards: links.size }) }, 'broker up');
     } else {
-      log.warn({ event: 'broker_down', reason: why }, 'broker down: serving local connections only');
+      log.warn({ event: 'broker_down', reason: why, ...fields }, 'broker down: serving local connections only');
     }
   };
   let unreachableLogged = false;
-  const refreshState = (why: string): void => {
+  /** Up while the command connection is ready and every subscriber link has resubscribed. */
+  const refreshState = (why: string, fields?: object): void => {
     // Never up yet: say once that Redis cannot be reached (a wrong REDIS_URL, Redis not started).
     if (!everUp && !unreachableLogged && command.status !== 'ready' && command.status !== 'connecting' && command.status !== 'connect') {
       unreachableLogged = true;
       log.warn({ event: 'broker_down', reason: 'redis unreachable at start' }, 'broker down: serving local connections only');
     }
-    setUp(subscriberUp && command.status === 'ready', why);
+    let linksUp = links.size > 0;
+    for (const state of links.values()) linksUp &&= state.up;
+    setUp(linksUp && command.status === 'ready', why, fields);
   };
-  const setConfirmed = (): void => metrics.brokerSubscriptions(confirmed.size);
+  const roomsConfirmed = (): number => carrier.size - fixedChannels.filter((c) => carrier.has(c)).length;
+  const setConfirmed = (): void => metrics.brokerSubscriptions(roomsConfirmed());
+  const stateOf = (channel: string): LinkState | undefined => {
+    const link = subscribers.linkFor(channel);
+    return link === undefined ? undefined : links.get(link);
+  };
 
   const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): void => {
     if (command.status !== 'ready') return metrics.brokerPublishError('down');
@@ -94,36 +117,62 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
       () => {
         pending -= 1;
         metrics.brokerPublishError('error');
-        // A failing command link may be stalled: probe it now instead of waiting for idleness.
-        lastReceived = 0;
+        // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
+        const state = stateOf(channel);
+        if (state !== undefined) state.lastReceived = 0;
       },
     );
   };
 
-  // Subscriptions: batched, confirmed, restored on every (re)connect.
-  const subscribeChannels = (rooms: string[], extra: string[] = []): Promise<void> => redis.subscribe([...extra, ...rooms.map(channels.room)]);
+  // Subscriptions: batched per link, confirmed, restored on every (re)connect of a link.
   const flush = (): void => {
     flushTimer = undefined;
-    if (!subscriberUp) return; // `ready` subscribes everything wanted
-    const subs = [...toSubscribe];
-    const unsubs = [...toUnsubscribe];
+    const subs = new Map<LinkState, string[]>();
+    for (const channel of toSubscribe) {
+      if (!wantedChannels.has(channel) || carrier.has(channel)) continue;
+      const state = stateOf(channel);
+      // A link that is not up subscribes everything it carries once it is; a channel whose slot
+      // has no known master waits for the next map change.
+      if (state === undefined || !state.up) continue;
+      const list = subs.get(state);
+      if (list === undefined) subs.set(state, [channel]);
+      else list.push(channel);
+    }
     toSubscribe.clear();
-    toUnsubscribe.clear();
-    if (subs.length > 0) {
-      const current = generation;
-      subscribeChannels(subs).then(
+    for (const [state, list] of subs) {
+      const current = state.generation;
+      state.link.subscribe(list).then(
         () => {
-          if (current !== generation) return;
-          for (const room of subs) if (wanted.has(room)) confirmed.add(room);
+          if (current !== state.generation || state.removed) return;
+          subscribeFailures = 0;
+          for (const channel of list) if (wantedChannels.has(channel) && subscribers.linkFor(channel) === state.link) carrier.set(channel, state);
           setConfirmed();
         },
-        (err: unknown) => log.warn({ err, rooms: subs.length }, 'subscribe failed; retried on reconnect'),
+        (err: unknown) => {
+          if (current !== state.generation || state.removed || closed) return;
+          subscribeFailures += 1;
+          if (subscribeFailures === 1) log.warn({ err, channels: list.length, ...shardOf(state) }, 'subscribe failed; retrying with backoff');
+          for (const channel of list) toSubscribe.add(channel);
+          setTimeout(() => {
+            if (!closed) scheduleFlush();
+          }, reconnectDelay(subscribeFailures)).unref();
+        },
       );
     }
-    if (unsubs.length > 0) {
-      redis.unsubscribe(unsubs.map(channels.room)).then(
+    const unsubs = new Map<LinkState, string[]>();
+    for (const channel of toUnsubscribe) {
+      if (wantedChannels.has(channel)) continue;
+      const state = carrier.get(channel) ?? stateOf(channel);
+      if (state === undefined || !state.up) continue; // nothing subscribed on a connection that is gone
+      const list = unsubs.get(state);
+      if (list === undefined) unsubs.set(state, [channel]);
+      else list.push(channel);
+    }
+    toUnsubscribe.clear();
+    for (const [state, list] of unsubs) {
+      state.link.unsubscribe(list).then(
         () => {
-          for (const room of unsubs) if (!wanted.has(room)) confirmed.delete(room);
+          for (const channel of list) if (!wantedChannels.has(channel) && carrier.get(channel) === state) carrier.delete(channel);
           setConfirmed();
         },
         () => {},
@@ -134,56 +183,109 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     flushTimer ??= setTimeout(flush, FLUSH_DELAY_MS);
   };
 
-  subscriber.on('ready', () => {
-    const rooms = [...wanted];
-    const current = generation;
-    subscribeChannels(rooms, [...new Set([channels.own, channels.control, ...probeChannels])]).then(
+  /** Subscribes everything the link carries now; the link is up once Redis has confirmed it all. */
+  const resubscribe = (state: LinkState): void => {
+    const { link } = state;
+    const current = state.generation;
+    const probeChannel = link.probeChannel(channels.own);
+    const mine = [...wantedChannels].filter((c) => subscribers.linkFor(c) === link);
+    link.subscribe([...new Set([probeChannel, ...mine])]).then(
       () => {
-        if (current !== generation) return;
-        resubscribeFailures = 0;
-        confirmed.clear();
-        for (const room of rooms) if (wanted.has(room)) confirmed.add(room);
+        if (current !== state.generation || state.removed) return;
+        state.resubscribeFailures = 0;
+        for (const channel of mine) {
+          if (!wantedChannels.has(channel) || subscribers.linkFor(channel) !== link) continue;
+          carrier.set(channel, state);
+          toSubscribe.delete(channel);
+        }
         setConfirmed();
-        toSubscribe.clear();
-        subscriberUp = true;
-        lastReceived = Date.now();
-        probe = undefined;
+        state.up = true;
+        state.probeChannel = probeChannel;
+        state.lastReceived = Date.now();
+        state.probe = undefined;
         refreshState('subscriber');
-        // Rooms wanted while the resubscribe was in flight.
-        for (const room of wanted) if (!confirmed.has(room)) toSubscribe.add(room);
+        // Channels wanted while the resubscribe was in flight.
+        for (const channel of wantedChannels) if (!carrier.has(channel) && subscribers.linkFor(channel) === link) toSubscribe.add(channel);
         if (toSubscribe.size > 0) scheduleFlush();
       },
       (err: unknown) => {
-        if (current !== generation) return;
-        resubscribeFailures += 1;
-        if (resubscribeFailures === 1) log.warn({ err }, 'resubscribe failed; reconnecting the subscriber with backoff');
+        if (current !== state.generation || state.removed) return;
+        state.resubscribeFailures += 1;
+        if (state.resubscribeFailures === 1) log.warn({ err, ...shardOf(state) }, 'resubscribe failed; reconnecting the subscriber with backoff');
         setTimeout(() => {
-          if (!closed && current === generation) subscriber.disconnect(true);
-        }, reconnectDelay(resubscribeFailures)).unref();
+          if (!closed && !state.removed && current === state.generation) link.client.disconnect(true);
+        }, reconnectDelay(state.resubscribeFailures)).unref();
       },
     );
-  });
-  const subscriberLost = (): void => {
-    generation += 1;
-    subscriberUp = false;
-    confirmed.clear();
-    setConfirmed();
-    refreshState('subscriber connection lost');
   };
-  subscriber.on('close', subscriberLost);
+
+  const linkLost = (state: LinkState, why: string): void => {
+    state.generation += 1;
+    state.up = false;
+    state.probe = undefined;
+    for (const [channel, s] of carrier) if (s === state) carrier.delete(channel);
+    setConfirmed();
+    refreshState(why, shardOf(state));
+  };
+
+  const attach = (link: SubscriberLink): void => {
+    const state: LinkState = {
+      link,
+      up: false,
+      generation: 0,
+      resubscribeFailures: 0,
+      probeChannel: link.probeChannel(channels.own),
+      lastReceived: Date.now(),
+      probe: undefined,
+      removed: false,
+      detach() {
+        link.client.off('ready', onReady);
+        link.client.off('close', onClose);
+        link.client.off(link.messageEvent, onMessage);
+      },
+    };
+    const onReady = (): void => resubscribe(state);
+    const onClose = (): void => linkLost(state, 'subscriber connection lost');
+    const onMessage = (_channel: Buffer, message: Buffer): void => {
+      state.lastReceived = Date.now();
+      const frame = decodeFrame(message);
+      if (frame === undefined) return metrics.brokerFrameDropped('malformed');
+      if (frame.origin === nodeId) {
+        if (frame.kind === 'p' && state.probe?.nonce === frame.target) state.probe = undefined;
+        return; // our own echo: already delivered locally
+      }
+      receive(frame);
+    };
+    link.client.on('ready', onReady);
+    link.client.on('close', onClose);
+    link.client.on(link.messageEvent, onMessage);
+    links.set(link, state);
+    if (link.client.status === 'ready') resubscribe(state);
+  };
+
+  /** The cluster's slot map changed: follow new and removed masters, move channels to their new owners. */
+  const relink = (change: LinkChange): void => {
+    if (closed) return;
+    for (const link of change.removed) {
+      const state = links.get(link);
+      if (state === undefined) continue;
+      state.removed = true;
+      state.detach();
+      links.delete(link);
+      for (const [channel, s] of carrier) if (s === state) carrier.delete(channel);
+    }
+    for (const link of change.added) attach(link);
+    for (const [channel, state] of carrier) if (subscribers.linkFor(channel) !== state.link) carrier.delete(channel);
+    for (const channel of wantedChannels) if (!carrier.has(channel)) toSubscribe.add(channel);
+    setConfirmed();
+    refreshState('shard map changed');
+    if (toSubscribe.size > 0) scheduleFlush();
+  };
+
   command.on('ready', () => refreshState('command'));
   command.on('close', () => refreshState('command connection lost'));
-
-  subscriber.on(redis.messageEvent, (_channel: Buffer, message: Buffer) => {
-    lastReceived = Date.now();
-    const frame = decodeFrame(message);
-    if (frame === undefined) return metrics.brokerFrameDropped('malformed');
-    if (frame.origin === nodeId) {
-      if (frame.kind === 'p' && probe?.outstanding.delete(frame.target) && probe.outstanding.size === 0) probe = undefined;
-      return; // our own echo: already delivered locally
-    }
-    receive(frame);
-  });
+  for (const link of subscribers.all()) attach(link);
+  subscribers.onChange(relink);
 
   const receive = (frame: Frame): void => {
     switch (frame.kind) {
@@ -205,27 +307,25 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
     }
   };
 
-  // Liveness: an idle subscriber is asked to carry a probe from this node to itself.
+  // Liveness: an idle link is asked to carry a probe from this node to itself. Probes travel on the
+  // command connection too, so a stalled command link to that server fails them as well.
   const probeTimer = setInterval(() => {
     const now = Date.now();
-    if (probe !== undefined && now - probe.sentAt > settings.probeTimeout * 1000) {
-      probe = undefined;
-      metrics.probeFailure();
-      log.warn({ event: 'broker_probe_failed', timeout_s: settings.probeTimeout }, 'subscriber probe lost: rebuilding Redis connections');
-      subscriberLost();
-      subscriber.disconnect(true);
-      command.disconnect(true);
-      return;
+    for (const state of links.values()) {
+      if (state.probe !== undefined && now - state.probe.sentAt > settings.probeTimeout * 1000) {
+        state.probe = undefined;
+        metrics.probeFailure();
+        const what = redis.mode === 'cluster' ? "rebuilding this shard's connections" : 'rebuilding Redis connections';
+        log.warn({ event: 'broker_probe_failed', timeout_s: settings.probeTimeout, ...shardOf(state) }, `subscriber probe lost: ${what}`);
+        linkLost(state, 'subscriber connection lost');
+        state.link.rebuild();
+        continue;
+      }
+      if (!state.up || state.probe !== undefined || command.status !== 'ready') continue;
+      if (now - state.lastReceived < settings.probeInterval * 1000) continue;
+      state.probe = { nonce: randomBytes(6).toString('hex'), sentAt: now };
+      send(state.probeChannel, 'p', state.probe.nonce, '');
     }
-    if (!subscriberUp || probe !== undefined || command.status !== 'ready') return;
-    // Probes travel on the command link too, so a stalled command link fails them as well. With
-    // several shard subscribers, traffic on one says nothing about another: probe on schedule.
-    const quiet = probeChannels.length > 1 ? now - lastProbeAt : now - lastReceived;
-    if (quiet < settings.probeInterval * 1000) return;
-    lastProbeAt = now;
-    const nonce = randomBytes(6).toString('hex');
-    probe = { outstanding: new Set(probeChannels.map((_, i) => `${nonce}.${i}`)), sentAt: now };
-    probeChannels.forEach((channel, i) => send(channel, 'p', `${nonce}.${i}`, ''));
   }, PROBE_TICK_MS);
   probeTimer.unref();
 
@@ -256,18 +356,22 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Broke
         return;
       }
       if (wanted.has(room)) return;
+      const channel = channels.room(room);
       wanted.add(room);
-      toUnsubscribe.delete(room);
-      toSubscribe.add(room);
+      wantedChannels.add(channel);
+      toUnsubscribe.delete(channel);
+      toSubscribe.add(channel);
       scheduleFlush();
     },
     unsubscribe(room) {
       if (closed || !wanted.has(room) || lingering.has(room)) return;
       const drop = (): void => {
+        const channel = channels.room(room);
         lingering.delete(room);
         wanted.delete(room);
-        toSubscribe.delete(room);
-        toUnsubscribe.add(room);
+        wantedChannels.delete(channel);
+        toSubscribe.delete(channel);
+        toUnsubscribe.add(channel);
         scheduleFlush();
       };
       if (settings.unsubscribeDelay === 0) return drop();

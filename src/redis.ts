@@ -1,31 +1,63 @@
 /**
  * Redis connections for one node, for each topology: one server (REDIS_URL), a Redis Cluster
  * (REDIS_CLUSTER_NODES, sharded pub/sub), or a Sentinel-managed master (REDIS_SENTINELS, with the
- * failover detector). A command connection carries publishes and the connection registry, a
- * subscriber connection the room channels. Neither queues while disconnected, so nothing stale is
+ * failover detector). A command connection carries publishes and the connection registry,
+ * subscriber links the room channels: one for one server, one per master in a cluster
+ * (redis-shards.ts). Neither queues while disconnected, so nothing stale is
  * replayed after an outage; both reconnect with bounded, jittered backoff.
  */
-import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisConfig, RedisTopology } from './config.js';
+import { createShardLinks } from './redis-shards.js';
 
 export type RedisClient = Redis | Cluster;
 
-export interface RedisClients {
-  readonly mode: RedisTopology['mode'];
-  readonly command: RedisClient;
-  readonly subscriber: RedisClient;
+/**
+ * One subscriber connection and the channels it carries: the only one for one server or a
+ * Sentinel-managed master, one per master in a cluster. Each link is resubscribed and probed on its
+ * own, so a failing shard costs only the rooms whose channels it carries.
+ */
+export interface SubscriberLink {
+  /** `main` for one server or Sentinel; the master's `host:port` in a cluster (logged, never a metric label). */
+  readonly name: string;
+  readonly client: Redis;
   /** Subscriber event carrying (channel, message) buffers. */
   readonly messageEvent: 'messageBuffer' | 'smessageBuffer';
-  publish(channel: string, message: string): Promise<unknown>;
+  /** A channel under `base` that this link carries now, for its liveness probe. */
+  probeChannel(base: string): string;
   /** Subscribes; resolves once Redis has confirmed every channel. */
   subscribe(channels: readonly string[]): Promise<void>;
   unsubscribe(channels: readonly string[]): Promise<void>;
   /**
-   * Channels a liveness probe must travel so it crosses every subscriber connection: the base
-   * channel alone for one server, one per slot range for a cluster (see PROBE_SLOTS).
+   * Drops this link's subscriber connection and the command connection to the same server, and
+   * lets both reconnect: after a failed probe, nothing written to a stalled link is delivered late.
    */
-  probeChannels(base: string): string[];
+  rebuild(): void;
+}
+
+export interface LinkChange {
+  readonly added: readonly SubscriberLink[];
+  /** Links whose master is gone: already out of `all()`, disconnected right after the listeners ran. */
+  readonly removed: readonly SubscriberLink[];
+}
+
+/** The subscriber side of a topology: which link carries which channel, and when that changes. */
+export interface SubscriberLinks {
+  all(): readonly SubscriberLink[];
+  /** The link that must carry `channel` now; undefined while no master is known for its slot. */
+  linkFor(channel: string): SubscriberLink | undefined;
+  /**
+   * Called after links were added or removed or slots changed owner (never for one server). Links
+   * that lost slots reconnect right after the listeners ran, and resubscribe what they carry now.
+   */
+  onChange(listener: (change: LinkChange) => void): void;
+}
+
+export interface RedisClients {
+  readonly mode: RedisTopology['mode'];
+  readonly command: RedisClient;
+  readonly subscribers: SubscriberLinks;
+  publish(channel: string, message: string): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -39,13 +71,8 @@ export function reconnectDelay(attempt: number): number {
 const COMMAND_TIMEOUT_MS = 2000;
 /** Channels per SUBSCRIBE command (one server). */
 const SUBSCRIBE_CHUNK = 1000;
-/**
- * A cluster probe goes to one channel in each sixteenth of the slot space, so it crosses the
- * subscriber connection of every shard that owns at least 1024 contiguous slots (any layout of up
- * to 16 equal masters).
- */
-const PROBE_SLOTS = 16;
 
+/** Options of every plain connection: commands and subscribers, one server or one shard. */
 function connectionOptions(name: string): RedisOptions {
   return {
     connectionName: name,
@@ -61,16 +88,6 @@ function connectionOptions(name: string): RedisOptions {
   };
 }
 
-/** Hash tags, one per sixteenth of the slot space, found once by search. */
-const probeTags: string[] = (() => {
-  const tags = new Map<number, string>();
-  for (let i = 0; tags.size < PROBE_SLOTS; i++) {
-    const bucket = Math.floor(calculateSlot(`p${i}`) / (16384 / PROBE_SLOTS));
-    if (!tags.has(bucket)) tags.set(bucket, `p${i}`);
-  }
-  return [...tags.values()];
-})();
-
 function standaloneOrSentinel(topology: Exclude<RedisTopology, { mode: 'cluster' }>, name: string, subscriber: boolean): Redis {
   const options: RedisOptions = { ...connectionOptions(name), ...(subscriber && { autoResubscribe: false }) };
   if (topology.mode === 'standalone') return new Redis(topology.url, options);
@@ -84,7 +101,8 @@ function standaloneOrSentinel(topology: Exclude<RedisTopology, { mode: 'cluster'
   });
 }
 
-function cluster(topology: Extract<RedisTopology, { mode: 'cluster' }>, name: string, subscriber: boolean): Cluster {
+/** The command client of a cluster: routes SPUBLISH and registry commands, follows MOVED, keeps the slot map. */
+function commandCluster(topology: Extract<RedisTopology, { mode: 'cluster' }>, name: string): Cluster {
   const options: ClusterOptions = {
     enableOfflineQueue: false,
     clusterRetryStrategy: reconnectDelay,
@@ -92,10 +110,8 @@ function cluster(topology: Extract<RedisTopology, { mode: 'cluster' }>, name: st
     // after newer publishes (out of order, and late).
     retryDelayOnFailover: 0,
     slotsRefreshTimeout: 2000,
-    // Finds moved slots without waiting for a MOVED reply: sharded subscribers follow a failover.
+    // Finds moved slots without waiting for a MOVED reply: the shard subscribers follow this map.
     slotsRefreshInterval: 1000,
-    // SSUBSCRIBE goes to the shard that owns each channel: traffic spreads over the shards.
-    shardedSubscribers: subscriber,
     redisOptions: { connectionName: name, maxRetriesPerRequest: 0, connectTimeout: 5000, keepAlive: 10_000, commandTimeout: COMMAND_TIMEOUT_MS },
   };
   return new Cluster(
@@ -110,54 +126,55 @@ export function createRedisClients(config: RedisConfig, nodeId: string): RedisCl
   return topology.mode === 'cluster' ? clusterClients(topology, names) : singleClients(topology, names);
 }
 
-function closer(clients: RedisClient[]): () => Promise<void> {
-  for (const client of clients) client.on('error', () => {}); // state changes are logged by the broker
-  return async () => {
-    await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
-  };
+function quit(client: RedisClient): Promise<unknown> {
+  return client.quit().catch(() => client.disconnect());
 }
 
 function clusterClients(topology: Extract<RedisTopology, { mode: 'cluster' }>, names: { command: string; subscriber: string }): RedisClients {
-  const command = cluster(topology, names.command, false);
-  const subscriber = cluster(topology, names.subscriber, true);
+  const command = commandCluster(topology, names.command);
+  command.on('error', () => {}); // state changes are logged by the broker
   // ioredis opens a node's connection on its first command; with no offline queue that command
   // fails ("Connection is closed"). Connect every node as soon as the cluster learns of it.
   command.on('+node', (node: Redis) => void node.connect().catch(() => {}));
+  const shards = createShardLinks(command, connectionOptions(names.subscriber));
   return {
     mode: 'cluster',
     command,
-    subscriber,
-    messageEvent: 'smessageBuffer',
+    subscribers: shards,
     publish: (channel, message) => command.spublish(channel, message),
-    // One SSUBSCRIBE per channel (a cluster refuses channels of several slots in one), all issued
-    // at once: ioredis writes them together to each shard, one round trip per shard.
-    async subscribe(channels) {
-      await Promise.all(channels.map((c) => subscriber.ssubscribe(c)));
+    async close() {
+      await Promise.all([quit(command), shards.close()]);
     },
-    async unsubscribe(channels) {
-      await Promise.all(channels.map((c) => subscriber.sunsubscribe(c)));
-    },
-    probeChannels: (base) => probeTags.map((tag) => `${base}{${tag}}`),
-    close: closer([command, subscriber]),
   };
 }
 
 function singleClients(topology: Exclude<RedisTopology, { mode: 'cluster' }>, names: { command: string; subscriber: string }): RedisClients {
   const command = standaloneOrSentinel(topology, names.command, false);
   const subscriber = standaloneOrSentinel(topology, names.subscriber, true);
-  return {
-    mode: topology.mode,
-    command,
-    subscriber,
+  for (const client of [command, subscriber]) client.on('error', () => {}); // state changes are logged by the broker
+  const link: SubscriberLink = {
+    name: 'main',
+    client: subscriber,
     messageEvent: 'messageBuffer',
-    publish: (channel, message) => command.publish(channel, message),
+    probeChannel: (base) => base,
     async subscribe(channels) {
       for (let i = 0; i < channels.length; i += SUBSCRIBE_CHUNK) await subscriber.subscribe(...channels.slice(i, i + SUBSCRIBE_CHUNK));
     },
     async unsubscribe(channels) {
       for (let i = 0; i < channels.length; i += SUBSCRIBE_CHUNK) await subscriber.unsubscribe(...channels.slice(i, i + SUBSCRIBE_CHUNK));
     },
-    probeChannels: (base) => [base],
-    close: closer([command, subscriber]),
+    rebuild() {
+      subscriber.disconnect(true);
+      command.disconnect(true);
+    },
+  };
+  return {
+    mode: topology.mode,
+    command,
+    subscribers: { all: () => [link], linkFor: () => link, onChange() {} },
+    publish: (channel, message) => command.publish(channel, message),
+    async close() {
+      await Promise.all([quit(command), quit(subscriber)]);
+    },
   };
 }
