@@ -1,7 +1,8 @@
 /**
  * Token -> identity, or a Rejection carrying close code 4401. Verification uses fast-jwt with an
  * explicit algorithm list derived from the configured key (fast-jwt would otherwise accept any),
- * so `alg: none` and algorithm confusion are impossible. Results are cached by token, never past `exp`.
+ * so `alg: none` and algorithm confusion are impossible. Public-key results are cached by token,
+ * never past `exp`; HMAC is verified every time (cheaper than the cache's own token hash).
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -27,8 +28,12 @@ export interface Authenticator {
   verify(token: string): Identity | Rejection;
 }
 
-/** Cached verifications; each entry lives at most until the token's `exp`. */
-const CACHE_SIZE = 10_000;
+/**
+ * Cached public-key verifications (RSA/ECDSA/EdDSA cost 50-500 us each); each entry lives at most
+ * until the token's `exp`. HMAC tokens are not cached: HS256 takes about 20 us, the cache's
+ * SHA-256 of the token and its entry (about 300 bytes held per connection) cost more than they save.
+ */
+const PUBLIC_KEY_CACHE_SIZE = 10_000;
 const MAX_USERNAME_LENGTH = 128;
 
 const INVALID = rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token');
@@ -97,7 +102,7 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
     // fast-jwt checks iss/aud only when present; configured ones must be present.
     requiredClaims: ['exp', 'sub', ...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
     clockTolerance: jwt.clockToleranceSeconds * 1000,
-    cache: CACHE_SIZE,
+    cache: algorithms.some((a) => PUBLIC_KEY_ALGS.includes(a)) ? PUBLIC_KEY_CACHE_SIZE : false,
     ...(jwt.issuer !== undefined && { allowedIss: jwt.issuer }),
     ...(jwt.audience !== undefined && { allowedAud: jwt.audience }),
   });

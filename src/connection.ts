@@ -8,7 +8,7 @@ import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
 import { announceMembership, closesAt, handle, sendError, type HandlerContext } from './handlers.js';
 import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
-import { newBucket, newStrikes, strike, takeToken, type AddressCounts, type ConnectionSlots, type FailureLimiter } from './limits.js';
+import { newStrikes, strike, takeToken, type AddressCounts, type ConnectionSlots, type FailureLimiter } from './limits.js';
 import type { ClientAddress } from './proxies.js';
 import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
 import { userRoom } from './rooms.js';
@@ -60,9 +60,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     return { kind: 'rejected', rejection: rej };
   };
 
-  const newSession = (identity: Identity, connectionId: string, remoteAddress: string): Session => {
-    const now = Date.now();
-    return {
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string): Session => ({
       kind: 'session',
       connectionId,
       userId: identity.userId,
@@ -70,18 +68,18 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       grant: identity.grant,
       expiresAt: identity.expiresAt,
       remoteAddress,
-      rooms: new Set(),
-      bucket: newBucket(config.rateBurst, now),
-      rateStrikes: newStrikes(),
-      invalidStrikes: newStrikes(),
+      roomCount: 0,
+      tokens: config.rateBurst,
+      refilledAt: Date.now(),
+      rateStrikes: undefined,
+      invalidStrikes: undefined,
       slow: false,
       closed: false,
-    };
-  };
+  });
 
   /** An invalid message: error envelope, and 1008 once a client keeps sending them. */
   const invalid = (ws: SessionSocket, session: Session, error: MessageError, id: string | undefined): void => {
-    if (strike(session.invalidStrikes, Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
+    if (strike((session.invalidStrikes ??= newStrikes()), Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
       metrics.policyClose('invalid_messages');
       ws.end(CloseCode.POLICY_VIOLATION, 'too many invalid messages');
       return;
@@ -134,21 +132,25 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       }
 
       const connectionId = ctx.nextConnectionId();
+      const admit = (granted: boolean): void => {
+        if (granted) return upgrade(newSession(identity, connectionId, remoteAddress), found.protocol);
+        ctx.addressCounts.release(remoteAddress);
+        upgrade(reject(USER_LIMIT, remoteAddress, identity.userId), protocol);
+      };
+      const slot = ctx.slots.acquire(identity.userId, connectionId);
+      // The node's own count answers at once: upgrade within this callback, no abort handler needed.
+      if (typeof slot === 'boolean') return admit(slot);
       let aborted = false;
       res.onAborted(() => {
         aborted = true;
       });
       pending += 1;
-      ctx.slots.acquire(identity.userId, connectionId).then(
+      slot.then(
         (granted) => {
           pending -= 1;
-          if (aborted || !granted) ctx.addressCounts.release(remoteAddress);
-          if (aborted) {
-            if (granted) ctx.slots.release(identity.userId, connectionId);
-            return;
-          }
-          if (granted) res.cork(() => upgrade(newSession(identity, connectionId, remoteAddress), found.protocol));
-          else res.cork(() => upgrade(reject(USER_LIMIT, remoteAddress, identity.userId), protocol));
+          if (!aborted) return res.cork(() => admit(granted));
+          ctx.addressCounts.release(remoteAddress);
+          if (granted) ctx.slots.release(identity.userId, connectionId);
         },
         (err: unknown) => {
           pending -= 1;
@@ -204,9 +206,9 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         return;
       }
       const now = Date.now();
-      if (!takeToken(session.bucket, now, config.rateLimit, config.rateBurst)) {
+      if (!takeToken(session, now, config.rateLimit, config.rateBurst)) {
         metrics.rateLimited();
-        if (strike(session.rateStrikes, now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
+        if (strike((session.rateStrikes ??= newStrikes()), now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
           metrics.policyClose('flooding');
           ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
           return;
@@ -234,14 +236,24 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       }
     },
 
-    subscription(_ws, topic, newCount, oldCount) {
-      if (oldCount === 0 && newCount > 0) {
+    // Called for every socket joining or leaving a topic, also for each topic of a closing socket.
+    subscription(ws, topic, newCount, oldCount) {
+      if (newCount > oldCount) {
+        if (oldCount > 0) return;
+        const room = textDecoder.decode(topic);
         metrics.roomAdded();
-        ctx.broker.subscribe(textDecoder.decode(topic));
-      } else if (newCount === 0 && oldCount > 0) {
-        metrics.roomRemoved();
-        ctx.broker.unsubscribe(textDecoder.decode(topic));
+        ctx.broker.subscribe(room);
+        return;
       }
+      const room = textDecoder.decode(topic);
+      if (newCount === 0) {
+        metrics.roomRemoved();
+        ctx.broker.unsubscribe(room);
+      }
+      // A member left (leave_room, a revoked room, or a close): tell the others. Only the socket's
+      // own user: room can be a user: topic, and its loss is not announced.
+      const data = ws.getUserData();
+      if (data.kind === 'session' && !room.startsWith('user:')) announceMembership(ctx, data, room, 'user_left');
     },
 
     // Only the official build calls this; closeOnBackpressureLimit closes the socket either way.
@@ -266,8 +278,6 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.expiry.remove(sws, closesAt(ctx, data));
       if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
       metrics.connectionClosed(code);
-      // uWS has already unsubscribed the socket, so the member counts are current.
-      for (const room of data.rooms) announceMembership(ctx, data, room, 'user_left');
       log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code }, 'connection closed');
     },
   };

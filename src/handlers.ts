@@ -72,37 +72,42 @@ function roomProblem(ctx: HandlerContext, session: Session, room: string): Messa
 const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, id }) => {
   const problem = roomProblem(ctx, session, room);
   if (problem) return sendError(ctx, ws, problem, id);
-  if (session.rooms.has(room) || room === userRoom(session.userId)) {
+  if (ws.isSubscribed(room)) {
     ctx.delivery.send(ws, encodeReply('room_joined', { room }, id));
     return;
   }
-  if (session.rooms.size >= ctx.config.maxRoomsPerConnection) {
+  if (session.roomCount >= ctx.config.maxRoomsPerConnection) {
     return sendError(ctx, ws, messageError('too_many_rooms', `at most ${ctx.config.maxRoomsPerConnection} rooms per connection`), id);
   }
   // Announce before subscribing, so the joiner is not told about itself.
   announceMembership(ctx, session, room, 'user_joined');
   ctx.delivery.flush();
   ws.subscribe(room);
-  session.rooms.add(room);
+  session.roomCount += 1;
   ctx.delivery.send(ws, encodeReply('room_joined', { room }, id));
 };
+
+/** Unsubscribes a joined room; the subscription handler tells the others (user_left). */
+function leave(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string): void {
+  // What was published before the leave still reaches the leaver.
+  ctx.delivery.flush();
+  ws.unsubscribe(room);
+  session.roomCount -= 1;
+}
 
 const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
   if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('forbidden', 'the personal room cannot be left'), id);
-  if (!session.rooms.has(room)) return sendError(ctx, ws, messageError('not_joined', 'not a member of this room'), id);
-  // What was published before the leave still reaches the leaver.
-  ctx.delivery.flush();
-  ws.unsubscribe(room);
-  session.rooms.delete(room);
-  announceMembership(ctx, session, room, 'user_left');
+  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_joined', 'not a member of this room'), id);
+  leave(ctx, ws, session, room);
   ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
 
 /** The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`. */
 const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
-  if (!session.rooms.has(room) && room !== userRoom(session.userId)) {
+  // Joined rooms and the personal room are the socket's topics.
+  if (!ws.isSubscribed(room)) {
     return sendError(ctx, ws, messageError('not_joined', 'join the room before sending to it'), id);
   }
   publish(ctx, room, encodeEvent('message.new', room, data, session.username), 'client');
@@ -140,12 +145,9 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   session.expiresAt = result.expiresAt;
   session.grant = result.grant;
   ctx.expiry.add(ws, closesAt(ctx, session));
-  for (const room of session.rooms) {
+  for (const room of ws.getTopics()) {
     if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
-    ctx.delivery.flush();
-    ws.unsubscribe(room);
-    session.rooms.delete(room);
-    announceMembership(ctx, session, room, 'user_left');
+    leave(ctx, ws, session, room);
     ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
   }
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));

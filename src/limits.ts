@@ -4,34 +4,51 @@
  */
 
 /**
- * Who may hold another connection. `acquire` is async so a cluster-wide implementation (Redis)
- * can replace the local one without changing the upgrade path.
+ * Who may hold another connection. The node's own count answers at once; the cluster-wide one
+ * (Redis) answers with a Promise, and the upgrade waits for it.
  */
 export interface ConnectionSlots {
-  /** Reserves a slot for `userId`; resolves false when the user already holds the maximum. */
-  acquire(userId: string, connectionId: string): Promise<boolean>;
+  /** Reserves a slot for `userId`; false when the user already holds the maximum. */
+  acquire(userId: string, connectionId: string): boolean | Promise<boolean>;
   /** Frees the slot at once; a no-op for an unknown connection. */
   release(userId: string, connectionId: string): void;
 }
 
-/** Per-node counting. Entries exist only for users with at least one connection. */
-export function createLocalSlots(maxPerUser: number): ConnectionSlots & { readonly users: () => number } {
-  const held = new Map<string, Set<string>>();
+/**
+ * Per-node counting. Entries exist only for users with at least one connection; a user's ids are
+ * an array (at most WS_MAX_CONNECTIONS_PER_USER, usually a handful: smaller than a Set).
+ */
+export function createLocalSlots(maxPerUser: number): LocalSlots {
+  const held = new Map<string, string[]>();
   return {
-    async acquire(userId, connectionId) {
-      const connections = held.get(userId) ?? new Set<string>();
-      if (connections.has(connectionId)) return true;
-      if (connections.size >= maxPerUser) return false;
-      held.set(userId, connections.add(connectionId));
+    acquire(userId, connectionId) {
+      const connections = held.get(userId);
+      if (connections === undefined) {
+        held.set(userId, [connectionId]);
+        return true;
+      }
+      if (connections.includes(connectionId)) return true;
+      if (connections.length >= maxPerUser) return false;
+      connections.push(connectionId);
       return true;
     },
     release(userId, connectionId) {
       const connections = held.get(userId);
-      if (!connections?.delete(connectionId)) return;
-      if (connections.size === 0) held.delete(userId);
+      const index = connections?.indexOf(connectionId) ?? -1;
+      if (index < 0) return;
+      if (connections!.length === 1) held.delete(userId);
+      else connections!.splice(index, 1);
     },
+    connectionsOf: (userId) => held.get(userId),
     users: () => held.size,
   };
+}
+
+export interface LocalSlots extends ConnectionSlots {
+  acquire(userId: string, connectionId: string): boolean;
+  /** The user's connection ids: open, or granted and still upgrading. */
+  connectionsOf(userId: string): readonly string[] | undefined;
+  readonly users: () => number;
 }
 
 /** Token bucket state, kept on the socket. */

@@ -35,6 +35,8 @@ export interface Grant {
 }
 
 export const NO_GRANT: Grant = { all: false, prefixes: [], exact: new Set() };
+/** `["*"]`, the common claim: one shared object instead of three per connection. */
+const ALL_GRANT: Grant = { all: true, prefixes: [], exact: new Set() };
 
 /**
  * Compiles a `rooms` claim: an array of `*`, `<kind>:*` or exact room names. Returns undefined when
@@ -53,6 +55,7 @@ export function compileGrant(claim: unknown): Grant | null | undefined {
     } else if (isValidRoom(entry)) exact.add(entry);
     else return null;
   }
+  if (all) return ALL_GRANT; // `*` covers every prefix and exact room
   return { all, prefixes, exact };
 }
 

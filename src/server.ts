@@ -14,7 +14,7 @@ import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
 import { WS_PATH } from './handshake.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
-import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots } from './limits.js';
+import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
 import { createRedisSlots } from './limits-redis.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -58,18 +58,16 @@ function brokerTarget(delivery: Delivery, sessions: SessionIndex): BrokerTarget 
     },
     disconnectUser(userId, code, reason) {
       const mine = sessions.byUser(userId);
-      if (mine === undefined) return;
+      if (mine.length === 0) return;
       // What was published before the disconnect still reaches the user.
       delivery.flush();
-      // end() runs the close handler, which edits the set: iterate a copy.
-      for (const ws of [...mine]) ws.end(code, reason);
+      for (const ws of mine) ws.end(code, reason);
     },
   };
 }
 
-function connectionSlots(config: Config, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSlots & { stop(): void } {
-  const local = createLocalSlots(config.maxConnectionsPerUser);
-  if (redis === undefined) return { ...local, stop() {} };
+function connectionSlots(config: Config, local: LocalSlots, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSlots & { stop(): void } {
+  if (redis === undefined) return { acquire: local.acquire, release: local.release, stop() {} };
   return createRedisSlots({
     redis: redis.command,
     prefix: config.redis!.prefix,
@@ -96,7 +94,8 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const metrics = createMetrics();
   const app = uws.uws.App();
   const internal = uws.uws.App();
-  const sessions = createSessionIndex();
+  const localSlots = createLocalSlots(config.maxConnectionsPerUser);
+  const sessions = createSessionIndex(localSlots.connectionsOf);
   const delivery = createDelivery(app);
   let state: NodeState = 'starting';
   // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
@@ -104,7 +103,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
   const broker = createBroker({ config, target: brokerTarget(delivery, sessions), log, metrics, redis });
-  const slots = connectionSlots(config, redis, sessions, log);
+  const slots = connectionSlots(config, localSlots, redis, sessions, log);
   const events = createEvents(broker, () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;

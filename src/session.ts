@@ -8,7 +8,8 @@ import type { Rejection } from './errors.js';
 import type { Bucket, Strikes } from './limits.js';
 import type { WebSocket } from './uws.js';
 
-export interface Session {
+/** The token bucket (`tokens`, `refilledAt`) lives inline: one object per connection, not two. */
+export interface Session extends Bucket {
   readonly kind: 'session';
   readonly connectionId: string;
   readonly userId: string;
@@ -18,11 +19,14 @@ export interface Session {
   /** Epoch ms of the token's `exp`; replaced by refresh_token. */
   expiresAt: number;
   readonly remoteAddress: string;
-  /** Rooms joined with join_room; the personal `user:` room is not counted. Bounded by WS_MAX_ROOMS_PER_CONNECTION. */
-  readonly rooms: Set<string>;
-  readonly bucket: Bucket;
-  readonly rateStrikes: Strikes;
-  readonly invalidStrikes: Strikes;
+  /**
+   * Rooms joined with join_room, bounded by WS_MAX_ROOMS_PER_CONNECTION; the personal `user:` room
+   * is not counted. The rooms themselves are the socket's uWS topics (`isSubscribed`, `getTopics`).
+   */
+  roomCount: number;
+  /** Created on the first strike: most connections never get one. */
+  rateStrikes: Strikes | undefined;
+  invalidStrikes: Strikes | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */

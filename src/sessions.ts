@@ -10,32 +10,33 @@ export interface SessionIndex {
   add(ws: SessionSocket): void;
   delete(ws: SessionSocket): void;
   byConnection(connectionId: string): SessionSocket | undefined;
-  byUser(userId: string): ReadonlySet<SessionSocket> | undefined;
+  /** The user's open sessions, as a new array (closing them edits the index). */
+  byUser(userId: string): SessionSocket[];
   all(): IterableIterator<SessionSocket>;
 }
 
-export function createSessionIndex(): SessionIndex {
+/** `connectionsOf` is the per-user connection limit's own list (limits.ts): no second per-user map. */
+export function createSessionIndex(connectionsOf: (userId: string) => readonly string[] | undefined): SessionIndex {
   const connections = new Map<string, SessionSocket>();
-  const users = new Map<string, Set<SessionSocket>>();
   return {
     get size() {
       return connections.size;
     },
     add(ws) {
-      const { connectionId, userId } = ws.getUserData();
-      connections.set(connectionId, ws);
-      let mine = users.get(userId);
-      if (mine === undefined) users.set(userId, (mine = new Set()));
-      mine.add(ws);
+      connections.set(ws.getUserData().connectionId, ws);
     },
     delete(ws) {
-      const { connectionId, userId } = ws.getUserData();
-      connections.delete(connectionId);
-      const mine = users.get(userId);
-      if (mine?.delete(ws) && mine.size === 0) users.delete(userId);
+      connections.delete(ws.getUserData().connectionId);
     },
     byConnection: (connectionId) => connections.get(connectionId),
-    byUser: (userId) => users.get(userId),
+    byUser(userId) {
+      const mine: SessionSocket[] = [];
+      for (const id of connectionsOf(userId) ?? []) {
+        const ws = connections.get(id);
+        if (ws !== undefined) mine.push(ws);
+      }
+      return mine;
+    },
     all: () => connections.values(),
   };
 }

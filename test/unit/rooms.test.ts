@@ -82,7 +82,9 @@ describe('compileGrant', () => {
   });
 
   it('compiles a mixed claim and an empty one', () => {
-    expect(compileGrant(['*', 'task:*', 'channel:1'])).toEqual({ all: true, prefixes: ['task:'], exact: new Set(['channel:1']) });
+    // `*` covers the rest: every claim holding it shares one grant object (no per-connection copy).
+    expect(compileGrant(['*', 'task:*', 'channel:1'])).toEqual({ all: true, prefixes: [], exact: new Set() });
+    expect(compileGrant(['task:*', '*'])).toBe(compileGrant(['*']));
     expect(compileGrant([])).toEqual(NO_GRANT);
   });
 
