@@ -119,23 +119,21 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       const query = req.getQuery() ?? '';
 
       const upgrade = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
-      const protocol = refusalProtocol(protocols);
+      const refuse = (rej: Rejection, userId?: string): void => upgrade(reject(rej, remoteAddress, userId), refusalProtocol(protocols));
 
       const originProblem = checkOrigin(origin, config.allowedOrigins);
-      if (originProblem) return upgrade(reject(originProblem, remoteAddress), protocol);
+      if (originProblem) return refuse(originProblem);
       const found = extractToken({ query, protocols, origin });
-      if (isRejection(found)) return upgrade(reject(found, remoteAddress), protocol);
+      if (isRejection(found)) return refuse(found);
       const identity = ctx.auth.verify(found.token);
-      if (isRejection(identity)) return upgrade(reject(identity, remoteAddress), protocol);
-      if (!ctx.addressCounts.acquire(remoteAddress)) {
-        return upgrade(reject(IP_LIMIT, remoteAddress, identity.userId), protocol);
-      }
+      if (isRejection(identity)) return refuse(identity);
+      if (!ctx.addressCounts.acquire(remoteAddress)) return refuse(IP_LIMIT, identity.userId);
 
       const connectionId = ctx.nextConnectionId();
       const admit = (granted: boolean): void => {
         if (granted) return upgrade(newSession(identity, connectionId, remoteAddress), found.protocol);
         ctx.addressCounts.release(remoteAddress);
-        upgrade(reject(USER_LIMIT, remoteAddress, identity.userId), protocol);
+        refuse(USER_LIMIT, identity.userId);
       };
       const slot = ctx.slots.acquire(identity.userId, connectionId);
       // The node's own count answers at once: upgrade within this callback, no abort handler needed.
@@ -156,7 +154,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
           pending -= 1;
           ctx.addressCounts.release(remoteAddress);
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
-          if (!aborted) res.cork(() => upgrade(reject(INTERNAL, remoteAddress, identity.userId), protocol));
+          if (!aborted) res.cork(() => refuse(INTERNAL, identity.userId));
         },
       );
     },

@@ -13,7 +13,6 @@ export type BrokerPublishError = 'down' | 'backlog' | 'error';
 export type RefusalReason = 'max_connections' | 'draining' | 'auth_failures';
 
 const KNOWN_CLOSE_CODES = new Set<number>([1000, 1001, 1005, 1006, 1011, ...Object.values(CloseCode)]);
-const KNOWN_TYPES = new Set<string>(CLIENT_MESSAGE_TYPES);
 const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 /** Close codes are partly client-chosen (any of 1000-4999); fold unknown ones into "other". */
@@ -75,6 +74,15 @@ export function createMetrics() {
     labelNames: ['source'],
     registers,
   });
+  // Hot-path counters: label children bound once, not looked up per message.
+  const receivedByType = new Map(CLIENT_MESSAGE_TYPES.map((type) => [type as string, received.labels(type)]));
+  const receivedInvalid = received.labels('invalid');
+  const publishedBySource: Record<PublishSource, ReturnType<typeof published.labels>> = {
+    client: published.labels('client'),
+    server: published.labels('server'),
+    membership: published.labels('membership'),
+    api: published.labels('api'),
+  };
   const rooms = new Gauge({ name: 'wsedge_rooms', help: 'Rooms (uWS topics) with at least one member on this node.', registers });
   const rateLimited = new Counter({ name: 'wsedge_rate_limited_total', help: 'Client frames dropped by the rate limit.', registers });
   const backpressureDrops = new Counter({
@@ -170,13 +178,13 @@ export function createMetrics() {
       upgradesRefused.inc({ reason });
     },
     messageReceived(type: string) {
-      received.inc({ type: KNOWN_TYPES.has(type) ? type : 'invalid' });
+      (receivedByType.get(type) ?? receivedInvalid).inc();
     },
     errorSent(code: ErrorCode) {
       errors.inc({ code });
     },
     published(source: PublishSource) {
-      published.inc({ source });
+      publishedBySource[source].inc();
     },
     roomAdded() {
       rooms.inc();

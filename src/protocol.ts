@@ -107,9 +107,17 @@ function checkDataBounds(data: unknown): string | undefined {
   return undefined;
 }
 
-/** ISO 8601 UTC with milliseconds. */
+let stampedAt = 0;
+let stamp = '';
+
+/** ISO 8601 UTC with milliseconds; formatted once per millisecond, however many envelopes share it. */
 export function timestamp(): string {
-  return new Date().toISOString();
+  const now = Date.now();
+  if (now !== stampedAt) {
+    stampedAt = now;
+    stamp = new Date(now).toISOString();
+  }
+  return stamp;
 }
 
 /** The event envelope every room member receives: encoded once, published as is. `room` is null for one-connection events. */
