@@ -7,7 +7,7 @@
  * Recovery times are printed as one JSON line per scenario for the docs (README "Redis topologies").
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { connect, join, type TestClient } from '../helpers/client.js';
+import { join, open, token, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
 import { redisCommand, uniquePrefix } from '../helpers/redis.js';
 import { startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
@@ -66,9 +66,17 @@ async function brokersUp(nodes: TestNode[], timeoutMs: number): Promise<void> {
 }
 
 async function member(node: TestNode, userId: string, rooms: string[]): Promise<TestClient> {
-  const client = await connect(node.url, userId);
+  const client = open(node.url, token(userId));
   clients.push(client);
-  for (const room of rooms) await join(client, room);
+  let socketError = '';
+  client.ws.on('error', (err) => (socketError = err.message));
+  // A failure names the close code: the socket's own account of why it ended.
+  const explain = (what: string) => async (err: unknown) => {
+    const closed = await Promise.race([client.closed, sleep(200).then(() => 'still open')]);
+    throw new Error(`${userId} on ${node.nodeId}: ${what} failed (close: ${JSON.stringify(closed)}, socket error: ${socketError || 'none'}): ${(err as Error).message}`);
+  };
+  await client.next((e) => e.type === 'connected', 5000).catch(explain('connect'));
+  for (const room of rooms) await join(client, room).catch(explain(`join ${room}`));
   return client;
 }
 
@@ -206,6 +214,23 @@ async function clusterWhole(timeoutMs = 30_000): Promise<void> {
   }, 200);
 }
 
+/**
+ * Waits until the cluster is whole again and every wanted room has its subscribers on the master
+ * serving it now (`whole`: false after a kill, when one node stays down), while the traffic goes on, so that what follows is measured on a settled system
+ * (a node may learn of a failover up to a slot-map refresh after the cluster itself). Resolves with
+ * when (epoch ms), or undefined if that did not happen by `deadline`.
+ */
+async function settle(want: Record<string, number>, deadline: number, whole = true): Promise<number | undefined> {
+  const left = () => Math.max(1000, deadline - Date.now());
+  try {
+    if (whole) await clusterWhole(left());
+  } catch {
+    return undefined;
+  }
+  const seen = await resubscribed(want, left());
+  return Object.entries(want).every(([channel, count]) => seen[channel] === count) ? Date.now() : undefined;
+}
+
 /** On failure, prints what the nodes logged at warn and above: the broker's own account of the fault. */
 function logsOnFailure(nodes: TestNode[]): void {
   onTestFailed(() => {
@@ -246,6 +271,9 @@ describe('Redis Cluster broker under shard faults', () => {
     const deadline = faultAt + RECOVERY_BOUND_MS;
     const resumedAt = await deliveredAfter(atB, 'moving', switchedAt, deadline, 'A→B delivery to resume').catch(() => undefined);
     const backAt = await deliveredAfter(atA, 'back', switchedAt, deadline, 'B→A delivery to resume').catch(() => undefined);
+    // Every room with local members, on whichever master serves it now.
+    const want = { [moving.channel]: 2, [steady.channel]: 2, [`${prefix}room:user:fa`]: 1, [`${prefix}room:user:fb`]: 1 };
+    const settledAt = await settle(want, deadline);
     await sleep(1500);
     for (const f of Object.values(flows)) f.stop();
     const stoppedAt = Date.now();
@@ -253,6 +281,7 @@ describe('Redis Cluster broker under shard faults', () => {
 
     const report = {
       scenario: 'cluster_failover',
+      settled_ms: settledAt === undefined ? null : settledAt - faultAt,
       failover_ms: switchedAt - faultAt,
       resumed_a_to_b_ms: resumedAt === undefined ? null : resumedAt - faultAt,
       resumed_b_to_a_ms: backAt === undefined ? null : backAt - faultAt,
@@ -269,8 +298,7 @@ describe('Redis Cluster broker under shard faults', () => {
     expect(await cluster.masterForKey(moving.channel)).toBe(replica.port);
     expect.soft(resumedAt, `A→B delivery on the failed-over shard resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(backAt, `B→A delivery on the failed-over shard resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
-    // Every room with local members, on whichever master serves it now.
-    const want = { [moving.channel]: 2, [steady.channel]: 2, [`${prefix}room:user:fa`]: 1, [`${prefix}room:user:fb`]: 1 };
+    expect.soft(settledAt, `cluster settled and every room resubscribed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(await resubscribed(want, 2000)).toEqual(want);
     expect.soft(await missingOnOwners(Object.keys(want), `${prefix}room:*`), 'wanted rooms not in PUBSUB SHARDCHANNELS of their master').toEqual({});
     expect.soft(await query(replica.port, ['PUBSUB', 'SHARDCHANNELS', `${prefix}room:*`])).toContain(moving.channel);
@@ -306,6 +334,8 @@ describe('Redis Cluster broker under shard faults', () => {
     // The reply comes when the master wakes: its DEBUG SLEEP ends.
     const wokeAt = await redisCommand(frozen.master, ['DEBUG', 'SLEEP', '3'], 10_000).then(() => Date.now());
     const resumedAt = await deliveredAfter(atB, 'frozen', wokeAt, faultAt + RECOVERY_BOUND_MS, 'delivery on the frozen shard to resume').catch(() => undefined);
+    const want = { [frozen.channel]: 2, [healthy.channel]: 2 };
+    const settledAt = await settle(want, faultAt + RECOVERY_BOUND_MS);
     await sleep(1500);
     for (const f of Object.values(flows)) f.stop();
     const stoppedAt = Date.now();
@@ -314,6 +344,7 @@ describe('Redis Cluster broker under shard faults', () => {
     const duringFreeze = atB.filter((x) => x.tag === 'healthy' && x.sentAt >= faultAt + 200 && x.sentAt <= wokeAt - 200);
     const report = {
       scenario: 'cluster_freeze_3s',
+      settled_ms: settledAt === undefined ? null : settledAt - faultAt,
       frozen_ms: wokeAt - faultAt,
       frozen_room_resumed_ms: resumedAt === undefined ? null : resumedAt - faultAt,
       frozen_room: analyse(flows.frozen, atB, faultAt, stoppedAt),
@@ -335,7 +366,7 @@ describe('Redis Cluster broker under shard faults', () => {
     expect.soft(report.frozen_room).toMatchObject({ duplicates: 0, in_order: true });
     expect.soft(resumedAt, `delivery on the frozen shard resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     if (resumedAt !== undefined) expectAllSince(flows.frozen, atB, Math.max(resumedAt, lastBrokerChange(nodes, marks)));
-    const want = { [frozen.channel]: 2, [healthy.channel]: 2 };
+    expect.soft(settledAt, `cluster settled and every room resubscribed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(await resubscribed(want, 2000)).toEqual(want);
     expect.soft(await missingOnOwners(Object.keys(want), `${prefix}room:*`), 'wanted rooms not in PUBSUB SHARDCHANNELS of their master').toEqual({});
     await stopNodes(nodes);
@@ -390,6 +421,8 @@ describe('Redis Cluster broker under shard faults', () => {
       deliveredAfter(atB, 'healthy', wokeAt, deadline, 'A→B on the healthy shard').catch(() => undefined),
       deliveredAfter(atA, 'healthy-back', wokeAt, deadline, 'B→A on the healthy shard').catch(() => undefined),
     ]);
+    const want = { [frozen.channel]: 2, [healthy.channel]: 2 };
+    const settledAt = await settle(want, deadline);
     await sleep(1500);
     for (const f of Object.values(flows)) f.stop();
     const stoppedAt = Date.now();
@@ -398,6 +431,7 @@ describe('Redis Cluster broker under shard faults', () => {
     const since = (t: number | undefined) => (t === undefined ? null : t - faultAt);
     const report = {
       scenario: 'cluster_freeze_5s_probe',
+      settled_ms: settledAt === undefined ? null : settledAt - faultAt,
       frozen_ms: wokeAt - faultAt,
       probe_failure_after_ms: since(noticedAt),
       probe_failures: (await probeFailures(nodes)).map((v, i) => v - before[i]!),
@@ -431,7 +465,7 @@ describe('Redis Cluster broker under shard faults', () => {
     const whileAsleep = flows.healthy.sent.filter((x) => x.at < wokeAt - 300).map((x) => x.seq);
     const gotHealthy = new Set(atB.filter((x) => x.tag === 'healthy').map((x) => x.seq));
     expect.soft(whileAsleep.filter((seq) => !gotHealthy.has(seq)), 'healthy-shard messages sent during the freeze that never arrived').toEqual([]);
-    const want = { [frozen.channel]: 2, [healthy.channel]: 2 };
+    expect.soft(settledAt, `cluster settled and every room resubscribed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(await resubscribed(want, 2000)).toEqual(want);
     expect.soft(await missingOnOwners(Object.keys(want), `${prefix}room:*`), 'wanted rooms not in PUBSUB SHARDCHANNELS of their master').toEqual({});
     const recovered = Math.max(...resumed.map((t) => t ?? Date.now()), upAt ?? Date.now(), lastBrokerChange(nodes, marks));
@@ -466,6 +500,8 @@ describe('Redis Cluster broker under shard faults', () => {
     const deadline = faultAt + RECOVERY_BOUND_MS;
     const resumedAt = await deliveredAfter(atB, 'doomed', promotedAt, deadline, 'A→B delivery to resume').catch(() => undefined);
     const backAt = await deliveredAfter(atA, 'back', promotedAt, deadline, 'B→A delivery to resume').catch(() => undefined);
+    const want = { [doomed.channel]: 2, [steady.channel]: 2, [`${prefix}room:user:ka`]: 1, [`${prefix}room:user:kb`]: 1 };
+    const settledAt = await settle(want, deadline, false);
     await sleep(1500);
     for (const f of Object.values(flows)) f.stop();
     const stoppedAt = Date.now();
@@ -473,6 +509,7 @@ describe('Redis Cluster broker under shard faults', () => {
 
     const report = {
       scenario: 'cluster_kill_master',
+      settled_ms: settledAt === undefined ? null : settledAt - faultAt,
       promoted_ms: promotedAt - faultAt,
       resumed_a_to_b_ms: resumedAt === undefined ? null : resumedAt - faultAt,
       resumed_b_to_a_ms: backAt === undefined ? null : backAt - faultAt,
@@ -489,7 +526,7 @@ describe('Redis Cluster broker under shard faults', () => {
     expect(await cluster.masterForKey(doomed.channel)).toBe(promoted.port);
     expect.soft(resumedAt, `A→B delivery on the killed shard resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(backAt, `B→A delivery on the killed shard resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
-    const want = { [doomed.channel]: 2, [steady.channel]: 2, [`${prefix}room:user:ka`]: 1, [`${prefix}room:user:kb`]: 1 };
+    expect.soft(settledAt, `every room resubscribed on its master within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(await resubscribed(want, 2000)).toEqual(want);
     expect.soft(await missingOnOwners(Object.keys(want), `${prefix}room:*`), 'wanted rooms not in PUBSUB SHARDCHANNELS of their master').toEqual({});
     expect.soft(await query(promoted.port, ['PUBSUB', 'SHARDCHANNELS', `${prefix}room:*`])).toContain(doomed.channel);

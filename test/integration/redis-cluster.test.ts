@@ -2,8 +2,8 @@
  * The Redis broker on a real Redis Cluster (3 masters, 3 replicas, one cluster for the file) with
  * in-process nodes: cross-node delivery for rooms on different shards over shard channels only
  * (SPUBLISH/SSUBSCRIBE, never a classic PUBLISH broadcast), the cluster-wide per-user limit with
- * the user's key in one slot. Recovery from shard faults (failover, frozen or killed master) is
- * not reliable yet and is not covered here (see README "Redis topologies").
+ * the user's key in one slot. Shard faults (failover, frozen or killed master) are covered by
+ * redis-cluster-faults.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { connect, join, open, token, type TestClient } from '../helpers/client.js';
