@@ -23,6 +23,8 @@ export interface ConnectionContext extends HandlerContext {
   readonly isDraining: () => boolean;
   /** The loaded uWS build reports backpressure drops (`dropped` handler). */
   readonly droppedHandler: boolean;
+  /** The loaded uWS build survives an upgrade inside `res.cork` after the upgrade callback returned (uws.ts). */
+  readonly corkAsyncUpgrade: boolean;
   readonly nextConnectionId: () => string;
   /** The real client address (X-Forwarded-For from trusted proxies). */
   readonly clientAddress: ClientAddress;
@@ -146,7 +148,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       slot.then(
         (granted) => {
           pending -= 1;
-          if (!aborted) return res.cork(() => admit(granted));
+          if (!aborted) return ctx.corkAsyncUpgrade ? res.cork(() => admit(granted)) : admit(granted);
           ctx.addressCounts.release(remoteAddress);
           if (granted) ctx.slots.release(identity.userId, connectionId);
         },
@@ -154,7 +156,9 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
           pending -= 1;
           ctx.addressCounts.release(remoteAddress);
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
-          if (!aborted) res.cork(() => refuse(INTERNAL, identity.userId));
+          if (aborted) return;
+          if (ctx.corkAsyncUpgrade) res.cork(() => refuse(INTERNAL, identity.userId));
+          else refuse(INTERNAL, identity.userId);
         },
       );
     },
@@ -274,9 +278,10 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.slots.release(data.userId, data.connectionId);
       ctx.addressCounts.release(data.remoteAddress);
       ctx.expiry.remove(sws, closesAt(ctx, data));
-      if (code === 1006 && message.byteLength > 0 && textDecoder.decode(message) === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
+      const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';
+      if (code === 1006 && reason === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
       metrics.connectionClosed(code);
-      log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code }, 'connection closed');
+      log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code, reason }, 'connection closed');
     },
   };
 }
