@@ -12,8 +12,6 @@ process.on('disconnect', () => process.exit(0));
 
 const stats = createStats();
 let clients = [];
-/** Clients before this index have joined their rooms: connect and join may run in several rounds. */
-let joined = 0;
 let tokens = [];
 let protocol = 'edge';
 let publisher; // the publishing client, when this process has one
@@ -47,16 +45,13 @@ const commands = {
       tokenFor: (i) => tokens[i],
       onFailure: (err) => (firstError ??= err.message),
     });
-    clients = clients.concat(result.clients);
-    return { connected: result.clients.length, failed: result.failed, startedAt, endedAt: nowMs(), firstError };
+    clients = result.clients;
+    return { connected: clients.length, failed: result.failed, startedAt, endedAt: nowMs(), firstError };
   },
 
   async join({ rooms }) {
     const started = nowMs();
-    const roomsOf = roomsFor(rooms);
-    const first = joined;
-    joined = clients.length;
-    const result = await joinRooms({ clients: clients.slice(first), protocol, roomsOf: (i) => roomsOf(first + i) });
+    const result = await joinRooms({ clients, protocol, roomsOf: roomsFor(rooms) });
     return { ...result, seconds: (nowMs() - started) / 1000 };
   },
 

@@ -495,34 +495,18 @@ const idle = {
       const fdsBefore = fdsOf(node.pid);
       const before = await memoryOf(node);
       const pids = [node.pid, ...workers.map((w) => w.pid)];
-      // Two rounds: the memory between the half and the full ramp is the marginal cost of a
-      // connection, without the fixed costs a first ramp adds (V8 growing its young generation).
-      const half = Math.floor(CONFIG.idleConnections / 2);
-      let c = { connected: 0, failed: 0, seconds: 0 };
-      let serverCpu = 0;
-      let generatorCpu = workers.map(() => 0);
-      let foreign = 0;
-      let lost = 0;
-      let middle;
-      for (const [count, first] of [[half, 0], [CONFIG.idleConnections - half, half]]) {
-        const cpu0 = cpuOf(pids);
-        const machine0 = machineBusySeconds() - selfCpuSeconds();
-        const ramp = await connectClients(workers, node, count, first, { addresses: 4 });
-        const cpu1 = cpuOf(pids);
-        const machine1 = machineBusySeconds() - selfCpuSeconds();
-        foreign += Math.max(0, machine1 - machine0 - pids.reduce((sum, pid) => sum + cpu1[pid] - cpu0[pid], 0));
-        serverCpu += cpu1[node.pid] - cpu0[node.pid];
-        generatorCpu = workers.map((w, i) => generatorCpu[i] + cpu1[w.pid] - cpu0[w.pid]);
-        c = { connected: c.connected + ramp.connected, failed: c.failed + ramp.failed, seconds: c.seconds + ramp.seconds, firstError: c.firstError ?? ramp.firstError };
-        lost += (await joinAll(workers, { kind: 'same', names: ['project:shared'] })).lost;
-        await sleep(1000);
-        middle ??= { memory: await memoryOf(node), connections: c.connected - lost };
-      }
+      const cpu0 = cpuOf(pids);
+      const machine0 = machineBusySeconds() - selfCpuSeconds();
+      const c = await connectClients(workers, node, CONFIG.idleConnections, 0, { addresses: 4 });
+      const cpu1 = cpuOf(pids);
+      const machine1 = machineBusySeconds() - selfCpuSeconds();
+      const foreignUtil = round(Math.max(0, machine1 - machine0 - pids.reduce((sum, pid) => sum + cpu1[pid] - cpu0[pid], 0)) / c.seconds, 2);
+      const { lost } = await joinAll(workers, { kind: 'same', names: ['project:shared'] });
+      await sleep(1000);
       const after = await memoryOf(node);
-      const foreignUtil = round(foreign / c.seconds, 2);
-      const generatorUtil = Math.max(...generatorCpu) / c.seconds;
+      const serverCpu = cpu1[node.pid] - cpu0[node.pid];
+      const generatorUtil = Math.max(...workers.map((w) => (cpu1[w.pid] - cpu0[w.pid]) / c.seconds));
       const serverUtil = serverCpu / c.seconds;
-      const generatorsUtil = generatorCpu.reduce((a, b) => a + b, 0) / c.seconds;
       return {
         connections: c.connected - lost,
         failed: c.failed,
@@ -530,7 +514,8 @@ const idle = {
         handshakes_per_s: round(c.connected / c.seconds),
         server_cpu_ms_per_handshake: round((serverCpu * 1000) / c.connected, 3),
         rss_bytes_per_connection: round((after.rss - before.rss) / (c.connected - lost)),
-        rss_marginal_bytes_per_connection: round((after.rss - middle.memory.rss) / (c.connected - lost - middle.connections)),
+        rss_without_young_bytes_per_connection: round((after.rss - after.young - (before.rss - before.young)) / (c.connected - lost)),
+        young_generation_growth_mb: round((after.young - before.young) / 2 ** 20, 1),
         heap_bytes_per_connection: round((after.heapUsed - before.heapUsed) / (c.connected - lost)),
         external_bytes_per_connection: round((after.external + after.arrayBuffers - before.external - before.arrayBuffers) / (c.connected - lost)),
         rss_baseline_mb: round(before.rss / 2 ** 20, 1),
@@ -538,7 +523,7 @@ const idle = {
         ramp_server_util: round(serverUtil, 2),
         ramp_generator_util: round(generatorUtil, 2),
         foreign_util: foreignUtil,
-        limit: limitOf(serverUtil, generatorUtil, serverUtil + generatorsUtil, foreignUtil),
+        limit: limitOf(serverUtil, generatorUtil, serverUtil + workers.reduce((s, w) => s + (cpu1[w.pid] - cpu0[w.pid]) / c.seconds, 0), foreignUtil),
         first_error: c.firstError,
       };
     } finally {
@@ -546,7 +531,7 @@ const idle = {
       await Promise.all(workers.map((w) => w.close()));
     }
   },
-  metrics: ['handshakes_per_s', 'server_cpu_ms_per_handshake', 'rss_bytes_per_connection', 'rss_marginal_bytes_per_connection', 'heap_bytes_per_connection', 'external_bytes_per_connection', 'ramp_server_util', 'ramp_generator_util', 'foreign_util'],
+  metrics: ['handshakes_per_s', 'server_cpu_ms_per_handshake', 'rss_bytes_per_connection', 'rss_without_young_bytes_per_connection', 'young_generation_growth_mb', 'heap_bytes_per_connection', 'external_bytes_per_connection', 'ramp_server_util', 'ramp_generator_util', 'foreign_util'],
 };
 
 const manyRooms = {
@@ -666,7 +651,7 @@ function baselineOf(scenario, key) {
 const RATIO_KEYS = {
   fanout: { main: 'deliveries_per_s', also: ['server_cpu_s_per_million'] },
   'cross-node': { main: 'max_b_deliveries_per_s', also: ['max_b_cpu_s_per_million', 'paced_latency_p99_ms', 'max_latency_p99_ms'] },
-  idle: { main: 'handshakes_per_s', also: ['rss_bytes_per_connection', 'rss_marginal_bytes_per_connection', 'heap_bytes_per_connection', 'server_cpu_ms_per_handshake'] },
+  idle: { main: 'handshakes_per_s', also: ['rss_bytes_per_connection', 'rss_without_young_bytes_per_connection', 'heap_bytes_per_connection', 'server_cpu_ms_per_handshake'] },
   'many-rooms': { main: 'deliveries_per_s', also: ['server_cpu_s_per_million'] },
 };
 
@@ -709,12 +694,13 @@ const TABLES = {
     ],
   },
   idle: {
-    head: ['server', 'handshakes/s', 'server CPU ms/handshake', 'RSS B/conn', 'RSS B/conn (2nd half)', 'heap B/conn', 'server/gen cores (ramp)', 'limited by'],
+    head: ['server', 'handshakes/s', 'server CPU ms/handshake', 'RSS B/conn', 'RSS B/conn without young gen', 'young gen growth MB', 'heap B/conn', 'server/gen cores (ramp)', 'limited by'],
     row: (s) => [
       cell(s, 'handshakes_per_s'),
       cell(s, 'server_cpu_ms_per_handshake', 3),
       cell(s, 'rss_bytes_per_connection'),
-      cell(s, 'rss_marginal_bytes_per_connection'),
+      cell(s, 'rss_without_young_bytes_per_connection'),
+      cell(s, 'young_generation_growth_mb', 1),
       cell(s, 'heap_bytes_per_connection'),
       `${s.ramp_server_util?.median?.toFixed(2)} / ${s.ramp_generator_util?.median?.toFixed(2)}`,
       s.limit,
