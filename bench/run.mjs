@@ -13,6 +13,7 @@
 //   BENCH_FANOUT_CLIENTS 2000  BENCH_CROSS_CLIENTS 1000 (per node)   BENCH_IDLE_CONNECTIONS 19800
 //   BENCH_ROOMS 10000  BENCH_ROOM_CLIENTS 5000  BENCH_ROOMS_PER_CLIENT 6   BENCH_WINDOW 256
 //   BENCH_PACED_RATE  200      messages/s in the paced cross-node phase
+//   BENCH_IDLE_SETTLE_MS 1000  idle wait between the last join and the memory reading
 //   BENCH_OUT         bench/results/results.json (its chart: bench/results/chart.svg; BENCH_CHART=0: none)
 // `node bench/run.mjs --profile` instead profiles (V8 CPU profiler, over the measured window only)
 // ws-edge and raw uWS in the fan-out and many-rooms scenarios and ws-edge accepting the idle
@@ -502,7 +503,7 @@ const idle = {
       const machine1 = machineBusySeconds() - selfCpuSeconds();
       const foreignUtil = round(Math.max(0, machine1 - machine0 - pids.reduce((sum, pid) => sum + cpu1[pid] - cpu0[pid], 0)) / c.seconds, 2);
       const { lost } = await joinAll(workers, { kind: 'same', names: ['project:shared'] });
-      await sleep(1000);
+      await sleep(num('BENCH_IDLE_SETTLE_MS', 1000));
       const after = await memoryOf(node);
       const serverCpu = cpu1[node.pid] - cpu0[node.pid];
       const generatorUtil = Math.max(...workers.map((w) => (cpu1[w.pid] - cpu0[w.pid]) / c.seconds));
