@@ -147,6 +147,50 @@ export async function stopAllClusters(): Promise<void> {
   await Promise.all(clusters.map((c) => c.stop()));
 }
 
+/** CLUSTER KEYSLOT asked of a live master. */
+export async function keyslot(cluster: RedisCluster, key: string): Promise<number> {
+  const [any] = await cluster.masters();
+  return Number(await query(any!.port, ['CLUSTER', 'KEYSLOT', key]));
+}
+
+/** A room whose broker channel (`<prefix>room:<room>`) hashes to a known slot and master. */
+export interface PlacedRoom {
+  readonly room: string;
+  readonly channel: string;
+  readonly slot: number;
+  /** The master serving the slot when the room was placed. */
+  readonly master: number;
+}
+
+/** Rooms `channel:<base>-<i>` until each of `masters` owns one, placed by CLUSTER KEYSLOT and the slot map; in `masters` order. */
+export async function roomsOnMasters(cluster: RedisCluster, prefix: string, base: string, masters: number[]): Promise<PlacedRoom[]> {
+  const found = new Map<number, PlacedRoom>();
+  for (let i = 0; found.size < masters.length; i++) {
+    if (i > 200) throw new Error(`no room channel:${base}-0..200 for each of ${masters.join(', ')}`);
+    const room = `channel:${base}-${i}`;
+    const channel = `${prefix}room:${room}`;
+    const master = await cluster.masterForKey(channel);
+    if (masters.includes(master) && !found.has(master)) found.set(master, { room, channel, slot: await keyslot(cluster, channel), master });
+  }
+  return masters.map((m) => found.get(m)!);
+}
+
+/** PUBSUB SHARDNUMSUB of one channel on one node. */
+export async function shardNumsub(port: number, channel: string): Promise<number> {
+  const [, count] = asArray(await query(port, ['PUBSUB', 'SHARDNUMSUB', channel]));
+  return Number(count);
+}
+
+/** Waits until the master serving `channel` now has exactly `count` shard subscribers to it; resolves with that master's port. */
+export async function shardSubscribed(cluster: RedisCluster, channel: string, count: number, timeoutMs: number): Promise<number> {
+  return waitFor(`${count} shard subscribers to ${channel} on its current master`, timeoutMs, async () => {
+    const owner = await cluster.masterForKey(channel);
+    const n = await shardNumsub(owner, channel);
+    if (n !== count) throw new Error(`${n} on ${owner}`);
+    return owner;
+  });
+}
+
 function makeCluster(nodes: MutableNode[], processes: RedisProcess[], dirs: string[]): RedisCluster {
   const node = (port: number): MutableNode => {
     const found = nodes.find((n) => n.port === port);

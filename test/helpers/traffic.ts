@@ -3,8 +3,9 @@
  * stopped and whether it came back intact: a publisher sends `{ tag, seq, at }` on a timer, a
  * recorder timestamps every arrival, and `analyse` turns both into the numbers the docs quote.
  */
+import { expect } from 'vitest';
 import type { TestClient } from './client.js';
-import { waitFor } from './redis-process.js';
+import { sleep, waitFor } from './redis-process.js';
 
 export interface Arrival {
   readonly tag: string;
@@ -113,4 +114,36 @@ export function missingSince(f: Flow, arrivals: readonly Arrival[], from: number
   const got = new Set(arrivals.filter((a) => a.tag === f.tag).map((a) => a.seq));
   const want = f.sent.filter((s) => s.at >= from).map((s) => s.seq);
   return { expected: want.length, missing: want.filter((s) => !got.has(s)) };
+}
+
+/** Lets the traffic run 1.5 s more, stops every flow and gives stragglers 0.5 s; resolves with when the flows stopped. */
+export async function stopFlows(flows: Record<string, Flow>): Promise<number> {
+  await sleep(1500);
+  for (const f of Object.values(flows)) f.stop();
+  const stoppedAt = Date.now();
+  await sleep(500);
+  return stoppedAt;
+}
+
+/** `t` as ms after `t0`, or null when it never happened: a report field. */
+export function msAfter(t0: number, t: number | undefined): number | null {
+  return t === undefined ? null : t - t0;
+}
+
+/** Every message of `f` sent at or after `from` arrived (soft: the other checks still run and report). */
+export function expectAllSince(f: Flow, arrivals: readonly Arrival[], from: number): void {
+  const { expected, missing } = missingSince(f, arrivals, from);
+  expect.soft(expected, `${f.tag}: messages sent after recovery`).toBeGreaterThan(0);
+  expect.soft(missing, `${f.tag}: messages sent after recovery that never arrived`).toEqual([]);
+}
+
+/**
+ * Once delivery is back on every flow (`resumed` holds when each resumed; nothing is checked if one
+ * did not) and the brokers have settled (`settledAt`, e.g. their last logged state change), nothing
+ * more is lost: expectAllSince for each [flow, arrivals] from the latest of those times.
+ */
+export function expectNoLossAfterRecovery(resumed: ReadonlyArray<number | undefined>, settledAt: number, checks: ReadonlyArray<readonly [Flow, readonly Arrival[]]>): void {
+  if (resumed.some((t) => t === undefined)) return;
+  const from = Math.max(...(resumed as number[]), settledAt);
+  for (const [f, arrivals] of checks) expectAllSince(f, arrivals, from);
 }

@@ -5,18 +5,20 @@
  * the user's key in one slot. Shard faults (failover, frozen or killed master) are covered by
  * redis-cluster-faults.test.ts.
  */
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { connect, join, open, token, type TestClient } from '../helpers/client.js';
-import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeMembers, member, startBrokerNodes, stopNodes } from '../helpers/broker-nodes.js';
+import { open, token, type TestClient } from '../helpers/client.js';
+import { stopAllNodes, type TestNode } from '../helpers/node.js';
 import { uniquePrefix } from '../helpers/redis.js';
-import { startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
-import { asArray, info, query, sleep, waitFor } from '../helpers/redis-process.js';
+import { keyslot, roomsOnMasters, shardSubscribed, startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
+import { info, query, sleep } from '../helpers/redis-process.js';
 
 // Six redis-server processes and gossip on 2 cores that may be busy.
 const SETUP_TIMEOUT_MS = 60_000;
 const LIMIT_CLOSE = { code: 4429, reason: 'too many connections for this user' };
 
 let cluster: RedisCluster;
+/** Clients the per-user limit test opens itself. */
 const clients: TestClient[] = [];
 
 beforeAll(async () => {
@@ -24,89 +26,13 @@ beforeAll(async () => {
 }, SETUP_TIMEOUT_MS);
 
 afterAll(async () => {
+  closeMembers();
   for (const client of clients) client.close();
   await stopAllNodes();
   await stopAllClusters();
 }, 30_000);
 
-/** Probe every second, give up on a probe after 2 s; generous rate limits so traffic is never throttled. */
-function nodeEnv(prefix: string, nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    NODE_ID: nodeId,
-    REDIS_CLUSTER_NODES: cluster.seeds,
-    REDIS_PREFIX: prefix,
-    REDIS_PROBE_INTERVAL: '1',
-    REDIS_PROBE_TIMEOUT: '2',
-    REDIS_SLOT_TTL: '3',
-    REDIS_UNSUBSCRIBE_DELAY: '1',
-    WS_RATE_LIMIT: '2000',
-    WS_RATE_BURST: '2000',
-    ...extra,
-  };
-}
-
-async function startNodes(prefix: string, ids: string[], extra: Record<string, string> = {}): Promise<TestNode[]> {
-  const nodes = await Promise.all(ids.map((id) => startTestNode(nodeEnv(prefix, id, extra))));
-  logsOnFailure(nodes);
-  await brokersUp(nodes, 10_000);
-  return nodes;
-}
-
-async function brokersUp(nodes: TestNode[], timeoutMs: number): Promise<void> {
-  await waitFor(`wsedge_broker_up 1 on ${nodes.map((n) => n.nodeId).join(', ')}`, timeoutMs, async () => {
-    const up = await Promise.all(nodes.map((n) => n.metric('wsedge_broker_up')));
-    if (up.some((v) => v !== 1)) throw new Error(`wsedge_broker_up: ${up.join(', ')}`);
-  });
-}
-
-async function member(node: TestNode, userId: string, rooms: string[]): Promise<TestClient> {
-  const client = await connect(node.url, userId);
-  clients.push(client);
-  for (const room of rooms) await join(client, room);
-  return client;
-}
-
-/** CLUSTER KEYSLOT asked of a live master. */
-async function keyslot(key: string): Promise<number> {
-  const [any] = await cluster.masters();
-  return Number(await query(any!.port, ['CLUSTER', 'KEYSLOT', key]));
-}
-
-interface PlacedRoom {
-  readonly room: string;
-  readonly channel: string;
-  readonly slot: number;
-  /** The master serving the slot when the room was placed. */
-  readonly master: number;
-}
-
-/** Rooms `channel:<base>-<i>` until each of `masters` owns one, placed by CLUSTER KEYSLOT and the slot map. */
-async function roomsOnMasters(prefix: string, base: string, masters: number[]): Promise<PlacedRoom[]> {
-  const found = new Map<number, PlacedRoom>();
-  for (let i = 0; found.size < masters.length; i++) {
-    if (i > 200) throw new Error(`no room channel:${base}-0..200 for each of ${masters.join(', ')}`);
-    const room = `channel:${base}-${i}`;
-    const channel = `${prefix}room:${room}`;
-    const master = await cluster.masterForKey(channel);
-    if (masters.includes(master) && !found.has(master)) found.set(master, { room, channel, slot: await keyslot(channel), master });
-  }
-  return masters.map((m) => found.get(m)!);
-}
-
-async function shardNumsub(port: number, channel: string): Promise<number> {
-  const [, count] = asArray(await query(port, ['PUBSUB', 'SHARDNUMSUB', channel]));
-  return Number(count);
-}
-
-/** Waits until the master serving `channel` now has exactly `count` shard subscribers to it. */
-async function shardSubscribed(channel: string, count: number, timeoutMs: number): Promise<number> {
-  return waitFor(`${count} shard subscribers to ${channel} on its current master`, timeoutMs, async () => {
-    const owner = await cluster.masterForKey(channel);
-    const n = await shardNumsub(owner, channel);
-    if (n !== count) throw new Error(`${n} on ${owner}`);
-    return owner;
-  });
-}
+const startNodes = (prefix: string, ids: string[], extra: Record<string, string> = {}) => startBrokerNodes({ REDIS_CLUSTER_NODES: cluster.seeds }, prefix, ids, extra);
 
 /** calls=N of one command in INFO commandstats; 0 if never called. */
 async function commandCalls(port: number, command: string): Promise<number> {
@@ -114,32 +40,18 @@ async function commandCalls(port: number, command: string): Promise<number> {
   return stat === undefined ? 0 : Number(/calls=(\d+)/.exec(stat)![1]);
 }
 
-/** On failure, prints what the nodes logged at warn and above: the broker's own account of the fault. */
-function logsOnFailure(nodes: TestNode[]): void {
-  onTestFailed(() => {
-    for (const n of nodes) {
-      const lines = n.logs.filter((l) => ['warn', 'error', 'fatal'].includes(String(l['level'])) || l['event'] === 'broker_up');
-      console.log(`--- ${n.nodeId} ---\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
-    }
-  });
-}
-
-async function stopNodes(nodes: TestNode[]): Promise<void> {
-  await Promise.all(nodes.map(stopTestNode));
-}
-
 describe('Redis Cluster broker', () => {
   it('delivers cross-node, once and in per-publisher order, for rooms on three different shards', { timeout: 30_000 }, async () => {
     const prefix = uniquePrefix();
     const nodes = await startNodes(prefix, ['rc-a', 'rc-b', 'rc-c']);
-    const placed = await roomsOnMasters(prefix, 'spread', (await cluster.masters()).map((m) => m.port));
+    const placed = await roomsOnMasters(cluster, prefix, 'spread', (await cluster.masters()).map((m) => m.port));
     const rooms = placed.map((p) => p.room);
     expect(new Set(placed.map((p) => p.master)).size).toBeGreaterThanOrEqual(2);
     expect(new Set(placed.map((p) => p.slot)).size).toBe(placed.length);
 
     const users = ['ua', 'ub', 'uc'];
     const members = await Promise.all(nodes.map((node, i) => member(node, users[i]!, rooms)));
-    for (const p of placed) await shardSubscribed(p.channel, 3, 5000);
+    for (const p of placed) await shardSubscribed(cluster, p.channel, 3, 5000);
 
     for (const [i, client] of members.entries()) {
       for (const room of rooms) for (let n = 0; n < 50; n++) client.send({ type: 'send_message', room, data: { from: users[i], n } });
@@ -167,10 +79,10 @@ describe('Redis Cluster broker', () => {
     const spublishesBefore = await Promise.all(masters.map((m) => commandCalls(m, 'spublish')));
     const nodes = await startNodes(prefix, ['sc-a', 'sc-b']);
     const [a, b] = nodes as [TestNode, TestNode];
-    const placed = await roomsOnMasters(prefix, 'shard', masters);
+    const placed = await roomsOnMasters(cluster, prefix, 'shard', masters);
     const ca = await member(a, 'sa', placed.map((p) => p.room));
     const cb = await member(b, 'sb', placed.map((p) => p.room));
-    for (const p of placed) await shardSubscribed(p.channel, 2, 5000);
+    for (const p of placed) await shardSubscribed(cluster, p.channel, 2, 5000);
     for (const p of placed) {
       ca.send({ type: 'send_message', room: p.room, data: { check: p.room } });
       await cb.next((e) => e.type === 'message.new' && e.room === p.room && e.data?.check === p.room);
@@ -196,7 +108,7 @@ describe('Redis Cluster broker', () => {
     const prefix = uniquePrefix();
     const nodes = await startNodes(prefix, ['lim-1', 'lim-2', 'lim-3'], { WS_MAX_CONNECTIONS_PER_USER: '5' });
     const key = `${prefix}conns:{alice}`;
-    expect(await keyslot(key)).toBe(await keyslot('{alice}'));
+    expect(await keyslot(cluster, key)).toBe(await keyslot(cluster, '{alice}'));
 
     type Outcome = { connected: string } | { closed: { code: number; reason: string } };
     const attempt = (node: TestNode): Promise<Outcome> => {
@@ -213,7 +125,7 @@ describe('Redis Cluster broker', () => {
     const owner = await cluster.masterForKey(key);
     expect(await query(owner, ['ZCARD', key])).toBe(5);
     for (const other of (await cluster.masters()).filter((m) => m.port !== owner)) {
-      expect(await cluster.command(other.port, 'ZCARD', key)).toMatch(new RegExp(`^-MOVED ${await keyslot(key)} 127\\.0\\.0\\.1:${owner}\r\n$`));
+      expect(await cluster.command(other.port, 'ZCARD', key)).toMatch(new RegExp(`^-MOVED ${await keyslot(cluster, key)} 127\\.0\\.0\\.1:${owner}\r\n$`));
     }
     const ids = outcomes.flatMap((o) => ('connected' in o ? [o.connected] : []));
     expect(((await query(owner, ['ZRANGE', key, '0', '-1'])) as string[]).sort()).toEqual(ids.sort());

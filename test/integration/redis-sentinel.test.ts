@@ -6,15 +6,15 @@
  * ioredis' failover detector or the broker's liveness probe. Recovery times are printed as one
  * JSON line per scenario for the docs.
  */
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { connect, join, type TestClient } from '../helpers/client.js';
-import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { brokerCounters, brokerEvents, closeMembers, lastBrokerChange, logMarks, member, probeFailedLogs, probeFailures, publishErrors, reconnects, startBrokerNodes, stopNodes } from '../helpers/broker-nodes.js';
+import { stopAllNodes, type TestNode } from '../helpers/node.js';
 import { stopAllProcesses } from '../helpers/processes.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { stopAllClusters } from '../helpers/redis-cluster.js';
 import { startRedisSentinel, stopAllSentinels, type SentinelSetup } from '../helpers/redis-sentinel.js';
 import { asArray, query, sleep, waitFor } from '../helpers/redis-process.js';
-import { analyse, deliveredAfter, flow, missingSince, recorder, type Arrival, type Flow } from '../helpers/traffic.js';
+import { analyse, deliveredAfter, expectNoLossAfterRecovery, flow, msAfter, recorder, stopFlows } from '../helpers/traffic.js';
 
 // Five redis-server processes and sentinel gossip on 2 cores that may be busy.
 const SETUP_TIMEOUT_MS = 60_000;
@@ -24,57 +24,21 @@ const RECOVERY_BOUND_MS = 15_000;
 const RESUBSCRIBE_BOUND_MS = 15_000;
 
 let setup: SentinelSetup;
-const clients: TestClient[] = [];
 
 beforeAll(async () => {
   setup = await startRedisSentinel();
 }, SETUP_TIMEOUT_MS);
 
 afterAll(async () => {
-  for (const client of clients) client.close();
+  closeMembers();
   await stopAllNodes();
   await stopAllProcesses();
   await stopAllClusters();
   await stopAllSentinels();
 }, 30_000);
 
-/** Probe every second, give up on a probe after 2 s; generous rate limits so traffic is never throttled. */
-function nodeEnv(deployment: SentinelSetup, prefix: string, nodeId: string): Record<string, string> {
-  return {
-    NODE_ID: nodeId,
-    REDIS_SENTINELS: deployment.sentinels,
-    REDIS_SENTINEL_NAME: deployment.masterName,
-    REDIS_PREFIX: prefix,
-    REDIS_PROBE_INTERVAL: '1',
-    REDIS_PROBE_TIMEOUT: '2',
-    REDIS_SLOT_TTL: '3',
-    REDIS_UNSUBSCRIBE_DELAY: '1',
-    WS_RATE_LIMIT: '2000',
-    WS_RATE_BURST: '2000',
-  };
-}
-
-async function startNodes(deployment: SentinelSetup, prefix: string, ids: string[]): Promise<TestNode[]> {
-  const nodes = await Promise.all(ids.map((id) => startTestNode(nodeEnv(deployment, prefix, id))));
-  onTestFailed(() => {
-    for (const n of nodes) {
-      const lines = n.logs.filter((l) => ['warn', 'error', 'fatal'].includes(String(l['level'])) || l['event'] === 'broker_up');
-      console.log(`--- ${n.nodeId} ---\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
-    }
-  });
-  await waitFor(`wsedge_broker_up 1 on ${ids.join(', ')}`, 10_000, async () => {
-    const up = await Promise.all(nodes.map((n) => n.metric('wsedge_broker_up')));
-    if (up.some((v) => v !== 1)) throw new Error(`wsedge_broker_up: ${up.join(', ')}`);
-  });
-  return nodes;
-}
-
-async function member(node: TestNode, userId: string, rooms: string[]): Promise<TestClient> {
-  const client = await connect(node.url, userId);
-  clients.push(client);
-  for (const room of rooms) await join(client, room);
-  return client;
-}
+const startNodes = (deployment: SentinelSetup, prefix: string, ids: string[]) =>
+  startBrokerNodes({ REDIS_SENTINELS: deployment.sentinels, REDIS_SENTINEL_NAME: deployment.masterName }, prefix, ids);
 
 async function numsub(port: number, channel: string): Promise<number> {
   const [, count] = asArray(await query(port, ['PUBSUB', 'NUMSUB', channel]));
@@ -86,31 +50,6 @@ async function subscribedOn(port: number, channel: string, count: number, timeou
     const n = await numsub(port, channel);
     if (n !== count) throw new Error(`${n}`);
   });
-}
-
-const metricOf = (nodes: TestNode[], name: string) => Promise.all(nodes.map((n) => n.metric(name)));
-
-/** The broker's state changes logged since `marks`, as "<ms after t0> <event>". */
-function brokerEvents(nodes: TestNode[], marks: number[], t0: number): string[][] {
-  return nodes.map((n, i) =>
-    n.logs
-      .slice(marks[i])
-      .filter((l) => ['broker_up', 'broker_down', 'broker_probe_failed'].includes(String(l['event'])))
-      .map((l) => `${Date.parse(String(l['time'])) - t0} ${String(l['event'])}${l['reason'] === undefined ? '' : ` (${String(l['reason'])})`}`),
-  );
-}
-
-function lastBrokerChange(nodes: TestNode[], marks: number[]): number {
-  const times = nodes.flatMap((n, i) =>
-    n.logs.slice(marks[i]).filter((l) => ['broker_up', 'broker_down'].includes(String(l['event']))).map((l) => Date.parse(String(l['time']))),
-  );
-  return Math.max(0, ...times);
-}
-
-function expectAllSince(f: Flow, arrivals: readonly Arrival[], from: number): void {
-  const { expected, missing } = missingSince(f, arrivals, from);
-  expect.soft(expected, `${f.tag}: messages sent after recovery`).toBeGreaterThan(0);
-  expect.soft(missing, `${f.tag}: messages sent after recovery that never arrived`).toEqual([]);
 }
 
 /**
@@ -130,7 +69,7 @@ async function withTraffic(deployment: SentinelSetup, ids: [string, string], roo
   const flows = { ab: flow(ca, room, 'ab'), ba: flow(cb, room, 'ba') };
   await deliveredAfter(atB, 'ab', 0, Date.now() + 3000, 'A→B traffic before the fault');
   await deliveredAfter(atA, 'ba', 0, Date.now() + 3000, 'B→A traffic before the fault');
-  return { prefix, nodes, channel, atA, atB, flows, marks: nodes.map((n) => n.logs.length) };
+  return { prefix, nodes, channel, atA, atB, flows, marks: logMarks(nodes) };
 }
 
 describe('Redis Sentinel broker', () => {
@@ -154,7 +93,7 @@ describe('Redis Sentinel broker', () => {
     await sleep(300);
     expect(cb.received.filter((e) => e.type === 'message.new' && e.data?.n !== undefined)).toEqual([]);
     expect(ca.received.filter((e) => e.type === 'message.new' && e.data?.m !== undefined)).toEqual([]);
-    await Promise.all(nodes.map(stopTestNode));
+    await stopNodes(nodes);
   });
 
   it('resumes delivery after SENTINEL FAILOVER during traffic, with the room subscriptions on the new master', { timeout: 45_000 }, async () => {
@@ -174,12 +113,9 @@ describe('Redis Sentinel broker', () => {
       if (!channels.includes(channel) || (await numsub(to, channel)) !== 2) throw new Error(`${JSON.stringify(channels)}, ${await numsub(to, channel)} subscribers`);
       return Date.now();
     }).catch(() => undefined);
-    await sleep(1500);
-    for (const f of Object.values(flows)) f.stop();
-    const stoppedAt = Date.now();
-    await sleep(500);
+    const stoppedAt = await stopFlows(flows);
 
-    const since = (t: number | undefined) => (t === undefined ? null : t - faultAt);
+    const since = (t: number | undefined) => msAfter(faultAt, t);
     const report = {
       scenario: 'sentinel_failover',
       failover_ms: switchedAt - faultAt,
@@ -189,9 +125,7 @@ describe('Redis Sentinel broker', () => {
       ab: analyse(flows.ab, atB, faultAt, stoppedAt),
       ba: analyse(flows.ba, atA, faultAt, stoppedAt),
       old_master_subscribers: await numsub(from, channel).catch(() => null),
-      probe_failures: await metricOf(nodes, 'wsedge_broker_probe_failures_total'),
-      reconnects: await metricOf(nodes, 'wsedge_broker_reconnects_total'),
-      publish_errors: await Promise.all(nodes.map(async (n) => ({ down: await n.metric('wsedge_broker_publish_errors_total', { reason: 'down' }), error: await n.metric('wsedge_broker_publish_errors_total', { reason: 'error' }) }))),
+      ...(await brokerCounters(nodes)),
       broker_events: brokerEvents(nodes, marks, faultAt),
     };
     console.log(JSON.stringify(report));
@@ -202,12 +136,11 @@ describe('Redis Sentinel broker', () => {
     expect.soft(baAt, `B→A delivery resumed within ${RECOVERY_BOUND_MS} ms`).toBeDefined();
     expect.soft(onNewMasterAt, `the room channel on the new master (PUBSUB CHANNELS '*room*', 2 subscribers) within ${RESUBSCRIBE_BOUND_MS} ms`).toBeDefined();
     for (const r of [report.ab, report.ba]) expect.soft(r).toMatchObject({ duplicates: 0, in_order: true });
-    if (abAt !== undefined && baAt !== undefined) {
-      const settledAt = Math.max(abAt, baAt, lastBrokerChange(nodes, marks));
-      expectAllSince(flows.ab, atB, settledAt);
-      expectAllSince(flows.ba, atA, settledAt);
-    }
-    await Promise.all(nodes.map(stopTestNode));
+    expectNoLossAfterRecovery([abAt, baAt], lastBrokerChange(nodes, marks), [
+      [flows.ab, atB],
+      [flows.ba, atA],
+    ]);
+    await stopNodes(nodes);
   });
 
   it('resumes delivery when the master hangs (DEBUG SLEEP 15) and the sentinels fail it over', { timeout: 75_000 }, async () => {
@@ -231,13 +164,10 @@ describe('Redis Sentinel broker', () => {
       if (!channels.includes(channel) || (await numsub(newMaster, channel)) !== 2) throw new Error(JSON.stringify(channels));
       return Date.now();
     }).catch(() => undefined);
-    await sleep(1500);
-    for (const f of Object.values(flows)) f.stop();
-    const stoppedAt = Date.now();
-    await sleep(500);
+    const stoppedAt = await stopFlows(flows);
 
-    const since = (t: number | undefined) => (t === undefined ? null : t - faultAt);
-    const probeFailures = await metricOf(nodes, 'wsedge_broker_probe_failures_total');
+    const since = (t: number | undefined) => msAfter(faultAt, t);
+    const probeFailed = await probeFailures(nodes);
     const report = {
       scenario: 'sentinel_frozen_master',
       sentinel_failover_ms: switchedAt - faultAt,
@@ -246,12 +176,12 @@ describe('Redis Sentinel broker', () => {
       subscribed_on_new_master_ms: since(onNewMasterAt),
       ab: analyse(flows.ab, atB, faultAt, stoppedAt),
       ba: analyse(flows.ba, atA, faultAt, stoppedAt),
-      probe_failures: probeFailures,
-      probe_failed_logs: nodes.map((n, i) => n.logs.slice(marks[i]).filter((l) => l['event'] === 'broker_probe_failed').length),
-      reconnects: await metricOf(nodes, 'wsedge_broker_reconnects_total'),
-      publish_errors: await Promise.all(nodes.map(async (n) => ({ down: await n.metric('wsedge_broker_publish_errors_total', { reason: 'down' }), error: await n.metric('wsedge_broker_publish_errors_total', { reason: 'error' }) }))),
+      probe_failures: probeFailed,
+      probe_failed_logs: probeFailedLogs(nodes, marks).map((lines) => lines.length),
+      reconnects: await reconnects(nodes),
+      publish_errors: await publishErrors(nodes),
       // The probe acted if it failed on a node; otherwise only ioredis (its failover detector) can have moved it.
-      mechanism: nodes.map((_, i) => (probeFailures[i]! > 0 ? 'liveness probe' : 'failover detector')),
+      mechanism: nodes.map((_, i) => (probeFailed[i]! > 0 ? 'liveness probe' : 'failover detector')),
       broker_events: brokerEvents(nodes, marks, faultAt),
     };
     console.log(JSON.stringify(report));
@@ -260,15 +190,14 @@ describe('Redis Sentinel broker', () => {
     expect.soft(abAt, `A→B delivery resumed within ${RECOVERY_BOUND_MS} ms of the freeze`).toBeDefined();
     expect.soft(baAt, `B→A delivery resumed within ${RECOVERY_BOUND_MS} ms of the freeze`).toBeDefined();
     expect.soft(onNewMasterAt, `the room channel on the new master within ${RECOVERY_BOUND_MS} ms of the freeze`).toBeDefined();
-    expect.soft(await metricOf(nodes, 'wsedge_broker_up')).toEqual([1, 1]);
+    expect.soft(await Promise.all(nodes.map((n) => n.metric('wsedge_broker_up')))).toEqual([1, 1]);
     expect.soft(report.reconnects.every((r) => r >= 1), 'each node counted its broker recovery').toBe(true);
     for (const r of [report.ab, report.ba]) expect.soft(r).toMatchObject({ duplicates: 0, in_order: true });
-    if (abAt !== undefined && baAt !== undefined) {
-      const settledAt = Math.max(abAt, baAt, lastBrokerChange(nodes, marks));
-      expectAllSince(flows.ab, atB, settledAt);
-      expectAllSince(flows.ba, atA, settledAt);
-    }
-    await Promise.all(nodes.map(stopTestNode));
+    expectNoLossAfterRecovery([abAt, baAt], lastBrokerChange(nodes, marks), [
+      [flows.ab, atB],
+      [flows.ba, atA],
+    ]);
+    await stopNodes(nodes);
     await fresh.stop();
   });
 });
