@@ -63,20 +63,20 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
   };
 
   const newSession = (identity: Identity, connectionId: string, remoteAddress: string): Session => ({
-      kind: 'session',
-      connectionId,
-      userId: identity.userId,
-      username: identity.username,
-      grant: identity.grant,
-      expiresAt: identity.expiresAt,
-      remoteAddress,
-      roomCount: 0,
-      tokens: config.rateBurst,
-      refilledAt: Date.now(),
-      rateStrikes: undefined,
-      invalidStrikes: undefined,
-      slow: false,
-      closed: false,
+    kind: 'session',
+    connectionId,
+    userId: identity.userId,
+    username: identity.username,
+    grant: identity.grant,
+    expiresAt: identity.expiresAt,
+    remoteAddress,
+    roomCount: 0,
+    tokens: config.rateBurst,
+    refilledAt: Date.now(),
+    rateStrikes: undefined,
+    invalidStrikes: undefined,
+    slow: false,
+    closed: false,
   });
 
   /** An invalid message: error envelope, and 1008 once a client keeps sending them. */
