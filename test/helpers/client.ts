@@ -2,6 +2,7 @@
 import WebSocket from 'ws';
 import { signToken, type TokenRequest } from '../../src/auth.js';
 import { TEST_SECRET } from './node.js';
+import { createWaiters } from './wait.js';
 
 export type Envelope = { type: string; room?: string; id?: string; data?: any; sender?: string | null; timestamp?: string };
 
@@ -40,8 +41,7 @@ export function open(url: string, tok: string | undefined, opts: ConnectOptions 
     maxPayload: 64 * 1024 * 1024,
   });
   const received: Envelope[] = [];
-  const waiters = new Set<() => void>();
-  const wake = () => waiters.forEach((w) => w());
+  const { wake, until } = createWaiters();
   ws.on('message', (raw, isBinary) => {
     received.push(isBinary ? { type: '<binary>' } : (JSON.parse(String(raw)) as Envelope));
     wake();
@@ -57,28 +57,16 @@ export function open(url: string, tok: string | undefined, opts: ConnectOptions 
   );
 
   const next: TestClient['next'] = (match = () => true, timeoutMs = 3000) =>
-    new Promise((resolve, reject) => {
-      const check = () => {
+    until(
+      () => {
         const index = received.findIndex(match);
-        if (index >= 0) {
-          done();
-          resolve(received.splice(index, 1)[0]!);
-        } else if (isClosed) {
-          done();
-          reject(new Error(`socket closed while waiting; received: ${JSON.stringify(received)}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out waiting for a message; received: ${JSON.stringify(received).slice(0, 500)}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        waiters.delete(check);
-      };
-      waiters.add(check);
-      check();
-    });
+        if (index >= 0) return received.splice(index, 1)[0]!;
+        if (isClosed) throw new Error(`socket closed while waiting; received: ${JSON.stringify(received)}`);
+        return undefined;
+      },
+      timeoutMs,
+      () => `timed out waiting for a message; received: ${JSON.stringify(received).slice(0, 500)}`,
+    );
 
   return {
     ws,

@@ -5,7 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { readLines } from './lines.js';
 import { freePort } from './ports.js';
+import { createWaiters } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CONFIG = 'deploy/haproxy/haproxy.cfg';
@@ -94,19 +96,13 @@ async function spawnHaproxy(port: number, statsPort: number, backendPorts: numbe
   });
 
   const logs: string[] = [];
-  const waiters = new Set<() => void>();
-  const lineReader = () => {
-    let pending = '';
-    return (chunk: string) => {
-      pending += chunk;
-      const lines = pending.split('\n');
-      pending = lines.pop()!;
-      logs.push(...lines.filter((l) => l !== ''));
-      waiters.forEach((w) => w());
-    };
+  const { wake, until } = createWaiters();
+  const onLine = (line: string): void => {
+    logs.push(line);
+    wake();
   };
-  child.stdout!.setEncoding('utf8').on('data', lineReader());
-  child.stderr!.setEncoding('utf8').on('data', lineReader());
+  readLines(child.stdout!, onLine);
+  readLines(child.stderr!, onLine);
 
   let failure: Error | undefined;
   const exited = new Promise<void>((resolve) => {
@@ -118,7 +114,7 @@ async function spawnHaproxy(port: number, statsPort: number, backendPorts: numbe
     child.once('exit', (code, sig) => {
       failure ??= new Error(`haproxy exited (${code ?? sig}): ${logs.join('\n')}`);
       resolve();
-      waiters.forEach((w) => w());
+      wake();
     });
   });
   const stop = async () => {
@@ -138,25 +134,14 @@ async function spawnHaproxy(port: number, statsPort: number, backendPorts: numbe
     servers,
     logs,
     waitForLogs: (match, count = 1, timeoutMs = 5000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
+      until(
+        () => {
           const found = logs.filter(match);
-          if (found.length >= count) {
-            done();
-            resolve(found.slice(0, count));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${count} haproxy log lines; last lines:\n${logs.slice(-10).join('\n')}`));
-        }, timeoutMs);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      }),
+          return found.length >= count ? found.slice(0, count) : undefined;
+        },
+        timeoutMs,
+        () => `timed out after ${timeoutMs} ms waiting for ${count} haproxy log lines; last lines:\n${logs.slice(-10).join('\n')}`,
+      ),
     stop,
   };
   running.add(haproxy);

@@ -4,7 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { readLines } from './lines.js';
 import { sampleValue, TEST_SECRET } from './node.js';
+import { createWaiters } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const START_TIMEOUT_MS = 10_000;
@@ -62,21 +64,13 @@ export function startNodeProcess(env: Record<string, string> = {}): Promise<Node
   children.add(child);
 
   const logs: LogLine[] = [];
-  const waiters = new Set<() => void>();
-  const wake = () => waiters.forEach((w) => w());
+  const { wake, until } = createWaiters();
   let stderr = '';
-  let pending = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop()!;
-    for (const line of lines) {
-      if (line === '') continue;
-      try {
-        logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        logs.push({ unparsed: line });
-      }
+  readLines(child.stdout!, (line) => {
+    try {
+      logs.push(JSON.parse(line) as LogLine);
+    } catch {
+      logs.push({ unparsed: line });
     }
     wake();
   });
@@ -94,28 +88,16 @@ export function startNodeProcess(env: Record<string, string> = {}): Promise<Node
   void exited.then(() => (hasExited = true));
 
   const waitForLog: NodeProcess['waitForLog'] = (match, timeoutMs = 5000) =>
-    new Promise((resolve, reject) => {
-      const check = () => {
+    until(
+      () => {
         const found = logs.find(match);
-        if (found) {
-          done();
-          resolve(found);
-        } else if (hasExited) {
-          done();
-          reject(new Error(`node exited (${child.exitCode ?? child.signalCode}) while waiting for a log line; stderr: ${stderr.trim()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for a log line; last lines: ${JSON.stringify(logs.slice(-5))}; stderr: ${stderr.trim()}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        waiters.delete(check);
-      };
-      waiters.add(check);
-      check();
-    });
+        if (found) return found;
+        if (hasExited) throw new Error(`node exited (${child.exitCode ?? child.signalCode}) while waiting for a log line; stderr: ${stderr.trim()}`);
+        return undefined;
+      },
+      timeoutMs,
+      () => `timed out after ${timeoutMs} ms waiting for a log line; last lines: ${JSON.stringify(logs.slice(-5))}; stderr: ${stderr.trim()}`,
+    );
 
   const signal = async (sig: NodeJS.Signals) => {
     if (!hasExited) child.kill(sig);

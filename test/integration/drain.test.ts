@@ -7,6 +7,7 @@ import { connect as tcpConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, type TestClient } from '../helpers/client.js';
+import { readLines } from '../helpers/lines.js';
 import { TEST_SECRET } from '../helpers/node.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -39,22 +40,15 @@ function serve(env: Record<string, string>): Served {
   children.add(child);
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
-  let pending = '';
   let onStart: (line: Record<string, unknown>) => void = () => {};
   const started = new Promise<Record<string, unknown>>((resolve, reject) => {
     onStart = resolve;
     child.once('exit', (code) => reject(new Error(`exited ${code} before start; stderr: ${stderr}`)));
   });
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop()!;
-    for (const line of lines) {
-      if (line === '') continue;
-      const parsed = JSON.parse(line) as Record<string, unknown>;
-      logs.push(parsed);
-      if (parsed['event'] === 'start') onStart(parsed);
-    }
+  readLines(child.stdout!, (line) => {
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    logs.push(parsed);
+    if (parsed['event'] === 'start') onStart(parsed);
   });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>

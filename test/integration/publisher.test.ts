@@ -13,7 +13,7 @@ import { join, open, token, type Envelope, type TestClient } from '../helpers/cl
 import { freePort } from '../helpers/ports.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { createWaiters, waitFor } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
@@ -44,18 +44,18 @@ function runScript(source: string, env: Record<string, string>): Script {
   let stdout = '';
   let stderr = '';
   const lines: string[] = [];
-  const waiters = new Set<() => void>();
+  const { wake, until } = createWaiters();
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
     stdout += chunk;
     lines.splice(0, lines.length, ...stdout.split('\n').filter((l) => l !== ''));
-    waiters.forEach((w) => w());
+    wake();
   });
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
     child.once('exit', (code, signal) => {
       scripts.delete(child);
       resolve({ code, signal, stdout, stderr });
-      waiters.forEach((w) => w());
+      wake();
     }),
   );
   let hasExited = false;
@@ -65,28 +65,16 @@ function runScript(source: string, env: Record<string, string>): Script {
     lines,
     exited,
     line: (match, timeoutMs = 10_000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
+      until(
+        () => {
           const found = lines.find(match);
-          if (found !== undefined) {
-            done();
-            resolve(found);
-          } else if (hasExited) {
-            done();
-            reject(new Error(`script exited (${child.exitCode ?? child.signalCode}) first; stdout: ${stdout}; stderr: ${stderr}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for a script line; stdout: ${stdout}; stderr: ${stderr}`));
-        }, timeoutMs);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      }),
+          if (found !== undefined) return found;
+          if (hasExited) throw new Error(`script exited (${child.exitCode ?? child.signalCode}) first; stdout: ${stdout}; stderr: ${stderr}`);
+          return undefined;
+        },
+        timeoutMs,
+        () => `timed out after ${timeoutMs} ms waiting for a script line; stdout: ${stdout}; stderr: ${stderr}`,
+      ),
   };
 }
 

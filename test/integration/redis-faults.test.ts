@@ -9,6 +9,7 @@ import { connect, join, open, token, type Envelope, type TestClient } from '../h
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
 import { startTcpProxy, stopAllProxies } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
 
 const clients: TestClient[] = [];
 
@@ -18,14 +19,6 @@ afterAll(async () => {
   await stopAllProxies();
   await stopAllRedis();
 });
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,12 +47,12 @@ async function readyz(node: TestNode): Promise<{ status: number; body: { broker?
 async function brokerUp(nodes: TestNode[], value: 0 | 1, timeoutMs: number): Promise<void> {
   const state = value === 1 ? 'up' : 'down';
   await waitFor(
+    `wsedge_broker_up is ${value} and /readyz says broker "${state}" on ${nodes.map((n) => n.nodeId).join(', ')}`,
     async () => {
       const seen = await Promise.all(nodes.map(async (n) => [await n.metric('wsedge_broker_up'), (await readyz(n)).body.broker] as const));
       return seen.every(([gauge, broker]) => gauge === value && broker === state);
     },
     timeoutMs,
-    `wsedge_broker_up is ${value} and /readyz says broker "${state}" on ${nodes.map((n) => n.nodeId).join(', ')}`,
   );
 }
 
@@ -144,7 +137,7 @@ describe('Redis stopped', () => {
 
     const room = 'channel:outage';
     const [a1, a2, b1, b2] = await Promise.all([member(a.url, 'a1', [room]), member(a.url, 'a2', [room]), member(b.url, 'b1', [room]), member(b.url, 'b2', [room])]);
-    await waitFor(async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000, 'both nodes subscribe the room');
+    await waitFor('both nodes subscribe the room', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
     a1.send({ type: 'send_message', room, data: { phase: 'before' } });
     await b1.next(isMessage(room, 'phase', 'before'));
 
@@ -218,7 +211,7 @@ describe('Redis restarted empty on the same port', () => {
     const regIds = reg.map((r) => r.connectionId).sort();
     const regKey = `${prefix}conns:{reg}`;
     expect(parseResp(await redis.command('ZRANGE', regKey, '0', '-1'))).toEqual(expect.arrayContaining(regIds));
-    await waitFor(async () => (await numsub(redis, `${prefix}room:channel:r1`)) === 2, 3000, 'both nodes subscribe channel:r1');
+    await waitFor('both nodes subscribe channel:r1', async () => (await numsub(redis, `${prefix}room:channel:r1`)) === 2, 3000);
     ua.send({ type: 'send_message', room: 'channel:r1', data: { phase: 'before' } });
     await ub.next(isMessage('channel:r1', 'phase', 'before'));
 
@@ -249,7 +242,7 @@ describe('Redis restarted empty on the same port', () => {
     expect(await b.metric('wsedge_broker_subscriptions')).toBe(4);
 
     // The registry, empty after the restart, holds every live connection again.
-    await waitFor(async () => parseResp(await redis.command('ZCARD', regKey)) === 3, 3000, 'the registry holds reg’s three connections');
+    await waitFor('the registry holds reg’s three connections', async () => parseResp(await redis.command('ZCARD', regKey)) === 3, 3000);
     expect((parseResp(await redis.command('ZRANGE', regKey, '0', '-1')) as string[]).sort()).toEqual(regIds);
     expect(parseResp(await redis.command('ZCARD', `${prefix}conns:{ua}`))).toBe(1);
     expect(parseResp(await redis.command('ZCARD', `${prefix}conns:{ub}`))).toBe(1);
@@ -278,14 +271,14 @@ describe('blackholed Redis link', () => {
     const room = 'channel:hole';
     const ca = await member(a.url, 'ca', [room]);
     const cb = await member(b.url, 'cb', [room]);
-    await waitFor(async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000, 'both nodes subscribe the room');
+    await waitFor('both nodes subscribe the room', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
     ca.send({ type: 'send_message', room, data: { phase: 'before' } });
     await cb.next(isMessage(room, 'phase', 'before'));
 
     proxy.blackhole(true);
     const holed = Date.now();
     // probe interval 1 s + probe timeout 1 s + 2 s
-    await waitFor(async () => (await a.metric('wsedge_broker_probe_failures_total')) >= 1, 4000, 'a probe failure is counted');
+    await waitFor('a probe failure is counted', async () => (await a.metric('wsedge_broker_probe_failures_total')) >= 1, 4000);
     expect(Date.now() - holed).toBeLessThanOrEqual(4000);
     await brokerUp([a], 0, 1000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'bh-a', broker: 'down', connections: 1 } });
@@ -298,7 +291,7 @@ describe('blackholed Redis link', () => {
     proxy.blackhole(false);
     await brokerUp([a], 1, 10_000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'bh-a', broker: 'up', connections: 1 } });
-    await waitFor(async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000, 'A subscribes the room again');
+    await waitFor('A subscribes the room again', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
     ca.send({ type: 'send_message', room, data: { phase: 'after' } });
     expect(await cb.next(isMessage(room, 'phase', 'after'))).toMatchObject({ sender: 'ca' });
     cb.send({ type: 'send_message', room, data: { phase: 'reply' } });

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { open, token, type TestClient } from '../helpers/client.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 const clients: TestClient[] = [];
 
@@ -16,14 +17,6 @@ afterAll(async () => {
   await stopAllProcesses();
   await stopAllRedis();
 });
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const USER = 'many-tabs';
 const LIMIT_CLOSE = { code: 4429, reason: 'too many connections for this user' };
@@ -57,7 +50,7 @@ describe('cluster-wide connections per user over three node processes', () => {
     );
     // Until its command connection is ready a node counts locally, so wait for every broker.
     const brokerState = async (n: NodeProcess) => ((await (await fetch(`${n.http}/readyz`)).json()) as { broker: string }).broker;
-    await waitFor(async () => (await Promise.all(nodes.map(brokerState))).every((b) => b === 'up'), 5000, 'every broker is up');
+    await waitFor('every broker is up', async () => (await Promise.all(nodes.map(brokerState))).every((b) => b === 'up'), 5000);
 
     // Sample the user's set for the whole test: it must never exceed the limit.
     const samples: number[] = [];
@@ -105,7 +98,7 @@ describe('cluster-wide connections per user over three node processes', () => {
     // Let the victim refresh its entries once first, so what expires is a refreshed entry.
     const score = async () => Number(/^\$\d+\r\n(\d+)\r\n$/.exec(await redis.command('ZSCORE', key, orphans[0]!.connectionId))![1]);
     const before = await score();
-    await waitFor(async () => (await score()) > before, 2000, 'the victim refreshes its registry entries');
+    await waitFor('the victim refreshes its registry entries', async () => (await score()) > before, 2000);
     await victim.kill9();
     const killedAt = Date.now();
     for (const orphan of orphans) {
