@@ -144,11 +144,13 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       res.onAborted(() => {
         aborted = true;
       });
+      // Corked as uWS documents, except on the build whose cork breaks around an upgrade (uws.ts).
+      const later = (write: () => void): void => void (ctx.corkAsyncUpgrade ? res.cork(write) : write());
       pending += 1;
       slot.then(
         (granted) => {
           pending -= 1;
-          if (!aborted) return ctx.corkAsyncUpgrade ? res.cork(() => admit(granted)) : admit(granted);
+          if (!aborted) return later(() => admit(granted));
           ctx.addressCounts.release(remoteAddress);
           if (granted) ctx.slots.release(identity.userId, connectionId);
         },
@@ -156,9 +158,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
           pending -= 1;
           ctx.addressCounts.release(remoteAddress);
           log.error({ err, user_id: identity.userId }, 'connection slot lookup failed');
-          if (aborted) return;
-          if (ctx.corkAsyncUpgrade) res.cork(() => refuse(INTERNAL, identity.userId));
-          else refuse(INTERNAL, identity.userId);
+          if (!aborted) later(() => refuse(INTERNAL, identity.userId));
         },
       );
     },
