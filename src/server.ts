@@ -126,7 +126,6 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
       sessions,
       isDraining: () => state === 'draining',
       droppedHandler: uws.droppedHandler,
-      corkAsyncUpgrade: uws.corkAsyncUpgrade,
       nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
       clientAddress: createClientAddress(config.trustedProxies),
       addressCounts: createAddressCounts(config.maxConnectionsPerIp),

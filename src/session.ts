@@ -31,6 +31,13 @@ export interface Session extends Bucket {
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */
   closed: boolean;
+  /**
+   * While the user slot waits for the Redis connection registry (admission.ts): the socket is open
+   * but not admitted (no `connected`, not in the session index). Cleared once admitted.
+   */
+  admission: Promise<boolean> | undefined;
+  /** Frames that arrived before admission, handled in order once admitted (at most WS_RATE_BURST). */
+  early: Array<{ readonly frame: Buffer; readonly isBinary: boolean }> | undefined;
 }
 
 export interface RejectedUpgrade {

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type * as UWS from 'uWebSockets.js';
 
-export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, WebSocketBehavior, us_listen_socket } from 'uWebSockets.js';
+export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, WebSocketBehavior, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
 
 export type Uws = typeof UWS;
 
@@ -22,14 +22,6 @@ export interface UwsBinding {
   readonly binary: string;
   /** The `dropped` handler (backpressure drop notification) exists only in the official build. */
   readonly droppedHandler: boolean;
-  /**
-   * Whether an upgrade that waited for something (the Redis connection registry) may run inside
-   * `res.cork`, as uWS documents. The legacy build's cork reads the HTTP socket again after the
-   * upgrade inside it reallocated that socket: in about 1 of 3 runs of the Redis Cluster fault tests
-   * a socket was closed (1006) right after its `connected`. On that build such upgrades run
-   * uncorked (two writes instead of one, and uWS prints a warning for each).
-   */
-  readonly corkAsyncUpgrade: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -51,13 +43,13 @@ function versionOf(dir: string): string {
 function loadOfficial(): UwsBinding {
   const dir = packageDir('uWebSockets.js');
   const binary = join(dir, binaryName());
-  return { uws: require(binary) as Uws, source: 'uWebSockets.js', version: versionOf(dir), binary, droppedHandler: true, corkAsyncUpgrade: true };
+  return { uws: require(binary) as Uws, source: 'uWebSockets.js', version: versionOf(dir), binary, droppedHandler: true };
 }
 
 function loadLegacy(): UwsBinding {
   const dir = dirname(require.resolve('uws-legacy/package.json'));
   const binary = join(dir, 'binaries', binaryName());
-  return { uws: require(binary) as Uws, source: 'uws-legacy', version: versionOf(dir), binary, droppedHandler: false, corkAsyncUpgrade: false };
+  return { uws: require(binary) as Uws, source: 'uws-legacy', version: versionOf(dir), binary, droppedHandler: false };
 }
 
 let loaded: UwsBinding | undefined;

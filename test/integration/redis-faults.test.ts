@@ -298,3 +298,43 @@ describe('blackholed Redis link', () => {
     expect(await ca.next(isMessage(room, 'phase', 'reply'))).toMatchObject({ sender: 'cb' });
   });
 });
+
+describe('an upgrade that waits for the connection registry', () => {
+  it('opens unadmitted: early frames are handled after connected, in order; a socket closed while waiting gives its slot back; a refusal is 4429', { timeout: 30_000 }, async () => {
+    const redis = await startRedis();
+    const proxy = await startTcpProxy(redis.port);
+    const prefix = uniquePrefix();
+    // No probe during the test (it would rebuild the link), two connections per user.
+    const node = await startTestNode(nodeEnv(proxy.url, prefix, 'wait-a', { REDIS_PROBE_INTERVAL: '3600', WS_MAX_CONNECTIONS_PER_USER: '2' }));
+    await brokerUp([node], 1, 5000);
+    // The registry's script never reaches Redis: the slot is decided by the command timeout (2 s)
+    // and the per-node fallback.
+    proxy.blackhole(true);
+    const opened = (c: TestClient) => new Promise<void>((resolve) => c.ws.once('open', () => resolve()));
+
+    const early = open(node.url, token('waiter'));
+    const gone = open(node.url, token('waiter'));
+    clients.push(early, gone);
+    await Promise.all([opened(early), opened(gone)]);
+    early.send({ type: 'join_room', room: 'project:early', id: 'j1' });
+    early.send({ type: 'ping', id: 'p1' });
+    gone.close();
+    await gone.closed;
+    await early.expectNothing(() => true, 500);
+
+    await early.next((e) => e.type === 'connected', 5000);
+    expect(await early.next()).toMatchObject({ type: 'room_joined', id: 'j1', room: 'project:early' });
+    expect(await early.next()).toMatchObject({ type: 'pong', id: 'p1' });
+
+    // The closed one's slot was given back: one more fits, the next is refused.
+    const second = open(node.url, token('waiter'));
+    const third = open(node.url, token('waiter'));
+    clients.push(second, third);
+    await second.next((e) => e.type === 'connected', 5000);
+    expect(await third.closed).toEqual({ code: 4429, reason: 'too many connections for this user' });
+    expect(third.received).toEqual([]);
+    expect(await node.metric('wsedge_connections')).toBe(2);
+    expect(await node.metric('wsedge_auth_failures_total', { reason: 'user_limit' })).toBe(1);
+    proxy.blackhole(false);
+  });
+});

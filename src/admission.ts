@@ -1,0 +1,169 @@
+/**
+ * The upgrade path: copy what is needed out of `req`, check origin and token, take the address and
+ * user slots, and `res.upgrade` before the upgrade callback returns, always. When the user slot
+ * needs the Redis connection registry, the socket opens first and waits unadmitted: `connected`
+ * (or the 4429 refusal) follows when the registry answers. An `HttpResponse` is never written after
+ * its callback returned, because upgrading one inside a later `res.cork` is unsafe on both uWS
+ * builds: the upgrade reallocates the socket, and when the allocator grows it in place the cork's
+ * epilogue takes the new WebSocket for the HTTP response it was and may close it (1006 right after
+ * `connected`; README "uWebSockets.js builds").
+ */
+import type { Authenticator, Identity } from './auth.js';
+import type { Config } from './config.js';
+import { CloseCode, isRejection, rejection, type Rejection } from './errors.js';
+import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
+import type { AddressCounts, ConnectionSlots, FailureLimiter } from './limits.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { ClientAddress } from './proxies.js';
+import type { Session, SessionSocket, UserData } from './session.js';
+import type { SessionIndex } from './sessions.js';
+import type { HttpRequest, HttpResponse, us_socket_context_t } from './uws.js';
+
+export interface AdmissionContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly auth: Authenticator;
+  readonly metrics: Metrics;
+  readonly slots: ConnectionSlots;
+  readonly sessions: SessionIndex;
+  readonly isDraining: () => boolean;
+  readonly nextConnectionId: () => string;
+  /** The real client address (X-Forwarded-For from trusted proxies). */
+  readonly clientAddress: ClientAddress;
+  readonly addressCounts: AddressCounts;
+  readonly authFailures: FailureLimiter;
+}
+
+export const USER_LIMIT = rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user');
+const IP_LIMIT = rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address');
+const INTERNAL = rejection('internal', CloseCode.INTERNAL, 'internal error');
+
+/** Refusals that count as a failed authentication for the per-address limiter. */
+const AUTH_FAILURES = new Set(['token_missing', 'token_ambiguous', 'token_invalid', 'token_expired', 'subprotocol']);
+
+const textDecoder = new TextDecoder();
+
+function refuseUpgrade(res: HttpResponse, status: '503 Service Unavailable' | '429 Too Many Requests', reason: string, retryAfter: number): void {
+  res.cork(() => {
+    res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Retry-After', String(retryAfter));
+    res.end(JSON.stringify({ error: status === '429 Too Many Requests' ? 'too_many_requests' : 'unavailable', reason }), true);
+  });
+}
+
+export interface Admission {
+  /** The uWS `upgrade` handler. */
+  upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void;
+  /** Counts a refusal (metrics, the failed-authentication limiter, a log line). */
+  rejected(rej: Rejection, remoteAddress: string, userId?: string): void;
+  /**
+   * For a socket opened before its user slot was granted: runs `welcome` once granted, or closes it
+   * with 4429 (4500 when the registry failed). A socket closed meanwhile gives its slot back.
+   */
+  settle(ws: SessionSocket, admission: Promise<boolean>, welcome: (ws: SessionSocket) => void): void;
+}
+
+export function createAdmission(ctx: AdmissionContext): Admission {
+  const { config, metrics, log, sessions } = ctx;
+  /** Sockets open but not yet admitted; they count against WS_MAX_CONNECTIONS too. */
+  let pending = 0;
+
+  const rejected = (rej: Rejection, remoteAddress: string, userId?: string): void => {
+    metrics.connectionRejected(rej.reason);
+    if (AUTH_FAILURES.has(rej.reason)) ctx.authFailures.fail(remoteAddress, Date.now());
+    log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, user_id: userId, remote: remoteAddress }, 'connection rejected');
+  };
+
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, admission: Promise<boolean> | undefined): Session => ({
+    kind: 'session',
+    connectionId,
+    userId: identity.userId,
+    username: identity.username,
+    grant: identity.grant,
+    expiresAt: identity.expiresAt,
+    remoteAddress,
+    roomCount: 0,
+    tokens: config.rateBurst,
+    refilledAt: Date.now(),
+    rateStrikes: undefined,
+    invalidStrikes: undefined,
+    slow: false,
+    closed: false,
+    admission,
+    early: undefined,
+  });
+
+  function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
+    if (ctx.isDraining()) {
+      metrics.upgradeRefused('draining');
+      return refuseUpgrade(res, '503 Service Unavailable', 'draining', 1);
+    }
+    if (config.maxConnections > 0 && sessions.size + pending >= config.maxConnections) {
+      metrics.upgradeRefused('max_connections');
+      return refuseUpgrade(res, '503 Service Unavailable', 'max_connections', 1);
+    }
+    // req is only valid until this callback returns: everything is copied out of it here.
+    const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
+    const now = Date.now();
+    // A flood of bad tokens from one address is refused before any verification work.
+    if (ctx.authFailures.blocked(remoteAddress, now)) {
+      metrics.upgradeRefused('auth_failures');
+      return refuseUpgrade(res, '429 Too Many Requests', 'too many failed authentications from this address', 60);
+    }
+    const key = req.getHeader('sec-websocket-key');
+    const protocols = req.getHeader('sec-websocket-protocol');
+    const extensions = req.getHeader('sec-websocket-extensions');
+    const origin = req.getHeader('origin');
+    const query = req.getQuery() ?? '';
+
+    const open = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
+    const refuse = (rej: Rejection, userId?: string): void => {
+      rejected(rej, remoteAddress, userId);
+      open({ kind: 'rejected', rejection: rej }, refusalProtocol(protocols));
+    };
+
+    const originProblem = checkOrigin(origin, config.allowedOrigins);
+    if (originProblem) return refuse(originProblem);
+    const found = extractToken({ query, protocols, origin });
+    if (isRejection(found)) return refuse(found);
+    const identity = ctx.auth.verify(found.token);
+    if (isRejection(identity)) return refuse(identity);
+    if (!ctx.addressCounts.acquire(remoteAddress)) return refuse(IP_LIMIT, identity.userId);
+
+    const connectionId = ctx.nextConnectionId();
+    const slot = ctx.slots.acquire(identity.userId, connectionId);
+    if (typeof slot === 'boolean') {
+      // The node's own count answers at once.
+      if (slot) return open(newSession(identity, connectionId, remoteAddress, undefined), found.protocol);
+      ctx.addressCounts.release(remoteAddress);
+      return refuse(USER_LIMIT, identity.userId);
+    }
+    pending += 1;
+    const admission = slot.finally(() => {
+      pending -= 1;
+    });
+    open(newSession(identity, connectionId, remoteAddress, admission), found.protocol);
+  }
+
+  function settle(ws: SessionSocket, admission: Promise<boolean>, welcome: (ws: SessionSocket) => void): void {
+    const session = ws.getUserData();
+    const finish = (granted: boolean | Error): void => {
+      if (session.closed) {
+        if (granted === true) ctx.slots.release(session.userId, session.connectionId);
+        return;
+      }
+      if (granted === true) {
+        session.admission = undefined;
+        ws.cork(() => welcome(ws));
+        return;
+      }
+      const rej = granted === false ? USER_LIMIT : INTERNAL;
+      if (granted !== false) log.error({ err: granted, user_id: session.userId }, 'connection slot lookup failed');
+      rejected(rej, session.remoteAddress, session.userId);
+      ws.end(rej.code, rej.message);
+    };
+    admission.then(finish, (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  return { upgrade, rejected, settle };
+}
