@@ -35,6 +35,11 @@ export interface Authenticator {
  */
 const PUBLIC_KEY_CACHE_SIZE = 10_000;
 const MAX_USERNAME_LENGTH = 128;
+/**
+ * The latest `exp` accepted: 9999-12-31T23:59:59Z. Later values (up to 1e308) are no real expiry,
+ * and past year 275760 a JavaScript Date cannot even hold them (`expires_at` could not be written).
+ */
+export const MAX_EXP_SECONDS = 253_402_300_799;
 
 const INVALID = rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token');
 const EXPIRED = rejection('token_expired', CloseCode.UNAUTHORIZED, 'token expired');
@@ -125,6 +130,7 @@ function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
   const { sub, username, exp } = claims;
   if (!isValidId(sub)) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: sub');
   if (typeof exp !== 'number' || !Number.isFinite(exp)) return INVALID;
+  if (exp > MAX_EXP_SECONDS) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: exp after year 9999');
   if (username !== undefined && (typeof username !== 'string' || username === '' || username.length > MAX_USERNAME_LENGTH)) {
     return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: username');
   }

@@ -34,16 +34,23 @@ export function refusalProtocol(protocols: string): string {
   return offered.includes(PROTOCOL) ? PROTOCOL : (offered[0] ?? '');
 }
 
-/** Finds exactly one token; two tokens anywhere are refused, never guessed. */
+/** The longest token accepted, at the upgrade and in refresh_token: a JWT with a few hundred claims. */
+export const MAX_TOKEN_LENGTH = 8192;
+
+/**
+ * Finds exactly one token; two tokens anywhere are refused, never guessed. An empty value (`?token=`
+ * or a bare `wsedge.bearer.`) counts as absent.
+ */
 export function extractToken(req: UpgradeRequest): TokenFound | Rejection {
   const offered = req.protocols.split(',').map((p) => p.trim());
-  const bearers = offered.filter((p) => p.startsWith(BEARER_PREFIX)).map((p) => p.slice(BEARER_PREFIX.length));
-  const queried = req.query === '' ? [] : new URLSearchParams(req.query).getAll('token');
+  const bearers = offered.filter((p) => p.startsWith(BEARER_PREFIX) && p.length > BEARER_PREFIX.length).map((p) => p.slice(BEARER_PREFIX.length));
+  const queried = req.query === '' ? [] : new URLSearchParams(req.query).getAll('token').filter((t) => t !== '');
   const protocol = offered.includes(PROTOCOL) ? PROTOCOL : '';
   const all = [...queried, ...bearers];
   if (all.length > 1) return rejection('token_ambiguous', CloseCode.UNAUTHORIZED, 'more than one token in the request');
   const token = all[0];
-  if (token === undefined || token === '') return rejection('token_missing', CloseCode.UNAUTHORIZED, 'missing token');
+  if (token === undefined) return rejection('token_missing', CloseCode.UNAUTHORIZED, 'missing token');
+  if (token.length > MAX_TOKEN_LENGTH) return rejection('token_invalid', CloseCode.UNAUTHORIZED, `token longer than ${MAX_TOKEN_LENGTH} characters`);
   if (bearers.length === 1 && protocol === '') {
     return rejection('subprotocol', CloseCode.UNAUTHORIZED, `offer ${PROTOCOL} with the bearer subprotocol`);
   }

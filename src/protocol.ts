@@ -3,6 +3,7 @@
  * docs/WEBSOCKET_API.md is the prose form of this module.
  */
 import { messageError, type ErrorCode, type MessageError } from './errors.js';
+import { MAX_TOKEN_LENGTH } from './handshake.js';
 
 /** `data` of send_message may nest at most this deep (an object or array is one level). */
 export const MAX_DATA_DEPTH = 32;
@@ -11,7 +12,6 @@ export const MAX_DATA_VALUES = 10_000;
 /** Client `id` strings are echoed back; keep them short. */
 export const MAX_ID_LENGTH = 128;
 /** A refresh token longer than this is not a JWT we issue. */
-const MAX_TOKEN_LENGTH = 8192;
 
 export type ClientMessage =
   | { readonly type: 'join_room'; readonly room: string; readonly id: string | undefined }

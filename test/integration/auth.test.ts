@@ -88,6 +88,30 @@ describe('refused at the upgrade', () => {
     await expectRefused(node, open(node.url, undefined, { query: '?token=' }), MISSING);
   });
 
+  it('takes the bearer subprotocol when the token parameter is empty (an empty one counts as missing)', async () => {
+    const node = await startTestNode();
+    const client = open(node.url, undefined, { query: '?token=', protocols: ['wsedge.v1', `wsedge.bearer.${token('alice')}`] });
+    expect(await client.next((e) => e.type === 'connected')).toMatchObject({ data: { user_id: 'alice' } });
+    client.close();
+  });
+
+  it('closes 4401 "token longer than 8192 characters" for a 60 KB token, before verifying it', async () => {
+    const node = await startTestNode();
+    const huge = signRaw({ sub: 'alice', rooms: ['*'], exp: nowSeconds() + 3600, pad: 'x'.repeat(60_000) });
+    await expectRefused(node, open(node.url, huge), { code: 4401, message: 'token longer than 8192 characters', reason: 'token_invalid' }, huge);
+  });
+
+  it('closes 4401 for an exp after year 9999, and refresh_token with one closes the same way', async () => {
+    const node = await startTestNode();
+    const far = signRaw({ sub: 'alice', rooms: ['*'], exp: 1e308 });
+    const FAR: Refusal = { code: 4401, message: 'invalid token: exp after year 9999', reason: 'token_invalid' };
+    await expectRefused(node, open(node.url, far), FAR, far);
+    const client = await connect(node.url, 'alice');
+    client.send({ type: 'refresh_token', token: far, id: 'far' });
+    expect(await closedWithin(client)).toEqual({ code: 4401, reason: FAR.message });
+    expect(client.received.filter((e) => e.type === 'error')).toEqual([]);
+  });
+
   it('closes 4401 for a malformed token', async () => {
     const node = await startTestNode();
     const bad = 'not-a-jwt-at-all';

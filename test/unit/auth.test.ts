@@ -91,6 +91,15 @@ describe('HMAC verification', () => {
     expect(auth.verify(sign({ sub: 'alice' }))).toEqual(EXPIRED);
   });
 
+  it('refuses an exp after year 9999 (1e308 included) and accepts one at its last second', () => {
+    const FAR = { reason: 'token_invalid', code: 4401, message: 'invalid token: exp after year 9999' };
+    for (const exp of [1e308, 8.64e12, 253_402_300_800]) {
+      expect(auth.verify(handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp }, SECRET))).toEqual(FAR);
+    }
+    const last = identity(auth.verify(handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: 253_402_300_799 }, SECRET)));
+    expect(new Date(last.expiresAt).toISOString()).toBe('9999-12-31T23:59:59.000Z');
+  });
+
   it('accepts a token expired within the clock tolerance and refuses it without tolerance', () => {
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: nowSeconds() - 2 }, SECRET);
     expect(identity(auth.verify(token)).userId).toBe('alice');

@@ -37,9 +37,21 @@ describe('extractToken', () => {
     expect(extractToken(request({ query: 'token=same', protocols: 'wsedge.v1, wsedge.bearer.same' }))).toEqual(AMBIGUOUS);
   });
 
-  it('refuses two query tokens, even when one is empty', () => {
+  it('refuses two query tokens', () => {
     expect(extractToken(request({ query: 'token=a&token=b' }))).toEqual(AMBIGUOUS);
-    expect(extractToken(request({ query: 'token=a&token=' }))).toEqual(AMBIGUOUS);
+  });
+
+  it('counts an empty token as absent, wherever it is (docs: "an empty token parameter counts as missing")', () => {
+    expect(extractToken(request({ query: 'token=a&token=' }))).toEqual({ token: 'a', protocol: '' });
+    expect(extractToken(request({ query: 'token=', protocols: 'wsedge.v1, wsedge.bearer.b' }))).toEqual({ token: 'b', protocol: 'wsedge.v1' });
+    expect(extractToken(request({ query: 'token=a', protocols: 'wsedge.v1, wsedge.bearer.' }))).toEqual({ token: 'a', protocol: 'wsedge.v1' });
+  });
+
+  it('refuses a token longer than 8192 characters, in the query or the subprotocol, and takes one of exactly 8192', () => {
+    const TOO_LONG = { reason: 'token_invalid', code: 4401, message: 'token longer than 8192 characters' };
+    expect(extractToken(request({ query: `token=${'a'.repeat(8193)}` }))).toEqual(TOO_LONG);
+    expect(extractToken(request({ protocols: `wsedge.v1, wsedge.bearer.${'a'.repeat(8193)}` }))).toEqual(TOO_LONG);
+    expect(extractToken(request({ query: `token=${'a'.repeat(8192)}` }))).toEqual({ token: 'a'.repeat(8192), protocol: '' });
   });
 
   it('refuses two bearer subprotocols', () => {
