@@ -106,7 +106,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
     const now = Date.now();
     // A flood of bad tokens from one address is refused before any verification work.
-    if (ctx.authFailures.blocked(remoteAddress, now)) {
+    if (!ctx.authFailures.mayVerify(remoteAddress, now)) {
       metrics.upgradeRefused('auth_failures');
       return refuseUpgrade(res, '429 Too Many Requests', 'too many failed authentications from this address', 60);
     }

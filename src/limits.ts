@@ -117,23 +117,36 @@ export type AddressCounts = ReturnType<typeof createAddressCounts>;
 
 /**
  * Failed authentications per client address (WS_AUTH_FAILURE_LIMIT per minute, token bucket).
- * An address that ran out is refused with HTTP 429 before any token is verified. At most
- * `maxAddresses` are remembered; the least recently failing is forgotten first.
+ * An address that ran out is blocked, but not shut: a shared address (NAT, carrier, proxy) also
+ * carries valid users, and an attacker behind it must not lock them out with one bad upgrade a
+ * second. A blocked address may still have its tokens verified while its second bucket, which only
+ * failures drain (TRIAL_FAILURES_PER_SECOND), holds a token: valid tokens get in and cost that
+ * bucket nothing, bad ones keep the address blocked. Only an address that fails faster than that
+ * is refused with HTTP 429 before any verification, so the work it can cause stays bounded.
+ * At most `maxAddresses` are remembered; the least recently failing is forgotten first.
  */
 export function createFailureLimiter(perMinute: number, maxAddresses = 10_000) {
-  const buckets = new Map<string, Bucket>();
+  const buckets = new Map<string, Bucket & { trial: Bucket }>();
   const rate = perMinute / 60;
+  const refilled = (bucket: Bucket, now: number, perSecond: number, burst: number): number =>
+    Math.min(burst, bucket.tokens + ((now - bucket.refilledAt) * perSecond) / 1000);
+  const blocked = (address: string, now: number): boolean => {
+    const bucket = buckets.get(address);
+    if (perMinute === 0 || bucket === undefined) return false;
+    return refilled(bucket, now, rate, perMinute) < 1;
+  };
   return {
-    blocked(address: string, now: number): boolean {
-      const bucket = buckets.get(address);
-      if (perMinute === 0 || bucket === undefined) return false;
-      const tokens = Math.min(perMinute, bucket.tokens + ((now - bucket.refilledAt) * rate) / 1000);
-      return tokens < 1;
+    /** The address has used up its failures (it may still be verified: `mayVerify`). */
+    blocked,
+    /** Whether an upgrade from the address may have its token verified; false means HTTP 429. */
+    mayVerify(address: string, now: number): boolean {
+      if (!blocked(address, now)) return true;
+      return refilled(buckets.get(address)!.trial, now, TRIAL_FAILURES_PER_SECOND, TRIAL_FAILURES_PER_SECOND) >= 1;
     },
     fail(address: string, now: number): void {
       if (perMinute === 0) return;
-      const bucket = buckets.get(address) ?? newBucket(perMinute, now);
-      takeToken(bucket, now, rate, perMinute);
+      const bucket = buckets.get(address) ?? { ...newBucket(perMinute, now), trial: newBucket(TRIAL_FAILURES_PER_SECOND, now) };
+      if (!takeToken(bucket, now, rate, perMinute)) takeToken(bucket.trial, now, TRIAL_FAILURES_PER_SECOND, TRIAL_FAILURES_PER_SECOND);
       buckets.delete(address); // re-insert: Map order is the eviction order
       buckets.set(address, bucket);
       if (buckets.size > maxAddresses) buckets.delete(buckets.keys().next().value!);
@@ -141,4 +154,7 @@ export function createFailureLimiter(perMinute: number, maxAddresses = 10_000) {
     size: () => buckets.size,
   };
 }
+
+/** Failed verifications per second a blocked address may still cause (each about 20 us for HS256). */
+export const TRIAL_FAILURES_PER_SECOND = 10;
 export type FailureLimiter = ReturnType<typeof createFailureLimiter>;

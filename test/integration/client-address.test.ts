@@ -42,11 +42,51 @@ describe('WS_AUTH_FAILURE_LIMIT', () => {
     const node = await startTestNode({ WS_AUTH_FAILURE_LIMIT: '5', WS_TRUSTED_PROXIES: '127.0.0.1' });
     const attacker = from('203.0.113.66');
     for (let i = 0; i < 5; i++) expect((await open(node.url, 'bad-token', attacker).closed).code).toBe(4401);
+    // Blocked: ten more failures within the second use up its trial verifications (limits.ts).
+    const trial = await Promise.all(Array.from({ length: 10 }, () => open(node.url, 'bad-token', attacker).closed));
+    expect(trial.map((c) => c.code)).toEqual(Array(10).fill(4401));
     // Even a valid token is refused now: no verification work for this address.
     expect(await upgradeStatus(node.url, token('mallory'), attacker.headers)).toBe(429);
     expect(await node.metric('wsedge_upgrades_refused_total', { reason: 'auth_failures' })).toBe(1);
-    expect(await node.metric('wsedge_auth_failures_total', { reason: 'token_invalid' })).toBe(5);
+    expect(await node.metric('wsedge_auth_failures_total', { reason: 'token_invalid' })).toBe(15);
     await connect(node.url, 'alice', {}, from('198.51.100.1'));
+  });
+
+  /** 'connected', the close code of a refused socket, or the HTTP status of a refused upgrade. */
+  const outcome = (url: string, tok: string, headers: Record<string, string>): Promise<string | number> => {
+    const client = open(url, tok, { headers });
+    const refusedHttp = new Promise<number>((resolve) => client.ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+    const connected = client.next((e) => e.type === 'connected', 5000).then(() => 'connected' as const);
+    connected.catch(() => {});
+    return Promise.race([connected, refusedHttp, client.closed.then((c) => c.code)]).finally(() => client.close());
+  };
+
+  it('keeps letting valid users in behind an address an attacker keeps blocked with a bad upgrade every 250 ms', { timeout: 20_000 }, async () => {
+    const node = await startTestNode({ WS_AUTH_FAILURE_LIMIT: '5', WS_TRUSTED_PROXIES: '127.0.0.1' });
+    const shared = from('203.0.113.7'); // a carrier NAT: the attacker and the users behind it
+    for (let i = 0; i < 5; i++) await open(node.url, 'bad-token', shared).closed;
+    let attacking = true;
+    const attacks: Array<string | number> = [];
+    const attacker = (async () => {
+      while (attacking) {
+        attacks.push(await outcome(node.url, 'bad-token', shared.headers));
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
+    const users: Array<string | number> = [];
+    for (let i = 0; i < 20; i++) {
+      users.push(await outcome(node.url, token(`user-${i}`), shared.headers));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    attacking = false;
+    await attacker;
+    const admitted = users.filter((s) => s === 'connected').length;
+    console.log(JSON.stringify({ scenario: 'shared_address_lockout', valid_attempts: users.length, valid_admitted: admitted, attacker_attempts: attacks.length, attacker_statuses: [...new Set(attacks)] }));
+    expect(admitted).toBe(20);
+    // The attacker stays blocked and learns nothing new: each of its upgrades was refused.
+    expect(attacks.length).toBeGreaterThanOrEqual(8);
+    expect(attacks.filter((a) => a === 'connected')).toEqual([]);
+    expect(await node.metric('wsedge_connections_opened_total')).toBe(20);
   });
 
   it('does not count origin refusals or user-limit refusals as failed authentications', async () => {

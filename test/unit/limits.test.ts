@@ -195,6 +195,32 @@ describe('createFailureLimiter', () => {
     expect(limiter.blocked('198.51.100.1', t + 1000)).toBe(false);
   });
 
+  it('still verifies a blocked address while it fails at most 10 times a second, and shuts it past that', async () => {
+    const { createFailureLimiter, TRIAL_FAILURES_PER_SECOND } = await import('../../src/limits.js');
+    expect(TRIAL_FAILURES_PER_SECOND).toBe(10);
+    const limiter = createFailureLimiter(5);
+    const t = 1_000_000;
+    for (let i = 0; i < 5; i++) limiter.fail('nat', t);
+    expect(limiter.blocked('nat', t)).toBe(true);
+    // Blocked, but one bad upgrade a second never shuts it: valid users behind it are verified.
+    for (let s = 0; s < 30; s++) {
+      expect(limiter.mayVerify('nat', t + s * 1000)).toBe(true);
+      limiter.fail('nat', t + s * 1000);
+      expect(limiter.blocked('nat', t + s * 1000)).toBe(true);
+    }
+    // Once blocked, ten more failures at once use up the trial: no verification until one is
+    // earned back (100 ms).
+    for (let i = 0; i < 5; i++) limiter.fail('flood', t);
+    for (let i = 0; i < 10; i++) {
+      expect(limiter.mayVerify('flood', t)).toBe(true);
+      limiter.fail('flood', t);
+    }
+    expect(limiter.mayVerify('flood', t)).toBe(false);
+    expect(limiter.mayVerify('flood', t + 99)).toBe(false);
+    expect(limiter.mayVerify('flood', t + 100)).toBe(true);
+    expect(limiter.mayVerify('other', t)).toBe(true);
+  });
+
   it('never blocks when off, and remembers a bounded number of addresses', async () => {
     const { createFailureLimiter } = await import('../../src/limits.js');
     const off = createFailureLimiter(0);
