@@ -36,6 +36,27 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     sendError(ctx, ws, error, id);
   };
 
+  /** A socket closed (or about to be) for exceeding WS_MAX_BACKPRESSURE: counted once. */
+  const slowConsumer = (data: Session): void => {
+    if (data.slow) return;
+    data.slow = true;
+    metrics.backpressureDrop();
+    log.info({ event: 'slow_consumer', connection_id: data.connectionId, user_id: data.userId }, 'slow consumer closed');
+  };
+
+  /**
+   * The legacy build has no `dropped`, and its socket is unreadable in `close`. A socket that uWS
+   * closes for backpressure is still readable when it leaves its first topic, with its buffer over
+   * the limit; one closed by `end()` is not (the read throws, and it was no slow consumer).
+   */
+  const countLegacyDrop = (ws: SessionSocket, data: Session): void => {
+    try {
+      if (ws.getBufferedAmount() >= config.maxBackpressure) slowConsumer(data);
+    } catch {
+      // closed by end(): not a backpressure close
+    }
+  };
+
   /** An admitted socket: indexed, its personal room joined, `connected` sent, then any early frames. */
   const welcome = (ws: SessionSocket): void => {
     const data = ws.getUserData();
@@ -169,6 +190,8 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         ctx.broker.subscribe(room);
         return;
       }
+      const data = ws.getUserData();
+      if (!ctx.droppedHandler && data.kind === 'session' && !data.slow) countLegacyDrop(ws as SessionSocket, data);
       const room = textDecoder.decode(topic);
       if (newCount === 0) {
         metrics.roomRemoved();
@@ -176,7 +199,6 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       }
       // A member left (leave_room, a revoked room, or a close): tell the others. Only the socket's
       // own user: room can be a user: topic, and its loss is not announced.
-      const data = ws.getUserData();
       if (data.kind === 'session' && !room.startsWith('user:')) announceMembership(ctx, data, room, 'user_left');
     },
 
@@ -184,10 +206,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     ...(ctx.droppedHandler && {
       dropped(ws: Socket) {
         const data = ws.getUserData();
-        if (data.kind !== 'session' || data.slow) return;
-        data.slow = true;
-        metrics.backpressureDrop();
-        log.info({ event: 'slow_consumer', connection_id: data.connectionId, user_id: data.userId }, 'slow consumer closed');
+        if (data.kind === 'session') slowConsumer(data);
       },
     }),
 
@@ -204,6 +223,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';
       if (code === 1006 && reason === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
+
       metrics.connectionClosed(code);
       log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code, reason }, 'connection closed');
     },
