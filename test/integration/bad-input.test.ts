@@ -2,9 +2,10 @@
  * Bad client input is answered with an error envelope and the connection stays; a client that
  * keeps sending it is closed with 1008. Other clients never notice.
  */
+import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { connect, join, type Envelope, type TestClient } from '../helpers/client.js';
+import { connect, join, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 
 afterAll(stopAllNodes);
@@ -193,5 +194,63 @@ describe('other clients keep working', () => {
     await expectAlive(bob, 'b');
     // The vandal's garbage never reached a member.
     expect(bob.received.filter((e) => e.type === 'error')).toEqual([]);
+  });
+});
+
+/**
+ * RFC 6455 §5.1: a server must close a connection whose client frames are not masked. Neither uWS
+ * build checks the MASK bit (README "uWebSockets.js builds"): it unmasks every client frame with the
+ * four bytes after the length. These pin what each build does, so the docs stay true if uWS changes.
+ */
+describe('client frames without the MASK bit (not checked by uWS)', () => {
+  /** Upgrades over raw TCP, writes `frame`, and lists what the server sent back within 500 ms. */
+  function rawFrame(node: TestNode, frame: Buffer): Promise<string[]> {
+    return new Promise((resolve) => {
+      const socket = tcpConnect(node.port, '127.0.0.1');
+      let buffer = Buffer.alloc(0);
+      let upgraded = false;
+      const seen: string[] = [];
+      socket.on('data', (chunk) => {
+        buffer = Buffer.concat([buffer, chunk]);
+        if (!upgraded) {
+          const end = buffer.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          upgraded = true;
+          buffer = buffer.subarray(end + 4);
+          socket.write(frame);
+        }
+        // Server frames are small and unmasked: opcode and a 7- or 16-bit length.
+        while (buffer.length >= 2) {
+          const long = (buffer[1]! & 0x7f) === 126;
+          const length = long ? buffer.readUInt16BE(2) : buffer[1]! & 0x7f;
+          const start = long ? 4 : 2;
+          if (buffer.length < start + length) break;
+          const opcode = buffer[0]! & 0x0f;
+          seen.push(opcode === 1 ? `text:${JSON.parse(buffer.subarray(start, start + length).toString()).type}` : opcode === 10 ? 'pong' : opcode === 8 ? 'close' : `opcode:${opcode}`);
+          buffer = buffer.subarray(start + length);
+        }
+      });
+      socket.on('error', () => {});
+      setTimeout(() => {
+        socket.destroy();
+        resolve(seen);
+      }, 500);
+      socket.write(
+        `GET /api/v1/ws/connect?token=${token('raw')} HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
+    });
+  }
+
+  it('answers a ping whose MASK bit is cleared as if it were masked, and waits for a mask key after an unmasked one; others are served', async () => {
+    const node = await startTestNode();
+    const other = await connect(node.url, 'other');
+    // FIN+ping, length 0, MASK bit clear, then four bytes uWS takes for the key.
+    expect(await rawFrame(node, Buffer.from([0x89, 0x00, 1, 2, 3, 4]))).toEqual(['text:connected', 'pong']);
+    // A truly unmasked ping: uWS waits for a mask key that never comes, so no pong and no close.
+    expect(await rawFrame(node, Buffer.from([0x89, 0x00]))).toEqual(['text:connected']);
+    // The masked form is answered the same way, and the node serves everyone else throughout.
+    expect(await rawFrame(node, Buffer.from([0x89, 0x80, 1, 2, 3, 4]))).toEqual(['text:connected', 'pong']);
+    await expectAlive(other, 'after-unmasked');
   });
 });
