@@ -343,6 +343,16 @@ export function openClient(token) {
 }
 
 /**
+ * The value of `promise` if it has already settled, else undefined; no timer. (A zero-delay
+ * `within` is not the same in k6 v1.6: the 0 ms timer it clears still fires later, and resolves the
+ * next timer-based wait of the VU at once, as if that had timed out.)
+ * @template T @param {Promise<T>} promise @returns {Promise<T | undefined>}
+ */
+export function settled(promise) {
+  return Promise.race([promise, Promise.resolve(undefined)]);
+}
+
+/**
  * The value of `promise` if it settles within `ms`, else null. Clears its timer, so a settled
  * wait does not keep the VU's iteration alive.
  * @template T @param {Promise<T>} promise @param {number} ms @returns {Promise<T | null>}
