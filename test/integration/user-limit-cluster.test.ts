@@ -74,6 +74,9 @@ describe('cluster-wide connections per user over three node processes', () => {
     expect(await zcard()).toBe(5);
     const failures = await Promise.all(nodes.map((n) => n.metric('wsedge_auth_failures_total', { reason: 'user_limit' })));
     expect(failures.reduce((a, b) => a + b, 0)).toBe(1);
+    // Every upgrade waited for Redis and still happened inside the upgrade callback: no build
+    // printed its warning about HttpResponse writes outside a cork.
+    for (const node of nodes) expect(node.stderr()).not.toContain('corked callback');
 
     const live = new Set(admitted);
     const liveOn = (node: NodeProcess) => [...live].filter((c) => c.node === node);
