@@ -35,7 +35,7 @@ export interface AdmissionContext {
   readonly authFailures: FailureLimiter;
 }
 
-export const USER_LIMIT = rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user');
+const USER_LIMIT = rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user');
 const IP_LIMIT = rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address');
 const INTERNAL = rejection('internal', CloseCode.INTERNAL, 'internal error');
 
@@ -54,8 +54,6 @@ function refuseUpgrade(res: HttpResponse, status: '503 Service Unavailable' | '4
 export interface Admission {
   /** The uWS `upgrade` handler. */
   upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void;
-  /** Counts a refusal (metrics, the failed-authentication limiter, a log line). */
-  rejected(rej: Rejection, remoteAddress: string, userId?: string): void;
   /**
    * For a socket opened before its user slot was granted: runs `welcome` once granted, or closes it
    * with 4429 (4500 when the registry failed). A socket closed meanwhile gives its slot back.
@@ -68,6 +66,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
   /** Sockets open but not yet admitted; they count against WS_MAX_CONNECTIONS too. */
   let pending = 0;
 
+  /** Counts a refusal: metrics, the failed-authentication limiter, a log line. */
   const rejected = (rej: Rejection, remoteAddress: string, userId?: string): void => {
     metrics.connectionRejected(rej.reason);
     if (AUTH_FAILURES.has(rej.reason)) ctx.authFailures.fail(remoteAddress, Date.now());
@@ -165,5 +164,5 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     admission.then(finish, (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   }
 
-  return { upgrade, rejected, settle };
+  return { upgrade, settle };
 }

@@ -47,6 +47,8 @@ export interface Config {
   readonly heartbeatInterval: number;
   /** Bytes; a frame of exactly this size is accepted. */
   readonly messageMaxSize: number;
+  /** uWS's cap on an upgrade request's headers (its own variable, read when the binding loads). */
+  readonly httpMaxHeadersSize: number;
   /** Bytes of unsent data per socket before it is closed as a slow consumer. */
   readonly maxBackpressure: number;
   /** Sustained client frames per second (token bucket refill rate). */
@@ -167,6 +169,13 @@ const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS5
 /** uWS accepts idleTimeout 0 or 8..960 seconds; WS_HEARTBEAT_INTERVAL maps onto it directly. */
 const HEARTBEAT_MIN = 8;
 const HEARTBEAT_MAX = 960;
+/**
+ * The official uWS build refuses an upgrade whose headers pass 4 KiB by default (HTTP 431), which a
+ * token of about 3.8 KB already does. 16 KiB fits the longest token accepted (8192 characters) with
+ * room for cookies and the other headers.
+ */
+export const DEFAULT_HTTP_MAX_HEADERS_SIZE = 16_384;
+
 /** uWS keeps a whole message in memory; 64 MiB keeps its hard ceiling (2x) far below 2^31. */
 const MESSAGE_MAX_SIZE_LIMIT = 64 * 1024 * 1024;
 
@@ -210,6 +219,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxRoomsPerConnection: r.int('WS_MAX_ROOMS_PER_CONNECTION', 100, 1, 10_000),
     heartbeatInterval,
     messageMaxSize,
+    httpMaxHeadersSize: r.int('UWS_HTTP_MAX_HEADERS_SIZE', DEFAULT_HTTP_MAX_HEADERS_SIZE, 4096, 1_048_576),
     maxBackpressure,
     rateLimit,
     rateBurst,

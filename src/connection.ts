@@ -95,7 +95,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
   };
 
   /** One client frame of an admitted session. */
-  const receive = (ws: SessionSocket, session: Session, message: ArrayBuffer | Buffer, isBinary: boolean): void => {
+  const receive = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
     if (message.byteLength > config.messageMaxSize) {
       metrics.messageTooBig('limit');
       ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
@@ -117,7 +117,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       invalid(ws, session, messageError('binary_not_supported', 'only JSON text frames are supported'), undefined);
       return;
     }
-    const parsed = parseFrame(Buffer.isBuffer(message) ? message.toString('utf8') : Buffer.from(message).toString('utf8'));
+    const parsed = parseFrame(Buffer.from(message).toString('utf8'));
     if (isParseFailure(parsed)) {
       metrics.messageReceived(parsed.type ?? 'invalid');
       invalid(ws, session, parsed.error, parsed.id);
@@ -148,7 +148,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
       return;
     }
-    early.push({ frame: Buffer.from(new Uint8Array(message)), isBinary });
+    early.push({ frame: message.slice(0), isBinary });
   };
 
   return {

@@ -133,6 +133,7 @@ function logStart(
         max_connections_per_user: config.maxConnectionsPerUser,
         max_rooms_per_connection: config.maxRoomsPerConnection,
         message_max_size: config.messageMaxSize,
+        http_max_headers_size: config.httpMaxHeadersSize,
         uws_max_payload_length: config.messageMaxSize * 2,
         max_backpressure: config.maxBackpressure,
         rate_limit: config.rateLimit,

@@ -89,7 +89,7 @@ function connectionSlots(config: Config, local: LocalSlots, redis: RedisClients 
 }
 
 export async function startNode(config: Config, log: Logger): Promise<EdgeNode> {
-  const uws = loadUws();
+  const uws = loadUws(config.httpMaxHeadersSize);
   const auth = createAuthenticator(config.jwt);
   const metrics = createMetrics();
   const app = uws.uws.App();

@@ -37,7 +37,7 @@ export interface Session extends Bucket {
    */
   admission: Promise<boolean> | undefined;
   /** Frames that arrived before admission, handled in order once admitted (at most WS_RATE_BURST). */
-  early: Array<{ readonly frame: Buffer; readonly isBinary: boolean }> | undefined;
+  early: Array<{ readonly frame: ArrayBuffer; readonly isBinary: boolean }> | undefined;
 }
 
 export interface RejectedUpgrade {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type * as UWS from 'uWebSockets.js';
+import { DEFAULT_HTTP_MAX_HEADERS_SIZE } from './config.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, WebSocketBehavior, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
 
@@ -54,8 +55,13 @@ function loadLegacy(): UwsBinding {
 
 let loaded: UwsBinding | undefined;
 
-export function loadUws(): UwsBinding {
+/**
+ * `maxHeadersSize` becomes uWS's UWS_HTTP_MAX_HEADERS_SIZE, which the binding reads once, when it
+ * loads: the first call decides for the whole process.
+ */
+export function loadUws(maxHeadersSize = DEFAULT_HTTP_MAX_HEADERS_SIZE): UwsBinding {
   if (loaded) return loaded;
+  process.env['UWS_HTTP_MAX_HEADERS_SIZE'] = String(maxHeadersSize);
   const failures: string[] = [];
   for (const load of [loadOfficial, loadLegacy]) {
     try {

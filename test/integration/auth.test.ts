@@ -5,7 +5,7 @@
  */
 import { createSigner } from 'fast-jwt';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, join, open, token, type TestClient } from '../helpers/client.js';
+import { connect, join, open, token, upgradeStatus, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, TEST_SECRET, type TestNode } from '../helpers/node.js';
 
 afterAll(stopAllNodes);
@@ -95,10 +95,34 @@ describe('refused at the upgrade', () => {
     client.close();
   });
 
-  it('closes 4401 "token longer than 8192 characters" for a 60 KB token, before verifying it', async () => {
+  it('closes 4401 "token longer than 8192 characters" for a 12 KB token, before verifying it', async () => {
     const node = await startTestNode();
-    const huge = signRaw({ sub: 'alice', rooms: ['*'], exp: nowSeconds() + 3600, pad: 'x'.repeat(60_000) });
-    await expectRefused(node, open(node.url, huge), { code: 4401, message: 'token longer than 8192 characters', reason: 'token_invalid' }, huge);
+    const long = signRaw({ sub: 'alice', rooms: ['*'], exp: nowSeconds() + 3600, pad: 'x'.repeat(9000) });
+    expect(long.length).toBeGreaterThan(12_000);
+    await expectRefused(node, open(node.url, long), { code: 4401, message: 'token longer than 8192 characters', reason: 'token_invalid' }, long);
+  });
+
+  it('connects with a token of 8000 characters (the official build alone would refuse its headers, 4 KiB, with 431)', async () => {
+    const node = await startTestNode();
+    const rooms = Array.from({ length: 420 }, (_, i) => `task:${100_000 + i}`);
+    const big = signRaw({ sub: 'alice', rooms, exp: nowSeconds() + 3600 });
+    expect(big.length).toBeGreaterThan(7000);
+    expect(big.length).toBeLessThanOrEqual(8192);
+    for (const client of [open(node.url, big), open(node.url, undefined, { protocols: ['wsedge.v1', `wsedge.bearer.${big}`] })]) {
+      expect(await client.next((e) => e.type === 'connected')).toMatchObject({ data: { user_id: 'alice' } });
+      client.close();
+    }
+  });
+
+  it('refuses headers past UWS_HTTP_MAX_HEADERS_SIZE (16 KiB): HTTP 431 on the official build, which checks it; the legacy build lets them through to the token check', async () => {
+    const node = await startTestNode();
+    const huge = signRaw({ sub: 'alice', rooms: ['*'], exp: nowSeconds() + 3600, pad: 'x'.repeat(30_000) });
+    if (node.uws.source === 'uWebSockets.js') {
+      expect(await upgradeStatus(node.url, huge)).toBe(431);
+      expect(await node.metric('wsedge_auth_failures_total', { reason: 'token_invalid' })).toBe(0);
+    } else {
+      await expectRefused(node, open(node.url, huge), { code: 4401, message: 'token longer than 8192 characters', reason: 'token_invalid' }, huge);
+    }
   });
 
   it('closes 4401 for an exp after year 9999, and refresh_token with one closes the same way', async () => {

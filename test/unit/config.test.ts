@@ -44,6 +44,7 @@ describe('loadConfig defaults', () => {
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
       messageMaxSize: 1_048_576,
+      httpMaxHeadersSize: 16_384,
       maxBackpressure: 4_194_304,
       rateLimit: 20,
       rateBurst: 40,
@@ -147,6 +148,7 @@ describe('loadConfig integer validation', () => {
     ['WS_DRAIN_TIMEOUT', '3601', '1..3600'],
     ['JWT_CLOCK_TOLERANCE', '301', '0..300'],
     ['WS_MESSAGE_MAX_SIZE', '1023', '1024..67108864'],
+    ['UWS_HTTP_MAX_HEADERS_SIZE', '4095', '4096..1048576'],
   ])('refuses %s=%s as outside %s', (name, value, range) => {
     expect(problemsOf({ [name]: value })).toEqual([`${name}: ${Number(value)} is outside ${range}`]);
   });
