@@ -96,8 +96,10 @@ git -C "$REPO" ls-files -z --cached --others --exclude-standard |
   (cd "$REPO" && tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$ROOT/ws-edge"
 [ -e "$REPO/../shared" ] && { rm -rf "$ROOT/shared"; cp -r "$REPO/../shared" "$ROOT/shared"; }
 
-args=$(printf ' %q' "$@")
+args=""
+[ $# -eq 0 ] || args=$(printf ' %q' "$@")
 for major in $NODE_VERSIONS; do
+  started=$SECONDS
   bin=/opt/node-$major/bin
   [ "$major" = 20 ] && bin=/usr/bin
   [ -x "$ROOT$bin/node" ] || { echo "error: no Node $major in the root (known: 24 22 20)" >&2; exit 1; }
@@ -112,9 +114,10 @@ for major in $NODE_VERSIONS; do
     npx tsc -p tsconfig.check.json
     npm run --silent build
     node -e \"import('./dist/uws.js').then(({ loadUws }) => { const b = loadUws(); console.log('== uWS', b.source, b.version, b.binary); if (b.source !== 'uWebSockets.js') process.exit(1); })\"
-    npm test --$args
-    if [ $major = 24 ] && [ -z \"$args\" ]; then
+    npm test${args:+ --$args}
+    if [ $major = 24 ] && [ $# -eq 0 ]; then
       echo '== the Docker image: its build stage replayed, its CMD run (scripts/image-smoke.mjs)'
       node scripts/image-smoke.mjs /tmp/image
     fi"
+  echo "== Node $major pass: $((SECONDS - started)) s"
 done
