@@ -1,6 +1,8 @@
 // Handshake rate (with JWT verification for ws-edge) and idle memory per connection,
 // ws-edge against a raw uWebSockets.js server in the same run. Usage:
 //   npm run build && node bench/connections.mjs [connections=10000] [repetitions=3]
+// With BENCH_REDIS_URL, the ws-edge node uses that Redis: each handshake then waits for the
+// connection registry's script (the cluster-wide per-user limit) before `connected`.
 import { createSigner } from 'fast-jwt';
 import os from 'node:os';
 import { openConnections } from './loadgen.mjs';
@@ -19,6 +21,7 @@ const servers = {
     startServer(['dist/cli.js', 'serve'], {
       PORT: '0', INTERNAL_PORT: '0', HOST: '127.0.0.1', JWT_SECRET: secret, LOG_LEVEL: 'info', NODE_ENV: 'production',
       WS_MAX_CONNECTIONS_PER_USER: '5',
+      ...(process.env.BENCH_REDIS_URL && { REDIS_URL: process.env.BENCH_REDIS_URL, REDIS_PREFIX: `bench${Date.now()}:` }),
     }),
   'raw-uws': () => startServer(['bench/raw-uws.mjs'], { PORT: '0' }),
 };
@@ -63,7 +66,7 @@ const ratio = {
   handshakes: +(summary['ws-edge'].handshakes_per_s / summary['raw-uws'].handshakes_per_s).toFixed(2),
   rss_per_connection: +(summary['ws-edge'].rss_bytes_per_connection / summary['raw-uws'].rss_bytes_per_connection).toFixed(2),
 };
-console.log(JSON.stringify({ scenario: 'connections', connections: count, repetitions, node: process.version, cpus: os.cpus().length, summary, ratio }));
+console.log(JSON.stringify({ scenario: 'connections', redis: Boolean(process.env.BENCH_REDIS_URL), connections: count, repetitions, node: process.version, cpus: os.cpus().length, summary, ratio }));
 console.log(`| server  | handshakes/s (median, spread) | server CPU ms/handshake | RSS bytes/conn |`);
 for (const [name, s] of Object.entries(summary)) {
   console.log(`| ${name} | ${s.handshakes_per_s} (${s.handshakes_spread.join('-')}) | ${s.server_cpu_ms_per_handshake} | ${s.rss_bytes_per_connection} |`);

@@ -51,20 +51,39 @@ function refuseUpgrade(res: HttpResponse, status: '503 Service Unavailable' | '4
   });
 }
 
+/** A client frame kept while its socket waited for admission. */
+export interface EarlyFrame {
+  readonly frame: ArrayBuffer;
+  readonly isBinary: boolean;
+}
+
 export interface Admission {
   /** The uWS `upgrade` handler. */
   upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void;
   /**
-   * For a socket opened before its user slot was granted: runs `welcome` once granted, or closes it
-   * with 4429 (4500 when the registry failed). A socket closed meanwhile gives its slot back.
+   * For a `pending` socket (opened before its user slot was granted): runs `welcome` with the
+   * frames it sent meanwhile once granted, or closes it with 4429 (4500 when the registry failed).
    */
-  settle(ws: SessionSocket, admission: Promise<boolean>, welcome: (ws: SessionSocket) => void): void;
+  settle(ws: SessionSocket, welcome: (ws: SessionSocket, early: readonly EarlyFrame[]) => void): void;
+  /** Keeps a frame of a `pending` socket (copied: uWS reuses the buffer); false when it holds WS_RATE_BURST already. */
+  keep(session: Session, message: ArrayBuffer, isBinary: boolean): boolean;
+}
+
+/** What a pending socket waits on, and what it sent meanwhile. */
+interface Waiting {
+  readonly admission: Promise<boolean>;
+  readonly early: EarlyFrame[];
 }
 
 export function createAdmission(ctx: AdmissionContext): Admission {
   const { config, metrics, log, sessions } = ctx;
-  /** Sockets open but not yet admitted; they count against WS_MAX_CONNECTIONS too. */
-  let pending = 0;
+  /**
+   * Sockets open but not yet admitted, by connection id (uWS hands `open` and later handlers a
+   * user data object of its own, not the one given to `res.upgrade`); they count against
+   * WS_MAX_CONNECTIONS too. Kept here, not on every session: almost none is ever pending for more
+   * than a Redis round trip.
+   */
+  const waiting = new Map<string, Waiting>();
 
   /** Counts a refusal: metrics, the failed-authentication limiter, a log line. */
   const rejected = (rej: Rejection, remoteAddress: string, userId?: string): void => {
@@ -73,8 +92,8 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, user_id: userId, remote: remoteAddress }, 'connection rejected');
   };
 
-  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, admission: Promise<boolean> | undefined): Session => ({
-    kind: 'session',
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => ({
+    kind,
     connectionId,
     userId: identity.userId,
     username: identity.username,
@@ -88,8 +107,6 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     invalidStrikes: undefined,
     slow: false,
     closed: false,
-    admission,
-    early: undefined,
   });
 
   function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
@@ -97,7 +114,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
       metrics.upgradeRefused('draining');
       return refuseUpgrade(res, '503 Service Unavailable', 'draining', 1);
     }
-    if (config.maxConnections > 0 && sessions.size + pending >= config.maxConnections) {
+    if (config.maxConnections > 0 && sessions.size + waiting.size >= config.maxConnections) {
       metrics.upgradeRefused('max_connections');
       return refuseUpgrade(res, '503 Service Unavailable', 'max_connections', 1);
     }
@@ -133,27 +150,27 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const slot = ctx.slots.acquire(identity.userId, connectionId);
     if (typeof slot === 'boolean') {
       // The node's own count answers at once.
-      if (slot) return open(newSession(identity, connectionId, remoteAddress, undefined), found.protocol);
+      if (slot) return open(newSession(identity, connectionId, remoteAddress, 'session'), found.protocol);
       ctx.addressCounts.release(remoteAddress);
       return refuse(USER_LIMIT, identity.userId);
     }
-    pending += 1;
-    const admission = slot.finally(() => {
-      pending -= 1;
-    });
-    open(newSession(identity, connectionId, remoteAddress, admission), found.protocol);
+    const session = newSession(identity, connectionId, remoteAddress, 'pending');
+    waiting.set(connectionId, { admission: slot, early: [] });
+    open(session, found.protocol);
   }
 
-  function settle(ws: SessionSocket, admission: Promise<boolean>, welcome: (ws: SessionSocket) => void): void {
+  function settle(ws: SessionSocket, welcome: (ws: SessionSocket, early: readonly EarlyFrame[]) => void): void {
     const session = ws.getUserData();
+    const { admission, early } = waiting.get(session.connectionId)!;
     const finish = (granted: boolean | Error): void => {
+      waiting.delete(session.connectionId);
       if (session.closed) {
         if (granted === true) ctx.slots.release(session.userId, session.connectionId);
         return;
       }
       if (granted === true) {
-        session.admission = undefined;
-        ws.cork(() => welcome(ws));
+        session.kind = 'session';
+        ws.cork(() => welcome(ws, early));
         return;
       }
       const rej = granted === false ? USER_LIMIT : INTERNAL;
@@ -164,5 +181,12 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     admission.then(finish, (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   }
 
-  return { upgrade, settle };
+  function keep(session: Session, message: ArrayBuffer, isBinary: boolean): boolean {
+    const early = waiting.get(session.connectionId)?.early;
+    if (early === undefined || early.length >= config.rateBurst) return false;
+    early.push({ frame: message.slice(0), isBinary });
+    return true;
+  }
+
+  return { upgrade, settle, keep };
 }

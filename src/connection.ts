@@ -3,7 +3,7 @@
  * at once, or once the user slot is granted), message (size, rate, one JSON.parse, handler),
  * subscription (room gauge and broker interest), dropped, close (release everything).
  */
-import { createAdmission, type AdmissionContext } from './admission.js';
+import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
 import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CloseCode, messageError, type MessageError } from './errors.js';
 import { announceMembership, closesAt, handle, sendError, type HandlerContext } from './handlers.js';
@@ -20,6 +20,7 @@ export interface ConnectionContext extends HandlerContext, AdmissionContext {
 
 /** uWS's own reason when a frame passes maxPayloadLength (it then closes without a close frame). */
 const UWS_TOO_BIG = 'Received too big message';
+const NO_FRAMES: readonly EarlyFrame[] = [];
 const textDecoder = new TextDecoder();
 
 export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserData> {
@@ -58,7 +59,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
   };
 
   /** An admitted socket: indexed, its personal room joined, `connected` sent, then any early frames. */
-  const welcome = (ws: SessionSocket): void => {
+  const welcome = (ws: SessionSocket, early: readonly EarlyFrame[]): void => {
     const data = ws.getUserData();
     sessions.add(ws);
     metrics.connectionOpened();
@@ -86,9 +87,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     log.debug({ event: 'connection_open', connection_id: data.connectionId, user_id: data.userId, remote: data.remoteAddress }, 'connection opened');
     // Admitted while the drain began: counted like any other, then sent elsewhere.
     if (ctx.isDraining()) return ws.end(CloseCode.SERVICE_RESTART, 'service restart');
-    const early = data.early;
-    data.early = undefined;
-    for (const { frame, isBinary } of early ?? []) {
+    for (const { frame, isBinary } of early) {
       if (data.closed) return;
       receive(ws, data, frame, isBinary);
     }
@@ -132,23 +131,16 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     }
   };
 
-  /**
-   * A frame before admission is kept (copied: uWS reuses the buffer) and handled once admitted.
-   * More than the rate limiter's burst cannot be meant well: that closes like a flood.
-   */
+  /** A frame before admission is kept and handled once admitted; more than the rate limiter's burst closes like a flood. */
   const keepEarly = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
     if (message.byteLength > config.messageMaxSize) {
       metrics.messageTooBig('limit');
       ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
       return;
     }
-    const early = (session.early ??= []);
-    if (early.length >= config.rateBurst) {
-      metrics.policyClose('flooding');
-      ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
-      return;
-    }
-    early.push({ frame: message.slice(0), isBinary });
+    if (admission.keep(session, message, isBinary)) return;
+    metrics.policyClose('flooding');
+    ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
   };
 
   return {
@@ -169,16 +161,15 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         return;
       }
       const sws = ws as SessionSocket;
-      if (data.admission === undefined) welcome(sws);
-      else admission.settle(sws, data.admission, welcome);
+      if (data.kind === 'pending') admission.settle(sws, welcome);
+      else welcome(sws, NO_FRAMES);
     },
 
     message(ws, message, isBinary) {
       const sws = ws as SessionSocket;
       const session = sws.getUserData();
-      if (session.kind !== 'session') return;
-      if (session.admission !== undefined) keepEarly(sws, session, message, isBinary);
-      else receive(sws, session, message, isBinary);
+      if (session.kind === 'session') receive(sws, session, message, isBinary);
+      else if (session.kind === 'pending') keepEarly(sws, session, message, isBinary);
     },
 
     // Called for every socket joining or leaving a topic, also for each topic of a closing socket.
@@ -212,12 +203,12 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
 
     close(ws, code, message) {
       const data = ws.getUserData();
-      if (data.kind !== 'session') return;
+      if (data.kind === 'rejected') return;
       const sws = ws as SessionSocket;
       data.closed = true;
       ctx.addressCounts.release(data.remoteAddress);
       // Never admitted: its slot is given back when the registry answers (admission.ts).
-      if (data.admission !== undefined) return;
+      if (data.kind === 'pending') return;
       sessions.delete(sws);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));

@@ -10,7 +10,12 @@ import type { WebSocket } from './uws.js';
 
 /** The token bucket (`tokens`, `refilledAt`) lives inline: one object per connection, not two. */
 export interface Session extends Bucket {
-  readonly kind: 'session';
+  /**
+   * `pending` while the user slot waits for the Redis connection registry (admission.ts): the
+   * socket is open but not admitted (no `connected`, not in the session index, its frames kept).
+   * A state rather than a field of its own: two more fields per session cost more heap than they hold.
+   */
+  kind: 'session' | 'pending';
   readonly connectionId: string;
   readonly userId: string;
   readonly username: string;
@@ -31,13 +36,6 @@ export interface Session extends Bucket {
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */
   closed: boolean;
-  /**
-   * While the user slot waits for the Redis connection registry (admission.ts): the socket is open
-   * but not admitted (no `connected`, not in the session index). Cleared once admitted.
-   */
-  admission: Promise<boolean> | undefined;
-  /** Frames that arrived before admission, handled in order once admitted (at most WS_RATE_BURST). */
-  early: Array<{ readonly frame: ArrayBuffer; readonly isBinary: boolean }> | undefined;
 }
 
 export interface RejectedUpgrade {
