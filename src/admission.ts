@@ -156,6 +156,9 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     }
     const session = newSession(identity, connectionId, remoteAddress, 'pending');
     waiting.set(connectionId, { admission: slot, early: [] });
+    // Forgotten when the registry answers, whatever became of the socket.
+    const forget = (): void => void waiting.delete(connectionId);
+    slot.then(forget, forget);
     open(session, found.protocol);
   }
 
@@ -163,7 +166,6 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const session = ws.getUserData();
     const { admission, early } = waiting.get(session.connectionId)!;
     const finish = (granted: boolean | Error): void => {
-      waiting.delete(session.connectionId);
       if (session.closed) {
         if (granted === true) ctx.slots.release(session.userId, session.connectionId);
         return;
