@@ -93,13 +93,17 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     }
   };
 
+  /** A frame over WS_MESSAGE_MAX_SIZE closes the socket with 1009. */
+  const tooBig = (ws: SessionSocket, message: ArrayBuffer): boolean => {
+    if (message.byteLength <= config.messageMaxSize) return false;
+    metrics.messageTooBig('limit');
+    ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
+    return true;
+  };
+
   /** One client frame of an admitted session. */
   const receive = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
-    if (message.byteLength > config.messageMaxSize) {
-      metrics.messageTooBig('limit');
-      ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
-      return;
-    }
+    if (tooBig(ws, message)) return;
     const now = Date.now();
     if (!takeToken(session, now, config.rateLimit, config.rateBurst)) {
       metrics.rateLimited();
@@ -133,12 +137,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
 
   /** A frame before admission is kept and handled once admitted; more than the rate limiter's burst closes like a flood. */
   const keepEarly = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
-    if (message.byteLength > config.messageMaxSize) {
-      metrics.messageTooBig('limit');
-      ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
-      return;
-    }
-    if (admission.keep(session, message, isBinary)) return;
+    if (tooBig(ws, message) || admission.keep(session, message, isBinary)) return;
     metrics.policyClose('flooding');
     ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
   };

@@ -115,6 +115,9 @@ export function createAddressCounts(max: number) {
 }
 export type AddressCounts = ReturnType<typeof createAddressCounts>;
 
+/** Failed verifications per second a blocked address may still cause (each about 20 us for HS256). */
+export const TRIAL_FAILURES_PER_SECOND = 10;
+
 /**
  * Failed authentications per client address (WS_AUTH_FAILURE_LIMIT per minute, token bucket).
  * An address that ran out is blocked, but not shut: a shared address (NAT, carrier, proxy) also
@@ -155,6 +158,4 @@ export function createFailureLimiter(perMinute: number, maxAddresses = 10_000) {
   };
 }
 
-/** Failed verifications per second a blocked address may still cause (each about 20 us for HS256). */
-export const TRIAL_FAILURES_PER_SECOND = 10;
 export type FailureLimiter = ReturnType<typeof createFailureLimiter>;
