@@ -1,5 +1,5 @@
 // Cross-node fan-out through one Redis versus a 3-master Redis Cluster (sharded pub/sub), same
-// run, same load, through ws-edge's own Redis layer (dist/redis.js: PUBLISH/SUBSCRIBE or
+// run, same load, through ws-edge's own Redis layer (dist/redis/clients.js: PUBLISH/SUBSCRIBE or
 // SPUBLISH/SSUBSCRIBE on one subscriber connection per master). One publishing node, two receiving nodes each subscribed to every room;
 // reports deliveries per second and the CPU each Redis process used.
 //   npm run build && node bench/redis-topologies.mjs [events=200000] [rooms=1000] [repetitions=3]
@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../dist/config.js';
-import { createRedisClients } from '../dist/redis.js';
+import { createRedisClients } from '../dist/redis/clients.js';
 import { cpuSecondsOf, median, sleep } from './lib.mjs';
 
 const events = Number(process.argv[2] ?? 200_000);

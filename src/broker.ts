@@ -10,13 +10,9 @@
  *   state of the transport; other nodes receive it only while they subscribe the room.
  * - Payload bytes are the encoded envelope and are handed to `deliver` as they are: never
  *   re-parsed or re-encoded, whatever the number of members or nodes.
+ *
+ * Implementations: broker-memory.ts and redis/broker.ts; server.ts picks one.
  */
-import type { Config } from './config.js';
-import { createMemoryBroker } from './broker-memory.js';
-import { createRedisBroker } from './broker-redis.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import type { RedisClients } from './redis.js';
 
 /** Encoded envelope bytes as uWS takes them. */
 export type Payload = string | Uint8Array;
@@ -45,17 +41,4 @@ export interface Broker {
   /** Whether other nodes are reachable: always true for the memory broker. */
   isUp(): boolean;
   close(): Promise<void>;
-}
-
-export interface BrokerDeps {
-  readonly config: Config;
-  readonly target: BrokerTarget;
-  readonly log: Logger;
-  readonly metrics: Metrics;
-  /** Present when REDIS_URL is set. */
-  readonly redis: RedisClients | undefined;
-}
-
-export function createBroker(deps: BrokerDeps): Broker {
-  return deps.redis === undefined ? createMemoryBroker(deps.target) : createRedisBroker({ ...deps, redis: deps.redis });
 }

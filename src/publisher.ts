@@ -8,14 +8,12 @@
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { channelsOf, nodeOfConnection } from './broker-redis.js';
-import { encodeFrame } from './broker-frame.js';
 import { CloseCode, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { createEventsWith, type Events } from './events.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
+import { publisherConnection } from './redis/connections.js';
+import { channelsOf, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
 import { isValidId } from './rooms.js';
-import { reconnectDelay } from './redis.js';
 
 export type { Events, TaskRef, Id } from './events.js';
 
@@ -38,12 +36,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
   // A publisher is an origin like a node: nodes deliver its events and never mistake them for an echo.
   const origin = `pub-${randomBytes(4).toString('hex')}`;
   const channels = channelsOf(prefix, origin);
-  const redis = new Redis(options.redisUrl, {
-    connectionName: `${prefix}${origin}`,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: reconnectDelay,
-  });
+  const redis = publisherConnection(options.redisUrl, `${prefix}${origin}`);
   redis.on('error', () => {});
   // Settles with the first connection attempt: a failed one rejects at once, so nothing waits to
   // be sent late.
@@ -83,7 +76,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
       if (!isValidId(userId)) throw new TypeError(`invalid user id: ${JSON.stringify(userId)}`);
       if (!isApplicationCloseCode(code)) throw new TypeError(`close code must be 4000-4999: ${code}`);
       if (!isCloseReason(reason)) throw new TypeError('reason must be one line of at most 123 bytes');
-      await send(channels.control, 'd', userId, `${code} ${reason}`);
+      await send(channels.control, 'd', userId, encodeDisconnect(code, reason));
     },
     async close() {
       await redis.quit().catch(() => redis.disconnect());

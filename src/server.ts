@@ -5,7 +5,8 @@
  */
 import { addApiRoutes } from './api.js';
 import { createAuthenticator } from './auth.js';
-import { createBroker, type Broker, type BrokerTarget } from './broker.js';
+import type { Broker, BrokerTarget } from './broker.js';
+import { createMemoryBroker } from './broker-memory.js';
 import type { Config } from './config.js';
 import { createBehavior } from './connection.js';
 import { createDelivery, type Delivery } from './delivery.js';
@@ -15,11 +16,13 @@ import { createExpiryScheduler } from './expiry.js';
 import { WS_PATH } from './handshake.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
-import { createRedisSlots } from './limits-redis.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createClientAddress } from './proxies.js';
-import { createRedisClients, type RedisClients } from './redis.js';
+import { createRedisBroker } from './redis/broker.js';
+import { createRedisClients } from './redis/clients.js';
+import type { RedisClients } from './redis/links.js';
+import { createRedisSlots } from './redis/registry.js';
 import type { SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
@@ -102,7 +105,8 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const broker = createBroker({ config, target: brokerTarget(delivery, sessions), log, metrics, redis });
+  const target = brokerTarget(delivery, sessions);
+  const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
   const slots = connectionSlots(config, localSlots, redis, sessions, log);
   const events = createEvents(broker, () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {

@@ -1,16 +1,18 @@
 /**
- * The Broker contract (src/broker.ts), run against both implementations through createBroker:
+ * The Broker contract (src/broker.ts), run against both implementations as server.ts builds them:
  * the in-memory reference and the Redis fan-out on a real redis-server. The BrokerTarget is a
  * plain recording sink, the seam the node itself plugs uWS into; nothing of Redis is faked.
  * The second part covers what only the Redis broker has: other nodes, subscriptions, the
  * unsubscribe delay, batching, node-addressed frames and the cross-node latency histogram.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBroker, type Broker, type BrokerTarget, type Payload } from '../../src/broker.js';
+import type { Broker, BrokerTarget, Payload } from '../../src/broker.js';
+import { createMemoryBroker } from '../../src/broker-memory.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
-import { createRedisClients } from '../../src/redis.js';
+import { createRedisBroker } from '../../src/redis/broker.js';
+import { createRedisClients } from '../../src/redis/clients.js';
 import { sampleValue } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
 
@@ -74,13 +76,10 @@ function makeBrokerNode(nodeId: string, redis?: { url: string; prefix: string })
   });
   const target = recordingTarget();
   const metrics = createMetrics();
-  const broker = createBroker({
-    config,
-    target,
-    log: createLogger('silent'),
-    metrics,
-    redis: config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId),
-  });
+  const broker =
+    config.redis === undefined
+      ? createMemoryBroker(target)
+      : createRedisBroker({ config, target, log: createLogger('silent'), metrics, redis: createRedisClients(config.redis, config.nodeId) });
   open.add(broker);
   return {
     nodeId,

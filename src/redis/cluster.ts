@@ -1,5 +1,6 @@
 /**
- * The subscriber side of a Redis Cluster: one plain connection per master, keyed by its address
+ * A Redis Cluster (REDIS_CLUSTER_NODES, sharded pub/sub). The command client routes SPUBLISH and
+ * registry commands; the subscriber side is one plain connection per master, keyed by its address
  * and built from the command client's slot map (refreshed every second and after MOVED). A room
  * channel is SSUBSCRIBEd on the connection of the master that owns its slot.
  *
@@ -14,48 +15,31 @@
  * unsolicited SUNSUBSCRIBE, which ioredis takes for the reply to a pending command; a clean
  * connection is the only state both sides agree on.
  */
-import calculateSlot from 'cluster-key-slot';
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import type { LinkChange, SubscriberLink, SubscriberLinks } from './redis.js';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import { commandCluster, connectionOptions, nodeConnection, quit, type ClusterTopology } from './connections.js';
+import type { LinkChange, RedisClients, SubscriberLink, SubscriberLinks } from './links.js';
+import { bySlot, slotOf, SLOTS, tagFor } from './slots.js';
 
-const SLOTS = 16384;
-/** Channels per SSUBSCRIBE: one command carries the channels of one slot. */
-const SUBSCRIBE_CHUNK = 1000;
-
-/** A hash tag for every slot, found once by search (about 180,000 hashes, a few ms). */
-let tagOfSlot: string[] | undefined;
-function tagFor(slot: number): string {
-  if (tagOfSlot === undefined) {
-    const tags: string[] = new Array<string>(SLOTS);
-    let found = 0;
-    for (let i = 0; found < SLOTS; i++) {
-      const s = calculateSlot(`p${i}`);
-      if (tags[s] === undefined) {
-        tags[s] = `p${i}`;
-        found += 1;
-      }
-    }
-    tagOfSlot = tags;
-  }
-  return tagOfSlot[slot]!;
-}
-
-/** Channels grouped by slot, in chunks: a cluster refuses one SSUBSCRIBE over several slots. */
-function bySlot(channels: readonly string[]): string[][] {
-  const groups = new Map<number, string[]>();
-  for (const channel of channels) {
-    const slot = calculateSlot(channel);
-    const group = groups.get(slot);
-    if (group === undefined) groups.set(slot, [channel]);
-    else group.push(channel);
-  }
-  const chunks: string[][] = [];
-  for (const group of groups.values()) for (let i = 0; i < group.length; i += SUBSCRIBE_CHUNK) chunks.push(group.slice(i, i + SUBSCRIBE_CHUNK));
-  return chunks;
+export function clusterClients(topology: ClusterTopology, names: { command: string; subscriber: string }): RedisClients {
+  const command = commandCluster(topology, names.command);
+  command.on('error', () => {}); // state changes are logged by the broker
+  // ioredis opens a node's connection on its first command; with no offline queue that command
+  // fails ("Connection is closed"). Connect every node as soon as the cluster learns of it.
+  command.on('+node', (node: Redis) => void node.connect().catch(() => {}));
+  const shards = createShardLinks(command, connectionOptions(names.subscriber));
+  return {
+    mode: 'cluster',
+    command,
+    subscribers: shards,
+    publish: (channel, message) => command.spublish(channel, message),
+    async close() {
+      await Promise.all([quit(command), shards.close()]);
+    },
+  };
 }
 
 /** `options`: those of every subscriber connection (connection name, timeouts, backoff). */
-export function createShardLinks(command: Cluster, options: RedisOptions): SubscriberLinks & { close(): Promise<void> } {
+function createShardLinks(command: Cluster, options: RedisOptions): SubscriberLinks & { close(): Promise<void> } {
   const links = new Map<string, SubscriberLink>();
   /** Slot -> master address, as of the last map the links were built from. */
   let owners: Array<string | undefined> = new Array<string | undefined>(SLOTS);
@@ -64,7 +48,7 @@ export function createShardLinks(command: Cluster, options: RedisOptions): Subsc
 
   const makeLink = (key: string): SubscriberLink => {
     const colon = key.lastIndexOf(':');
-    const client = new Redis({ ...options, host: key.slice(0, colon), port: Number(key.slice(colon + 1)), autoResubscribe: false });
+    const client = nodeConnection(key.slice(0, colon), Number(key.slice(colon + 1)), options);
     client.on('error', () => {}); // state changes are logged by the broker
     // ioredis leaves an SSUBSCRIBE answered with MOVED unsettled (it times out); look at the map now.
     client.on('moved', () => void command.refreshSlotsCache());
@@ -132,7 +116,7 @@ export function createShardLinks(command: Cluster, options: RedisOptions): Subsc
   return {
     all: () => [...links.values()],
     linkFor(channel) {
-      const owner = owners[calculateSlot(channel)];
+      const owner = owners[slotOf(channel)];
       return owner === undefined ? undefined : links.get(owner);
     },
     onChange(listener) {
@@ -143,7 +127,7 @@ export function createShardLinks(command: Cluster, options: RedisOptions): Subsc
       command.off('refresh', sync);
       const all = [...links.values()];
       links.clear();
-      await Promise.all(all.map((l) => l.client.quit().catch(() => l.client.disconnect())));
+      await Promise.all(all.map((l) => quit(l.client)));
     },
   };
 }

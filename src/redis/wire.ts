@@ -1,6 +1,6 @@
 /**
- * The bytes the Redis broker puts on a channel: one short text header line, then the encoded
- * envelope untouched. Receivers read the header and hand the rest to uWS without parsing it.
+ * The wire format between nodes (and `ws-edge/publisher`): channel names, and the bytes put on a
+ * channel: one short text header line, then the encoded envelope untouched. Receivers read the header and hand the rest to uWS without parsing it.
  *
  *   <origin node id> <origin epoch ms> <kind> <target>\n<payload>
  *
@@ -36,4 +36,34 @@ export function decodeFrame(bytes: Buffer): Frame | undefined {
   const time = Number(sentAt);
   if (!Number.isFinite(time)) return undefined;
   return { origin, sentAt: time, kind: kind as FrameKind, target, payload: bytes.subarray(end + 1) };
+}
+
+/** The channels of one node (`nodeId`) under the nodes' REDIS_PREFIX. */
+export function channelsOf(prefix: string, nodeId: string) {
+  return {
+    room: (room: string) => `${prefix}room:${room}`,
+    node: (id: string) => `${prefix}node:${id}`,
+    control: `${prefix}control`,
+    own: `${prefix}node:${nodeId}`,
+  };
+}
+
+/** The node that owns a connection id `<node id>.<sequence>`; empty for a malformed id. */
+export function nodeOfConnection(connectionId: string): string {
+  const dot = connectionId.indexOf('.');
+  return dot < 0 ? '' : connectionId.slice(0, dot);
+}
+
+/** The payload of a `d` frame: close code, space, reason. */
+export function encodeDisconnect(code: number, reason: string): string {
+  return `${code} ${reason}`;
+}
+
+/** undefined for a payload that is not one (counted by the caller). */
+export function decodeDisconnect(payload: Buffer): { code: number; reason: string } | undefined {
+  const text = payload.toString('utf8');
+  const space = text.indexOf(' ');
+  const code = Number(space < 0 ? text : text.slice(0, space));
+  if (!Number.isInteger(code)) return undefined;
+  return { code, reason: space < 0 ? '' : text.slice(space + 1) };
 }

@@ -1,0 +1,185 @@
+/**
+ * The Redis broker: nodes joined by Redis pub/sub with one channel per room, subscribed only while
+ * the node has local members (targeted fan-out). The origin node delivers locally at once and
+ * ignores its own echo. Subscriptions (subscriptions.ts) and the liveness probe (probe.ts) are
+ * their own modules; this one publishes, receives and says whether the broker is up. See README
+ * "Redis" for the key and channel layout.
+ */
+import type { Broker, BrokerTarget } from '../broker.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { RedisClients } from './links.js';
+import { probeReturned, startProbe } from './probe.js';
+import { shardOf, type LinkState } from './link-states.js';
+import { createSubscriptions } from './subscriptions.js';
+import { channelsOf, decodeDisconnect, decodeFrame, encodeDisconnect, encodeFrame, nodeOfConnection, type Frame, type FrameKind } from './wire.js';
+
+/** Publishes waiting for Redis beyond this are dropped and counted, so nothing grows without bound. */
+const MAX_PENDING_PUBLISHES = 10_000;
+
+export interface RedisBrokerDeps {
+  readonly config: Config;
+  readonly target: BrokerTarget;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly redis: RedisClients;
+}
+
+/** A frame from another node (or a publisher), handed on as it came. */
+function receive(frame: Frame, target: BrokerTarget, metrics: Metrics): void {
+  switch (frame.kind) {
+    case 'r':
+      target.deliver(frame.target, frame.payload);
+      metrics.crossNodeLatency((Date.now() - frame.sentAt) / 1000);
+      return;
+    case 'c':
+      return target.deliverToConnection(frame.target, frame.payload);
+    case 'd': {
+      const disconnect = decodeDisconnect(frame.payload);
+      if (disconnect === undefined) return metrics.brokerFrameDropped('malformed');
+      return target.disconnectUser(frame.target, disconnect.code, disconnect.reason);
+    }
+    case 'p':
+      return; // another node's probe on a shared channel: nothing to do
+  }
+}
+
+export function createRedisBroker({ config, target, log, metrics, redis }: RedisBrokerDeps): Broker {
+  const settings = config.redis!;
+  const nodeId = config.nodeId;
+  const channels = channelsOf(settings.prefix, nodeId);
+  const { command } = redis;
+  const lingering = new Map<string, NodeJS.Timeout>();
+  let up = false;
+  let everUp = false;
+  let unreachableLogged = false;
+  let pending = 0;
+  let closed = false;
+
+  metrics.brokerUp(false); // up only once Redis has confirmed this node's subscriptions
+
+  const setUp = (next: boolean, why: string, fields: object): void => {
+    if (next === up) return;
+    up = next;
+    metrics.brokerUp(next);
+    if (!next) return void log.warn({ event: 'broker_down', reason: why, ...fields }, 'broker down: serving local connections only');
+    if (everUp) metrics.brokerReconnect();
+    everUp = true;
+    log.info({ event: 'broker_up', subscriptions: subscriptions.confirmedRooms(), ...(redis.mode === 'cluster' && { shards: [...subscriptions.links()].length }) }, 'broker up');
+  };
+  /** Up while the command connection is ready and every subscriber link has resubscribed. */
+  const refreshState = (why: string, state?: LinkState): void => {
+    // Never up yet: say once that Redis cannot be reached (a wrong REDIS_URL, Redis not started).
+    if (!everUp && !unreachableLogged && command.status !== 'ready' && command.status !== 'connecting' && command.status !== 'connect') {
+      unreachableLogged = true;
+      log.warn({ event: 'broker_down', reason: 'redis unreachable at start' }, 'broker down: serving local connections only');
+    }
+    setUp(subscriptions.allUp() && command.status === 'ready', why, state === undefined ? {} : shardOf(redis, state));
+  };
+
+  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): void => {
+    if (command.status !== 'ready') return metrics.brokerPublishError('down');
+    if (pending >= MAX_PENDING_PUBLISHES) return metrics.brokerPublishError('backlog');
+    pending += 1;
+    redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
+      () => {
+        pending -= 1;
+      },
+      () => {
+        pending -= 1;
+        metrics.brokerPublishError('error');
+        // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
+        const state = subscriptions.stateOf(channel);
+        if (state !== undefined) state.lastReceived = 0;
+      },
+    );
+  };
+
+  const subscriptions = createSubscriptions({
+    redis,
+    own: channels.own,
+    control: channels.control,
+    log,
+    metrics,
+    changed: refreshState,
+    received(state, message) {
+      state.lastReceived = Date.now();
+      const frame = decodeFrame(message);
+      if (frame === undefined) return metrics.brokerFrameDropped('malformed');
+      // Our own echo: already delivered locally.
+      if (frame.origin !== nodeId) receive(frame, target, metrics);
+      else if (frame.kind === 'p') probeReturned(state, frame.target);
+    },
+  });
+  command.on('ready', () => refreshState('command'));
+  command.on('close', () => refreshState('command connection lost'));
+  const probe = startProbe({
+    links: subscriptions.links,
+    interval: settings.probeInterval,
+    timeout: settings.probeTimeout,
+    commandReady: () => command.status === 'ready',
+    send: (channel, nonce) => send(channel, 'p', nonce, ''),
+    lost: (state) => subscriptions.lost(state, 'subscriber connection lost'),
+    cluster: redis.mode === 'cluster',
+    metrics,
+    log,
+  });
+
+  /** The last local member left: the channel is dropped after REDIS_UNSUBSCRIBE_DELAY. */
+  const linger = (room: string): void => {
+    const drop = (): void => {
+      lingering.delete(room);
+      subscriptions.unwant(channels.room(room));
+    };
+    if (settings.unsubscribeDelay === 0) return drop();
+    const timer = setTimeout(drop, settings.unsubscribeDelay * 1000);
+    timer.unref();
+    lingering.set(room, timer);
+  };
+
+  return {
+    kind: 'redis',
+    publish(room, payload) {
+      if (closed) return;
+      target.deliver(room, payload);
+      send(channels.room(room), 'r', room, payload);
+    },
+    sendToConnection(connectionId, payload) {
+      if (closed) return;
+      const owner = nodeOfConnection(connectionId);
+      if (owner === nodeId) target.deliverToConnection(connectionId, payload);
+      else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
+    },
+    disconnectUser(userId, code, reason) {
+      if (closed) return;
+      target.disconnectUser(userId, code, reason);
+      send(channels.control, 'd', userId, encodeDisconnect(code, reason));
+    },
+    subscribe(room) {
+      if (closed) return;
+      const timer = lingering.get(room);
+      if (timer !== undefined) {
+        clearTimeout(timer);
+        lingering.delete(room);
+        return;
+      }
+      const channel = channels.room(room);
+      if (!subscriptions.wants(channel)) subscriptions.want(channel);
+    },
+    unsubscribe(room) {
+      if (closed || !subscriptions.wants(channels.room(room)) || lingering.has(room)) return;
+      linger(room);
+    },
+    isUp: () => up,
+    async close() {
+      if (closed) return;
+      closed = true;
+      probe.stop();
+      subscriptions.close();
+      for (const timer of lingering.values()) clearTimeout(timer);
+      lingering.clear();
+      await redis.close();
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * How ws-edge connects to Redis, for every topology and for `ws-edge/publisher`: one set of options.
+ * No connection queues while disconnected, so nothing stale is replayed after an outage; all
+ * reconnect with bounded, jittered backoff, and a command waits at most COMMAND_TIMEOUT_MS.
+ */
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { RedisTopology } from '../config.js';
+import type { RedisClient } from './links.js';
+
+export type StandaloneTopology = Exclude<RedisTopology, { mode: 'cluster' }>;
+export type ClusterTopology = Extract<RedisTopology, { mode: 'cluster' }>;
+
+/** Reconnect delays grow 100 ms, 200 ms, ... up to 5 s, each with up to 50% jitter. */
+export function reconnectDelay(attempt: number): number {
+  const base = Math.min(100 * 2 ** Math.min(attempt - 1, 6), 5000);
+  return Math.round(base * (0.5 + Math.random() / 2));
+}
+
+/** A command waits at most this long for Redis; a half-open link then fails fast. */
+const COMMAND_TIMEOUT_MS = 2000;
+
+/** Options of every plain connection: commands and subscribers, one server or one shard, publishers. */
+export function connectionOptions(name: string): RedisOptions {
+  return {
+    connectionName: name,
+    // Commands issued while disconnected fail at once instead of being replayed minutes later.
+    enableOfflineQueue: false,
+    // Commands in flight when the link drops fail instead of being retried after reconnect.
+    maxRetriesPerRequest: 0,
+    retryStrategy: reconnectDelay,
+    connectTimeout: 5000,
+    keepAlive: 10_000,
+    // Also frees a subscriber whose (re)connect hangs on a dead link.
+    commandTimeout: COMMAND_TIMEOUT_MS,
+  };
+}
+
+/** A connection to one server (REDIS_URL) or to the master Sentinel names (with the failover detector). */
+export function standaloneOrSentinel(topology: StandaloneTopology, name: string, subscriber: boolean): Redis {
+  const options: RedisOptions = { ...connectionOptions(name), ...(subscriber && { autoResubscribe: false }) };
+  if (topology.mode === 'standalone') return new Redis(topology.url, options);
+  return new Redis({
+    ...options,
+    sentinels: topology.sentinels.map(({ host, port }) => ({ host, port })),
+    name: topology.name,
+    // Without it a hung old master goes unnoticed until TCP gives up.
+    failoverDetector: true,
+    sentinelRetryStrategy: reconnectDelay,
+  });
+}
+
+/** A plain connection to one `host:port` (a cluster master's subscriber link). */
+export function nodeConnection(host: string, port: number, options: RedisOptions): Redis {
+  return new Redis({ ...options, host, port, autoResubscribe: false });
+}
+
+/** `ws-edge/publisher`'s connection: the nodes' options, from a URL. */
+export function publisherConnection(url: string, name: string): Redis {
+  return new Redis(url, connectionOptions(name));
+}
+
+/** The command client of a cluster: routes SPUBLISH and registry commands, follows MOVED, keeps the slot map. */
+export function commandCluster(topology: ClusterTopology, name: string): Cluster {
+  const { connectionName, maxRetriesPerRequest, connectTimeout, keepAlive, commandTimeout } = connectionOptions(name);
+  const options: ClusterOptions = {
+    enableOfflineQueue: false,
+    clusterRetryStrategy: reconnectDelay,
+    // A command that met a failover is retried at once or fails: a delayed retry would land
+    // after newer publishes (out of order, and late).
+    retryDelayOnFailover: 0,
+    slotsRefreshTimeout: 2000,
+    // Finds moved slots without waiting for a MOVED reply: the shard subscribers follow this map.
+    slotsRefreshInterval: 1000,
+    redisOptions: { connectionName, maxRetriesPerRequest, connectTimeout, keepAlive, commandTimeout },
+  };
+  return new Cluster(
+    topology.nodes.map(({ host, port }) => ({ host, port })),
+    options,
+  );
+}
+
+/** Closes politely, or at once when Redis does not answer. */
+export function quit(client: RedisClient): Promise<unknown> {
+  return client.quit().catch(() => client.disconnect());
+}

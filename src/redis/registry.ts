@@ -1,0 +1,58 @@
+/**
+ * The cluster-wide per-user connection limit. Each user has a sorted set `<prefix>conns:{<user>}`
+ * of connection ids scored by expiry (Redis time, ms). Acquire is one script (lua/acquire-slot.lua):
+ * drop expired entries, check the count, add. Every node refreshes its own live entries every
+ * third of the TTL (lua/refresh-slots.lua), so a node that dies (kill -9) leaks nothing past
+ * REDIS_SLOT_TTL. While Redis is away the limit falls back to per-node counting; on reconnect the
+ * refresh re-adds every live connection. The `{user}` hash tag keeps a user's key in one cluster slot.
+ */
+import type { ConnectionSlots } from '../limits.js';
+import type { Logger } from '../log.js';
+import type { RedisClient } from './links.js';
+import { startRefreshLoop } from './refresh-loop.js';
+import { runScript } from './scripts.js';
+
+export interface RedisSlotsOptions {
+  readonly redis: RedisClient;
+  readonly prefix: string;
+  readonly maxPerUser: number;
+  readonly ttlSeconds: number;
+  /** Per-node counting: always kept, used alone while Redis is away. */
+  readonly local: ConnectionSlots;
+  /** This node's live connections, grouped by user, for the refresh. */
+  readonly liveByUser: () => Iterable<[userId: string, connectionIds: string[]]>;
+  readonly log: Logger;
+}
+
+function userKey(prefix: string, userId: string): string {
+  return `${prefix}conns:{${userId}}`;
+}
+
+export function createRedisSlots(opts: RedisSlotsOptions): ConnectionSlots & { stop(): void } {
+  const { redis, prefix } = opts;
+  const ttlMs = opts.ttlSeconds * 1000;
+  // Issued together, so ioredis writes them in batches; one script per user key, since the keys of
+  // different users live in different cluster slots.
+  const refresh = () => Promise.all([...opts.liveByUser()].map(([userId, ids]) => runScript(redis, 'refresh-slots', [userKey(prefix, userId)], [ttlMs, ...ids])));
+  const loop = startRefreshLoop(redis, ttlMs / 3, 'connection registry', opts.log, refresh);
+
+  return {
+    async acquire(userId, connectionId) {
+      if (redis.status !== 'ready') return opts.local.acquire(userId, connectionId);
+      let granted: boolean;
+      try {
+        granted = (await runScript(redis, 'acquire-slot', [userKey(prefix, userId)], [connectionId, opts.maxPerUser, ttlMs])) === 1;
+      } catch {
+        return opts.local.acquire(userId, connectionId);
+      }
+      // The local count is at most the cluster count, so this always succeeds; it keeps the fallback current.
+      if (granted) await opts.local.acquire(userId, connectionId);
+      return granted;
+    },
+    release(userId, connectionId) {
+      opts.local.release(userId, connectionId);
+      if (redis.status === 'ready') redis.zrem(userKey(prefix, userId), connectionId).catch(() => {});
+    },
+    stop: () => loop.stop(),
+  };
+}

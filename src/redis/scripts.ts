@@ -1,0 +1,32 @@
+/**
+ * Lua scripts, one named file each under lua/ (copied next to the build by `npm run build`), defined
+ * once per client as ioredis commands: EVALSHA, with EVAL when the server does not know it yet.
+ */
+import { readFileSync } from 'node:fs';
+import type { RedisClient } from './links.js';
+
+export type ScriptName = 'acquire-slot' | 'refresh-slots';
+
+const sources = new Map<ScriptName, string>();
+
+function source(name: ScriptName): string {
+  let lua = sources.get(name);
+  if (lua === undefined) {
+    lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+    sources.set(name, lua);
+  }
+  return lua;
+}
+
+/** The ioredis command a script is defined as: `acquire-slot` becomes `wsedgeAcquireSlot`. */
+function commandName(name: ScriptName): string {
+  return `wsedge-${name}`.replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+}
+
+/** Runs the script `name` with `keys.length` keys; defined on `redis` on first use. */
+export function runScript(redis: RedisClient, name: ScriptName, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> {
+  const command = commandName(name);
+  const client = redis as unknown as Record<string, (...a: Array<string | number>) => Promise<unknown>>;
+  if (typeof client[command] !== 'function') redis.defineCommand(command, { numberOfKeys: keys.length, lua: source(name) });
+  return client[command]!(...keys, ...args);
+}
