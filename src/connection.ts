@@ -1,14 +1,13 @@
 /**
  * The uWS WebSocket behaviour, handlers in lifecycle order: upgrade (admission.ts), open (admitted
- * at once, or once the user slot is granted), message (size, rate, one JSON.parse, handler),
+ * at once, or once the user slot is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
  * subscription (room gauge and broker interest), dropped, close (release everything).
  */
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
-import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
-import { CloseCode, messageError, type MessageError } from './errors.js';
-import { announceMembership, closesAt, handle, sendError, type HandlerContext } from './handlers.js';
-import { newStrikes, strike, takeToken } from './limits.js';
-import { encodeReply, isParseFailure, parseFrame } from './protocol.js';
+import { CloseCode } from './errors.js';
+import { announceMembership, closesAt, type HandlerContext } from './handlers.js';
+import { createInbound } from './inbound.js';
+import { encodeReply } from './protocol.js';
 import { userRoom } from './rooms.js';
 import type { Session, SessionSocket, Socket, UserData } from './session.js';
 import type { WebSocketBehavior } from './uws.js';
@@ -26,16 +25,7 @@ const textDecoder = new TextDecoder();
 export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserData> {
   const { config, metrics, log, sessions } = ctx;
   const admission = createAdmission(ctx);
-
-  /** An invalid message: error envelope, and 1008 once a client keeps sending them. */
-  const invalid = (ws: SessionSocket, session: Session, error: MessageError, id: string | undefined): void => {
-    if (strike((session.invalidStrikes ??= newStrikes()), Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
-      metrics.policyClose('invalid_messages');
-      ws.end(CloseCode.POLICY_VIOLATION, 'too many invalid messages');
-      return;
-    }
-    sendError(ctx, ws, error, id);
-  };
+  const { receive, keepEarly } = createInbound(ctx, admission);
 
   /** A socket closed (or about to be) for exceeding WS_MAX_BACKPRESSURE: counted once. */
   const slowConsumer = (data: Session): void => {
@@ -91,55 +81,6 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (data.closed) return;
       receive(ws, data, frame, isBinary);
     }
-  };
-
-  /** A frame over WS_MESSAGE_MAX_SIZE closes the socket with 1009. */
-  const tooBig = (ws: SessionSocket, message: ArrayBuffer): boolean => {
-    if (message.byteLength <= config.messageMaxSize) return false;
-    metrics.messageTooBig('limit');
-    ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
-    return true;
-  };
-
-  /** One client frame of an admitted session. */
-  const receive = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
-    if (tooBig(ws, message)) return;
-    const now = Date.now();
-    if (!takeToken(session, now, config.rateLimit, config.rateBurst)) {
-      metrics.rateLimited();
-      if (strike((session.rateStrikes ??= newStrikes()), now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
-        metrics.policyClose('flooding');
-        ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
-        return;
-      }
-      sendError(ctx, ws, messageError('rate_limited', `at most ${config.rateLimit} messages per second`), undefined);
-      return;
-    }
-    if (isBinary) {
-      metrics.messageReceived('invalid');
-      invalid(ws, session, messageError('binary_not_supported', 'only JSON text frames are supported'), undefined);
-      return;
-    }
-    const parsed = parseFrame(Buffer.from(message).toString('utf8'));
-    if (isParseFailure(parsed)) {
-      metrics.messageReceived(parsed.type ?? 'invalid');
-      invalid(ws, session, parsed.error, parsed.id);
-      return;
-    }
-    metrics.messageReceived(parsed.type);
-    try {
-      handle(ctx, ws, session, parsed);
-    } catch (err) {
-      log.error({ err, connection_id: session.connectionId, type: parsed.type }, 'message handler failed');
-      if (!session.closed) sendError(ctx, ws, messageError('internal_error', 'internal error'), parsed.id);
-    }
-  };
-
-  /** A frame before admission is kept and handled once admitted; more than the rate limiter's burst closes like a flood. */
-  const keepEarly = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
-    if (tooBig(ws, message) || admission.keep(session, message, isBinary)) return;
-    metrics.policyClose('flooding');
-    ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
   };
 
   return {

@@ -20,22 +20,10 @@ function closeLabel(code: number): string {
   return KNOWN_CLOSE_CODES.has(code) ? String(code) : 'other';
 }
 
-export function createMetrics() {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
-  // prom-client names these gauges with a counter suffix, which `promtool check metrics` flags.
-  for (const name of LINT_FAILING_DEFAULTS) registry.removeSingleMetric(name);
-  const registers = [registry];
-  let readiness = (): boolean => false;
-  new Gauge({
-    name: 'wsedge_ready',
-    help: '1 while /readyz answers 200 (ready), 0 while starting, draining or (with WS_READY_REQUIRES_BROKER) broker down.',
-    registers,
-    collect() {
-      this.set(readiness() ? 1 : 0);
-    },
-  });
+type Registers = Registry[];
 
+/** Connections: open, opened, closed by code, refused at or before the upgrade, closed for abuse. */
+function connectionMetrics(registers: Registers) {
   const connections = new Gauge({ name: 'wsedge_connections', help: 'Open WebSocket connections on this node.', registers });
   const opened = new Counter({ name: 'wsedge_connections_opened_total', help: 'Accepted WebSocket connections.', registers });
   const closed = new Counter({
@@ -56,6 +44,43 @@ export function createMetrics() {
     labelNames: ['reason'],
     registers,
   });
+  const backpressureDrops = new Counter({
+    name: 'wsedge_backpressure_drops_total',
+    help: 'Slow consumers closed because their unsent data passed WS_MAX_BACKPRESSURE (official uWS build only).',
+    registers,
+  });
+  const policyCloses = new Counter({
+    name: 'wsedge_policy_closes_total',
+    help: 'Connections closed for abuse by reason (invalid messages 1008, flooding 4429, token expiry 4401).',
+    labelNames: ['reason'],
+    registers,
+  });
+  return {
+    connectionOpened() {
+      opened.inc();
+      connections.inc();
+    },
+    connectionClosed(code: number) {
+      closed.inc({ code: closeLabel(code) });
+      connections.dec();
+    },
+    connectionRejected(reason: RejectReason) {
+      authFailures.inc({ reason });
+    },
+    upgradeRefused(reason: RefusalReason) {
+      upgradesRefused.inc({ reason });
+    },
+    backpressureDrop() {
+      backpressureDrops.inc();
+    },
+    policyClose(reason: 'invalid_messages' | 'flooding' | 'token_expired') {
+      policyCloses.inc({ reason });
+    },
+  };
+}
+
+/** Client frames, error envelopes, publishes, rooms. */
+function messageMetrics(registers: Registers) {
   const received = new Counter({
     name: 'wsedge_messages_received_total',
     help: 'Client frames by message type ("invalid" for frames that did not parse to a known type).',
@@ -85,24 +110,39 @@ export function createMetrics() {
   };
   const rooms = new Gauge({ name: 'wsedge_rooms', help: 'Rooms (uWS topics) with at least one member on this node.', registers });
   const rateLimited = new Counter({ name: 'wsedge_rate_limited_total', help: 'Client frames dropped by the rate limit.', registers });
-  const backpressureDrops = new Counter({
-    name: 'wsedge_backpressure_drops_total',
-    help: 'Slow consumers closed because their unsent data passed WS_MAX_BACKPRESSURE (official uWS build only).',
-    registers,
-  });
   const tooBig = new Counter({
     name: 'wsedge_message_too_big_total',
     help: 'Frames refused for size: "limit" closed with 1009, "ceiling" dropped by uWS above maxPayloadLength (1006).',
     labelNames: ['kind'],
     registers,
   });
-  const policyCloses = new Counter({
-    name: 'wsedge_policy_closes_total',
-    help: 'Connections closed for abuse by reason (invalid messages 1008, flooding 4429, token expiry 4401).',
-    labelNames: ['reason'],
-    registers,
-  });
+  return {
+    messageReceived(type: string) {
+      (receivedByType.get(type) ?? receivedInvalid).inc();
+    },
+    errorSent(code: ErrorCode) {
+      errors.inc({ code });
+    },
+    published(source: PublishSource) {
+      publishedBySource[source].inc();
+    },
+    roomAdded() {
+      rooms.inc();
+    },
+    roomRemoved() {
+      rooms.dec();
+    },
+    rateLimited() {
+      rateLimited.inc();
+    },
+    messageTooBig(kind: 'limit' | 'ceiling') {
+      tooBig.inc({ kind });
+    },
+  };
+}
 
+/** The broker: up, reconnects, subscriptions, publishes it could not hand on, probes, cross-node latency. */
+function brokerMetrics(registers: Registers) {
   const brokerUp = new Gauge({ name: 'wsedge_broker_up', help: '1 while the broker reaches other nodes (always 1 for the in-memory broker).', registers });
   brokerUp.set(1);
   const brokerReconnects = new Counter({ name: 'wsedge_broker_reconnects_total', help: 'Recoveries of the broker after it was down.', registers });
@@ -126,19 +166,7 @@ export function createMetrics() {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers,
   });
-  const apiRequests = new Counter({
-    name: 'wsedge_api_requests_total',
-    help: 'Internal API requests (publish, disconnect) by endpoint and HTTP status.',
-    labelNames: ['endpoint', 'status'],
-    registers,
-  });
-
   return {
-    registry,
-    /** Where `wsedge_ready` reads the node's readiness at scrape time. */
-    readinessFrom(ready: () => boolean) {
-      readiness = ready;
-    },
     brokerUp(up: boolean) {
       brokerUp.set(up ? 1 : 0);
     },
@@ -160,50 +188,49 @@ export function createMetrics() {
     crossNodeLatency(seconds: number) {
       crossNodeLatency.observe(Math.max(0, seconds));
     },
+  };
+}
+
+/** The internal API, by endpoint and status. */
+function apiMetrics(registers: Registers) {
+  const apiRequests = new Counter({
+    name: 'wsedge_api_requests_total',
+    help: 'Internal API requests (publish, disconnect) by endpoint and HTTP status.',
+    labelNames: ['endpoint', 'status'],
+    registers,
+  });
+  return {
     apiRequest(endpoint: 'publish' | 'disconnect', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
-    connectionOpened() {
-      opened.inc();
-      connections.inc();
+  };
+}
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
+  // prom-client names these gauges with a counter suffix, which `promtool check metrics` flags.
+  for (const name of LINT_FAILING_DEFAULTS) registry.removeSingleMetric(name);
+  const registers = [registry];
+  let readiness = (): boolean => false;
+  new Gauge({
+    name: 'wsedge_ready',
+    help: '1 while /readyz answers 200 (ready), 0 while starting, draining or (with WS_READY_REQUIRES_BROKER) broker down.',
+    registers,
+    collect() {
+      this.set(readiness() ? 1 : 0);
     },
-    connectionClosed(code: number) {
-      closed.inc({ code: closeLabel(code) });
-      connections.dec();
+  });
+  return {
+    registry,
+    /** Where `wsedge_ready` reads the node's readiness at scrape time. */
+    readinessFrom(ready: () => boolean) {
+      readiness = ready;
     },
-    connectionRejected(reason: RejectReason) {
-      authFailures.inc({ reason });
-    },
-    upgradeRefused(reason: RefusalReason) {
-      upgradesRefused.inc({ reason });
-    },
-    messageReceived(type: string) {
-      (receivedByType.get(type) ?? receivedInvalid).inc();
-    },
-    errorSent(code: ErrorCode) {
-      errors.inc({ code });
-    },
-    published(source: PublishSource) {
-      publishedBySource[source].inc();
-    },
-    roomAdded() {
-      rooms.inc();
-    },
-    roomRemoved() {
-      rooms.dec();
-    },
-    rateLimited() {
-      rateLimited.inc();
-    },
-    backpressureDrop() {
-      backpressureDrops.inc();
-    },
-    messageTooBig(kind: 'limit' | 'ceiling') {
-      tooBig.inc({ kind });
-    },
-    policyClose(reason: 'invalid_messages' | 'flooding' | 'token_expired') {
-      policyCloses.inc({ reason });
-    },
+    ...connectionMetrics(registers),
+    ...messageMetrics(registers),
+    ...brokerMetrics(registers),
+    ...apiMetrics(registers),
   };
 }
 
