@@ -10,13 +10,14 @@
  */
 import type { Authenticator, Identity } from './auth.js';
 import type { Config } from './config.js';
-import { CloseCode, isRejection, rejection, type Rejection } from './errors.js';
+import { isRejection, REJECTIONS, UPGRADE_REFUSALS, type Rejection } from './errors.js';
 import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
+import { sendRefusal } from './http.js';
 import type { AddressCounts, ConnectionSlots, FailureLimiter } from './limits.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { ClientAddress } from './proxies.js';
-import type { Session, SessionSocket, UserData } from './session.js';
+import { closeWith, type Session, type SessionSocket, type UserData } from './session.js';
 import type { SessionIndex } from './sessions.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t } from './uws.js';
 
@@ -35,20 +36,15 @@ export interface AdmissionContext {
   readonly authFailures: FailureLimiter;
 }
 
-const USER_LIMIT = rejection('user_limit', CloseCode.TOO_MANY, 'too many connections for this user');
-const IP_LIMIT = rejection('ip_limit', CloseCode.TOO_MANY, 'too many connections from this address');
-const INTERNAL = rejection('internal', CloseCode.INTERNAL, 'internal error');
-
 /** Refusals that count as a failed authentication for the per-address limiter. */
 const AUTH_FAILURES = new Set(['token_missing', 'token_ambiguous', 'token_invalid', 'token_expired', 'subprotocol']);
 
 const textDecoder = new TextDecoder();
 
-function refuseUpgrade(res: HttpResponse, status: '503 Service Unavailable' | '429 Too Many Requests', reason: string, retryAfter: number): void {
-  res.cork(() => {
-    res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Retry-After', String(retryAfter));
-    res.end(JSON.stringify({ error: status === '429 Too Many Requests' ? 'too_many_requests' : 'unavailable', reason }), true);
-  });
+/** Answered over HTTP, before any socket exists; counted by the entry's name. */
+function refuseUpgrade(res: HttpResponse, metrics: Metrics, name: keyof typeof UPGRADE_REFUSALS): void {
+  metrics.upgradeRefused(name);
+  sendRefusal(res, UPGRADE_REFUSALS[name], { closeConnection: true });
 }
 
 /** A client frame kept while its socket waited for admission. */
@@ -110,22 +106,13 @@ export function createAdmission(ctx: AdmissionContext): Admission {
   });
 
   function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
-    if (ctx.isDraining()) {
-      metrics.upgradeRefused('draining');
-      return refuseUpgrade(res, '503 Service Unavailable', 'draining', 1);
-    }
-    if (config.maxConnections > 0 && sessions.size + waiting.size >= config.maxConnections) {
-      metrics.upgradeRefused('max_connections');
-      return refuseUpgrade(res, '503 Service Unavailable', 'max_connections', 1);
-    }
+    if (ctx.isDraining()) return refuseUpgrade(res, metrics, 'draining');
+    if (config.maxConnections > 0 && sessions.size + waiting.size >= config.maxConnections) return refuseUpgrade(res, metrics, 'max_connections');
     // req is only valid until this callback returns: everything is copied out of it here.
     const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
     const now = Date.now();
     // A flood of bad tokens from one address is refused before any verification work.
-    if (!ctx.authFailures.mayVerify(remoteAddress, now)) {
-      metrics.upgradeRefused('auth_failures');
-      return refuseUpgrade(res, '429 Too Many Requests', 'too many failed authentications from this address', 60);
-    }
+    if (!ctx.authFailures.mayVerify(remoteAddress, now)) return refuseUpgrade(res, metrics, 'auth_failures');
     const key = req.getHeader('sec-websocket-key');
     const protocols = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
@@ -144,7 +131,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     if (isRejection(found)) return refuse(found);
     const identity = ctx.auth.verify(found.token);
     if (isRejection(identity)) return refuse(identity);
-    if (!ctx.addressCounts.acquire(remoteAddress)) return refuse(IP_LIMIT, identity.userId);
+    if (!ctx.addressCounts.acquire(remoteAddress)) return refuse(REJECTIONS.ip_limit, identity.userId);
 
     const connectionId = ctx.nextConnectionId();
     const slot = ctx.slots.acquire(identity.userId, connectionId);
@@ -152,7 +139,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
       // The node's own count answers at once.
       if (slot) return open(newSession(identity, connectionId, remoteAddress, 'session'), found.protocol);
       ctx.addressCounts.release(remoteAddress);
-      return refuse(USER_LIMIT, identity.userId);
+      return refuse(REJECTIONS.user_limit, identity.userId);
     }
     const session = newSession(identity, connectionId, remoteAddress, 'pending');
     waiting.set(connectionId, { admission: slot, early: [] });
@@ -175,10 +162,10 @@ export function createAdmission(ctx: AdmissionContext): Admission {
         ws.cork(() => welcome(ws, early));
         return;
       }
-      const rej = granted === false ? USER_LIMIT : INTERNAL;
+      const rej = granted === false ? REJECTIONS.user_limit : REJECTIONS.internal;
       if (granted !== false) log.error({ err: granted, user_id: session.userId }, 'connection slot lookup failed');
       rejected(rej, session.remoteAddress, session.userId);
-      ws.end(rej.code, rej.message);
+      closeWith(ws, rej);
     };
     admission.then(finish, (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   }

@@ -6,11 +6,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
-import { CloseCode, isApplicationCloseCode, isCloseReason, MAX_CLOSE_REASON_BYTES } from './errors.js';
+import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, type ApiRefusalName } from './errors.js';
 import type { Events } from './events.js';
-import { sendJson } from './http.js';
+import { sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { MAX_CLOSE_REASON_BYTES } from './messages.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
@@ -25,19 +26,17 @@ export interface ApiDeps {
 
 type Endpoint = 'publish' | 'disconnect';
 
-/** An API refusal: HTTP status line and a JSON reason. */
+/** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
   constructor(
-    readonly status: number,
-    readonly statusText: string,
-    readonly code: string,
-    message: string,
+    readonly refusal: ApiRefusalName,
+    readonly limit?: number,
   ) {
-    super(message);
+    super(API_REFUSALS[refusal].reason);
   }
 }
 
-const badRequest = (code: string, message: string) => new ApiError(400, 'Bad Request', code, message);
+const badRequest = (name: ApiRefusalName, limit?: number) => new ApiError(name, limit);
 const CONNECTION_ID = /^[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,16}$/;
 const MAX_SENDER_LENGTH = 128;
 
@@ -74,45 +73,45 @@ function parseObject(body: Buffer): Record<string, unknown> {
   try {
     value = JSON.parse(body.toString('utf8'));
   } catch {
-    throw badRequest('invalid_json', 'body is not valid JSON');
+    throw badRequest('invalid_json');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('invalid_body', 'body must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('invalid_body');
   return value as Record<string, unknown>;
 }
 
 function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
   const { room, user_id: userId, connection_id: connectionId, type, data, sender } = body;
   const targets = [room, userId, connectionId].filter((t) => t !== undefined);
-  if (targets.length !== 1) throw badRequest('invalid_target', 'give exactly one of "room", "user_id", "connection_id"');
-  if (!isPublishableType(type)) throw badRequest('invalid_type', '"type" must be a dotted lowercase name such as task.created, and not a reserved type');
+  if (targets.length !== 1) throw badRequest('invalid_target');
+  if (!isPublishableType(type)) throw badRequest('invalid_type');
   if (sender !== undefined && sender !== null && (typeof sender !== 'string' || sender.length > MAX_SENDER_LENGTH)) {
-    throw badRequest('invalid_sender', `"sender" must be a string of at most ${MAX_SENDER_LENGTH} characters`);
+    throw badRequest('invalid_sender', MAX_SENDER_LENGTH);
   }
   const from = (sender as string | null | undefined) ?? null;
   if (room !== undefined) {
-    if (!isValidRoom(room)) throw badRequest('invalid_room', '"room" must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]');
+    if (!isValidRoom(room)) throw badRequest('invalid_room');
     deps.broker.publish(room, encodeEvent(type, room, data ?? null, from));
     deps.metrics.published('api');
     return { status: 'published', room };
   }
   if (userId !== undefined) {
-    if (!isValidId(userId)) throw badRequest('invalid_user_id', '"user_id" must be 1-64 of [A-Za-z0-9_-]');
+    if (!isValidId(userId)) throw badRequest('invalid_user_id');
     const target = userRoom(userId);
     deps.broker.publish(target, encodeEvent(type, target, data ?? null, from));
     deps.metrics.published('api');
     return { status: 'published', user_id: userId };
   }
-  if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id', '"connection_id" is malformed');
+  if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id');
   deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
   deps.metrics.published('api');
   return { status: 'published', connection_id: connectionId };
 }
 
 function disconnect(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
-  const { user_id: userId, code = CloseCode.FORBIDDEN, reason = 'disconnected' } = body;
-  if (!isValidId(userId)) throw badRequest('invalid_user_id', '"user_id" must be 1-64 of [A-Za-z0-9_-]');
-  if (!isApplicationCloseCode(code)) throw badRequest('invalid_code', '"code" must be an application close code, 4000-4999');
-  if (!isCloseReason(reason)) throw badRequest('invalid_reason', `"reason" must be one line of at most ${MAX_CLOSE_REASON_BYTES} bytes`);
+  const { user_id: userId, code = CLOSES.disconnected.code, reason = CLOSES.disconnected.message } = body;
+  if (!isValidId(userId)) throw badRequest('invalid_user_id');
+  if (!isApplicationCloseCode(code)) throw badRequest('invalid_code');
+  if (!isCloseReason(reason)) throw badRequest('invalid_reason', MAX_CLOSE_REASON_BYTES);
   deps.broker.disconnectUser(userId, code, reason);
   return { status: 'disconnecting', user_id: userId, code };
 }
@@ -128,29 +127,32 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
       res.onAborted(() => {
         aborted = true;
       });
-      const answer = (status: number, statusText: string, body: unknown): void => {
-        deps.metrics.apiRequest(endpoint, status);
-        if (!aborted) sendJson(res, `${status} ${statusText}`, body);
+      const ok = (body: Record<string, unknown>): void => {
+        deps.metrics.apiRequest(endpoint, 200);
+        if (!aborted) sendJson(res, '200 OK', body);
       };
-      const fail = (err: ApiError): void => answer(err.status, err.statusText, { error: err.code, reason: err.message });
-      if (expected === undefined) return fail(new ApiError(404, 'Not Found', 'api_disabled', 'the API is off: PUBLISH_API_KEY is not set'));
-      if (!authorized(req.getHeader('authorization'), expected)) return fail(new ApiError(401, 'Unauthorized', 'unauthorized', 'missing or wrong bearer key'));
+      const fail = (name: ApiRefusalName, limit?: number): void => {
+        const refusal = API_REFUSALS[name];
+        deps.metrics.apiRequest(endpoint, refusal.status);
+        if (!aborted) sendRefusal(res, refusal, { limit });
+      };
+      if (expected === undefined) return fail('api_disabled');
+      if (!authorized(req.getHeader('authorization'), expected)) return fail('unauthorized');
       const limit = deps.config.messageMaxSize;
-      const tooLarge = new ApiError(413, 'Payload Too Large', 'too_large', `body larger than ${limit} bytes`);
-      if (Number(req.getHeader('content-length') || 0) > limit) return fail(tooLarge);
+      if (Number(req.getHeader('content-length') || 0) > limit) return fail('too_large', limit);
       readBody(
         res,
         limit,
         (body) => {
           try {
-            answer(200, 'OK', HANDLERS[endpoint](deps, parseObject(body)));
+            ok(HANDLERS[endpoint](deps, parseObject(body)));
           } catch (err) {
-            if (err instanceof ApiError) return fail(err);
+            if (err instanceof ApiError) return fail(err.refusal, err.limit);
             deps.log.error({ err, endpoint }, 'API request failed');
-            fail(new ApiError(500, 'Internal Server Error', 'internal_error', 'internal error'));
+            fail('internal_error');
           }
         },
-        () => fail(tooLarge),
+        () => fail('too_large', limit),
       );
     });
   }

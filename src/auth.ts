@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt';
 import type { JwtConfig } from './config.js';
 import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
-import { CloseCode, rejection, type Rejection } from './errors.js';
+import { REJECTIONS, type Rejection } from './errors.js';
 export { isRejection } from './errors.js';
 import { compileGrant, isValidId, type Grant } from './rooms.js';
 
@@ -41,8 +41,8 @@ const MAX_USERNAME_LENGTH = 128;
  */
 export const MAX_EXP_SECONDS = 253_402_300_799;
 
-const INVALID = rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token');
-const EXPIRED = rejection('token_expired', CloseCode.UNAUTHORIZED, 'token expired');
+const INVALID = REJECTIONS.token_invalid;
+const EXPIRED = REJECTIONS.token_expired;
 
 /** Algorithms that fit a PEM public key, by key type and curve. */
 function algorithmsForPublicKey(pem: string): string[] {
@@ -128,14 +128,14 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
 
 function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
   const { sub, username, exp } = claims;
-  if (!isValidId(sub)) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: sub');
+  if (!isValidId(sub)) return REJECTIONS.token_sub;
   if (typeof exp !== 'number' || !Number.isFinite(exp)) return INVALID;
-  if (exp > MAX_EXP_SECONDS) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: exp after year 9999');
+  if (exp > MAX_EXP_SECONDS) return REJECTIONS.token_exp_too_far;
   if (username !== undefined && (typeof username !== 'string' || username === '' || username.length > MAX_USERNAME_LENGTH)) {
-    return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: username');
+    return REJECTIONS.token_username;
   }
   const grant = compileGrant(claims['rooms']);
-  if (grant === null) return rejection('token_invalid', CloseCode.UNAUTHORIZED, 'invalid token: rooms');
+  if (grant === null) return REJECTIONS.token_rooms;
   return { userId: sub, username: username ?? sub, grant, expiresAt: exp * 1000 };
 }
 

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { signToken } from './auth.js';
 import { runDemo, runInteractive } from './client.js';
-import { WS_PATH } from './handshake.js';
+import { WS_PATH } from './messages.js';
 import { serve } from './main.js';
 
 const USAGE = `usage:

@@ -4,7 +4,7 @@
  */
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
-import { BEARER_PREFIX, PROTOCOL } from './handshake.js';
+import { BEARER_PREFIX, PROTOCOL, type WireMessage as Envelope } from './messages.js';
 
 export interface ClientOptions {
   readonly url: string;
@@ -14,8 +14,6 @@ export interface ClientOptions {
   readonly room: string;
   readonly timeoutMs: number;
 }
-
-type Envelope = { type: string; room?: string; id?: string; data?: any };
 
 function connect(opts: ClientOptions): WebSocket {
   if (opts.queryToken) {

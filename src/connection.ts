@@ -4,12 +4,12 @@
  * subscription (room gauge and broker interest), dropped, close (release everything).
  */
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
-import { CloseCode } from './errors.js';
+import { CLOSES } from './errors.js';
 import { announceMembership, closesAt, type HandlerContext } from './handlers.js';
 import { createInbound } from './inbound.js';
 import { encodeReply } from './protocol.js';
 import { userRoom } from './rooms.js';
-import type { Session, SessionSocket, Socket, UserData } from './session.js';
+import { closeWith, type Session, type SessionSocket, type Socket, type UserData } from './session.js';
 import type { WebSocketBehavior } from './uws.js';
 
 export interface ConnectionContext extends HandlerContext, AdmissionContext {
@@ -76,7 +76,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     );
     log.debug({ event: 'connection_open', connection_id: data.connectionId, user_id: data.userId, remote: data.remoteAddress }, 'connection opened');
     // Admitted while the drain began: counted like any other, then sent elsewhere.
-    if (ctx.isDraining()) return ws.end(CloseCode.SERVICE_RESTART, 'service restart');
+    if (ctx.isDraining()) return closeWith(ws, CLOSES.service_restart);
     for (const { frame, isBinary } of early) {
       if (data.closed) return;
       receive(ws, data, frame, isBinary);
@@ -97,7 +97,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     open(ws) {
       const data = ws.getUserData();
       if (data.kind === 'rejected') {
-        ws.end(data.rejection.code, data.rejection.message);
+        closeWith(ws, data.rejection);
         return;
       }
       const sws = ws as SessionSocket;

@@ -1,9 +1,15 @@
 /**
- * The catalogue of every refusal ws-edge gives: WebSocket close codes, the machine codes of error
- * envelopes, and the reasons counted in metrics. Tests and docs refer to these names.
+ * The catalogue of every refusal ws-edge gives, one entry each: error envelopes (machine code,
+ * message), closes (close code, reason text, and what the client does next), HTTP refusals
+ * (status, error code, reason). Call sites name an entry; docs/WEBSOCKET_API.md and README.md
+ * tables are checked against these tables (test/unit/catalogue.test.ts), and the client library
+ * reads the reconnect policy from here. `{limit}` in a text is filled in by the call site.
  */
+import { MAX_CLOSE_REASON_BYTES, MAX_TOKEN_LENGTH, PROTOCOL, type ErrorCode } from './messages.js';
 
-/** Close codes sent to clients. docs/WEBSOCKET_API.md says, for each, whether and how to reconnect. */
+export type { ErrorCode } from './messages.js';
+
+/** Close codes sent to clients. */
 export const CloseCode = {
   /** Client-initiated normal close. */
   NORMAL: 1000,
@@ -15,27 +21,69 @@ export const CloseCode = {
   SERVICE_RESTART: 1012,
   /** Missing, invalid or expired token; get a new token before reconnecting. */
   UNAUTHORIZED: 4401,
-  /** Origin not allowed; do not retry. */
+  /** Origin not allowed, or disconnected by an operator; do not retry. */
   FORBIDDEN: 4403,
-  /** Too many connections for this user, or a client that keeps flooding. */
+  /** Too many connections for this user or address, or a client that keeps flooding. */
   TOO_MANY: 4429,
   /** Internal error while accepting the connection. */
   INTERNAL: 4500,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
-/** Machine codes carried in `{"type":"error","data":{"error","code"}}`. The socket stays open. */
-export type ErrorCode =
-  | 'invalid_json'
-  | 'invalid_message'
-  | 'unknown_type'
-  | 'binary_not_supported'
-  | 'invalid_room'
-  | 'forbidden'
-  | 'not_joined'
-  | 'too_many_rooms'
-  | 'rate_limited'
-  | 'internal_error';
+/** What a client does after a close: the policy of ws-edge/client, one per close code. */
+export type Reconnect =
+  | 'none' // the client closed it
+  | 'backoff' // jittered exponential backoff
+  | 'backoff_no_resend' // backoff, and do not send the refused message again
+  | 'restart' // a random 0-5 s delay, to any node, then backoff
+  | 'new_token' // a new token first, then backoff
+  | 'long_backoff' // at least 30 s plus jitter
+  | 'manual' // fix the client: at most once, after a long delay or a user action
+  | 'never';
+
+export interface CloseAdvice {
+  readonly reconnect: Reconnect;
+  /** The Reconnect column of docs/WEBSOCKET_API.md's close code table. */
+  readonly advice: string;
+}
+
+const BACKOFF: CloseAdvice = { reconnect: 'backoff', advice: 'Yes, with backoff.' };
+
+/** Per close code a client can see; codes 4000-4999 not listed take OTHER_APPLICATION_CLOSE. */
+export const RECONNECT: Readonly<Record<number, CloseAdvice>> = {
+  1000: { reconnect: 'none', advice: 'Not needed.' },
+  1006: BACKOFF,
+  1008: { reconnect: 'manual', advice: 'Fix the client; do not auto-retry in a loop (at most once, after a long delay or a user action).' },
+  1009: { reconnect: 'backoff_no_resend', advice: 'Yes, with backoff; do not resend that message.' },
+  1012: { reconnect: 'restart', advice: 'Yes: after a random 0-5 s delay, to any node; then backoff as usual.' },
+  4401: { reconnect: 'new_token', advice: 'Get a new token first, then reconnect with backoff. Do not retry with the same token.' },
+  4403: { reconnect: 'never', advice: 'Do not retry.' },
+  4429: { reconnect: 'long_backoff', advice: 'Back off longer: at least 30 s, plus jitter; slow the client down if it was flooding.' },
+  4500: BACKOFF,
+};
+/** An operator's own code of 4000-4999. */
+export const OTHER_APPLICATION_CLOSE: CloseAdvice = BACKOFF;
+
+/** The advice for any close code a client receives. */
+export function reconnectAfter(code: number): CloseAdvice {
+  return RECONNECT[code] ?? (isApplicationCloseCode(code) ? OTHER_APPLICATION_CLOSE : BACKOFF);
+}
+
+// Error envelopes.
+
+/** Whether a code counts towards WS_MAX_INVALID_MESSAGES (frames that were not a valid message). */
+export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boolean } } = {
+  invalid_json: { invalid: true },
+  invalid_message: { invalid: true },
+  unknown_type: { invalid: true },
+  binary_not_supported: { invalid: true },
+  invalid_room: { invalid: false },
+  forbidden: { invalid: false },
+  not_joined: { invalid: false },
+  too_many_rooms: { invalid: false },
+  rate_limited: { invalid: false },
+  internal_error: { invalid: false },
+};
 
 /** A refused client message: answered with an error envelope, the socket stays open. */
 export interface MessageError {
@@ -43,9 +91,39 @@ export interface MessageError {
   readonly message: string;
 }
 
-export function messageError(code: ErrorCode, message: string): MessageError {
-  return { code, message };
+const MESSAGE_ERRORS = {
+  invalid_json: { code: 'invalid_json', message: 'message is not valid JSON' },
+  not_an_object: { code: 'invalid_message', message: 'message must be a JSON object' },
+  bad_id: { code: 'invalid_message', message: '"id" must be a string of at most {limit} characters' },
+  bad_type: { code: 'invalid_message', message: '"type" must be a string' },
+  bad_room: { code: 'invalid_message', message: '"room" must be a string' },
+  no_data: { code: 'invalid_message', message: '"data" is required' },
+  data_too_deep: { code: 'invalid_message', message: '"data" nests deeper than {limit} levels' },
+  data_too_large: { code: 'invalid_message', message: '"data" holds more than {limit} values' },
+  bad_token: { code: 'invalid_message', message: '"token" must be a non-empty string' },
+  unknown_type: { code: 'unknown_type', message: 'unknown message type' },
+  binary: { code: 'binary_not_supported', message: 'only JSON text frames are supported' },
+  invalid_room: { code: 'invalid_room', message: 'room must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
+  not_granted: { code: 'forbidden', message: 'not allowed to join this room' },
+  personal_room: { code: 'forbidden', message: 'the personal room cannot be left' },
+  not_a_member: { code: 'not_joined', message: 'not a member of this room' },
+  send_not_joined: { code: 'not_joined', message: 'join the room before sending to it' },
+  too_many_rooms: { code: 'too_many_rooms', message: 'at most {limit} rooms per connection' },
+  rate_limited: { code: 'rate_limited', message: 'at most {limit} messages per second' },
+  internal_error: { code: 'internal_error', message: 'internal error' },
+} as const satisfies Record<string, MessageError>;
+export type MessageErrorName = keyof typeof MESSAGE_ERRORS;
+export const MESSAGE_ERROR_ENTRIES: Readonly<Record<MessageErrorName, MessageError>> = MESSAGE_ERRORS;
+
+const fill = (text: string, limit: number | undefined): string => (limit === undefined ? text : text.replace('{limit}', String(limit)));
+
+/** The catalogue's entry `name`, with `limit` in its text where it has one. */
+export function messageError(name: MessageErrorName, limit?: number): MessageError {
+  const entry = MESSAGE_ERRORS[name];
+  return limit === undefined ? entry : { code: entry.code, message: fill(entry.message, limit) };
 }
+
+// Closes.
 
 /** Why a connection was refused; the label of `wsedge_auth_failures_total`. A fixed vocabulary. */
 export type RejectReason =
@@ -59,16 +137,52 @@ export type RejectReason =
   | 'ip_limit'
   | 'internal';
 
-/** A refused connection: accepted, then closed at once with `code` so browsers can read it. */
-export interface Rejection {
-  readonly reason: RejectReason;
+/** A close the server sends, with its reason text (at most 123 bytes by RFC 6455). */
+export interface Close {
   readonly code: CloseCode;
-  /** Close reason text sent to the client (at most 123 bytes by RFC 6455). */
   readonly message: string;
 }
 
-export function rejection(reason: RejectReason, code: CloseCode, message: string): Rejection {
-  return { reason, code, message };
+/** A refused connection (at the upgrade, or a refused token refresh): closed at once with `code`, counted by `reason`. */
+export interface Rejection extends Close {
+  readonly reason: RejectReason;
+}
+
+const UNAUTHORIZED = CloseCode.UNAUTHORIZED;
+
+/** Refusals of a connection, in the order the upgrade checks them; then those of refresh_token. */
+export const REJECTIONS = {
+  origin: { reason: 'origin', code: CloseCode.FORBIDDEN, message: 'origin not allowed' },
+  token_ambiguous: { reason: 'token_ambiguous', code: UNAUTHORIZED, message: 'more than one token in the request' },
+  token_missing: { reason: 'token_missing', code: UNAUTHORIZED, message: 'missing token' },
+  token_too_long: { reason: 'token_invalid', code: UNAUTHORIZED, message: `token longer than ${MAX_TOKEN_LENGTH} characters` },
+  subprotocol: { reason: 'subprotocol', code: UNAUTHORIZED, message: `offer ${PROTOCOL} with the bearer subprotocol` },
+  token_invalid: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token' },
+  token_expired: { reason: 'token_expired', code: UNAUTHORIZED, message: 'token expired' },
+  token_sub: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: sub' },
+  token_exp_too_far: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: exp after year 9999' },
+  token_username: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: username' },
+  token_rooms: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: rooms' },
+  ip_limit: { reason: 'ip_limit', code: CloseCode.TOO_MANY, message: 'too many connections from this address' },
+  user_limit: { reason: 'user_limit', code: CloseCode.TOO_MANY, message: 'too many connections for this user' },
+  internal: { reason: 'internal', code: CloseCode.INTERNAL, message: 'internal error' },
+  refresh_other_user: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'token is for another user' },
+  refresh_earlier: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'token expires before the current one' },
+} as const satisfies Record<string, Rejection>;
+
+/** Closes of an admitted connection. */
+export const CLOSES = {
+  invalid_messages: { code: CloseCode.POLICY_VIOLATION, message: 'too many invalid messages' },
+  too_big: { code: CloseCode.MESSAGE_TOO_BIG, message: 'message too big' },
+  service_restart: { code: CloseCode.SERVICE_RESTART, message: 'service restart' },
+  token_lapsed: { code: UNAUTHORIZED, message: 'token expired' },
+  flooding: { code: CloseCode.TOO_MANY, message: 'rate limit exceeded' },
+  /** An operator's disconnect without a code or reason of its own. */
+  disconnected: { code: CloseCode.FORBIDDEN, message: 'disconnected' },
+} as const satisfies Record<string, Close>;
+
+export function isRejection<T extends object>(value: T | Rejection): value is Rejection {
+  return 'reason' in value && 'code' in value;
 }
 
 /** Codes an operator may close connections with (default 4403): the application range. */
@@ -76,13 +190,76 @@ export function isApplicationCloseCode(code: unknown): code is number {
   return typeof code === 'number' && Number.isInteger(code) && code >= 4000 && code <= 4999;
 }
 
-/** RFC 6455 caps a close reason at 123 bytes; one line keeps logs and frames clean. */
-export const MAX_CLOSE_REASON_BYTES = 123;
+const utf8 = new TextEncoder();
 
+/** One line of at most 123 bytes keeps logs and close frames clean. */
 export function isCloseReason(reason: unknown): reason is string {
-  return typeof reason === 'string' && Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES && !/[\r\n]/.test(reason);
+  return typeof reason === 'string' && utf8.encode(reason).length <= MAX_CLOSE_REASON_BYTES && !/[\r\n]/.test(reason);
 }
 
-export function isRejection<T extends object>(value: T | Rejection): value is Rejection {
-  return 'reason' in value && 'code' in value;
+// HTTP refusals.
+
+export interface HttpRefusal {
+  readonly status: number;
+  /** The `error` field of the JSON body: match on it. */
+  readonly error: string;
+  /** The `reason` field, when the body has one. */
+  readonly reason?: string;
+  /** Seconds, sent as `Retry-After`. */
+  readonly retryAfter?: number;
+}
+
+export const HTTP_STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  404: 'Not Found',
+  413: 'Payload Too Large',
+  426: 'Upgrade Required',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** Upgrades refused before any socket exists; the name is the `wsedge_upgrades_refused_total` label. */
+export const UPGRADE_REFUSALS = {
+  draining: { status: 503, error: 'unavailable', reason: 'draining', retryAfter: 1 },
+  max_connections: { status: 503, error: 'unavailable', reason: 'max_connections', retryAfter: 1 },
+  auth_failures: { status: 429, error: 'too_many_requests', reason: 'too many failed authentications from this address', retryAfter: 60 },
+} as const satisfies Record<string, HttpRefusal>;
+
+/** Plain HTTP routes: a request to the WebSocket path without an upgrade, unknown paths, a failed scrape. */
+export const ROUTE_REFUSALS = {
+  upgrade_required: { status: 426, error: 'upgrade_required' },
+  not_found: { status: 404, error: 'not_found' },
+  metrics_failed: { status: 500, error: 'metrics_failed' },
+} as const satisfies Record<string, HttpRefusal>;
+
+/** The backend API (README "HTTP API"), in the order its checks run. */
+export const API_REFUSALS = {
+  api_disabled: { status: 404, error: 'api_disabled', reason: 'the API is off: PUBLISH_API_KEY is not set' },
+  unauthorized: { status: 401, error: 'unauthorized', reason: 'missing or wrong bearer key' },
+  too_large: { status: 413, error: 'too_large', reason: 'body larger than {limit} bytes' },
+  invalid_json: { status: 400, error: 'invalid_json', reason: 'body is not valid JSON' },
+  invalid_body: { status: 400, error: 'invalid_body', reason: 'body must be a JSON object' },
+  invalid_target: { status: 400, error: 'invalid_target', reason: 'give exactly one of "room", "user_id", "connection_id"' },
+  invalid_type: { status: 400, error: 'invalid_type', reason: '"type" must be a dotted lowercase name such as task.created, and not a reserved type' },
+  invalid_sender: { status: 400, error: 'invalid_sender', reason: '"sender" must be a string of at most {limit} characters' },
+  invalid_room: { status: 400, error: 'invalid_room', reason: '"room" must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
+  invalid_user_id: { status: 400, error: 'invalid_user_id', reason: '"user_id" must be 1-64 of [A-Za-z0-9_-]' },
+  invalid_connection_id: { status: 400, error: 'invalid_connection_id', reason: '"connection_id" is malformed' },
+  invalid_code: { status: 400, error: 'invalid_code', reason: '"code" must be an application close code, 4000-4999' },
+  invalid_reason: { status: 400, error: 'invalid_reason', reason: '"reason" must be one line of at most {limit} bytes' },
+  internal_error: { status: 500, error: 'internal_error', reason: 'internal error' },
+} as const satisfies Record<string, HttpRefusal>;
+export type ApiRefusalName = keyof typeof API_REFUSALS;
+
+/** The status line of a refusal, e.g. `503 Service Unavailable`. */
+export function statusLine(refusal: HttpRefusal): string {
+  return `${refusal.status} ${HTTP_STATUS_TEXT[refusal.status]}`;
+}
+
+/** The JSON body of a refusal, `{limit}` filled in; `reason` replaces the entry's own (a failed scrape's error). */
+export function refusalBody(refusal: HttpRefusal, limit?: number, reason?: string): { error: string; reason?: string } {
+  const text = reason ?? refusal.reason;
+  return text === undefined ? { error: refusal.error } : { error: refusal.error, reason: fill(text, limit) };
 }

@@ -7,11 +7,12 @@ import type { Authenticator } from './auth.js';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
-import { CloseCode, isRejection, messageError, rejection, type MessageError, type Rejection } from './errors.js';
+import { isRejection, messageError, REJECTIONS, type MessageError, type Rejection } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
 import type { Logger } from './log.js';
 import type { Metrics, PublishSource } from './metrics.js';
-import { encodeError, encodeEvent, encodeReply, type ClientMessage } from './protocol.js';
+import type { ClientMessage } from './messages.js';
+import { encodeError, encodeEvent, encodeReply } from './protocol.js';
 import { canJoin, isValidRoom, userRoom } from './rooms.js';
 import type { Session, SessionSocket } from './session.js';
 import type { TemplatedApp } from './uws.js';
@@ -64,8 +65,8 @@ export function announceMembership(ctx: HandlerContext, session: Session, room: 
 
 /** Room name and access checks shared by join and leave; undefined when the room may be used. */
 function roomProblem(ctx: HandlerContext, session: Session, room: string): MessageError | undefined {
-  if (!isValidRoom(room)) return messageError('invalid_room', 'room must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]');
-  if (!canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) return messageError('forbidden', 'not allowed to join this room');
+  if (!isValidRoom(room)) return messageError('invalid_room');
+  if (!canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) return messageError('not_granted');
   return undefined;
 }
 
@@ -77,7 +78,7 @@ const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, id }) => {
     return;
   }
   if (session.roomCount >= ctx.config.maxRoomsPerConnection) {
-    return sendError(ctx, ws, messageError('too_many_rooms', `at most ${ctx.config.maxRoomsPerConnection} rooms per connection`), id);
+    return sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id);
   }
   // Announce before subscribing, so the joiner is not told about itself.
   announceMembership(ctx, session, room, 'user_joined');
@@ -96,20 +97,18 @@ function leave(ctx: HandlerContext, ws: SessionSocket, session: Session, room: s
 }
 
 const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
-  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
-  if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('forbidden', 'the personal room cannot be left'), id);
-  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_joined', 'not a member of this room'), id);
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
+  if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('personal_room'), id);
+  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
   leave(ctx, ws, session, room);
   ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
 
 /** The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`. */
 const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id }) => {
-  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room', 'invalid room name'), id);
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
   // Joined rooms and the personal room are the socket's topics.
-  if (!ws.isSubscribed(room)) {
-    return sendError(ctx, ws, messageError('not_joined', 'join the room before sending to it'), id);
-  }
+  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('send_not_joined'), id);
   publish(ctx, room, encodeEvent('message.new', room, data, session.username), 'client');
   if (id !== undefined) ctx.delivery.send(ws, encodeReply('message_sent', { room }, id));
 };
@@ -136,10 +135,10 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   const result = ctx.auth.verify(token);
   if (isRejection(result)) return refuseRefresh(ctx, ws, session, result);
   if (result.userId !== session.userId) {
-    return refuseRefresh(ctx, ws, session, rejection('token_invalid', CloseCode.UNAUTHORIZED, 'token is for another user'));
+    return refuseRefresh(ctx, ws, session, REJECTIONS.refresh_other_user);
   }
   if (result.expiresAt < session.expiresAt) {
-    return refuseRefresh(ctx, ws, session, rejection('token_invalid', CloseCode.UNAUTHORIZED, 'token expires before the current one'));
+    return refuseRefresh(ctx, ws, session, REJECTIONS.refresh_earlier);
   }
   ctx.expiry.remove(ws, closesAt(ctx, session));
   session.expiresAt = result.expiresAt;

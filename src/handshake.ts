@@ -2,14 +2,8 @@
  * What an upgrade request asks for, read from its headers and query before any socket exists:
  * the token (query `token` or subprotocol `wsedge.bearer.<token>`, never both) and the origin check.
  */
-import { CloseCode, rejection, type Rejection } from './errors.js';
-
-/** The public WebSocket endpoint of the product contract. */
-export const WS_PATH = '/api/v1/ws/connect';
-
-/** The subprotocol clients offer next to the bearer one; the server answers with it. */
-export const PROTOCOL = 'wsedge.v1';
-export const BEARER_PREFIX = 'wsedge.bearer.';
+import { REJECTIONS, type Rejection } from './errors.js';
+import { BEARER_PREFIX, MAX_TOKEN_LENGTH, PROTOCOL } from './messages.js';
 
 export interface UpgradeRequest {
   readonly query: string;
@@ -34,9 +28,6 @@ export function refusalProtocol(protocols: string): string {
   return offered.includes(PROTOCOL) ? PROTOCOL : (offered[0] ?? '');
 }
 
-/** The longest token accepted, at the upgrade and in refresh_token: a JWT with a few hundred claims. */
-export const MAX_TOKEN_LENGTH = 8192;
-
 /**
  * Finds exactly one token; two tokens anywhere are refused, never guessed. An empty value (`?token=`
  * or a bare `wsedge.bearer.`) counts as absent.
@@ -47,12 +38,12 @@ export function extractToken(req: UpgradeRequest): TokenFound | Rejection {
   const queried = req.query === '' ? [] : new URLSearchParams(req.query).getAll('token').filter((t) => t !== '');
   const protocol = offered.includes(PROTOCOL) ? PROTOCOL : '';
   const all = [...queried, ...bearers];
-  if (all.length > 1) return rejection('token_ambiguous', CloseCode.UNAUTHORIZED, 'more than one token in the request');
+  if (all.length > 1) return REJECTIONS.token_ambiguous;
   const token = all[0];
-  if (token === undefined) return rejection('token_missing', CloseCode.UNAUTHORIZED, 'missing token');
-  if (token.length > MAX_TOKEN_LENGTH) return rejection('token_invalid', CloseCode.UNAUTHORIZED, `token longer than ${MAX_TOKEN_LENGTH} characters`);
+  if (token === undefined) return REJECTIONS.token_missing;
+  if (token.length > MAX_TOKEN_LENGTH) return REJECTIONS.token_too_long;
   if (bearers.length === 1 && protocol === '') {
-    return rejection('subprotocol', CloseCode.UNAUTHORIZED, `offer ${PROTOCOL} with the bearer subprotocol`);
+    return REJECTIONS.subprotocol;
   }
   return { token, protocol };
 }
@@ -60,5 +51,5 @@ export function extractToken(req: UpgradeRequest): TokenFound | Rejection {
 /** Requests without Origin come from non-browser clients and are allowed; an empty list allows any. */
 export function checkOrigin(origin: string, allowed: readonly string[]): Rejection | undefined {
   if (origin === '' || allowed.length === 0 || allowed.includes(origin)) return undefined;
-  return rejection('origin', CloseCode.FORBIDDEN, 'origin not allowed');
+  return REJECTIONS.origin;
 }

@@ -3,8 +3,9 @@
  * Internal port: the same plus /metrics. Every answer is JSON; unknown paths are 404.
  */
 import type { Registry } from 'prom-client';
+import { refusalBody, ROUTE_REFUSALS, statusLine, type HttpRefusal } from './errors.js';
+import { WS_PATH } from './messages.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
-import { WS_PATH } from './handshake.js';
 
 /** `broker_down` only when WS_READY_REQUIRES_BROKER is set. */
 export type NodeState = 'starting' | 'ready' | 'draining' | 'broker_down';
@@ -14,12 +15,28 @@ export interface HealthSource {
   readonly details: () => Record<string, unknown>;
 }
 
-export function sendJson(res: HttpResponse, status: string, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(res: HttpResponse, status: string, body: unknown, headers: Record<string, string> = {}, closeConnection = false): void {
   res.cork(() => {
     res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Cache-Control', 'no-store');
     for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
-    res.end(JSON.stringify(body));
+    res.end(JSON.stringify(body), closeConnection);
   });
+}
+
+export interface RefusalOptions {
+  /** Fills `{limit}` in the reason. */
+  readonly limit?: number;
+  /** Replaces the entry's reason (a failed scrape's error). */
+  readonly reason?: string;
+  readonly headers?: Record<string, string>;
+  /** Closes the TCP connection after the answer (refused upgrades: the next attempt may go elsewhere). */
+  readonly closeConnection?: boolean;
+}
+
+/** Answers with a catalogue entry: its status, `{"error","reason"?}`, and `Retry-After` when it has one. */
+export function sendRefusal(res: HttpResponse, refusal: HttpRefusal, options: RefusalOptions = {}): void {
+  const headers = refusal.retryAfter === undefined ? options.headers : { ...options.headers, 'Retry-After': String(refusal.retryAfter) };
+  sendJson(res, statusLine(refusal), refusalBody(refusal, options.limit, options.reason), headers, options.closeConnection);
 }
 
 function addHealthRoutes(app: TemplatedApp, health: HealthSource): void {
@@ -31,13 +48,13 @@ function addHealthRoutes(app: TemplatedApp, health: HealthSource): void {
 }
 
 function addNotFound(app: TemplatedApp): void {
-  app.any('/*', (res) => sendJson(res, '404 Not Found', { error: 'not_found' }));
+  app.any('/*', (res) => sendRefusal(res, ROUTE_REFUSALS.not_found));
 }
 
 export function addPublicRoutes(app: TemplatedApp, health: HealthSource): void {
   addHealthRoutes(app, health);
   // uWS hands non-upgrade requests on the WebSocket path on to the HTTP router.
-  app.any(WS_PATH, (res) => sendJson(res, '426 Upgrade Required', { error: 'upgrade_required' }, { Upgrade: 'websocket' }));
+  app.any(WS_PATH, (res) => sendRefusal(res, ROUTE_REFUSALS.upgrade_required, { headers: { Upgrade: 'websocket' } }));
   addNotFound(app);
 }
 
@@ -57,7 +74,7 @@ export function addInternalRoutes(app: TemplatedApp, health: HealthSource, regis
         });
       },
       (err: unknown) => {
-        if (!aborted) sendJson(res, '500 Internal Server Error', { error: 'metrics_failed', reason: String(err) });
+        if (!aborted) sendRefusal(res, ROUTE_REFUSALS.metrics_failed, { reason: String(err) });
       },
     );
   });

@@ -5,11 +5,11 @@
  */
 import type { Admission } from './admission.js';
 import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
-import { CloseCode, messageError, type MessageError } from './errors.js';
+import { CLOSES, messageError, type MessageError } from './errors.js';
 import { handle, sendError, type HandlerContext } from './handlers.js';
 import { newStrikes, strike, takeToken } from './limits.js';
 import { isParseFailure, parseFrame } from './protocol.js';
-import type { Session, SessionSocket } from './session.js';
+import { closeWith, type Session, type SessionSocket } from './session.js';
 
 export interface Inbound {
   /** A frame of an admitted session. */
@@ -25,7 +25,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
   const invalid = (ws: SessionSocket, session: Session, error: MessageError, id: string | undefined): void => {
     if (strike((session.invalidStrikes ??= newStrikes()), Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
       metrics.policyClose('invalid_messages');
-      ws.end(CloseCode.POLICY_VIOLATION, 'too many invalid messages');
+      closeWith(ws, CLOSES.invalid_messages);
       return;
     }
     sendError(ctx, ws, error, id);
@@ -35,7 +35,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
   const tooBig = (ws: SessionSocket, message: ArrayBuffer): boolean => {
     if (message.byteLength <= config.messageMaxSize) return false;
     metrics.messageTooBig('limit');
-    ws.end(CloseCode.MESSAGE_TOO_BIG, 'message too big');
+    closeWith(ws, CLOSES.too_big);
     return true;
   };
 
@@ -47,15 +47,15 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
       metrics.rateLimited();
       if (strike((session.rateStrikes ??= newStrikes()), now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
         metrics.policyClose('flooding');
-        ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
+        closeWith(ws, CLOSES.flooding);
         return;
       }
-      sendError(ctx, ws, messageError('rate_limited', `at most ${config.rateLimit} messages per second`), undefined);
+      sendError(ctx, ws, messageError('rate_limited', config.rateLimit), undefined);
       return;
     }
     if (isBinary) {
       metrics.messageReceived('invalid');
-      invalid(ws, session, messageError('binary_not_supported', 'only JSON text frames are supported'), undefined);
+      invalid(ws, session, messageError('binary'), undefined);
       return;
     }
     const parsed = parseFrame(Buffer.from(message).toString('utf8'));
@@ -69,7 +69,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
       handle(ctx, ws, session, parsed);
     } catch (err) {
       log.error({ err, connection_id: session.connectionId, type: parsed.type }, 'message handler failed');
-      if (!session.closed) sendError(ctx, ws, messageError('internal_error', 'internal error'), parsed.id);
+      if (!session.closed) sendError(ctx, ws, messageError('internal_error'), parsed.id);
     }
   };
 
@@ -77,7 +77,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
   const keepEarly = (ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void => {
     if (tooBig(ws, message) || admission.keep(session, message, isBinary)) return;
     metrics.policyClose('flooding');
-    ws.end(CloseCode.TOO_MANY, 'rate limit exceeded');
+    closeWith(ws, CLOSES.flooding);
   };
 
   return { receive, keepEarly };

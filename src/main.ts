@@ -5,7 +5,7 @@
  */
 import { ephemeralSecret, signToken } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { WS_PATH } from './handshake.js';
+import { WS_PATH } from './messages.js';
 import { createLogger, type Logger } from './log.js';
 import { startNode, type EdgeNode } from './server.js';
 

@@ -5,12 +5,12 @@
  * into a bounded set first.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { CloseCode, type ErrorCode, type RejectReason } from './errors.js';
-import { CLIENT_MESSAGE_TYPES } from './protocol.js';
+import { CloseCode, type ErrorCode, type RejectReason, type UPGRADE_REFUSALS } from './errors.js';
+import { CLIENT_MESSAGE_TYPES } from './messages.js';
 
 export type PublishSource = 'client' | 'server' | 'membership' | 'api';
 export type BrokerPublishError = 'down' | 'backlog' | 'error';
-export type RefusalReason = 'max_connections' | 'draining' | 'auth_failures';
+export type RefusalReason = keyof typeof UPGRADE_REFUSALS;
 
 const KNOWN_CLOSE_CODES = new Set<number>([1000, 1001, 1005, 1006, 1011, ...Object.values(CloseCode)]);
 const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];

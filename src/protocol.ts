@@ -2,26 +2,17 @@
  * The wire protocol: parse and validate an inbound frame once, encode outbound envelopes once.
  * docs/WEBSOCKET_API.md is the prose form of this module.
  */
-import { messageError, type ErrorCode, type MessageError } from './errors.js';
-import { MAX_TOKEN_LENGTH } from './handshake.js';
-
-/** `data` of send_message may nest at most this deep (an object or array is one level). */
-export const MAX_DATA_DEPTH = 32;
-/** `data` of send_message may hold at most this many values (array items and object members, counted recursively). */
-export const MAX_DATA_VALUES = 10_000;
-/** Client `id` strings are echoed back; keep them short. */
-export const MAX_ID_LENGTH = 128;
-/** A refresh token longer than this is not a JWT we issue. */
-
-export type ClientMessage =
-  | { readonly type: 'join_room'; readonly room: string; readonly id: string | undefined }
-  | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
-  | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
-  | { readonly type: 'ping'; readonly id: string | undefined }
-  | { readonly type: 'refresh_token'; readonly token: string; readonly id: string | undefined };
-
-export type ClientMessageType = ClientMessage['type'];
-export const CLIENT_MESSAGE_TYPES: readonly ClientMessageType[] = ['join_room', 'leave_room', 'send_message', 'ping', 'refresh_token'];
+import { messageError, type MessageError, type MessageErrorName } from './errors.js';
+import {
+  MAX_DATA_DEPTH,
+  MAX_DATA_VALUES,
+  MAX_EVENT_TYPE_LENGTH,
+  MAX_ID_LENGTH,
+  MAX_TOKEN_LENGTH,
+  RESERVED_TYPES,
+  type ClientMessage,
+  type ClientMessageType,
+} from './messages.js';
 
 /** A frame that could not become a ClientMessage; `id` is echoed when the frame had a usable one. */
 export interface ParseFailure {
@@ -35,8 +26,8 @@ export function isParseFailure(value: ClientMessage | ParseFailure): value is Pa
   return 'error' in value;
 }
 
-function fail(code: ErrorCode, message: string, id?: string, type?: ClientMessageType): ParseFailure {
-  return { error: messageError(code, message), id, type };
+function fail(name: MessageErrorName, id?: string, type?: ClientMessageType, limit?: number): ParseFailure {
+  return { error: messageError(name, limit), id, type };
 }
 
 /** Parses one text frame: exactly one JSON.parse, then shape checks. */
@@ -45,34 +36,34 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
   try {
     value = JSON.parse(text);
   } catch {
-    return fail('invalid_json', 'message is not valid JSON');
+    return fail('invalid_json');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return fail('invalid_message', 'message must be a JSON object');
+    return fail('not_an_object');
   }
   const msg = value as Record<string, unknown>;
   const rawId = msg['id'];
   if (rawId !== undefined && (typeof rawId !== 'string' || rawId.length > MAX_ID_LENGTH)) {
-    return fail('invalid_message', `"id" must be a string of at most ${MAX_ID_LENGTH} characters`);
+    return fail('bad_id', undefined, undefined, MAX_ID_LENGTH);
   }
   const id = rawId;
   const type = msg['type'];
-  if (typeof type !== 'string') return fail('invalid_message', '"type" must be a string', id);
+  if (typeof type !== 'string') return fail('bad_type', id);
 
   switch (type) {
     case 'join_room':
     case 'leave_room': {
       const room = msg['room'];
-      if (typeof room !== 'string') return fail('invalid_message', '"room" must be a string', id, type);
+      if (typeof room !== 'string') return fail('bad_room', id, type);
       return type === 'join_room' ? { type, room, id } : { type, room, id };
     }
     case 'send_message': {
       const room = msg['room'];
-      if (typeof room !== 'string') return fail('invalid_message', '"room" must be a string', id, type);
+      if (typeof room !== 'string') return fail('bad_room', id, type);
       const data = msg['data'];
-      if (data === undefined) return fail('invalid_message', '"data" is required', id, type);
+      if (data === undefined) return fail('no_data', id, type);
       const problem = checkDataBounds(data);
-      if (problem !== undefined) return fail('invalid_message', problem, id, type);
+      if (problem !== undefined) return fail(problem.name, id, type, problem.limit);
       return { type, room, data, id };
     }
     case 'ping':
@@ -80,26 +71,26 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
     case 'refresh_token': {
       const token = msg['token'];
       if (typeof token !== 'string' || token === '' || token.length > MAX_TOKEN_LENGTH) {
-        return fail('invalid_message', '"token" must be a non-empty string', id, type);
+        return fail('bad_token', id, type);
       }
       return { type, token, id };
     }
     default:
-      return fail('unknown_type', 'unknown message type', id);
+      return fail('unknown_type', id);
   }
 }
 
 /** Iterative walk (no recursion, so no stack overflow on hostile input) bounding depth and size. */
-function checkDataBounds(data: unknown): string | undefined {
+function checkDataBounds(data: unknown): { name: 'data_too_deep' | 'data_too_large'; limit: number } | undefined {
   if (typeof data !== 'object' || data === null) return undefined;
   const stack: Array<[unknown, number]> = [[data, 1]];
   let values = 0;
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
-    if (depth > MAX_DATA_DEPTH) return `"data" nests deeper than ${MAX_DATA_DEPTH} levels`;
+    if (depth > MAX_DATA_DEPTH) return { name: 'data_too_deep', limit: MAX_DATA_DEPTH };
     const children = Array.isArray(node) ? node : Object.values(node as object);
     values += children.length;
-    if (values > MAX_DATA_VALUES) return `"data" holds more than ${MAX_DATA_VALUES} values`;
+    if (values > MAX_DATA_VALUES) return { name: 'data_too_large', limit: MAX_DATA_VALUES };
     for (const child of children) {
       if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
     }
@@ -134,23 +125,8 @@ export function encodeError(error: MessageError, id: string | undefined): string
   return encodeReply('error', { data: { error: error.message, code: error.code } }, id);
 }
 
-/** Event types clients and backends may not publish: the server's own vocabulary. */
-export const RESERVED_TYPES: ReadonlySet<string> = new Set([
-  'connected',
-  'error',
-  'pong',
-  'room_joined',
-  'room_left',
-  'user_joined',
-  'user_left',
-  'token_refreshed',
-  'message_sent',
-  ...CLIENT_MESSAGE_TYPES,
-]);
-
 /** Dotted lowercase names such as `task.created` or `notification.mentioned`. */
 const EVENT_TYPE_PATTERN = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$/;
-export const MAX_EVENT_TYPE_LENGTH = 64;
 
 export function isPublishableType(type: unknown): type is string {
   return typeof type === 'string' && type.length <= MAX_EVENT_TYPE_LENGTH && EVENT_TYPE_PATTERN.test(type) && !RESERVED_TYPES.has(type);

@@ -8,7 +8,7 @@
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
-import { CloseCode, isApplicationCloseCode, isCloseReason } from './errors.js';
+import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { createEventsWith, type Events } from './events.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection } from './redis/connections.js';
@@ -72,7 +72,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
       if (owner === '') throw new TypeError(`invalid connection id: ${JSON.stringify(connectionId)}`);
       await send(channels.node(owner), 'c', connectionId, encodeEvent(type, null, data ?? null, sender));
     },
-    async disconnectUser(userId, code = CloseCode.FORBIDDEN, reason = 'disconnected') {
+    async disconnectUser(userId, code = CLOSES.disconnected.code, reason = CLOSES.disconnected.message) {
       if (!isValidId(userId)) throw new TypeError(`invalid user id: ${JSON.stringify(userId)}`);
       if (!isApplicationCloseCode(code)) throw new TypeError(`close code must be 4000-4999: ${code}`);
       if (!isCloseReason(reason)) throw new TypeError('reason must be one line of at most 123 bytes');

@@ -10,10 +10,10 @@ import { createMemoryBroker } from './broker-memory.js';
 import type { Config } from './config.js';
 import { createBehavior } from './connection.js';
 import { createDelivery, type Delivery } from './delivery.js';
-import { CloseCode } from './errors.js';
+import { CLOSES } from './errors.js';
 import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
-import { WS_PATH } from './handshake.js';
+import { WS_PATH } from './messages.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
 import type { Logger } from './log.js';
@@ -23,7 +23,7 @@ import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
 import type { RedisClients } from './redis/links.js';
 import { createRedisSlots } from './redis/registry.js';
-import type { SessionSocket } from './session.js';
+import { closeWith, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
@@ -112,7 +112,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;
     metrics.policyClose('token_expired');
-    ws.end(CloseCode.UNAUTHORIZED, 'token expired');
+    closeWith(ws, CLOSES.token_lapsed);
   });
 
   app.ws<never>(

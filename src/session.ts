@@ -4,7 +4,7 @@
  * its UserData is a RejectedUpgrade and it is closed in `open`.
  */
 import type { Grant } from './rooms.js';
-import type { Rejection } from './errors.js';
+import type { Close, Rejection } from './errors.js';
 import type { Bucket, Strikes } from './limits.js';
 import type { WebSocket } from './uws.js';
 
@@ -46,3 +46,8 @@ export interface RejectedUpgrade {
 export type UserData = Session | RejectedUpgrade;
 export type Socket = WebSocket<UserData>;
 export type SessionSocket = WebSocket<Session>;
+
+/** Closes a socket with a catalogue entry's code and reason. */
+export function closeWith(ws: WebSocket<unknown>, close: Close): void {
+  ws.end(close.code, close.message);
+}

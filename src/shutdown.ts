@@ -3,9 +3,10 @@
  * spread over 60% of WS_DRAIN_TIMEOUT (so clients do not reconnect all at once), then the broker,
  * then the internal port. Everything finishes before WS_DRAIN_TIMEOUT.
  */
-import { CloseCode } from './errors.js';
+import { CLOSES } from './errors.js';
 import type { Logger } from './log.js';
 import type { SessionIndex } from './sessions.js';
+import { closeWith } from './session.js';
 
 export interface DrainTarget {
   readonly log: Logger;
@@ -50,7 +51,7 @@ async function drain({ log, sessions, drainTimeoutMs, startDraining, stopListeni
   for (let i = 0; i < sockets.length; i += perBatch) {
     if (i > 0) await sleep(intervalMs);
     for (const ws of sockets.slice(i, i + perBatch)) {
-      if (!ws.getUserData().closed) ws.end(CloseCode.SERVICE_RESTART, 'service restart');
+      if (!ws.getUserData().closed) closeWith(ws, CLOSES.service_restart);
     }
   }
 

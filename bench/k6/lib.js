@@ -163,7 +163,7 @@ const OPEN = 1;
 const CLOSED = 3;
 
 /**
- * @typedef {{ type: string, id?: string, room?: string | null, data?: any, sender?: string | null, timestamp?: string }} Envelope
+ * @typedef {import('../../src/messages.js').WireMessage} Envelope
  * A server frame, parsed once (docs/WEBSOCKET_API.md, "Messages").
  *
  * @typedef {{ code: number | undefined, reason: string, opened: boolean, byUs: boolean, error: string }} CloseInfo

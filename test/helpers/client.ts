@@ -2,9 +2,11 @@
 import WebSocket from 'ws';
 import { signToken, type TokenRequest } from '../../src/auth.js';
 import { TEST_SECRET } from './node.js';
+import type { WireMessage } from '../../src/messages.js';
 import { createWaiters } from './wait.js';
 
-export type Envelope = { type: string; room?: string; id?: string; data?: any; sender?: string | null; timestamp?: string };
+/** A received server message (the protocol's own type). */
+export type Envelope = WireMessage;
 
 export interface TestClient {
   readonly ws: WebSocket;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { BEARER_PREFIX, PROTOCOL, WS_PATH, checkOrigin, refusalProtocol, extractToken, type UpgradeRequest } from '../../src/handshake.js';
+import { checkOrigin, refusalProtocol, extractToken, type UpgradeRequest } from '../../src/handshake.js';
+import { BEARER_PREFIX, PROTOCOL, WS_PATH } from '../../src/messages.js';
 
 const request = (fields: Partial<UpgradeRequest>): UpgradeRequest => ({ query: '', protocols: '', origin: '', ...fields });
 

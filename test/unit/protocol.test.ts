@@ -1,19 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { messageError } from '../../src/errors.js';
-import {
-  MAX_DATA_DEPTH,
-  MAX_DATA_VALUES,
-  MAX_EVENT_TYPE_LENGTH,
-  MAX_ID_LENGTH,
-  encodeError,
-  encodeEvent,
-  encodeReply,
-  isParseFailure,
-  isPublishableType,
-  parseFrame,
-  type ClientMessage,
-  type ParseFailure,
-} from '../../src/protocol.js';
+import type { MessageError } from '../../src/errors.js';
+import { MAX_DATA_DEPTH, MAX_DATA_VALUES, MAX_EVENT_TYPE_LENGTH, MAX_ID_LENGTH, type ClientMessage } from '../../src/messages.js';
+import { encodeError, encodeEvent, encodeReply, isParseFailure, isPublishableType, parseFrame, type ParseFailure } from '../../src/protocol.js';
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -275,7 +263,7 @@ describe('encoding', () => {
 
   it('encodes an error with the human text and the machine code', () => {
     at('2025-11-13T12:00:00.000Z');
-    const error = messageError('forbidden', 'not allowed to join project:1');
+    const error: MessageError = { code: 'forbidden', message: 'not allowed to join project:1' };
     expect(JSON.parse(encodeError(error, undefined))).toEqual({
       type: 'error',
       data: { error: 'not allowed to join project:1', code: 'forbidden' },

@@ -1,0 +1,132 @@
+/**
+ * The protocol's messages as types, and the fixed limits a client must know: what flows in each
+ * direction on `/api/v1/ws/connect`. One module, with no runtime dependencies, shared by the
+ * server (protocol.ts parses and encodes), the CLI client, the tests and the client library, so
+ * they cannot drift. docs/WEBSOCKET_API.md is its prose form.
+ */
+
+/** The public WebSocket endpoint of the product contract. */
+export const WS_PATH = '/api/v1/ws/connect';
+
+/** The subprotocol every client offers; the token rides in a second one, `wsedge.bearer.<jwt>`. */
+export const PROTOCOL = 'wsedge.v1';
+export const BEARER_PREFIX = 'wsedge.bearer.';
+
+/** Client `id` strings are echoed back; keep them short. */
+export const MAX_ID_LENGTH = 128;
+/** `data` of send_message may nest at most this deep (an object or array is one level). */
+export const MAX_DATA_DEPTH = 32;
+/** `data` of send_message may hold at most this many values (array items and object members, counted recursively). */
+export const MAX_DATA_VALUES = 10_000;
+/** The longest token accepted, at the upgrade and in refresh_token: a JWT with a few hundred claims. */
+export const MAX_TOKEN_LENGTH = 8192;
+/** Event types such as `task.created`: dotted lowercase, at most this long. */
+export const MAX_EVENT_TYPE_LENGTH = 64;
+/** RFC 6455 caps a close reason at 123 bytes. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Machine codes of `{"type":"error","data":{"error","code"}}`; the socket stays open. */
+export type ErrorCode =
+  | 'invalid_json'
+  | 'invalid_message'
+  | 'unknown_type'
+  | 'binary_not_supported'
+  | 'invalid_room'
+  | 'forbidden'
+  | 'not_joined'
+  | 'too_many_rooms'
+  | 'rate_limited'
+  | 'internal_error';
+
+// Client -> server. `id` is the client's request id, echoed in the reply and in an error about it.
+export type ClientMessage =
+  | { readonly type: 'join_room'; readonly room: string; readonly id: string | undefined }
+  | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
+  | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
+  | { readonly type: 'ping'; readonly id: string | undefined }
+  | { readonly type: 'refresh_token'; readonly token: string; readonly id: string | undefined };
+
+export type ClientMessageType = ClientMessage['type'];
+
+/** Every member of the union once: the compiler refuses a missing or an extra type. */
+const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
+export const CLIENT_MESSAGE_TYPES = Object.keys(CLIENT_TYPES) as readonly ClientMessageType[];
+
+// Server -> client.
+
+/** An event published to a room (or to one connection: `room` null), encoded once for every member. */
+export interface Envelope<T extends string = string, D = unknown> {
+  readonly type: T;
+  readonly room: string | null;
+  readonly data: D;
+  /** Display name of the user who caused it; null for the system. */
+  readonly sender: string | null;
+  /** ISO 8601 UTC with milliseconds. */
+  readonly timestamp: string;
+}
+
+/** Fields of every direct reply: `id` when the request had one. */
+interface Reply<T extends string> {
+  readonly type: T;
+  readonly id?: string;
+  readonly timestamp: string;
+}
+
+export interface ConnectedData {
+  readonly connection_id: string;
+  readonly user_id: string;
+  readonly username: string;
+  /** Seconds. */
+  readonly heartbeat_interval: number;
+  /** Bytes. */
+  readonly max_message_size: number;
+  readonly rooms: readonly string[];
+}
+
+export type Connected = Reply<'connected'> & { readonly data: ConnectedData };
+export type RoomJoined = Reply<'room_joined'> & { readonly room: string };
+/** `reason: "access_revoked"` when a refreshed token no longer grants the room. */
+export type RoomLeft = Reply<'room_left'> & { readonly room: string; readonly reason?: 'access_revoked' };
+export type MessageSent = Reply<'message_sent'> & { readonly room: string };
+export type Pong = Reply<'pong'>;
+export type TokenRefreshed = Reply<'token_refreshed'> & { readonly data: { readonly expires_at: string } };
+export type ErrorReply = Reply<'error'> & { readonly data: { readonly error: string; readonly code: ErrorCode } };
+
+export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
+
+/** Replies to one connection. */
+export type ServerReply = Connected | RoomJoined | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
+export type ServerReplyType = ServerReply['type'];
+
+/** Everything a client receives: a reply, or an event (membership, `message.new`, domain events from backends). */
+export type ServerMessage = ServerReply | Envelope;
+
+/** Types the server owns: clients and backends may not publish them. */
+const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type']]: true } = {
+  connected: true,
+  error: true,
+  pong: true,
+  room_joined: true,
+  room_left: true,
+  user_joined: true,
+  user_left: true,
+  token_refreshed: true,
+  message_sent: true,
+};
+export const RESERVED_TYPES: ReadonlySet<string> = new Set([...Object.keys(SERVER_TYPES), ...CLIENT_MESSAGE_TYPES]);
+
+/**
+ * Any server message read off the wire before narrowing on `type`: the fields the members of
+ * ServerMessage carry, all optional but `type`. For consumers that match on fields (the CLI client,
+ * tests, load scripts); `data` is whatever the event carries.
+ */
+export interface WireMessage {
+  readonly type: ServerMessage['type'];
+  readonly id?: string;
+  readonly room?: string | null;
+  readonly reason?: string;
+  /** An event's data is the publisher's JSON. */
+  readonly data?: any;
+  readonly sender?: string | null;
+  readonly timestamp?: string;
+}
