@@ -14,7 +14,7 @@ import { isRejection, REJECTIONS, UPGRADE_REFUSALS, type Rejection } from './err
 import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
 import { sendRefusal } from './http.js';
 import type { AddressCounts, ConnectionSlots, FailureLimiter } from './limits.js';
-import type { Logger } from './log.js';
+import { connectionLog, type Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { ClientAddress } from './proxies.js';
 import { closeWith, type Session, type SessionSocket, type UserData } from './session.js';
@@ -163,7 +163,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
         return;
       }
       const rej = granted === false ? REJECTIONS.user_limit : REJECTIONS.internal;
-      if (granted !== false) log.error({ err: granted, user_id: session.userId }, 'connection slot lookup failed');
+      if (granted !== false) connectionLog(log, session).error({ err: granted }, 'connection slot lookup failed');
       rejected(rej, session.remoteAddress, session.userId);
       closeWith(ws, rej);
     };

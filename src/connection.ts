@@ -7,6 +7,7 @@ import { createAdmission, type AdmissionContext, type EarlyFrame } from './admis
 import { CLOSES } from './errors.js';
 import { announceMembership, closesAt, type HandlerContext } from './handlers.js';
 import { createInbound } from './inbound.js';
+import { connectionLog } from './log.js';
 import { encodeReply } from './protocol.js';
 import { userRoom } from './rooms.js';
 import { closeWith, type Session, type SessionSocket, type Socket, type UserData } from './session.js';
@@ -32,7 +33,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     if (data.slow) return;
     data.slow = true;
     metrics.backpressureDrop();
-    log.info({ event: 'slow_consumer', connection_id: data.connectionId, user_id: data.userId }, 'slow consumer closed');
+    connectionLog(log, data).info({ event: 'slow_consumer' }, 'slow consumer closed');
   };
 
   /**
@@ -74,7 +75,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         undefined,
       ),
     );
-    log.debug({ event: 'connection_open', connection_id: data.connectionId, user_id: data.userId, remote: data.remoteAddress }, 'connection opened');
+    if (log.isLevelEnabled('debug')) connectionLog(log, data).debug({ event: 'connection_open', remote: data.remoteAddress }, 'connection opened');
     // Admitted while the drain began: counted like any other, then sent elsewhere.
     if (ctx.isDraining()) return closeWith(ws, CLOSES.service_restart);
     for (const { frame, isBinary } of early) {
@@ -156,7 +157,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (code === 1006 && reason === UWS_TOO_BIG) metrics.messageTooBig('ceiling');
 
       metrics.connectionClosed(code);
-      log.debug({ event: 'connection_close', connection_id: data.connectionId, user_id: data.userId, code, reason }, 'connection closed');
+      if (log.isLevelEnabled('debug')) connectionLog(log, data).debug({ event: 'connection_close', code, reason }, 'connection closed');
     },
   };
 }

@@ -9,7 +9,7 @@ import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
 import { isRejection, messageError, REJECTIONS, type MessageError, type Rejection } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
-import type { Logger } from './log.js';
+import { connectionLog, type Logger } from './log.js';
 import type { Metrics, PublishSource } from './metrics.js';
 import type { ClientMessage } from './messages.js';
 import { encodeError, encodeEvent, encodeReply } from './protocol.js';
@@ -120,10 +120,7 @@ const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
 /** A refused refresh closes the socket with 4401 and is logged once as a security event. */
 function refuseRefresh(ctx: HandlerContext, ws: SessionSocket, session: Session, refusal: Rejection): void {
   ctx.metrics.connectionRejected(refusal.reason);
-  ctx.log.warn(
-    { event: 'token_refresh_rejected', reason: refusal.reason, user_id: session.userId, connection_id: session.connectionId, remote: session.remoteAddress },
-    'token refresh rejected',
-  );
+  connectionLog(ctx.log, session).warn({ event: 'token_refresh_rejected', reason: refusal.reason, remote: session.remoteAddress }, 'token refresh rejected');
   ws.end(refusal.code, refusal.message);
 }
 

@@ -8,6 +8,7 @@ import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CLOSES, messageError, type MessageError } from './errors.js';
 import { handle, sendError, type HandlerContext } from './handlers.js';
 import { newStrikes, strike, takeToken } from './limits.js';
+import { connectionLog } from './log.js';
 import { isParseFailure, parseFrame } from './protocol.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
@@ -68,7 +69,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
     try {
       handle(ctx, ws, session, parsed);
     } catch (err) {
-      log.error({ err, connection_id: session.connectionId, type: parsed.type }, 'message handler failed');
+      connectionLog(log, session).error({ err, type: parsed.type }, 'message handler failed');
       if (!session.closed) sendError(ctx, ws, messageError('internal_error'), parsed.id);
     }
   };

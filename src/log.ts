@@ -20,3 +20,12 @@ export function createLogger(level: string, bindings: Record<string, unknown> = 
     destination ?? pino.destination({ sync: false }),
   );
 }
+
+/**
+ * The logger of one connection: every line carries its `connection_id` and `user_id`. Made when a
+ * line is written, not kept on the session (heap per connection); guard debug lines with
+ * `log.isLevelEnabled('debug')` so a disabled level costs nothing.
+ */
+export function connectionLog(log: Logger, connection: { readonly connectionId: string; readonly userId: string }): Logger {
+  return log.child({ connection_id: connection.connectionId, user_id: connection.userId });
+}
