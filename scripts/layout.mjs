@@ -1,33 +1,82 @@
+#!/usr/bin/env node
+/**
+ * The shape of src/: the longest functions and the import cycles (type imports included: a cycle
+ * of types is still two modules that cannot be read apart). `node scripts/layout.mjs` prints both;
+ * test/unit/layout.test.ts holds the limits.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, dirname, resolve, relative } from 'node:path';
-const root = 'src';
-const files = [];
-const walk = (d) => { for (const f of readdirSync(d)) { const p = join(d, f); if (statSync(p).isDirectory()) walk(p); else if (p.endsWith('.ts') && !p.endsWith('.d.ts')) files.push(p); } };
-walk(root);
-const fns = []; const graph = new Map();
-for (const file of files) {
-  const text = readFileSync(file, 'utf8');
-  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
-  const deps = [];
-  sf.forEachChild((n) => { if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier) { const s = n.moduleSpecifier.text; if (s.startsWith('.')) deps.push(relative('.', resolve(dirname(file), s.replace(/\.js$/, '.ts')))); } });
-  graph.set(file, deps);
-  const visit = (n, name) => {
-    if (ts.isFunctionDeclaration(n) || ts.isArrowFunction(n) || ts.isFunctionExpression(n) || ts.isMethodDeclaration(n)) {
-      const a = sf.getLineAndCharacterOfPosition(n.getStart()).line, b = sf.getLineAndCharacterOfPosition(n.getEnd()).line;
-      const nm = n.name?.getText() ?? name ?? '<anon>';
-      fns.push({ file, name: nm, lines: b - a + 1 });
-    }
-    let nextName = name;
-    if (ts.isVariableDeclaration(n) || ts.isPropertyAssignment(n)) nextName = n.name.getText();
-    n.forEachChild((c) => visit(c, nextName));
-  };
-  visit(sf);
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Every .ts file under src/, relative to the repository root. */
+export function sourceFiles(dir = 'src') {
+  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(path);
+    return path.endsWith('.ts') && !path.endsWith('.d.ts') ? [path] : [];
+  });
 }
-fns.sort((x, y) => y.lines - x.lines);
-console.log(fns.slice(0, 12).map((f) => `${f.lines}\t${f.file} ${f.name}`).join('\n'));
-// cycles (value imports)
-const cycles = []; const state = new Map(); const stack = [];
-const dfs = (f) => { state.set(f, 1); stack.push(f); for (const d of graph.get(f) ?? []) { if (state.get(d) === 1) cycles.push(stack.slice(stack.indexOf(d)).concat(d).join(' -> ')); else if (!state.has(d)) dfs(d); } stack.pop(); state.set(f, 2); };
-for (const f of graph.keys()) if (!state.has(f)) dfs(f);
-console.log('cycles (value imports):', cycles.length, cycles);
+
+function parse(file) {
+  return ts.createSourceFile(file, readFileSync(join(root, file), 'utf8'), ts.ScriptTarget.Latest, true);
+}
+
+/** Module specifiers a file imports or re-exports from, relative ones resolved to repository paths. */
+export function importsOf(file) {
+  const specifiers = [];
+  parse(file).forEachChild((node) => {
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
+      const spec = node.moduleSpecifier.text;
+      specifiers.push(spec.startsWith('.') ? relative(root, resolve(root, dirname(file), spec.replace(/\.js$/, '.ts'))) : spec);
+    }
+  });
+  return specifiers;
+}
+
+/** Every function with its length in lines, longest first; a function is named by what holds it. */
+export function functionLengths(files = sourceFiles()) {
+  const found = [];
+  for (const file of files) {
+    const source = parse(file);
+    const line = (pos) => source.getLineAndCharacterOfPosition(pos).line;
+    const visit = (node, holder) => {
+      if (ts.isFunctionDeclaration(node) || ts.isArrowFunction(node) || ts.isFunctionExpression(node) || ts.isMethodDeclaration(node)) {
+        found.push({ file, name: node.name?.getText() ?? holder ?? '<anonymous>', lines: line(node.getEnd()) - line(node.getStart()) + 1 });
+      }
+      const name = ts.isVariableDeclaration(node) || ts.isPropertyAssignment(node) ? node.name.getText() : holder;
+      node.forEachChild((child) => visit(child, name));
+    };
+    visit(source, undefined);
+  }
+  return found.sort((a, b) => b.lines - a.lines);
+}
+
+/** Import cycles among `files`, each as the list of files around it. */
+export function importCycles(files = sourceFiles()) {
+  const graph = new Map(files.map((file) => [file, importsOf(file).filter((spec) => spec.startsWith('src/'))]));
+  const cycles = [];
+  const state = new Map();
+  const stack = [];
+  const visit = (file) => {
+    state.set(file, 'open');
+    stack.push(file);
+    for (const next of graph.get(file) ?? []) {
+      if (state.get(next) === 'open') cycles.push([...stack.slice(stack.indexOf(next)), next]);
+      else if (!state.has(next)) visit(next);
+    }
+    stack.pop();
+    state.set(file, 'done');
+  };
+  for (const file of graph.keys()) if (!state.has(file)) visit(file);
+  return cycles;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  for (const { lines, file, name } of functionLengths().slice(0, 12)) console.log(`${String(lines).padStart(4)}  ${file} ${name}`);
+  const cycles = importCycles();
+  console.log(`import cycles: ${cycles.length}`);
+  for (const cycle of cycles) console.log(`  ${cycle.join(' -> ')}`);
+}

@@ -1,0 +1,43 @@
+/**
+ * The house rules of src/ that a reviewer would otherwise have to remember: no import cycles, no
+ * factory past about 150 lines, contracts that never import their implementations, and Redis only
+ * behind src/redis/. scripts/layout.mjs prints the same numbers.
+ */
+import { describe, expect, it } from 'vitest';
+import { functionLengths, importCycles, importsOf, sourceFiles } from '../../scripts/layout.mjs';
+
+const files = sourceFiles();
+
+describe('source layout', () => {
+  it('finds the sources', () => {
+    expect(files).toContain('src/server.ts');
+    expect(files).toContain('src/redis/broker.ts');
+  });
+
+  it('has no import cycles, type imports included', () => {
+    expect(importCycles(files)).toEqual([]);
+  });
+
+  it('has no function longer than 150 lines', () => {
+    const longest = functionLengths(files)[0]!;
+    expect(longest.lines, `${longest.file} ${longest.name}`).toBeLessThanOrEqual(150);
+  });
+
+  it('imports ioredis only under src/redis/', () => {
+    const outside = files.filter((f) => !f.startsWith('src/redis/') && importsOf(f).some((spec) => spec === 'ioredis' || spec === 'cluster-key-slot'));
+    expect(outside).toEqual([]);
+  });
+
+  it.each([
+    ['src/broker.ts', ['src/broker-memory.ts', 'src/redis/broker.ts']],
+    ['src/redis/links.ts', ['src/redis/single.ts', 'src/redis/cluster.ts', 'src/redis/clients.ts']],
+    ['src/limits.ts', ['src/redis/registry.ts']],
+  ])('keeps the contract %s free of its implementations', (contract, members) => {
+    expect(importsOf(contract).filter((spec) => members.includes(spec))).toEqual([]);
+  });
+
+  it('keeps the protocol types free of runtime dependencies, for the client library', () => {
+    expect(importsOf('src/messages.ts')).toEqual([]);
+    expect([...new Set(importsOf('src/errors.ts'))]).toEqual(['src/messages.ts']);
+  });
+});
