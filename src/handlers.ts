@@ -14,7 +14,7 @@ import type { Metrics, PublishSource } from './metrics.js';
 import type { ClientMessage } from './messages.js';
 import { encodeError, encodeEvent, encodeReply } from './protocol.js';
 import { canJoin, isValidRoom, userRoom } from './rooms.js';
-import type { Session, SessionSocket } from './session.js';
+import { closeWith, type Session, type SessionSocket } from './session.js';
 import type { TemplatedApp } from './uws.js';
 
 export interface HandlerContext {
@@ -121,7 +121,7 @@ const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
 function refuseRefresh(ctx: HandlerContext, ws: SessionSocket, session: Session, refusal: Rejection): void {
   ctx.metrics.connectionRejected(refusal.reason);
   connectionLog(ctx.log, session).warn({ event: 'token_refresh_rejected', reason: refusal.reason, remote: session.remoteAddress }, 'token refresh rejected');
-  ws.end(refusal.code, refusal.message);
+  closeWith(ws, refusal);
 }
 
 /**
