@@ -6,7 +6,8 @@
 import { onTestFailed } from 'vitest';
 import { join, open, token, type TestClient } from './client.js';
 import { startTestNode, stopTestNode, type TestNode } from './node.js';
-import { sleep, waitFor } from './redis-process.js';
+import { sleep } from './redis-process.js';
+import { waitFor } from './wait.js';
 
 /**
  * Probe every second, give up on a probe after 2 s; generous rate limits so traffic is never
@@ -38,11 +39,11 @@ export async function startBrokerNodes(topology: Record<string, string>, prefix:
 
 /** Waits until wsedge_broker_up is 1 on every node; resolves with when (epoch ms). */
 export async function brokersUp(nodes: TestNode[], timeoutMs: number): Promise<number> {
-  return waitFor(`wsedge_broker_up 1 on ${nodes.map((n) => n.nodeId).join(', ')}`, timeoutMs, async () => {
+  return waitFor(`wsedge_broker_up 1 on ${nodes.map((n) => n.nodeId).join(', ')}`, async () => {
     const up = await Promise.all(nodes.map((n) => n.metric('wsedge_broker_up')));
     if (up.some((v) => v !== 1)) throw new Error(`wsedge_broker_up: ${up.join(', ')}`);
     return Date.now();
-  });
+  }, timeoutMs, 100);
 }
 
 /** On failure, prints what the nodes logged at warn and above: the broker's own account of the fault. */

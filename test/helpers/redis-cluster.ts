@@ -4,7 +4,7 @@
  * failing over to its replica. Nothing is persisted; each node has its own temp dir for nodes.conf.
  */
 import { spawn } from 'node:child_process';
-import { redisCommand } from './redis.js';
+import { redisCommand } from './resp.js';
 import {
   asArray,
   asString,
@@ -14,10 +14,10 @@ import {
   removeDirs,
   spawnRedisProcess,
   tempDir,
-  waitFor,
   type RedisProcess,
   type Resp,
 } from './redis-process.js';
+import { waitFor } from './wait.js';
 
 const CLI_NOT_INSTALLED = 'redis-cli not found: install it (apt-get install redis-tools); .ci/run does this';
 const SLOTS = 16384;
@@ -183,12 +183,12 @@ export async function shardNumsub(port: number, channel: string): Promise<number
 
 /** Waits until the master serving `channel` now has exactly `count` shard subscribers to it; resolves with that master's port. */
 export async function shardSubscribed(cluster: RedisCluster, channel: string, count: number, timeoutMs: number): Promise<number> {
-  return waitFor(`${count} shard subscribers to ${channel} on its current master`, timeoutMs, async () => {
+  return waitFor(`${count} shard subscribers to ${channel} on its current master`, async () => {
     const owner = await cluster.masterForKey(channel);
     const n = await shardNumsub(owner, channel);
     if (n !== count) throw new Error(`${n} on ${owner}`);
     return owner;
-  });
+  }, timeoutMs, 100);
 }
 
 function makeCluster(nodes: MutableNode[], processes: RedisProcess[], dirs: string[]): RedisCluster {
@@ -328,7 +328,7 @@ async function readRoles(nodes: MutableNode[]): Promise<void> {
  * live master is up.
  */
 async function waitSettled(nodes: MutableNode[], what: string, extra: () => Promise<void>): Promise<void> {
-  await waitFor(what, SETTLE_TIMEOUT_MS, async () => {
+  await waitFor(what, async () => {
     const alive = nodes.filter((n) => n.alive);
     await readRoles(nodes);
     let reference: string | undefined;
@@ -369,7 +369,7 @@ async function waitSettled(nodes: MutableNode[], what: string, extra: () => Prom
       if (replication['master_link_status'] !== 'up') throw new Error(`replica ${n.port}: master_link_status:${replication['master_link_status']}`);
     }
     await extra();
-  });
+  }, SETTLE_TIMEOUT_MS, 100);
 }
 
 /** The last lines each process logged, headed by its port. */

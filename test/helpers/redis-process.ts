@@ -1,6 +1,6 @@
 /**
- * What the Redis Cluster and Sentinel helpers share: one `redis-server` process (cluster node, data
- * node or sentinel) on free loopback ports, parsed RESP replies for topology queries, and polling
+ * The one `redis-server` spawner of the tests (plain server, cluster node, data node or sentinel)
+ * on free loopback ports, and what the Cluster and Sentinel helpers share: parsed RESP replies for topology queries, and polling
  * with a deadline that reports what it last saw. Talks raw RESP (redis.ts) so the harness does not
  * depend on the client library under test.
  */
@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
-import { redisCommand } from './redis.js';
+import { redisCommand } from './resp.js';
 
 const NOT_INSTALLED = 'redis-server not found: install it (apt-get install redis-server); .ci/run does this';
 const START_TIMEOUT_MS = 10_000;
@@ -25,27 +25,30 @@ export interface RedisProcess {
   output(): string;
   /** SIGKILL, resolves once the process has exited. Nothing is persisted, so nothing is lost. */
   kill(): Promise<void>;
+  /** SIGTERM, resolves once the process has exited. */
+  stop(): Promise<void>;
 }
 
 /**
- * Spawns `redis-server` with the arguments `argsFor` builds from `portCount` free loopback ports and
- * resolves once it answers INFO with its own pid (another server may hold the port). A port taken
- * between freePort() and the bind is retried with fresh ports; any other early exit rejects with
- * the process output.
+ * Spawns `redis-server` with the arguments `argsFor` builds from `ports` (that many free loopback
+ * ports, or exactly these) and resolves once it answers INFO with its own pid (another server may
+ * hold the port). A free port taken between freePort() and the bind is retried with fresh ports;
+ * any other early exit rejects with the process output.
  */
 export async function spawnRedisProcess(
   label: string,
-  portCount: number,
+  ports: number | readonly number[],
   argsFor: (ports: number[]) => string[] | Promise<string[]>,
 ): Promise<RedisProcess> {
+  if (typeof ports !== 'number') return spawnOnce(label, [...ports], await argsFor([...ports]));
   for (let attempt = 1; ; attempt++) {
-    const ports: number[] = [];
-    while (ports.length < portCount) {
+    const free: number[] = [];
+    while (free.length < ports) {
       const port = await freePort();
-      if (!ports.includes(port)) ports.push(port);
+      if (!free.includes(port)) free.push(port);
     }
     try {
-      return await spawnOnce(label, ports, await argsFor(ports));
+      return await spawnOnce(label, free, await argsFor(free));
     } catch (err) {
       if (attempt >= START_ATTEMPTS || !/Address already in use/.test(String(err))) throw err;
     }
@@ -73,10 +76,11 @@ async function spawnOnce(label: string, ports: number[], args: string[]): Promis
     failure ??= new Error(`${label} on port ${port} exited (${child.exitCode ?? child.signalCode}) before answering: ${output.trim()}`);
   });
 
-  const kill = async () => {
-    if (child.pid !== undefined && !exited) child.kill('SIGKILL');
+  const signal = async (sig: NodeJS.Signals) => {
+    if (child.pid !== undefined && !exited) child.kill(sig);
     if (child.pid !== undefined) await exit;
   };
+  const kill = () => signal('SIGKILL');
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
@@ -90,7 +94,7 @@ async function spawnOnce(label: string, ports: number[], args: string[]): Promis
     await sleep(25);
   }
 
-  return { port, pid: child.pid!, alive: () => !exited, output: () => output, kill };
+  return { port, pid: child.pid!, alive: () => !exited, output: () => output, kill, stop: () => signal('SIGTERM') };
 }
 
 /** A fresh directory under the OS temp dir for one process's files (nodes.conf, sentinel.conf). */
@@ -188,23 +192,6 @@ function parseAt(buf: Buffer, at: number): [Resp, number] {
     }
     default:
       throw new Error(`unexpected RESP type byte ${JSON.stringify(kind)}`);
-  }
-}
-
-/**
- * Calls `check` every `intervalMs` until it returns without throwing, and resolves with its value.
- * `check` throws to say why it is not there yet; after `timeoutMs` this rejects with `what` and the
- * last reason, so a stuck wait says what it was stuck on.
- */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T>, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${(err as Error).message}`);
-    }
-    await sleep(intervalMs);
   }
 }
 

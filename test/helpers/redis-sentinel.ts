@@ -5,8 +5,9 @@
  */
 import { connect, type Socket } from 'node:net';
 import { writeFile } from 'node:fs/promises';
-import { encodeCommand, redisCommand } from './redis.js';
-import { asArray, info, pairs, query, removeDirs, spawnRedisProcess, tempDir, waitFor, type RedisProcess } from './redis-process.js';
+import { encodeCommand, redisCommand } from './resp.js';
+import { asArray, info, pairs, query, removeDirs, spawnRedisProcess, tempDir, type RedisProcess } from './redis-process.js';
+import { waitFor } from './wait.js';
 
 const MASTER_NAME = 'wsedge';
 /** A master (or replica, or sentinel) silent this long is subjectively down. */
@@ -158,15 +159,15 @@ function makeSetup(sentinelPorts: number[], dataPorts: number[], processes: Redi
       return { from, to: await setup.waitForFailover(from) };
     },
     waitForFailover: (from, timeoutMs = SETTLE_TIMEOUT_MS) =>
-      waitFor(`the master to move away from ${from}`, timeoutMs, async () => {
+      waitFor(`the master to move away from ${from}`, async () => {
         const port = await agreedMaster();
         if (port === from) throw new Error(`every sentinel still reports ${from}`);
         const role = await roleOf(port);
         if (role !== 'master') throw new Error(`the new master ${port} reports role ${role}`);
         return port;
-      }),
+      }, timeoutMs, 100),
     async settle() {
-      await waitFor('the Sentinel setup to settle', SETTLE_TIMEOUT_MS, async () => {
+      await waitFor('the Sentinel setup to settle', async () => {
         const master = await agreedMaster();
         const replica = dataPorts.find((p) => p !== master);
         if (replica === undefined || !dataPorts.includes(master)) throw new Error(`sentinels report master ${master}, not one of ${dataPorts.join(', ')}`);
@@ -187,7 +188,7 @@ function makeSetup(sentinelPorts: number[], dataPorts: number[], processes: Redi
           const missing = sentinelPorts.filter((p) => p !== s && !known.includes(p));
           if (missing.length > 0) throw new Error(`sentinel ${s} does not know sentinels ${missing.join(', ')} yet`);
         }
-      });
+      }, SETTLE_TIMEOUT_MS, 100);
     },
     async freeze(port, seconds) {
       if (!(seconds >= 1)) throw new Error(`freeze(${port}, ${seconds}): seconds must be >= 1`);

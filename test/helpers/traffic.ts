@@ -5,7 +5,8 @@
  */
 import { expect } from 'vitest';
 import type { TestClient } from './client.js';
-import { sleep, waitFor } from './redis-process.js';
+import { sleep } from './redis-process.js';
+import { waitFor } from './wait.js';
 
 export interface Arrival {
   readonly tag: string;
@@ -97,16 +98,12 @@ export function analyse(f: Flow, arrivals: readonly Arrival[], faultAt: number, 
 
 /** Resolves with the arrival time of the first message of `tag` sent after `since`; rejects at `deadline` (epoch ms). */
 export function deliveredAfter(arrivals: readonly Arrival[], tag: string, since: number, deadline: number, what: string): Promise<number> {
-  return waitFor(
-    what,
-    Math.max(0, deadline - Date.now()),
-    async () => {
-      const hit = arrivals.find((a) => a.tag === tag && a.sentAt > since);
-      if (!hit) throw new Error(`no ${tag} message sent after ${new Date(since).toISOString()} has arrived`);
-      return hit.at;
-    },
-    20,
-  );
+  const find = async (): Promise<number> => {
+    const hit = arrivals.find((a) => a.tag === tag && a.sentAt > since);
+    if (!hit) throw new Error(`no ${tag} message sent after ${new Date(since).toISOString()} has arrived`);
+    return hit.at;
+  };
+  return waitFor(what, find, Math.max(0, deadline - Date.now()));
 }
 
 /** Sequence numbers of `f` sent at or after `from` that never arrived. */

@@ -1,9 +1,21 @@
-/** Polls `check` until it holds; rejects naming `what` after `timeoutMs`. For state seen from outside (metrics, Redis, logs). */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+/**
+ * The one polling wait of the tests, for state seen from outside (metrics, Redis, logs, processes).
+ * Calls `check` every `intervalMs` until it returns something other than `false`, and resolves with
+ * that. A check may also throw to say why it is not there yet; after `timeoutMs` this rejects naming
+ * `what` and the last reason, so a stuck wait says what it was stuck on.
+ */
+export async function waitFor<T>(what: string, check: () => T | false | Promise<T | false>, timeoutMs = 5000, intervalMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+  for (;;) {
+    let last = 'the check returned false';
+    try {
+      const result = await check();
+      if (result !== false) return result;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 

@@ -14,6 +14,7 @@ import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { createRedisBroker } from '../../src/redis/broker.js';
 import { createRedisClients } from '../../src/redis/clients.js';
 import { sampleValue } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
 
 const open = new Set<Broker>();
@@ -22,14 +23,6 @@ afterAll(async () => {
   await Promise.all([...open].map((b) => b.close()));
   await stopAllRedis();
 });
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -104,7 +97,7 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
   describe(`Broker contract: ${name}`, () => {
     it('reports up once connected', async () => {
       const node = await make('up-node');
-      await waitFor(() => node.broker.isUp(), 5000, 'the broker is up');
+      await waitFor('the broker is up', () => node.broker.isUp(), 5000);
       expect(node.broker.isUp()).toBe(true);
       await closeNode(node);
     });
@@ -156,7 +149,7 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
 
     it('delivers nothing after close()', async () => {
       const node = await make('closed-node');
-      await waitFor(() => node.broker.isUp(), 5000, 'the broker is up');
+      await waitFor('the broker is up', () => node.broker.isUp(), 5000);
       node.broker.subscribe('channel:closed');
       await node.broker.close();
       open.delete(node.broker);
@@ -198,12 +191,12 @@ describe('Redis broker between two nodes', () => {
     const prefix = uniquePrefix();
     const a = makeBrokerNode('node-a', { url: server.url, prefix });
     const b = makeBrokerNode('node-b', { url: server.url, prefix });
-    await waitFor(() => a.broker.isUp() && b.broker.isUp(), 5000, 'both brokers are up');
+    await waitFor('both brokers are up', () => a.broker.isUp() && b.broker.isUp(), 5000);
     return { a, b, prefix };
   }
 
   async function subscribed(node: BrokerNode, count: number): Promise<void> {
-    await waitFor(async () => (await node.metric('wsedge_broker_subscriptions')) === count, 3000, `${node.nodeId} has ${count} confirmed subscriptions`);
+    await waitFor(`${node.nodeId} has ${count} confirmed subscriptions`, async () => (await node.metric('wsedge_broker_subscriptions')) === count, 3000);
   }
 
   it('delivers A’s room event to B only once B’s subscription is confirmed, exactly once and byte for byte, and never echoes it back to A', async () => {
@@ -223,7 +216,7 @@ describe('Redis broker between two nodes', () => {
 
     const payload = envelope(room, 'late');
     a.broker.publish(room, payload);
-    await waitFor(() => b.target.deliveries.length > 0, 2000, 'B receives the event');
+    await waitFor('B receives the event', () => b.target.deliveries.length > 0, 2000);
     await pause(300);
     expect(b.target.deliveries).toHaveLength(1);
     expect(b.target.deliveries[0]!.room).toBe(room);
@@ -240,7 +233,7 @@ describe('Redis broker between two nodes', () => {
     await subscribed(b, 1);
     const sent = Array.from({ length: 1000 }, (_, i) => envelope(room, i));
     for (const payload of sent) a.broker.publish(room, payload);
-    await waitFor(() => b.target.deliveries.length >= 1000, 5000, 'B receives 1000 events');
+    await waitFor('B receives 1000 events', () => b.target.deliveries.length >= 1000, 5000);
     await pause(200);
     expect(b.target.texts(room)).toEqual(sent);
     await Promise.all([closeNode(a), closeNode(b)]);
@@ -258,11 +251,11 @@ describe('Redis broker between two nodes', () => {
     await pause(300);
     const during = envelope(room, 'during');
     a.broker.publish(room, during);
-    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B still receives within the delay');
+    await waitFor('B still receives within the delay', () => b.target.deliveries.length === 1, 2000);
     expect(text(b.target.deliveries[0]!.payload)).toBe(during);
     expect(await numsub(redis, channel)).toBe(1);
 
-    await waitFor(async () => (await numsub(redis, channel)) === 0, 3000, 'B has unsubscribed in Redis');
+    await waitFor('B has unsubscribed in Redis', async () => (await numsub(redis, channel)) === 0, 3000);
     expect(Date.now() - left).toBeGreaterThanOrEqual(1000);
     await subscribed(b, 0);
     a.broker.publish(room, envelope(room, 'after'));
@@ -287,7 +280,7 @@ describe('Redis broker between two nodes', () => {
 
     const payload = envelope(room, 'still');
     a.broker.publish(room, payload);
-    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B receives after the cancelled unsubscribe');
+    await waitFor('B receives after the cancelled unsubscribe', () => b.target.deliveries.length === 1, 2000);
     expect(text(b.target.deliveries[0]!.payload)).toBe(payload);
     await Promise.all([closeNode(a), closeNode(b)]);
   });
@@ -308,7 +301,7 @@ describe('Redis broker between two nodes', () => {
 
     const payload = envelope('channel:burst123', 'x');
     a.broker.publish('channel:burst123', payload);
-    await waitFor(() => b.target.deliveries.length === 1, 2000, 'B receives on a burst-subscribed room');
+    await waitFor('B receives on a burst-subscribed room', () => b.target.deliveries.length === 1, 2000);
     expect(b.target.deliveries[0]!.room).toBe('channel:burst123');
     expect(text(b.target.deliveries[0]!.payload)).toBe(payload);
     await Promise.all([closeNode(a), closeNode(b)]);
@@ -317,10 +310,10 @@ describe('Redis broker between two nodes', () => {
   it('carries sendToConnection from A to a connection id of B’s node, and to no one else', async () => {
     const { a, b, prefix } = await pair();
     const c = makeBrokerNode('node-c', { url: redis.url, prefix });
-    await waitFor(() => c.broker.isUp(), 5000, 'C is up');
+    await waitFor('C is up', () => c.broker.isUp(), 5000);
     const payload = envelope('user:bob', 'direct');
     a.broker.sendToConnection('node-b.2a', payload);
-    await waitFor(() => b.target.toConnection.length === 1, 2000, 'B receives the direct message');
+    await waitFor('B receives the direct message', () => b.target.toConnection.length === 1, 2000);
     await pause(200);
     expect(b.target.toConnection).toHaveLength(1);
     expect(b.target.toConnection[0]!.connectionId).toBe('node-b.2a');
@@ -335,7 +328,7 @@ describe('Redis broker between two nodes', () => {
     const { a, b } = await pair();
     a.broker.disconnectUser('bob', 4403, 'removed from the workspace');
     expect(a.target.disconnects).toEqual([{ userId: 'bob', code: 4403, reason: 'removed from the workspace' }]);
-    await waitFor(() => b.target.disconnects.length === 1, 2000, 'B receives the disconnect');
+    await waitFor('B receives the disconnect', () => b.target.disconnects.length === 1, 2000);
     await pause(200);
     expect(b.target.disconnects).toEqual([{ userId: 'bob', code: 4403, reason: 'removed from the workspace' }]);
     expect(a.target.disconnects).toHaveLength(1);
@@ -351,8 +344,8 @@ describe('Redis broker between two nodes', () => {
     expect(await b.metric('wsedge_cross_node_latency_seconds_count')).toBe(0);
     for (let i = 0; i < 3; i++) a.broker.publish(room, envelope(room, i));
     b.broker.publish(room, envelope(room, 'own'));
-    await waitFor(() => b.target.texts(room).length === 4, 2000, 'B has three remote events and its own');
-    await waitFor(() => a.target.texts(room).length === 4, 2000, 'A has its three and B’s');
+    await waitFor('B has three remote events and its own', () => b.target.texts(room).length === 4, 2000);
+    await waitFor('A has its three and B’s', () => a.target.texts(room).length === 4, 2000);
     expect(await b.metric('wsedge_cross_node_latency_seconds_count')).toBe(3);
     expect(await a.metric('wsedge_cross_node_latency_seconds_count')).toBe(1);
     const sum = await b.metric('wsedge_cross_node_latency_seconds_sum');

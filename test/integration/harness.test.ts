@@ -8,7 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { open, token, type TestClient } from '../helpers/client.js';
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses } from '../helpers/processes.js';
-import { encodeCommand, redisCommand, startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { encodeCommand, redisCommand } from '../helpers/resp.js';
 import { startTcpProxy, stopAllProxies } from '../helpers/tcp-proxy.js';
 
 const clients: TestClient[] = [];

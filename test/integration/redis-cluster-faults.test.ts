@@ -9,9 +9,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { brokerCounters, brokerEvents, brokersUp, closeMembers, lastBrokerChange, logMarks, member, probeFailedLogs, probeFailures, publishErrors, reconnects, startBrokerNodes, stopNodes } from '../helpers/broker-nodes.js';
 import { stopAllNodes, type TestNode } from '../helpers/node.js';
-import { redisCommand, uniquePrefix } from '../helpers/redis.js';
+import { uniquePrefix } from '../helpers/redis.js';
+import { redisCommand } from '../helpers/resp.js';
 import { roomsOnMasters, shardNumsub, shardSubscribed, startRedisCluster, stopAllClusters, type PlacedRoom, type RedisCluster } from '../helpers/redis-cluster.js';
-import { asArray, asString, info, query, sleep, waitFor } from '../helpers/redis-process.js';
+import { asArray, asString, info, query, sleep } from '../helpers/redis-process.js';
+import { waitFor } from '../helpers/wait.js';
 import { analyse, deliveredAfter, expectAllSince, expectNoLossAfterRecovery, flow, msAfter, recorder, stopFlows } from '../helpers/traffic.js';
 
 // Six redis-server processes and gossip on 2 cores that may be busy.
@@ -45,7 +47,7 @@ async function resubscribed(expected: Record<string, number>, timeoutMs: number)
     for (const [channel] of Object.entries(expected)) seen[channel] = await shardNumsub(await cluster.masterForKey(channel), channel);
     if (Object.entries(expected).some(([channel, count]) => seen[channel] !== count)) throw new Error(JSON.stringify(seen));
   };
-  await waitFor('every room subscribed on its current master', timeoutMs, check, 200).catch(() => {});
+  await waitFor('every room subscribed on its current master', check, timeoutMs, 200).catch(() => {});
   return seen;
 }
 
@@ -75,7 +77,7 @@ async function connectionIds(port: number, name: string): Promise<string[]> {
 
 /** Until every node is back in a 3-master, 3-replica cluster with every replication link up. */
 async function clusterWhole(timeoutMs = 30_000): Promise<void> {
-  await waitFor('the cluster to be whole (3 masters, 3 linked replicas, state ok)', timeoutMs, async () => {
+  await waitFor('the cluster to be whole (3 masters, 3 linked replicas, state ok)', async () => {
     const masters = await cluster.masters();
     const replicas = await cluster.replicas();
     if (masters.length !== 3 || replicas.length !== 3) throw new Error(`${masters.length} masters, ${replicas.length} replicas`);
@@ -88,7 +90,7 @@ async function clusterWhole(timeoutMs = 30_000): Promise<void> {
       const state = /cluster_state:(\w+)/.exec(await cluster.command(n.port, 'CLUSTER', 'INFO'))?.[1];
       if (state !== 'ok') throw new Error(`${n.port}: cluster_state ${state}`);
     }
-  }, 200);
+  }, timeoutMs, 200);
 }
 
 /**
@@ -244,11 +246,11 @@ describe('Redis Cluster broker under shard faults', () => {
 
     const faultAt = Date.now();
     const woke = redisCommand(frozen.master, ['DEBUG', 'SLEEP', '5'], 15_000).then(() => Date.now());
-    const noticedAt = await waitFor('a probe failure on both nodes', 8000, async () => {
+    const noticedAt = await waitFor('a probe failure on both nodes', async () => {
       const now = await probeFailures(nodes);
       if (now.some((v, i) => v <= before[i]!)) throw new Error(`probe failures ${now.join(', ')}`);
       return Date.now();
-    }).catch(() => undefined);
+    }, 8000, 100).catch(() => undefined);
     // From here on traffic both ways on both rooms; what the healthy room does during the rest of the freeze is reported.
     const atB = recorder(cb);
     const atA = recorder(ca);

@@ -13,7 +13,8 @@ import { stopAllProcesses } from '../helpers/processes.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { stopAllClusters } from '../helpers/redis-cluster.js';
 import { startRedisSentinel, stopAllSentinels, type SentinelSetup } from '../helpers/redis-sentinel.js';
-import { asArray, query, sleep, waitFor } from '../helpers/redis-process.js';
+import { asArray, query, sleep } from '../helpers/redis-process.js';
+import { waitFor } from '../helpers/wait.js';
 import { analyse, deliveredAfter, expectNoLossAfterRecovery, flow, msAfter, recorder, stopFlows } from '../helpers/traffic.js';
 
 // Five redis-server processes and sentinel gossip on 2 cores that may be busy.
@@ -46,10 +47,10 @@ async function numsub(port: number, channel: string): Promise<number> {
 }
 
 async function subscribedOn(port: number, channel: string, count: number, timeoutMs: number): Promise<void> {
-  await waitFor(`${count} subscribers to ${channel} on ${port}`, timeoutMs, async () => {
+  await waitFor(`${count} subscribers to ${channel} on ${port}`, async () => {
     const n = await numsub(port, channel);
     if (n !== count) throw new Error(`${n}`);
-  });
+  }, timeoutMs, 100);
 }
 
 /**
@@ -108,11 +109,11 @@ describe('Redis Sentinel broker', () => {
       deliveredAfter(atB, 'ab', switchedAt, deadline, 'A→B delivery to resume').catch(() => undefined),
       deliveredAfter(atA, 'ba', switchedAt, deadline, 'B→A delivery to resume').catch(() => undefined),
     ]);
-    const onNewMasterAt = await waitFor('both nodes subscribed on the new master', RESUBSCRIBE_BOUND_MS - (Date.now() - faultAt), async () => {
+    const onNewMasterAt = await waitFor('both nodes subscribed on the new master', async () => {
       const channels = (await query(to, ['PUBSUB', 'CHANNELS', '*room*'])) as string[];
       if (!channels.includes(channel) || (await numsub(to, channel)) !== 2) throw new Error(`${JSON.stringify(channels)}, ${await numsub(to, channel)} subscribers`);
       return Date.now();
-    }).catch(() => undefined);
+    }, RESUBSCRIBE_BOUND_MS - (Date.now() - faultAt), 100).catch(() => undefined);
     const stoppedAt = await stopFlows(flows);
 
     const since = (t: number | undefined) => msAfter(faultAt, t);
@@ -159,11 +160,11 @@ describe('Redis Sentinel broker', () => {
       deliveredAfter(atB, 'ab', switchedAt, deadline, 'A→B delivery to resume').catch(() => undefined),
       deliveredAfter(atA, 'ba', switchedAt, deadline, 'B→A delivery to resume').catch(() => undefined),
     ]);
-    const onNewMasterAt = await waitFor('both nodes subscribed on the new master', Math.max(0, deadline - Date.now()), async () => {
+    const onNewMasterAt = await waitFor('both nodes subscribed on the new master', async () => {
       const channels = (await query(newMaster, ['PUBSUB', 'CHANNELS', '*room*'])) as string[];
       if (!channels.includes(channel) || (await numsub(newMaster, channel)) !== 2) throw new Error(JSON.stringify(channels));
       return Date.now();
-    }).catch(() => undefined);
+    }, Math.max(0, deadline - Date.now()), 100).catch(() => undefined);
     const stoppedAt = await stopFlows(flows);
 
     const since = (t: number | undefined) => msAfter(faultAt, t);

@@ -5,7 +5,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeCommand, uniquePrefix } from '../helpers/redis.js';
+import { uniquePrefix } from '../helpers/redis.js';
+import { encodeCommand } from '../helpers/resp.js';
 import { startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
 import { startRedisSentinel, stopAllSentinels, type SentinelSetup } from '../helpers/redis-sentinel.js';
 
