@@ -3,7 +3,6 @@
  * batched per link within a few milliseconds, confirmed by Redis, retried with backoff. The links
  * themselves (resubscribe on reconnect, slot map changes) are link-states.ts's.
  */
-import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { reconnectDelay } from './connections.js';
 import { followLinks, shardOf, type ChannelTable, type LinkState, type LinkStates, type LinkStatesDeps } from './link-states.js';

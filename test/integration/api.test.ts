@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { brokerUp, receiveExactly, waitSubscribed } from '../helpers/broker-checks.js';
 import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'api-suite-publish-key-0123456789abcdef';
@@ -31,18 +32,8 @@ interface Answer {
 }
 
 
-async function brokerUp(node: TestNode): Promise<boolean> {
-  const res = await fetch(`${node.internal}/readyz`);
-  return res.status === 200 && ((await res.json()) as { broker?: string }).broker === 'up';
-}
-
-/** Waits until exactly `count` nodes have a confirmed Redis subscription to the room. */
-function waitSubscribed(room: string, count: number): Promise<void> {
-  return waitFor(`${count} node(s) subscribed to ${room}`, async () => {
-    const reply = await redis.command('PUBSUB', 'NUMSUB', `${prefix}room:${room}`);
-    return new RegExp(`:${count}\\r\\n$`).test(reply);
-  });
-}
+/** Cross-node delivery starts once Redis confirms: exactly `count` nodes subscribed to the room. */
+const subscribed = (room: string, count: number) => waitSubscribed(redis.port, `${prefix}room:${room}`, count);
 
 async function client(node: TestNode, userId: string): Promise<TestClient> {
   const c = await connect(node.url, userId);
@@ -79,13 +70,6 @@ const refused = (status: number, error: string): Answer => ({
 });
 
 const ofType = (type: string) => (e: Envelope) => e.type === type;
-
-async function receiveExactly(c: TestClient, match: (e: Envelope) => boolean, count: number): Promise<Envelope[]> {
-  const got: Envelope[] = [];
-  for (let i = 0; i < count; i++) got.push(await c.next(match));
-  await c.expectNothing(match, 300);
-  return got;
-}
 
 /** A valid publish body of exactly `size` bytes. */
 function bodyOfSize(size: number, room: string): string {
@@ -134,7 +118,7 @@ beforeAll(async () => {
   prefix = uniquePrefix();
   const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, PUBLISH_API_KEY: API_KEY, WS_MESSAGE_MAX_SIZE: String(MAX_SIZE) };
   [a, b, off] = await Promise.all([startTestNode(env), startTestNode(env), startTestNode({ WS_MESSAGE_MAX_SIZE: String(MAX_SIZE) })]);
-  await waitFor('both brokers up', async () => (await brokerUp(a)) && (await brokerUp(b)));
+  await waitFor('both brokers up', async () => (await brokerUp(a.internal)) && (await brokerUp(b.internal)));
 });
 
 afterEach(async () => {
@@ -155,7 +139,7 @@ describe('POST /api/v1/publish', () => {
     const onB = await client(b, 'rb');
     const outsider = await client(b, 'rc');
     for (const c of [onA, onB]) await join(c, room);
-    await waitSubscribed(room, 2);
+    await subscribed(room, 2);
 
     expect(await publish({ room, type: 'task.updated', data: { id: 1 }, sender: 'backend' })).toEqual({
       status: 200,
@@ -178,7 +162,7 @@ describe('POST /api/v1/publish', () => {
   it('publishes to a user_id: every connection of that user on both nodes, no one else', async () => {
     const mine = [await client(a, 'uid'), await client(b, 'uid'), await client(b, 'uid')];
     const other = await client(a, 'uid2');
-    await waitSubscribed('user:uid', 2);
+    await subscribed('user:uid', 2);
 
     expect(await publish({ user_id: 'uid', type: 'notification.new', data: { n: 1 } })).toEqual({
       status: 200,
@@ -219,7 +203,7 @@ describe('POST /api/v1/publish', () => {
     const room = 'channel:api-auth';
     const member = await client(b, 'auth-member');
     await join(member, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
     const body = { room, type: 'task.updated', data: {} };
     const sameLength = API_KEY.slice(0, -1) + (API_KEY.endsWith('x') ? 'y' : 'x');
     expect(sameLength.length).toBe(API_KEY.length);
@@ -242,7 +226,7 @@ describe('POST /api/v1/publish', () => {
     const room = 'channel:api-bad';
     const member = await client(b, 'bad-member');
     await join(member, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
     const ok = { room, type: 'task.updated', data: { bad: true } };
     const cases: Array<[string, unknown]> = [
       ['invalid_json', '{"room":'],
@@ -298,7 +282,7 @@ describe('POST /api/v1/publish', () => {
     const room = 'channel:api-size';
     const member = await client(b, 'size-member');
     await join(member, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
 
     expect(await publish(bodyOfSize(MAX_SIZE + 1, room))).toEqual(refused(413, 'too_large'));
     expect(await publish(bodyOfSize(64 * 1024, room))).toEqual(refused(413, 'too_large'));
@@ -315,7 +299,7 @@ describe('POST /api/v1/publish', () => {
     const room = 'channel:api-stream';
     const member = await client(b, 'stream-member');
     await join(member, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
 
     // 512-byte pieces of an endless JSON string: it never becomes valid, so only the cap can end it.
     const endless = function* () {
@@ -340,7 +324,7 @@ describe('POST /api/v1/publish', () => {
     const room = 'channel:api-public';
     const member = await client(a, 'public-member');
     await join(member, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
     const notFound = { status: 404, contentType: 'application/json', body: { error: 'not_found' } };
     expect(await call(a.http, 'publish', { room, type: 'task.updated' })).toEqual(notFound);
     expect(await call(a.http, 'disconnect', { user_id: 'public-member' })).toEqual(notFound);

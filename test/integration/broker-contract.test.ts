@@ -1,7 +1,8 @@
 /**
- * The Broker contract (src/broker.ts), run against both implementations as server.ts builds them:
- * the in-memory reference and the Redis fan-out on a real redis-server. The BrokerTarget is a
- * plain recording sink, the seam the node itself plugs uWS into; nothing of Redis is faked.
+ * The Broker contract (src/broker.ts), run against every implementation as server.ts builds it: the
+ * in-memory reference and the Redis fan-out on a real single redis-server, a real Sentinel
+ * deployment and a real Redis Cluster (sharded pub/sub). The BrokerTarget is a plain recording
+ * sink, the seam the node itself plugs uWS into; nothing of Redis is faked.
  * The second part covers what only the Redis broker has: other nodes, subscriptions, the
  * unsubscribe delay, batching, node-addressed frames and the cross-node latency histogram.
  */
@@ -14,15 +15,18 @@ import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { createRedisBroker } from '../../src/redis/broker.js';
 import { createRedisClients } from '../../src/redis/clients.js';
 import { sampleValue } from '../helpers/node.js';
-import { waitFor } from '../helpers/wait.js';
+import { numsub } from '../helpers/broker-checks.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { startRedisCluster, stopAllClusters, type RedisCluster } from '../helpers/redis-cluster.js';
+import { startRedisSentinel, stopAllSentinels, type SentinelSetup } from '../helpers/redis-sentinel.js';
+import { waitFor } from '../helpers/wait.js';
 
 const open = new Set<Broker>();
 
 afterAll(async () => {
   await Promise.all([...open].map((b) => b.close()));
-  await stopAllRedis();
-});
+  await Promise.all([stopAllRedis(), stopAllSentinels(), stopAllClusters()]);
+}, 30_000);
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,11 +65,15 @@ interface BrokerNode {
   metric(name: string): Promise<number>;
 }
 
-/** A broker as a node builds it; Redis when `redisUrl` is given, else the memory broker. */
-function makeBrokerNode(nodeId: string, redis?: { url: string; prefix: string }): BrokerNode {
+/** Where a broker's Redis is, as a node's environment says it (none: the memory broker). */
+type RedisEnv = Record<string, string>;
+
+/** A broker as a node builds it from its environment: Redis when `redisEnv` names one, else the memory broker. */
+function makeBrokerNode(nodeId: string, redisEnv: RedisEnv = {}): BrokerNode {
+  const redis = Object.keys(redisEnv).length > 0;
   const config = loadConfig({
     NODE_ID: nodeId,
-    ...(redis && { REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix, REDIS_UNSUBSCRIBE_DELAY: '1' }),
+    ...(redis && { REDIS_PREFIX: uniquePrefix(), REDIS_UNSUBSCRIBE_DELAY: '1', ...redisEnv }),
   });
   const target = recordingTarget();
   const metrics = createMetrics();
@@ -164,20 +172,17 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
 }
 
 let redis: RedisServer;
+let sentinel: SentinelSetup;
+let cluster: RedisCluster;
+// Five processes for Sentinel and three for the Cluster on 2 cores that may be busy.
 beforeAll(async () => {
-  redis = await startRedis();
-});
+  [redis, sentinel, cluster] = await Promise.all([startRedis(), startRedisSentinel(), startRedisCluster({ replicasPerMaster: 0 })]);
+}, 60_000);
 
 contract('memory', async (nodeId) => makeBrokerNode(nodeId));
-contract('redis', async (nodeId) => makeBrokerNode(nodeId, { url: redis.url, prefix: uniquePrefix() }));
-
-/** Parses `PUBSUB NUMSUB <channel>`: '*2\r\n$<n>\r\n<channel>\r\n:<count>\r\n'. */
-async function numsub(server: RedisServer, channel: string): Promise<number> {
-  const reply = await server.command('PUBSUB', 'NUMSUB', channel);
-  const match = /:(\d+)\r\n$/.exec(reply);
-  if (!match) throw new Error(`unexpected NUMSUB reply ${JSON.stringify(reply)}`);
-  return Number(match[1]);
-}
+contract('single Redis', async (nodeId) => makeBrokerNode(nodeId, { REDIS_URL: redis.url }));
+contract('Redis Sentinel', async (nodeId) => makeBrokerNode(nodeId, { REDIS_SENTINELS: sentinel.sentinels, REDIS_SENTINEL_NAME: sentinel.masterName }));
+contract('Redis Cluster', async (nodeId) => makeBrokerNode(nodeId, { REDIS_CLUSTER_NODES: cluster.seeds }));
 
 async function subscribeCalls(server: RedisServer): Promise<number> {
   const info = await server.command('INFO', 'commandstats');
@@ -189,8 +194,9 @@ describe('Redis broker between two nodes', () => {
   /** Two brokers A and B on one Redis and one prefix, both up. */
   async function pair(server: RedisServer = redis): Promise<{ a: BrokerNode; b: BrokerNode; prefix: string }> {
     const prefix = uniquePrefix();
-    const a = makeBrokerNode('node-a', { url: server.url, prefix });
-    const b = makeBrokerNode('node-b', { url: server.url, prefix });
+    const env = { REDIS_URL: server.url, REDIS_PREFIX: prefix };
+    const a = makeBrokerNode('node-a', env);
+    const b = makeBrokerNode('node-b', env);
     await waitFor('both brokers are up', () => a.broker.isUp() && b.broker.isUp(), 5000);
     return { a, b, prefix };
   }
@@ -212,7 +218,7 @@ describe('Redis broker between two nodes', () => {
 
     b.broker.subscribe(room);
     await subscribed(b, 1);
-    expect(await numsub(redis, `${prefix}room:${room}`)).toBe(2);
+    expect(await numsub(redis.port, `${prefix}room:${room}`)).toBe(2);
 
     const payload = envelope(room, 'late');
     a.broker.publish(room, payload);
@@ -253,9 +259,9 @@ describe('Redis broker between two nodes', () => {
     a.broker.publish(room, during);
     await waitFor('B still receives within the delay', () => b.target.deliveries.length === 1, 2000);
     expect(text(b.target.deliveries[0]!.payload)).toBe(during);
-    expect(await numsub(redis, channel)).toBe(1);
+    expect(await numsub(redis.port, channel)).toBe(1);
 
-    await waitFor('B has unsubscribed in Redis', async () => (await numsub(redis, channel)) === 0, 3000);
+    await waitFor('B has unsubscribed in Redis', async () => (await numsub(redis.port, channel)) === 0, 3000);
     expect(Date.now() - left).toBeGreaterThanOrEqual(1000);
     await subscribed(b, 0);
     a.broker.publish(room, envelope(room, 'after'));
@@ -275,7 +281,7 @@ describe('Redis broker between two nodes', () => {
     await pause(200);
     b.broker.subscribe(room);
     await pause(1500); // past the 1 s delay
-    expect(await numsub(redis, channel)).toBe(1);
+    expect(await numsub(redis.port, channel)).toBe(1);
     expect(await b.metric('wsedge_broker_subscriptions')).toBe(1);
 
     const payload = envelope(room, 'still');
@@ -296,8 +302,8 @@ describe('Redis broker between two nodes', () => {
     const after = await subscribeCalls(server);
     expect(after - before).toBeGreaterThanOrEqual(1);
     expect(after - before).toBeLessThanOrEqual(2);
-    expect(await numsub(server, `${prefix}room:channel:burst0`)).toBe(1);
-    expect(await numsub(server, `${prefix}room:channel:burst199`)).toBe(1);
+    expect(await numsub(server.port, `${prefix}room:channel:burst0`)).toBe(1);
+    expect(await numsub(server.port, `${prefix}room:channel:burst199`)).toBe(1);
 
     const payload = envelope('channel:burst123', 'x');
     a.broker.publish('channel:burst123', payload);
@@ -309,7 +315,7 @@ describe('Redis broker between two nodes', () => {
 
   it('carries sendToConnection from A to a connection id of B’s node, and to no one else', async () => {
     const { a, b, prefix } = await pair();
-    const c = makeBrokerNode('node-c', { url: redis.url, prefix });
+    const c = makeBrokerNode('node-c', { REDIS_URL: redis.url, REDIS_PREFIX: prefix });
     await waitFor('C is up', () => c.broker.isUp(), 5000);
     const payload = envelope('user:bob', 'direct');
     a.broker.sendToConnection('node-b.2a', payload);

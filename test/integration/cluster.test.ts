@@ -10,6 +10,7 @@ import { join, open, token, type Envelope, type TestClient } from '../helpers/cl
 import { startHaproxy, stopAllHaproxy, type Haproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { brokerUp, receiveExactly, waitSubscribed } from '../helpers/broker-checks.js';
 import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'cluster-suite-publish-api-key-0123456789';
@@ -36,25 +37,8 @@ interface Member {
 }
 
 
-async function brokerUp(node: NodeProcess): Promise<boolean> {
-  const res = await fetch(`${node.http}/readyz`).catch(() => undefined);
-  if (res === undefined) return false;
-  const body = (await res.json()) as { broker?: string };
-  return res.status === 200 && body.broker === 'up';
-}
-
-/** How many nodes Redis has subscribed to the room's channel. */
-async function subscribedNodes(room: string): Promise<number> {
-  const reply = await redis.command('PUBSUB', 'NUMSUB', `${prefix}room:${room}`);
-  const match = /:(\d+)\r\n$/.exec(reply);
-  if (!match) throw new Error(`unexpected PUBSUB NUMSUB reply ${JSON.stringify(reply)}`);
-  return Number(match[1]);
-}
-
-/** Cross-node delivery starts once Redis confirms the subscription: wait for exactly `count` nodes. */
-function waitSubscribed(room: string, count: number): Promise<void> {
-  return waitFor(`${count} node(s) subscribed to ${room}`, async () => (await subscribedNodes(room)) === count);
-}
+/** Cross-node delivery starts once Redis confirms: exactly `count` nodes subscribed to the room. */
+const subscribed = (room: string, count: number) => waitSubscribed(redis.port, `${prefix}room:${room}`, count);
 
 const nodesOf = (members: readonly Member[]) => new Set(members.map((m) => m.nodeId)).size;
 
@@ -112,14 +96,6 @@ async function reconnect(userId: string, tok: string, timeoutMs = 15_000): Promi
 
 const ofType = (type: string, room?: string) => (e: Envelope) => e.type === type && (room === undefined || e.room === room);
 
-/** Takes exactly `count` matching messages (in arrival order), then checks no further one arrives. */
-async function receiveExactly(client: TestClient, match: (e: Envelope) => boolean, count: number, timeoutMs = 5000): Promise<Envelope[]> {
-  const got: Envelope[] = [];
-  for (let i = 0; i < count; i++) got.push(await client.next(match, timeoutMs));
-  await client.expectNothing(match, 300);
-  return got;
-}
-
 function publishVia(node: NodeProcess, body: Record<string, unknown>): Promise<Response> {
   return fetch(`${node.internal}/api/v1/publish`, {
     method: 'POST',
@@ -150,7 +126,7 @@ beforeAll(async () => {
     LOG_LEVEL: 'info',
   };
   nodes = await Promise.all([startNodeProcess(env), startNodeProcess(env), startNodeProcess(env)]);
-  await Promise.all(nodes.map((n) => waitFor(`node ${n.nodeId} broker up`, () => brokerUp(n))));
+  await Promise.all(nodes.map((n) => waitFor(`node ${n.nodeId} broker up`, () => brokerUp(n.http))));
   haproxy = await startHaproxy(nodes.map((n) => n.port));
 });
 
@@ -177,7 +153,7 @@ describe('three nodes behind HAProxy', () => {
 
     const room = 'project:spread';
     for (const m of members) await join(m.client, room);
-    await waitSubscribed(room, 3);
+    await subscribed(room, 3);
 
     // One client per node sends.
     const senders = nodes.map((n) => members.find((m) => m.nodeId === n.nodeId)!);
@@ -219,16 +195,16 @@ describe('three nodes behind HAProxy', () => {
     const left = (user: string) => ({ type: 'user_left', room, data: { user_id: user, username: user }, sender: user, timestamp: expect.stringMatching(ISO) });
 
     await join(ann.client, room);
-    await waitSubscribed(room, 1);
+    await subscribed(room, 1);
     await join(ben.client, room);
     expect(await receiveExactly(ann.client, ofType('user_joined'), 1)).toEqual([joined('ben')]);
-    await waitSubscribed(room, 2);
+    await subscribed(room, 2);
 
     await join(cat.client, room);
     for (const m of [ann, ben]) expect(await receiveExactly(m.client, ofType('user_joined'), 1)).toEqual([joined('cat')]);
     // Nobody is told about their own join.
     for (const m of [ben, cat]) expect(m.client.received.filter(ofType('user_joined'))).toEqual([]);
-    await waitSubscribed(room, 3);
+    await subscribed(room, 3);
 
     // Closing a socket announces user_left on every node.
     cat.client.close();
@@ -248,7 +224,7 @@ describe('three nodes behind HAProxy', () => {
     const sender = await direct(n1, 'ord-sender');
     const members = [sender, await direct(n1, 'ord-local'), await direct(n2, 'ord-two'), await direct(n3, 'ord-three')];
     for (const m of members) await join(m.client, room);
-    await waitSubscribed(room, 3);
+    await subscribed(room, 3);
     const seqs = Array.from({ length: 100 }, (_, i) => i);
 
     for (const seq of seqs) sender.client.send({ type: 'send_message', room, data: { seq } });
@@ -279,7 +255,7 @@ describe('three nodes behind HAProxy', () => {
     const [n1, n2, n3] = nodes as [NodeProcess, NodeProcess, NodeProcess];
     const mine = [await direct(n1, 'multi'), await direct(n1, 'multi'), await direct(n2, 'multi'), await direct(n3, 'multi')];
     const others = [await direct(n1, 'not-multi'), await direct(n2, 'not-multi'), await direct(n3, 'other')];
-    await waitSubscribed('user:multi', 3);
+    await subscribed('user:multi', 3);
 
     const res = await publishVia(n3, { user_id: 'multi', type: 'notification.new', data: { n: 1 } });
     expect(res.status).toBe(200);
@@ -301,7 +277,7 @@ describe('three nodes behind HAProxy', () => {
     expect(lost.length).toBeGreaterThanOrEqual(1);
     expect(kept.length).toBeGreaterThanOrEqual(1);
     for (const m of members) await join(m.client, room);
-    await waitSubscribed(room, nodesOf(members));
+    await subscribed(room, nodesOf(members));
 
     // Every slot of this user is held on the victim, so the cluster-wide limit refuses a sixth elsewhere.
     const slotted: Member[] = [];
@@ -340,7 +316,7 @@ describe('three nodes behind HAProxy', () => {
       await join(m.client, room);
     }
     const current = [...kept, ...back];
-    await waitSubscribed(room, nodesOf(current));
+    await subscribed(room, nodesOf(current));
 
     const speaker = kept[0]!;
     speaker.client.send({ type: 'send_message', room, data: { after: 'kill' } });

@@ -4,7 +4,7 @@
  * see each client's own address from X-Forwarded-For, and a spoofed header cannot escape them.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, open, token, upgradeStatus } from '../helpers/client.js';
+import { connect, open, token } from '../helpers/client.js';
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses } from '../helpers/processes.js';
 

@@ -5,20 +5,19 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
 
 afterAll(stopAllNodes);
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
 /** Polls a metric until it has `expected` (close handlers run after the client sees the close). */
-async function metricBecomes(node: TestNode, name: string, expected: number, timeoutMs = 2000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let value = await node.metric(name);
-  while (value !== expected && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-    value = await node.metric(name);
-  }
-  return value;
+function metricBecomes(node: TestNode, name: string, expected: number, timeoutMs = 2000): Promise<number> {
+  return waitFor(`${name} = ${expected}`, async () => {
+    const value = await node.metric(name);
+    if (value !== expected) throw new Error(`${name} = ${value}`);
+    return value;
+  }, timeoutMs);
 }
 
 async function closeAll(clients: TestClient[]): Promise<void> {

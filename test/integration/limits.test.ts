@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
 
 afterAll(stopAllNodes);
 
@@ -28,14 +29,6 @@ async function ping(client: TestClient, id: string): Promise<Envelope> {
 
 function rawSocket(client: TestClient): Socket {
   return (client.ws as unknown as { _socket: Socket })._socket;
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 interface Refusal {
@@ -171,7 +164,7 @@ describe('message size', () => {
     const other = await connect(node.url, 'bob');
     sender.send(frameOfSize(8193, 'channel:1'));
     expect((await sender.closed).code).toBe(1006);
-    await until('the server saw the close', () => node.connections() === 1);
+    await waitFor('the server saw the close', () => node.connections() === 1);
     expect(await node.metric('wsedge_message_too_big_total', { kind: 'ceiling' })).toBe(1);
     expect(await node.metric('wsedge_message_too_big_total', { kind: 'limit' })).toBe(0);
     expect(await node.metric('wsedge_connections_closed_total', { code: '1006' })).toBe(1);
@@ -300,7 +293,7 @@ describe('slow consumers (WS_MAX_BACKPRESSURE=65536)', () => {
 
     // The reading member got every event, in order, and is still served.
     const events = () => fast.received.filter((e) => e.type === 'task.updated');
-    await until('the fast client received every event', () => events().length >= published, 10_000);
+    await waitFor('the fast client received every event', () => events().length >= published, 10_000);
     expect(events()).toHaveLength(published);
     expect(events().every((e, i) => e.data.seq === i)).toBe(true);
     expect(await ping(fast, 'f')).toMatchObject({ type: 'pong' });

@@ -3,8 +3,9 @@
  * values match what was driven, and label values come from fixed vocabularies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, join, open, token, type TestClient } from '../helpers/client.js';
+import { join, open, token, type TestClient } from '../helpers/client.js';
 import { sampleValue, startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
 
 afterAll(stopAllNodes);
 
@@ -98,8 +99,7 @@ describe('metrics after known traffic', () => {
     expect((await open(node.url, undefined).closed).code).toBe(4401);
     expect((await open(node.url, 'not-a-jwt').closed).code).toBe(4401);
 
-    const deadline = Date.now() + 3000;
-    while (node.connections() !== 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('3 connections on the node', () => node.connections() === 3, 3000);
     expect(node.connections()).toBe(3);
     const res = await fetch(`${node.internal}/metrics`);
     expect(res.status).toBe(200);

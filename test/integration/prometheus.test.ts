@@ -8,10 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { waitSubscribed } from '../helpers/broker-checks.js';
 import { connect, join as joinRoom } from '../helpers/client.js';
 import { startTestNode, stopAllNodes } from '../helpers/node.js';
 import { freePort } from '../helpers/ports.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 
 let prometheus: ChildProcess | undefined;
 const dir = mkdtempSync(join(tmpdir(), 'wsedge-prometheus-'));
@@ -36,22 +38,20 @@ async function query(base: string, promql: string): Promise<Array<{ metric: Reco
 }
 
 /** Polls a PromQL query until `accept` holds for its result (Prometheus scrapes every second). */
-async function eventually<T>(read: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T = await read();
-  while (!accept(last)) {
-    if (Date.now() > deadline) throw new Error(`condition not met; last value: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 500));
-    last = await read();
-  }
-  return last;
+function eventually<T>(read: () => Promise<T>, accept: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  return waitFor('a PromQL result', async () => {
+    const value = await read();
+    if (!accept(value)) throw new Error(JSON.stringify(value));
+    return value;
+  }, timeoutMs, 500);
 }
 
 describe('Prometheus scraping ws-edge', () => {
   it('reads the connections gauge, message counters and a latency quantile back through its API', async () => {
     requirePrometheus();
     const redis = await startRedis();
-    const env = { REDIS_URL: redis.url, REDIS_PREFIX: uniquePrefix() };
+    const prefix = uniquePrefix();
+    const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix };
     const a = await startTestNode(env);
     const b = await startTestNode(env);
     const port = await freePort();
@@ -83,7 +83,7 @@ describe('Prometheus scraping ws-edge', () => {
     const bob = await connect(b.url, 'bob');
     const carol = await connect(b.url, 'carol');
     for (const c of [alice, bob, carol]) await joinRoom(c, 'project:1');
-    await new Promise((r) => setTimeout(r, 200)); // node b's subscription to project:1 is confirmed
+    await waitSubscribed(redis.port, `${prefix}room:project:1`, 2); // cross-node delivery starts once Redis confirms
     for (let i = 0; i < 10; i++) alice.send({ type: 'send_message', room: 'project:1', data: { i } });
     for (let i = 0; i < 10; i++) await bob.next((e) => e.type === 'message.new' && e.data.i === i);
 

@@ -13,6 +13,7 @@ import { join, open, token, type Envelope, type TestClient } from '../helpers/cl
 import { freePort } from '../helpers/ports.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { brokerUp, waitSubscribed } from '../helpers/broker-checks.js';
 import { createWaiters, waitFor } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -95,20 +96,8 @@ async function finished(script: Script, timeoutMs = 10_000): Script['exited'] {
 }
 
 
-async function brokerUp(node: NodeProcess): Promise<boolean> {
-  const res = await fetch(`${node.http}/readyz`).catch(() => undefined);
-  return res !== undefined && res.status === 200 && ((await res.json()) as { broker?: string }).broker === 'up';
-}
-
-async function numsub(server: RedisServer, channel: string): Promise<number> {
-  const match = /:(\d+)\r\n$/.exec(await server.command('PUBSUB', 'NUMSUB', channel));
-  if (!match) throw new Error(`unexpected PUBSUB NUMSUB reply for ${channel}`);
-  return Number(match[1]);
-}
-
-function waitSubscribed(server: RedisServer, channelPrefix: string, room: string, count: number): Promise<void> {
-  return waitFor(`${count} node(s) subscribed to ${room}`, async () => (await numsub(server, `${channelPrefix}room:${room}`)) === count, 10_000);
-}
+/** Cross-node delivery starts once Redis confirms: exactly `count` nodes subscribed to the room. */
+const subscribed = (room: string, count: number) => waitSubscribed(redis.port, `${prefix}room:${room}`, count, 10_000);
 
 interface Member {
   readonly client: TestClient;
@@ -179,7 +168,7 @@ beforeAll(async () => {
   prefix = uniquePrefix();
   const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix };
   [nodeA, nodeB] = await Promise.all([startNodeProcess(env), startNodeProcess(env)]);
-  await Promise.all([nodeA, nodeB].map((n) => waitFor(`node ${n.nodeId} broker up`, () => brokerUp(n))));
+  await Promise.all([nodeA, nodeB].map((n) => waitFor(`node ${n.nodeId} broker up`, () => brokerUp(n.http))));
 });
 
 afterEach(async () => {
@@ -202,10 +191,10 @@ describe('ws-edge/publisher from a plain Node process', () => {
     const bob = [await member(nodeA, 'bob'), await member(nodeB, 'bob')];
     const fay = { onB: await member(nodeB, 'fay'), onA: await member(nodeA, 'fay') };
     const carol = [await member(nodeA, 'carol'), await member(nodeB, 'carol')];
-    await waitSubscribed(redis, prefix, 'project:7', 2);
-    await waitSubscribed(redis, prefix, 'channel:1', 2);
-    await waitSubscribed(redis, prefix, 'task:42', 1);
-    await waitSubscribed(redis, prefix, 'user:bob', 2);
+    await subscribed('project:7', 2);
+    await subscribed('channel:1', 2);
+    await subscribed('task:42', 1);
+    await subscribed('user:bob', 2);
 
     const script = runScript(
       `
@@ -264,7 +253,7 @@ describe('ws-edge/publisher from a plain Node process', () => {
     // reconnects and would deliver anything it held back. Redis comes back 2 s after the publish,
     // whether or not that publish has settled by then.
     const listener = await member(nodeA, 'listener', ['channel:9']);
-    await waitSubscribed(redis, prefix, 'channel:9', 1);
+    await subscribed('channel:9', 1);
     const link = forwarder(await freePort(), redis.port);
     const script = runScript(
       `

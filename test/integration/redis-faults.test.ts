@@ -7,8 +7,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
-import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
 import { startTcpProxy, stopAllProxies } from '../helpers/tcp-proxy.js';
+import { numsub, waitSubscribed } from '../helpers/broker-checks.js';
+import { query } from '../helpers/redis-process.js';
 import { waitFor } from '../helpers/wait.js';
 
 const clients: TestClient[] = [];
@@ -44,7 +46,7 @@ async function readyz(node: TestNode): Promise<{ status: number; body: { broker?
 }
 
 /** Waits until the gauge and readiness agree that the broker is up (1) or down (0) on every node. */
-async function brokerUp(nodes: TestNode[], value: 0 | 1, timeoutMs: number): Promise<void> {
+async function brokerState(nodes: TestNode[], value: 0 | 1, timeoutMs: number): Promise<void> {
   const state = value === 1 ? 'up' : 'down';
   await waitFor(
     `wsedge_broker_up is ${value} and /readyz says broker "${state}" on ${nodes.map((n) => n.nodeId).join(', ')}`,
@@ -73,48 +75,6 @@ async function member(url: string, userId: string, rooms: string[]): Promise<Tes
 
 const isMessage = (room: string, key: string, value: unknown) => (e: Envelope) => e.type === 'message.new' && e.room === room && e.data?.[key] === value;
 
-type Resp = string | number | null | Resp[];
-
-/** A RESP2 reply as the redis helper returns it, parsed. */
-function parseResp(raw: string): Resp {
-  let at = 0;
-  const line = (): string => {
-    const end = raw.indexOf('\r\n', at);
-    const text = raw.slice(at, end);
-    at = end + 2;
-    return text;
-  };
-  const value = (): Resp => {
-    const head = line();
-    const rest = head.slice(1);
-    switch (head[0]) {
-      case '+':
-        return rest;
-      case '-':
-        throw new Error(`redis error: ${rest}`);
-      case ':':
-        return Number(rest);
-      case '$': {
-        const n = Number(rest);
-        if (n < 0) return null;
-        const bytes = Buffer.from(raw.slice(at), 'utf8').subarray(0, n).toString('utf8');
-        at += bytes.length + 2;
-        return bytes;
-      }
-      case '*':
-        return Array.from({ length: Number(rest) }, value);
-      default:
-        throw new Error(`unexpected RESP ${JSON.stringify(head)}`);
-    }
-  };
-  return value();
-}
-
-async function numsub(redis: RedisServer, channel: string): Promise<number> {
-  const reply = parseResp(await redis.command('PUBSUB', 'NUMSUB', channel)) as [string, number];
-  return reply[1];
-}
-
 describe('Redis stopped', () => {
   it('keeps local rooms working, reports the broker down once per node, counts dropped publishes, and falls back to per-node user limits', { timeout: 30_000 }, async () => {
     const redis = await startRedis();
@@ -124,7 +84,7 @@ describe('Redis stopped', () => {
       startTestNode(nodeEnv(redis.url, prefix, 'stop-b', { WS_MAX_CONNECTIONS_PER_USER: '2' })),
       startTestNode(nodeEnv(redis.url, prefix, 'stop-s', { WS_READY_REQUIRES_BROKER: 'true' })),
     ]);
-    await brokerUp([a, b, strict], 1, 5000);
+    await brokerState([a, b, strict], 1, 5000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'stop-a', broker: 'up', connections: 0 } });
     expect(await readyz(strict)).toEqual({ status: 200, body: { status: 'ready', node_id: 'stop-s', broker: 'up', connections: 0 } });
 
@@ -137,13 +97,13 @@ describe('Redis stopped', () => {
 
     const room = 'channel:outage';
     const [a1, a2, b1, b2] = await Promise.all([member(a.url, 'a1', [room]), member(a.url, 'a2', [room]), member(b.url, 'b1', [room]), member(b.url, 'b2', [room])]);
-    await waitFor('both nodes subscribe the room', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
+    await waitSubscribed(redis.port, `${prefix}room:${room}`, 2, 3000);
     a1.send({ type: 'send_message', room, data: { phase: 'before' } });
     await b1.next(isMessage(room, 'phase', 'before'));
 
     const marks = { a: a.logs.length, b: b.logs.length };
     await redis.stop();
-    await brokerUp([a, b, strict], 0, 5000);
+    await brokerState([a, b, strict], 0, 5000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'stop-a', broker: 'down', connections: 4 } });
     expect(await readyz(b)).toEqual({ status: 200, body: { status: 'ready', node_id: 'stop-b', broker: 'down', connections: 2 } });
     expect(await readyz(strict)).toEqual({ status: 503, body: { status: 'broker_down', node_id: 'stop-s', broker: 'down', connections: 0 } });
@@ -193,7 +153,7 @@ describe('Redis unreachable at start', () => {
     });
 
     await redis.restart();
-    await brokerUp([node], 1, 8000);
+    await brokerState([node], 1, 8000);
     expect(await node.metric('wsedge_broker_reconnects_total')).toBe(0);
   });
 });
@@ -203,49 +163,49 @@ describe('Redis restarted empty on the same port', () => {
     const redis = await startRedis();
     const prefix = uniquePrefix();
     const [a, b] = await Promise.all([startTestNode(nodeEnv(redis.url, prefix, 'rs-a')), startTestNode(nodeEnv(redis.url, prefix, 'rs-b'))]);
-    await brokerUp([a, b], 1, 5000);
+    await brokerState([a, b], 1, 5000);
 
     const ua = await member(a.url, 'ua', ['channel:r1', 'channel:r2']);
     const ub = await member(b.url, 'ub', ['channel:r1', 'channel:r3']);
     const reg = [await connectWithId(a.url, 'reg'), await connectWithId(a.url, 'reg'), await connectWithId(b.url, 'reg')];
     const regIds = reg.map((r) => r.connectionId).sort();
     const regKey = `${prefix}conns:{reg}`;
-    expect(parseResp(await redis.command('ZRANGE', regKey, '0', '-1'))).toEqual(expect.arrayContaining(regIds));
-    await waitFor('both nodes subscribe channel:r1', async () => (await numsub(redis, `${prefix}room:channel:r1`)) === 2, 3000);
+    expect(await query(redis.port, ['ZRANGE', regKey, '0', '-1'])).toEqual(expect.arrayContaining(regIds));
+    await waitSubscribed(redis.port, `${prefix}room:channel:r1`, 2, 3000);
     ua.send({ type: 'send_message', room: 'channel:r1', data: { phase: 'before' } });
     await ub.next(isMessage('channel:r1', 'phase', 'before'));
 
     await redis.stop();
-    await brokerUp([a, b], 0, 5000);
+    await brokerState([a, b], 0, 5000);
     for (let n = 0; n < 10; n++) ua.send({ type: 'send_message', room: 'channel:r1', data: { stale: n } });
     await ua.next(isMessage('channel:r1', 'stale', 9));
     expect(await a.metric('wsedge_broker_publish_errors_total', { reason: 'down' })).toBe(10);
 
     await redis.restart();
     const restarted = Date.now();
-    await brokerUp([a, b], 1, 8000);
+    await brokerState([a, b], 1, 8000);
     const recoveredIn = Date.now() - restarted;
     expect(recoveredIn).toBeLessThan(8000);
     expect(await a.metric('wsedge_broker_reconnects_total')).toBe(1);
     expect(await b.metric('wsedge_broker_reconnects_total')).toBe(1);
 
     // Every room with a local member on either node, and nothing else, is subscribed again.
-    const rooms = (parseResp(await redis.command('PUBSUB', 'CHANNELS', `${prefix}room:*`))) as string[];
+    const rooms = (await query(redis.port, ['PUBSUB', 'CHANNELS', `${prefix}room:*`])) as string[];
     expect([...rooms].sort()).toEqual(
       ['channel:r1', 'channel:r2', 'channel:r3', 'user:ua', 'user:ub', 'user:reg'].map((r) => `${prefix}room:${r}`).sort(),
     );
-    expect(await numsub(redis, `${prefix}room:channel:r1`)).toBe(2);
-    expect(await numsub(redis, `${prefix}room:user:reg`)).toBe(2);
-    expect(await numsub(redis, `${prefix}room:channel:r2`)).toBe(1);
-    expect(await numsub(redis, `${prefix}room:channel:r3`)).toBe(1);
+    expect(await numsub(redis.port, `${prefix}room:channel:r1`)).toBe(2);
+    expect(await numsub(redis.port, `${prefix}room:user:reg`)).toBe(2);
+    expect(await numsub(redis.port, `${prefix}room:channel:r2`)).toBe(1);
+    expect(await numsub(redis.port, `${prefix}room:channel:r3`)).toBe(1);
     expect(await a.metric('wsedge_broker_subscriptions')).toBe(4);
     expect(await b.metric('wsedge_broker_subscriptions')).toBe(4);
 
     // The registry, empty after the restart, holds every live connection again.
-    await waitFor('the registry holds reg’s three connections', async () => parseResp(await redis.command('ZCARD', regKey)) === 3, 3000);
-    expect((parseResp(await redis.command('ZRANGE', regKey, '0', '-1')) as string[]).sort()).toEqual(regIds);
-    expect(parseResp(await redis.command('ZCARD', `${prefix}conns:{ua}`))).toBe(1);
-    expect(parseResp(await redis.command('ZCARD', `${prefix}conns:{ub}`))).toBe(1);
+    await waitFor('the registry holds reg’s three connections', async () => (await query(redis.port, ['ZCARD', regKey])) === 3, 3000);
+    expect((await query(redis.port, ['ZRANGE', regKey, '0', '-1']) as string[]).sort()).toEqual(regIds);
+    expect(await query(redis.port, ['ZCARD', `${prefix}conns:{ua}`])).toBe(1);
+    expect(await query(redis.port, ['ZCARD', `${prefix}conns:{ub}`])).toBe(1);
 
     // Nothing sent during the outage reaches B afterwards.
     await pause(1500);
@@ -267,11 +227,11 @@ describe('blackholed Redis link', () => {
     const proxy = await startTcpProxy(redis.port);
     const prefix = uniquePrefix();
     const [a, b] = await Promise.all([startTestNode(nodeEnv(proxy.url, prefix, 'bh-a')), startTestNode(nodeEnv(redis.url, prefix, 'bh-b'))]);
-    await brokerUp([a, b], 1, 5000);
+    await brokerState([a, b], 1, 5000);
     const room = 'channel:hole';
     const ca = await member(a.url, 'ca', [room]);
     const cb = await member(b.url, 'cb', [room]);
-    await waitFor('both nodes subscribe the room', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
+    await waitSubscribed(redis.port, `${prefix}room:${room}`, 2, 3000);
     ca.send({ type: 'send_message', room, data: { phase: 'before' } });
     await cb.next(isMessage(room, 'phase', 'before'));
 
@@ -280,7 +240,7 @@ describe('blackholed Redis link', () => {
     // probe interval 1 s + probe timeout 1 s + 2 s
     await waitFor('a probe failure is counted', async () => (await a.metric('wsedge_broker_probe_failures_total')) >= 1, 4000);
     expect(Date.now() - holed).toBeLessThanOrEqual(4000);
-    await brokerUp([a], 0, 1000);
+    await brokerState([a], 0, 1000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'bh-a', broker: 'down', connections: 1 } });
     expect(a.logs.filter((l) => l['event'] === 'broker_probe_failed')[0]).toMatchObject({ level: 'warn', timeout_s: 1 });
     expect(await b.metric('wsedge_broker_up')).toBe(1);
@@ -289,9 +249,9 @@ describe('blackholed Redis link', () => {
     await pause(2000);
     expect(await a.metric('wsedge_broker_up')).toBe(0);
     proxy.blackhole(false);
-    await brokerUp([a], 1, 10_000);
+    await brokerState([a], 1, 10_000);
     expect(await readyz(a)).toEqual({ status: 200, body: { status: 'ready', node_id: 'bh-a', broker: 'up', connections: 1 } });
-    await waitFor('A subscribes the room again', async () => (await numsub(redis, `${prefix}room:${room}`)) === 2, 3000);
+    await waitSubscribed(redis.port, `${prefix}room:${room}`, 2, 3000);
     ca.send({ type: 'send_message', room, data: { phase: 'after' } });
     expect(await cb.next(isMessage(room, 'phase', 'after'))).toMatchObject({ sender: 'ca' });
     cb.send({ type: 'send_message', room, data: { phase: 'reply' } });
@@ -306,7 +266,7 @@ describe('an upgrade that waits for the connection registry', () => {
     const prefix = uniquePrefix();
     // No probe during the test (it would rebuild the link), two connections per user.
     const node = await startTestNode(nodeEnv(proxy.url, prefix, 'wait-a', { REDIS_PROBE_INTERVAL: '3600', WS_MAX_CONNECTIONS_PER_USER: '2' }));
-    await brokerUp([node], 1, 5000);
+    await brokerState([node], 1, 5000);
     // The registry's script never reaches Redis: the slot is decided by the command timeout (2 s)
     // and the per-node fallback.
     proxy.blackhole(true);

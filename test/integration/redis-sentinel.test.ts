@@ -13,7 +13,8 @@ import { stopAllProcesses } from '../helpers/processes.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { stopAllClusters } from '../helpers/redis-cluster.js';
 import { startRedisSentinel, stopAllSentinels, type SentinelSetup } from '../helpers/redis-sentinel.js';
-import { asArray, query, sleep } from '../helpers/redis-process.js';
+import { query, sleep } from '../helpers/redis-process.js';
+import { numsub, waitSubscribed } from '../helpers/broker-checks.js';
 import { waitFor } from '../helpers/wait.js';
 import { analyse, deliveredAfter, expectNoLossAfterRecovery, flow, msAfter, recorder, stopFlows } from '../helpers/traffic.js';
 
@@ -41,18 +42,6 @@ afterAll(async () => {
 const startNodes = (deployment: SentinelSetup, prefix: string, ids: string[]) =>
   startBrokerNodes({ REDIS_SENTINELS: deployment.sentinels, REDIS_SENTINEL_NAME: deployment.masterName }, prefix, ids);
 
-async function numsub(port: number, channel: string): Promise<number> {
-  const [, count] = asArray(await query(port, ['PUBSUB', 'NUMSUB', channel]));
-  return Number(count);
-}
-
-async function subscribedOn(port: number, channel: string, count: number, timeoutMs: number): Promise<void> {
-  await waitFor(`${count} subscribers to ${channel} on ${port}`, async () => {
-    const n = await numsub(port, channel);
-    if (n !== count) throw new Error(`${n}`);
-  }, timeoutMs, 100);
-}
-
 /**
  * Two nodes, one member on each in `room`, traffic both ways every 50 ms; resolves once traffic
  * flows through the current master.
@@ -64,7 +53,7 @@ async function withTraffic(deployment: SentinelSetup, ids: [string, string], roo
   const ca = await member(a, `${ids[0]}-u`, [room]);
   const cb = await member(b, `${ids[1]}-u`, [room]);
   const channel = `${prefix}room:${room}`;
-  await subscribedOn((await deployment.master()).port, channel, 2, 5000);
+  await waitSubscribed((await deployment.master()).port, channel, 2, 5000);
   const atA = recorder(ca);
   const atB = recorder(cb);
   const flows = { ab: flow(ca, room, 'ab'), ba: flow(cb, room, 'ba') };
@@ -83,7 +72,7 @@ describe('Redis Sentinel broker', () => {
     const cb = await member(b, 'sb', [room]);
     const master = (await setup.master()).port;
     expect(master).toBe(setup.dataPorts[0]);
-    await subscribedOn(master, `${prefix}room:${room}`, 2, 5000);
+    await waitSubscribed(master, `${prefix}room:${room}`, 2, 5000);
     // Nothing subscribes on the replica.
     expect(await numsub(setup.dataPorts[1]!, `${prefix}room:${room}`)).toBe(0);
 
