@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connect, open, token } from '../helpers/client.js';
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 
 afterAll(async () => {
   await stopAllHaproxy();
@@ -45,8 +46,10 @@ describe('behind HAProxy with WS_TRUSTED_PROXIES', () => {
     expect(flood.filter((f) => f !== 429 && f !== 4401)).toEqual([]);
     expect(await node.metric('wsedge_upgrades_refused_total', { reason: 'auth_failures' })).toBe(refusedHttp);
 
-    const rejected = node.logs.filter((l) => l['event'] === 'connection_rejected').map((l) => l['remote']);
-    expect(rejected).toEqual(['198.51.100.1', ...Array(3 + 30 - refusedHttp).fill('203.0.113.9')]);
+    const expected = ['198.51.100.1', ...Array(3 + 30 - refusedHttp).fill('203.0.113.9')];
+    const rejected = () => node.logs.filter((l) => l['event'] === 'connection_rejected').map((l) => l['remote']);
+    await waitFor('every rejection in the node log', () => rejected().length >= expected.length);
+    expect(rejected()).toEqual(expected);
   }, 30_000);
 
   it('without trusting the proxy, every client shares the proxy address and a spoofed header changes nothing', async () => {
@@ -56,7 +59,8 @@ describe('behind HAProxy with WS_TRUSTED_PROXIES', () => {
     await connect(lb.url, 'u2', {}, { headers: { 'X-Forwarded-For': '198.51.100.2' } });
     const third = open(lb.url, token('u3'), { headers: { 'X-Forwarded-For': '198.51.100.3' } });
     expect(await third.closed).toEqual({ code: 4429, reason: 'too many connections from this address' });
-    const rejected = node.logs.find((l) => l['event'] === 'connection_rejected');
+    // The node's stdout may reach the test after the client has seen the close.
+    const rejected = await node.waitForLog((l) => l['event'] === 'connection_rejected');
     expect(rejected).toMatchObject({ remote: '127.0.0.1', reason: 'ip_limit' });
   }, 30_000);
 });
