@@ -8,12 +8,13 @@ import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, type ApiRefusalName } from './errors.js';
 import type { Events } from './events.js';
+import { headOf, type History } from './history.js';
 import { sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { MAX_CLOSE_REASON_BYTES } from './messages.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
-import { isValidId, isValidRoom, userRoom } from './rooms.js';
+import { covers, isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiDeps {
@@ -21,8 +22,11 @@ export interface ApiDeps {
   readonly log: Logger;
   readonly broker: Broker;
   readonly events: Events;
+  readonly history: History;
   readonly metrics: Metrics;
 }
+
+type Answer = Record<string, unknown>;
 
 type Endpoint = 'publish' | 'disconnect';
 
@@ -79,7 +83,22 @@ function parseObject(body: Buffer): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
+/** One room's event: through the history when the room is sequenced, answered with its position. */
+function publishTo(deps: ApiDeps, room: string, envelope: string, answer: Answer): Answer | Promise<Answer> {
+  deps.metrics.published('api');
+  if (!covers(deps.config.history.rooms, room)) {
+    deps.broker.publish(room, envelope);
+    return answer;
+  }
+  return deps.history.append(room, headOf(envelope)).then(
+    ({ epoch, offset }) => ({ ...answer, epoch, offset }),
+    () => {
+      throw badRequest('history_unavailable');
+    },
+  );
+}
+
+function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
   const { room, user_id: userId, connection_id: connectionId, type, data, sender } = body;
   const targets = [room, userId, connectionId].filter((t) => t !== undefined);
   if (targets.length !== 1) throw badRequest('invalid_target');
@@ -90,16 +109,12 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, u
   const from = (sender as string | null | undefined) ?? null;
   if (room !== undefined) {
     if (!isValidRoom(room)) throw badRequest('invalid_room');
-    deps.broker.publish(room, encodeEvent(type, room, data ?? null, from));
-    deps.metrics.published('api');
-    return { status: 'published', room };
+    return publishTo(deps, room, encodeEvent(type, room, data ?? null, from), { status: 'published', room });
   }
   if (userId !== undefined) {
     if (!isValidId(userId)) throw badRequest('invalid_user_id');
     const target = userRoom(userId);
-    deps.broker.publish(target, encodeEvent(type, target, data ?? null, from));
-    deps.metrics.published('api');
-    return { status: 'published', user_id: userId };
+    return publishTo(deps, target, encodeEvent(type, target, data ?? null, from), { status: 'published', user_id: userId });
   }
   if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id');
   deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
@@ -107,7 +122,7 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Record<string, u
   return { status: 'published', connection_id: connectionId };
 }
 
-function disconnect(deps: ApiDeps, body: Record<string, unknown>): Record<string, unknown> {
+function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
   const { user_id: userId, code = CLOSES.disconnected.code, reason = CLOSES.disconnected.message } = body;
   if (!isValidId(userId)) throw badRequest('invalid_user_id');
   if (!isApplicationCloseCode(code)) throw badRequest('invalid_code');
@@ -116,7 +131,7 @@ function disconnect(deps: ApiDeps, body: Record<string, unknown>): Record<string
   return { status: 'disconnecting', user_id: userId, code };
 }
 
-const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Record<string, unknown>> = { publish, disconnect };
+const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
 
 export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const key = deps.config.publishApiKey;
@@ -127,7 +142,7 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
       res.onAborted(() => {
         aborted = true;
       });
-      const ok = (body: Record<string, unknown>): void => {
+      const ok = (body: Answer): void => {
         deps.metrics.apiRequest(endpoint, 200);
         if (!aborted) sendJson(res, '200 OK', body);
       };
@@ -144,12 +159,17 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
         res,
         limit,
         (body) => {
-          try {
-            ok(HANDLERS[endpoint](deps, parseObject(body)));
-          } catch (err) {
+          const failed = (err: unknown): void => {
             if (err instanceof ApiError) return fail(err.refusal, err.limit);
             deps.log.error({ err, endpoint }, 'API request failed');
             fail('internal_error');
+          };
+          try {
+            const answer = HANDLERS[endpoint](deps, parseObject(body));
+            if (answer instanceof Promise) answer.then(ok, failed);
+            else ok(answer);
+          } catch (err) {
+            failed(err);
           }
         },
         () => fail('too_large', limit),

@@ -17,7 +17,10 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     disconnectUser(userId, code, reason) {
       if (!closed) target.disconnectUser(userId, code, reason);
     },
-    subscribe() {},
+    // Confirmed after the caller's turn, as a transport would.
+    subscribe(room) {
+      if (!closed) queueMicrotask(() => !closed && target.subscribed(room));
+    },
     unsubscribe() {},
     isUp: () => true,
     async close() {

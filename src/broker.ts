@@ -11,16 +11,29 @@
  * - Payload bytes are the encoded envelope and are handed to `deliver` as they are: never
  *   re-parsed or re-encoded, whatever the number of members or nodes.
  *
+ * Sequenced rooms (history.ts) publish through the history instead, and their events arrive as
+ * `deliverSequenced`, in offset order per room, the origin's own included.
+ *
  * Implementations: broker-memory.ts and redis/broker.ts; server.ts picks one.
  */
 
 /** Encoded envelope bytes as uWS takes them. */
 export type Payload = string | Uint8Array;
 
+/** An event of a sequenced room with its position (history.ts), in offset order per room. */
+export type SequencedDelivery = (room: string, epoch: string, offset: number, payload: Payload) => void;
+
 /** What a node does with what the broker brings it. */
 export interface BrokerTarget {
   /** Hands an event to the local uWS topic `room` (uWS fans out in C++). */
   deliver(room: string, payload: Payload): void;
+  /** An event of a sequenced room with its position, as the history assigned it. */
+  deliverSequenced: SequencedDelivery;
+  /**
+   * The transport has confirmed the node's subscription to `room`: after `subscribe`, and again
+   * after every resubscribe (a reconnect, a failover, a slot move), when events may have been missed.
+   */
+  subscribed(room: string): void;
   /** Sends to one local connection; unknown ids are ignored (the connection is gone). */
   deliverToConnection(connectionId: string, payload: Payload): void;
   /** Closes every local connection of `userId` with `code`. */
@@ -34,7 +47,7 @@ export interface Broker {
   sendToConnection(connectionId: string, payload: string): void;
   /** Closes every connection of the user on every node. */
   disconnectUser(userId: string, code: number, reason: string): void;
-  /** The node gained its first local member of `room`. */
+  /** The node gained its first local member of `room`; `subscribed(room)` follows once confirmed. */
   subscribe(room: string): void;
   /** The node lost its last local member of `room`. */
   unsubscribe(room: string): void;

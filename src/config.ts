@@ -5,8 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isAddressOrCidr } from './proxies.js';
+import { compileGrant, NO_GRANT, type Grant, type RoomAccess } from './rooms.js';
 
-export type RoomAccess = 'token' | 'open';
+export type { RoomAccess };
 
 export interface JwtConfig {
   /** HMAC secret (HS256/384/512). */
@@ -64,11 +65,24 @@ export interface Config {
   readonly membershipEventsMaxMembers: number;
   /** Seconds over which draining sockets are closed; the process exits before it ends. */
   readonly drainTimeout: number;
+  readonly history: HistoryConfig;
   readonly redis: RedisConfig | undefined;
   /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
   readonly publishApiKey: string | undefined;
   /** /readyz answers 503 while the broker is down (default: 200 with "broker":"down"). */
   readonly readyRequiresBroker: boolean;
+}
+
+/** Sequenced rooms: their events carry a position and are kept for recovery (README "Delivery guarantee"). */
+export interface HistoryConfig {
+  /** WS_HISTORY_ROOMS compiled like a `rooms` claim; NO_GRANT (the default) sequences no room. */
+  readonly rooms: Grant;
+  /** Events kept per room. */
+  readonly size: number;
+  /** Seconds without a publish after which a room's history and position are dropped (a new epoch follows). */
+  readonly ttl: number;
+  /** The most events one recovery replays; a client further behind gets `recovered: false`. */
+  readonly recoverMax: number;
 }
 
 export interface HostPort {
@@ -228,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     membershipEvents: r.bool('WS_MEMBERSHIP_EVENTS', true),
     membershipEventsMaxMembers: r.int('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS', 1000, 0, 10_000_000),
     drainTimeout: r.int('WS_DRAIN_TIMEOUT', 20, 1, 3600),
+    history: readHistory(r, problems),
     redis: readRedis(r, problems),
     publishApiKey: r.optional('PUBLISH_API_KEY'),
     readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
@@ -237,6 +252,18 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+function readHistory(r: Reader, problems: string[]): HistoryConfig {
+  const patterns = r.list('WS_HISTORY_ROOMS');
+  const rooms = compileGrant(patterns);
+  if (rooms === null) problems.push('WS_HISTORY_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
+  return {
+    rooms: rooms ?? NO_GRANT,
+    size: r.int('WS_HISTORY_SIZE', 100, 1, 10_000),
+    ttl: r.int('WS_HISTORY_TTL', 300, 1, 604_800),
+    recoverMax: r.int('WS_HISTORY_RECOVER_MAX', 300, 1, 10_000),
+  };
 }
 
 function readTrustedProxies(r: Reader, problems: string[]): string[] {

@@ -5,11 +5,12 @@
  */
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
 import { CLOSES } from './errors.js';
-import { announceMembership, closesAt, type HandlerContext } from './handlers.js';
+import { announceMembership, closesAt, isSequenced, type HandlerContext } from './handler-context.js';
 import { createInbound } from './inbound.js';
 import { connectionLog } from './log.js';
 import { encodeReply } from './protocol.js';
 import { userRoom } from './rooms.js';
+import { joinPersonal } from './sequenced.js';
 import { closeWith, type Session, type SessionSocket, type Socket, type UserData } from './session.js';
 import type { WebSocketBehavior } from './uws.js';
 
@@ -56,8 +57,11 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     metrics.connectionOpened();
     ctx.expiry.add(ws, closesAt(ctx, data));
     const personal = userRoom(data.userId);
-    ctx.delivery.flush();
-    ws.subscribe(personal);
+    const sequencedPersonal = isSequenced(ctx, personal);
+    if (!sequencedPersonal) {
+      ctx.delivery.flush();
+      ws.subscribe(personal);
+    }
     ctx.delivery.send(
       ws,
       encodeReply(
@@ -75,6 +79,8 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         undefined,
       ),
     );
+    // Sequenced: joined once its position is known, announced by a room_joined without id.
+    if (sequencedPersonal) joinPersonal(ctx, ws, data);
     if (log.isLevelEnabled('debug')) connectionLog(log, data).debug({ event: 'connection_open', remote: data.remoteAddress }, 'connection opened');
     // Admitted while the drain began: counted like any other, then sent elsewhere.
     if (ctx.isDraining()) return closeWith(ws, CLOSES.service_restart);
@@ -119,19 +125,24 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         if (oldCount > 0) return;
         const room = textDecoder.decode(topic);
         metrics.roomAdded();
-        ctx.broker.subscribe(room);
+        // A sequenced room's channel is subscribed by its stream, before the first member joins.
+        if (!isSequenced(ctx, room)) ctx.broker.subscribe(room);
         return;
       }
       const data = ws.getUserData();
       if (!ctx.droppedHandler && data.kind === 'session' && !data.slow) countLegacyDrop(ws as SessionSocket, data);
       const room = textDecoder.decode(topic);
+      const sequenced = isSequenced(ctx, room);
       if (newCount === 0) {
         metrics.roomRemoved();
-        ctx.broker.unsubscribe(room);
+        if (sequenced) ctx.streams.release(room, 0);
+        else ctx.broker.unsubscribe(room);
       }
       // A member left (leave_room, a revoked room, or a close): tell the others. Only the socket's
-      // own user: room can be a user: topic, and its loss is not announced.
-      if (data.kind === 'session' && !room.startsWith('user:')) announceMembership(ctx, data, room, 'user_left');
+      // own user: room can be a user: topic, and its loss is not announced; nor is a rejoin's.
+      if (data.kind === 'session' && !room.startsWith('user:') && !(sequenced && ctx.streams.isJoining(ws as SessionSocket, room))) {
+        announceMembership(ctx, data, room, 'user_left');
+      }
     },
 
     // Only the official build calls this; closeOnBackpressureLimit closes the socket either way.

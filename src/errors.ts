@@ -82,6 +82,7 @@ export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boole
   not_joined: { invalid: false },
   too_many_rooms: { invalid: false },
   rate_limited: { invalid: false },
+  unavailable: { invalid: false },
   internal_error: { invalid: false },
 };
 
@@ -101,6 +102,10 @@ const MESSAGE_ERRORS = {
   data_too_deep: { code: 'invalid_message', message: '"data" nests deeper than {limit} levels' },
   data_too_large: { code: 'invalid_message', message: '"data" holds more than {limit} values' },
   bad_token: { code: 'invalid_message', message: '"token" must be a non-empty string' },
+  bad_since: { code: 'invalid_message', message: '"since" must be {"epoch": string, "offset": non-negative integer}' },
+  bad_rooms: { code: 'invalid_message', message: '"rooms" must be an array of {"room", "since"} objects' },
+  duplicate_room: { code: 'invalid_message', message: '"rooms" names a room twice' },
+  join_pending: { code: 'invalid_message', message: 'a join of this room is under way' },
   unknown_type: { code: 'unknown_type', message: 'unknown message type' },
   binary: { code: 'binary_not_supported', message: 'only JSON text frames are supported' },
   invalid_room: { code: 'invalid_room', message: 'room must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
@@ -110,6 +115,7 @@ const MESSAGE_ERRORS = {
   send_not_joined: { code: 'not_joined', message: 'join the room before sending to it' },
   too_many_rooms: { code: 'too_many_rooms', message: 'at most {limit} rooms per connection' },
   rate_limited: { code: 'rate_limited', message: 'at most {limit} messages per second' },
+  unavailable: { code: 'unavailable', message: 'room history is unreachable; try again' },
   internal_error: { code: 'internal_error', message: 'internal error' },
 } as const satisfies Record<string, MessageError>;
 export type MessageErrorName = keyof typeof MESSAGE_ERRORS;
@@ -250,6 +256,7 @@ export const API_REFUSALS = {
   invalid_code: { status: 400, error: 'invalid_code', reason: '"code" must be an application close code, 4000-4999' },
   invalid_reason: { status: 400, error: 'invalid_reason', reason: '"reason" must be one line of at most {limit} bytes' },
   internal_error: { status: 500, error: 'internal_error', reason: 'internal error' },
+  history_unavailable: { status: 503, error: 'unavailable', reason: 'the room is sequenced and its history is unreachable; retry' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;
 

@@ -36,11 +36,30 @@ export type ErrorCode =
   | 'not_joined'
   | 'too_many_rooms'
   | 'rate_limited'
+  | 'unavailable'
   | 'internal_error';
+
+/** A position in a sequenced room's stream: the last event a client has. */
+export interface StreamPosition {
+  readonly epoch: string;
+  readonly offset: number;
+}
+
+/** Epochs are short [A-Za-z0-9_-] strings; a longer `since.epoch` cannot be one. */
+export const MAX_EPOCH_LENGTH = 64;
+/** A `resume` names at most this many rooms before WS_MAX_ROOMS_PER_CONNECTION is even looked at. */
+export const MAX_RESUME_ROOMS = 10_000;
+
+/** One room of a `resume`: joined again, recovering from `since` when given. */
+export interface ResumeRoom {
+  readonly room: string;
+  readonly since: StreamPosition | undefined;
+}
 
 // Client -> server. `id` is the client's request id, echoed in the reply and in an error about it.
 export type ClientMessage =
-  | { readonly type: 'join_room'; readonly room: string; readonly id: string | undefined }
+  | { readonly type: 'join_room'; readonly room: string; readonly since: StreamPosition | undefined; readonly id: string | undefined }
+  | { readonly type: 'resume'; readonly rooms: readonly ResumeRoom[]; readonly id: string | undefined }
   | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
   | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
   | { readonly type: 'ping'; readonly id: string | undefined }
@@ -49,7 +68,7 @@ export type ClientMessage =
 export type ClientMessageType = ClientMessage['type'];
 
 /** Every member of the union once: the compiler refuses a missing or an extra type. */
-const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
+const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, resume: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
 export const CLIENT_MESSAGE_TYPES = Object.keys(CLIENT_TYPES) as readonly ClientMessageType[];
 
 // Server -> client.
@@ -63,6 +82,9 @@ export interface Envelope<T extends string = string, D = unknown> {
   readonly sender: string | null;
   /** ISO 8601 UTC with milliseconds. */
   readonly timestamp: string;
+  /** In sequenced rooms only: the event's position in the room's stream. */
+  readonly offset?: number;
+  readonly epoch?: string;
 }
 
 /** Fields of every direct reply: `id` when the request had one. */
@@ -84,18 +106,29 @@ export interface ConnectedData {
 }
 
 export type Connected = Reply<'connected'> & { readonly data: ConnectedData };
-export type RoomJoined = Reply<'room_joined'> & { readonly room: string };
+/**
+ * In a sequenced room with the position the member now has (every later event follows it with no
+ * gap); `recovered` when the join carried `since`: true when every missed event was sent before
+ * this reply, false when the client must reload the room's state.
+ */
+export type RoomJoined = Reply<'room_joined'> & { readonly room: string; readonly epoch?: string; readonly offset?: number; readonly recovered?: boolean };
+/** Sent to a sequenced room's members when the stream lost events: reload the room, then go on from this position. */
+export type RoomReset = Reply<'room_reset'> & { readonly room: string; readonly epoch: string; readonly offset: number };
+/** After every room of a `resume` was answered (`room_joined` or `error`, each naming its room). */
+export type Resumed = Reply<'resumed'> & { readonly data: { readonly rooms: number } };
 /** `reason: "access_revoked"` when a refreshed token no longer grants the room. */
 export type RoomLeft = Reply<'room_left'> & { readonly room: string; readonly reason?: 'access_revoked' };
-export type MessageSent = Reply<'message_sent'> & { readonly room: string };
+/** In a sequenced room with the event's position. */
+export type MessageSent = Reply<'message_sent'> & { readonly room: string; readonly epoch?: string; readonly offset?: number };
 export type Pong = Reply<'pong'>;
 export type TokenRefreshed = Reply<'token_refreshed'> & { readonly data: { readonly expires_at: string } };
-export type ErrorReply = Reply<'error'> & { readonly data: { readonly error: string; readonly code: ErrorCode } };
+/** `room` when the refusal is about one room of a `resume`. */
+export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly data: { readonly error: string; readonly code: ErrorCode } };
 
 export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
 
 /** Replies to one connection. */
-export type ServerReply = Connected | RoomJoined | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
+export type ServerReply = Connected | RoomJoined | RoomReset | Resumed | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
 export type ServerReplyType = ServerReply['type'];
 
 /** Everything a client receives: a reply, or an event (membership, `message.new`, domain events from backends). */
@@ -107,6 +140,8 @@ const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type']]:
   error: true,
   pong: true,
   room_joined: true,
+  room_reset: true,
+  resumed: true,
   room_left: true,
   user_joined: true,
   user_left: true,
@@ -129,4 +164,7 @@ export interface WireMessage {
   readonly data?: any;
   readonly sender?: string | null;
   readonly timestamp?: string;
+  readonly offset?: number;
+  readonly epoch?: string;
+  readonly recovered?: boolean;
 }

@@ -206,6 +206,42 @@ function apiMetrics(registers: Registers) {
   };
 }
 
+/** Sequenced rooms: recoveries by outcome, events replayed, live gaps repaired, rooms reset, duplicates dropped. */
+function historyMetrics(registers: Registers) {
+  const recoveries = new Counter({
+    name: 'wsedge_recoveries_total',
+    help: 'Joins and resumes with a position, by outcome (recovered: every missed event replayed; reset: the client reloads).',
+    labelNames: ['outcome'],
+    registers,
+  });
+  const replayed = new Counter({ name: 'wsedge_events_replayed_total', help: 'Events sent from history to recovering clients.', registers });
+  const repaired = new Counter({ name: 'wsedge_gaps_repaired_total', help: 'Offset gaps in a live room stream filled from history before delivery went on.', registers });
+  const resets = new Counter({
+    name: 'wsedge_room_resets_total',
+    help: 'room_reset sent to a room\'s local members: a new epoch, or a gap history could not fill.',
+    labelNames: ['reason'],
+    registers,
+  });
+  const duplicates = new Counter({ name: 'wsedge_duplicate_events_total', help: 'Sequenced events dropped because their offset was delivered already.', registers });
+  const byOutcome = { recovered: recoveries.labels('recovered'), reset: recoveries.labels('reset') };
+  const byReason = { epoch: resets.labels('epoch'), gap: resets.labels('gap') };
+  return {
+    recovery(outcome: keyof typeof byOutcome, events: number) {
+      byOutcome[outcome].inc();
+      if (events > 0) replayed.inc(events);
+    },
+    gapRepaired() {
+      repaired.inc();
+    },
+    roomReset(reason: keyof typeof byReason) {
+      byReason[reason].inc();
+    },
+    duplicateEvent() {
+      duplicates.inc();
+    },
+  };
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
@@ -231,6 +267,7 @@ export function createMetrics() {
     ...messageMetrics(registers),
     ...brokerMetrics(registers),
     ...apiMetrics(registers),
+    ...historyMetrics(registers),
   };
 }
 

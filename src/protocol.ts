@@ -6,12 +6,16 @@ import { messageError, type MessageError, type MessageErrorName } from './errors
 import {
   MAX_DATA_DEPTH,
   MAX_DATA_VALUES,
+  MAX_EPOCH_LENGTH,
   MAX_EVENT_TYPE_LENGTH,
   MAX_ID_LENGTH,
+  MAX_RESUME_ROOMS,
   MAX_TOKEN_LENGTH,
   RESERVED_TYPES,
   type ClientMessage,
   type ClientMessageType,
+  type ResumeRoom,
+  type StreamPosition,
 } from './messages.js';
 
 /** A frame that could not become a ClientMessage; `id` is echoed when the frame had a usable one. */
@@ -51,11 +55,22 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
   if (typeof type !== 'string') return fail('bad_type', id);
 
   switch (type) {
-    case 'join_room':
+    case 'join_room': {
+      const room = msg['room'];
+      if (typeof room !== 'string') return fail('bad_room', id, type);
+      const since = parseSince(msg['since']);
+      if (since === null) return fail('bad_since', id, type);
+      return { type, room, since, id };
+    }
+    case 'resume': {
+      const rooms = parseResumeRooms(msg['rooms']);
+      if (typeof rooms === 'string') return fail(rooms, id, type);
+      return { type, rooms, id };
+    }
     case 'leave_room': {
       const room = msg['room'];
       if (typeof room !== 'string') return fail('bad_room', id, type);
-      return type === 'join_room' ? { type, room, id } : { type, room, id };
+      return { type, room, id };
     }
     case 'send_message': {
       const room = msg['room'];
@@ -78,6 +93,36 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
     default:
       return fail('unknown_type', id);
   }
+}
+
+const EPOCH_PATTERN = /^[A-Za-z0-9_-]+$/;
+
+/** `since` of join_room and resume: absent (undefined), a position, or malformed (null). */
+function parseSince(value: unknown): StreamPosition | undefined | null {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) return null;
+  const { epoch, offset } = value as Record<string, unknown>;
+  if (typeof epoch !== 'string' || epoch.length > MAX_EPOCH_LENGTH || !EPOCH_PATTERN.test(epoch)) return null;
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return null;
+  return { epoch, offset };
+}
+
+/** The rooms of a resume, each named once; the name of the failure otherwise. */
+function parseResumeRooms(value: unknown): ResumeRoom[] | 'bad_rooms' | 'bad_since' | 'duplicate_room' {
+  if (!Array.isArray(value) || value.length > MAX_RESUME_ROOMS) return 'bad_rooms';
+  const rooms: ResumeRoom[] = [];
+  const seen = new Set<string>();
+  for (const entry of value) {
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return 'bad_rooms';
+    const { room, since: rawSince } = entry as Record<string, unknown>;
+    if (typeof room !== 'string') return 'bad_rooms';
+    const since = parseSince(rawSince);
+    if (since === null) return 'bad_since';
+    if (seen.has(room)) return 'duplicate_room';
+    seen.add(room);
+    rooms.push({ room, since });
+  }
+  return rooms;
 }
 
 /** Iterative walk (no recursion, so no stack overflow on hostile input) bounding depth and size. */
@@ -121,8 +166,10 @@ export function encodeReply(type: string, fields: Record<string, unknown>, id: s
   return JSON.stringify(id === undefined ? { type, ...fields, timestamp: timestamp() } : { type, id, ...fields, timestamp: timestamp() });
 }
 
-export function encodeError(error: MessageError, id: string | undefined): string {
-  return encodeReply('error', { data: { error: error.message, code: error.code } }, id);
+/** `room` names the room of a `resume` the error is about. */
+export function encodeError(error: MessageError, id: string | undefined, room?: string): string {
+  const data = { error: error.message, code: error.code };
+  return encodeReply('error', room === undefined ? { data } : { room, data }, id);
 }
 
 /** Dotted lowercase names such as `task.created` or `notification.mentioned`. */

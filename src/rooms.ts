@@ -1,10 +1,13 @@
 /**
- * Room names and the access policy. Pure functions: a later issue can put a callback to the
- * product backend behind `canJoin` without touching the socket code.
+ * Room names, lists of rooms and patterns (a token's `rooms` claim, WS_HISTORY_ROOMS), and the access
+ * policy. Pure functions: a later issue can put a callback to the product backend behind `canJoin`
+ * without touching the socket code.
  */
-import type { RoomAccess } from './config.js';
 
 export const ROOM_KINDS = ['project', 'channel', 'task', 'user'] as const;
+
+/** WS_ROOM_ACCESS: rooms from the token's `rooms` claim, or any room. */
+export type RoomAccess = 'token' | 'open';
 
 /** `<kind>:<id>`, id of 1-64 characters [A-Za-z0-9_-]. */
 const ROOM_PATTERN = /^(?:project|channel|task|user):[A-Za-z0-9_-]{1,64}$/;
@@ -63,7 +66,10 @@ export function compileGrant(claim: unknown): Grant | null | undefined {
 export function canJoin(userId: string, grant: Grant | undefined, room: string, policy: RoomAccess): boolean {
   if (room.startsWith('user:')) return room === userRoom(userId);
   if (policy === 'open') return true;
-  if (grant === undefined) return false;
-  if (grant.all || grant.exact.has(room)) return true;
-  return grant.prefixes.some((prefix) => room.startsWith(prefix));
+  return grant !== undefined && covers(grant, room);
+}
+
+/** Whether a compiled list of rooms and patterns names `room` (no rule for personal rooms). */
+export function covers(grant: Grant, room: string): boolean {
+  return grant.all || grant.exact.has(room) || grant.prefixes.some((prefix) => room.startsWith(prefix));
 }

@@ -13,6 +13,8 @@ import { createDelivery, type Delivery } from './delivery.js';
 import { CLOSES } from './errors.js';
 import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
+import { headOf, type History, type SequencedDelivery } from './history.js';
+import { createMemoryHistory } from './history-memory.js';
 import { WS_PATH } from './messages.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
@@ -21,11 +23,14 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { createClientAddress } from './proxies.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
+import { createRedisHistory } from './redis/history.js';
 import type { RedisClients } from './redis/links.js';
 import { createRedisSlots } from './redis/registry.js';
 import { closeWith, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
+import { covers } from './rooms.js';
 import { createShutdown } from './shutdown.js';
+import { createStreams, type Streams } from './streams.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
 export interface EdgeNode {
@@ -51,10 +56,15 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
   });
 }
 
-/** What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets. */
-function brokerTarget(delivery: Delivery, sessions: SessionIndex): BrokerTarget {
+/**
+ * What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets;
+ * sequenced rooms' events and confirmations go to the streams (created after the broker they use).
+ */
+function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams): BrokerTarget {
   return {
     deliver: delivery.publish,
+    deliverSequenced: (room, epoch, offset, payload) => streams().deliver(room, epoch, offset, payload),
+    subscribed: (room) => streams().subscribed(room),
     deliverToConnection(connectionId, payload) {
       const ws = sessions.byConnection(connectionId);
       if (ws !== undefined) delivery.send(ws, payload);
@@ -65,6 +75,16 @@ function brokerTarget(delivery: Delivery, sessions: SessionIndex): BrokerTarget 
       // What was published before the disconnect still reaches the user.
       delivery.flush();
       for (const ws of mine) ws.end(code, reason);
+    },
+  };
+}
+
+/** `node.events`: sequenced rooms through the history (a failure is counted: the helpers return nothing), others through the broker. */
+function serverPublisher(config: Config, broker: Broker, history: History, metrics: Metrics): { publish(room: string, payload: string): void } {
+  return {
+    publish(room, payload) {
+      if (!covers(config.history.rooms, room)) return broker.publish(room, payload);
+      history.append(room, headOf(payload)).catch(() => metrics.brokerPublishError('down'));
     },
   };
 }
@@ -105,10 +125,14 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const target = brokerTarget(delivery, sessions);
+  const target = brokerTarget(delivery, sessions, () => streams);
   const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
+  const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
+  const history: History =
+    redis === undefined ? createMemoryHistory(config.history, sequenced) : createRedisHistory({ redis, prefix: config.redis!.prefix, nodeId: config.nodeId, history: config.history });
+  const streams = createStreams({ history, broker, delivery, metrics, log, members: (room) => app.numSubscribers(room), recoverMax: config.history.recoverMax });
   const slots = connectionSlots(config, localSlots, redis, sessions, log);
-  const events = createEvents(broker, () => metrics.published('server'));
+  const events = createEvents(serverPublisher(config, broker, history, metrics), () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;
     metrics.policyClose('token_expired');
@@ -125,6 +149,8 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
       delivery,
       app,
       expiry,
+      history,
+      streams,
       log,
       slots,
       sessions,
@@ -142,7 +168,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   };
   metrics.readinessFrom(() => health.state() === 'ready');
   addPublicRoutes(app, health);
-  addApiRoutes(internal, { config, broker, events, metrics, log });
+  addApiRoutes(internal, { config, broker, events, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);

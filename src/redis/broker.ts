@@ -33,6 +33,10 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics): void {
       target.deliver(frame.target, frame.payload);
       metrics.crossNodeLatency((Date.now() - frame.sentAt) / 1000);
       return;
+    case 's':
+      target.deliverSequenced(frame.target, frame.epoch, frame.offset, frame.payload);
+      metrics.crossNodeLatency((Date.now() - frame.sentAt) / 1000);
+      return;
     case 'c':
       return target.deliverToConnection(frame.target, frame.payload);
     case 'd': {
@@ -96,6 +100,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
     );
   };
 
+  const roomPrefix = channels.room('');
   const subscriptions = createSubscriptions({
     redis,
     own: channels.own,
@@ -103,12 +108,15 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
     log,
     metrics,
     changed: refreshState,
+    confirmed(list) {
+      for (const channel of list) if (channel.startsWith(roomPrefix)) target.subscribed(channel.slice(roomPrefix.length));
+    },
     received(state, message) {
       state.lastReceived = Date.now();
       const frame = decodeFrame(message);
       if (frame === undefined) return metrics.brokerFrameDropped('malformed');
-      // Our own echo: already delivered locally.
-      if (frame.origin !== nodeId) receive(frame, target, metrics);
+      // Our own echo: already delivered locally, but for sequenced events, which every node takes from Redis.
+      if (frame.origin !== nodeId || frame.kind === 's') receive(frame, target, metrics);
       else if (frame.kind === 'p') probeReturned(state, frame.target);
     },
   });
@@ -162,10 +170,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       if (timer !== undefined) {
         clearTimeout(timer);
         lingering.delete(room);
-        return;
       }
       const channel = channels.room(room);
       if (!subscriptions.wants(channel)) subscriptions.want(channel);
+      // Still subscribed (lingering, or wanted already): confirmed as it is, after the caller's turn.
+      else if (subscriptions.isConfirmed(channel)) queueMicrotask(() => !closed && subscriptions.isConfirmed(channel) && target.subscribed(room));
     },
     unsubscribe(room) {
       if (closed || !subscriptions.wants(channels.room(room)) || lingering.has(room)) return;

@@ -36,6 +36,8 @@ export interface ChannelTable {
   scheduleFlush(): void;
   /** The confirmed count changed. */
   setConfirmed(): void;
+  /** Redis has just confirmed these channels: a first subscribe, or a resubscribe after events may have been missed. */
+  confirmed(channels: readonly string[]): void;
   isClosed(): boolean;
 }
 
@@ -109,12 +111,13 @@ export function followLinks(table: ChannelTable, { redis, own, log, changed, rec
       () => {
         if (current !== state.generation || state.removed) return;
         state.resubscribeFailures = 0;
-        for (const channel of mine) {
-          if (!wanted.has(channel) || subscribers.linkFor(channel) !== link) continue;
+        const confirmed = mine.filter((channel) => wanted.has(channel) && subscribers.linkFor(channel) === link);
+        for (const channel of confirmed) {
           carrier.set(channel, state);
           toSubscribe.delete(channel);
         }
         table.setConfirmed();
+        table.confirmed(confirmed);
         Object.assign(state, { up: true, probeChannel, lastReceived: Date.now(), probe: undefined });
         changed('subscriber');
         // Channels wanted while the resubscribe was in flight.

@@ -1,18 +1,24 @@
 /**
  * Lua scripts, one named file each under lua/ (copied next to the build by `npm run build`), defined
- * once per client as ioredis commands: EVALSHA, with EVAL when the server does not know it yet.
+ * once per client as ioredis commands: EVALSHA, with EVAL when the server does not know it yet. A
+ * script may start with a shared file (PRELUDES), e.g. the history scripts' epoch check.
  */
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from './links.js';
 
-export type ScriptName = 'acquire-slot' | 'refresh-slots';
+export type ScriptName = 'acquire-slot' | 'refresh-slots' | 'append-history' | 'read-history';
+
+const PRELUDES: Partial<Record<ScriptName, string>> = { 'append-history': 'stream-epoch', 'read-history': 'stream-epoch' };
 
 const sources = new Map<ScriptName, string>();
+
+const file = (name: string): string => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
 
 function source(name: ScriptName): string {
   let lua = sources.get(name);
   if (lua === undefined) {
-    lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+    const prelude = PRELUDES[name];
+    lua = prelude === undefined ? file(name) : `${file(prelude)}\n${file(name)}`;
     sources.set(name, lua);
   }
   return lua;

@@ -14,12 +14,16 @@ export interface SubscriptionsDeps extends LinkStatesDeps {
   /** The control channel: always wanted, like the node's own. */
   readonly control: string;
   readonly metrics: Metrics;
+  /** Redis has confirmed these channels (ChannelTable.confirmed). */
+  readonly confirmed: (channels: readonly string[]) => void;
 }
 
 export interface Subscriptions extends LinkStates {
   want(channel: string): void;
   unwant(channel: string): void;
   wants(channel: string): boolean;
+  /** Redis has confirmed the channel on the link that carries it now. */
+  isConfirmed(channel: string): boolean;
   /** Room channels Redis has confirmed. */
   confirmedRooms(): number;
   close(): void;
@@ -66,8 +70,10 @@ export function createSubscriptions(deps: SubscriptionsDeps): Subscriptions {
       () => {
         if (current !== state.generation || state.removed) return;
         subscribeFailures = 0;
-        for (const channel of list) if (carries(state, channel)) carrier.set(channel, state);
+        const confirmed = list.filter((channel) => carries(state, channel));
+        for (const channel of confirmed) carrier.set(channel, state);
         setConfirmed();
+        deps.confirmed(confirmed);
       },
       (err: unknown) => {
         if (current !== state.generation || state.removed || closed) return;
@@ -103,7 +109,7 @@ export function createSubscriptions(deps: SubscriptionsDeps): Subscriptions {
     for (const [state, list] of unsubs) unsubscribeOn(state, list);
   }
 
-  const table: ChannelTable = { wanted, carrier, toSubscribe, scheduleFlush, setConfirmed, isClosed: () => closed };
+  const table: ChannelTable = { wanted, carrier, toSubscribe, scheduleFlush, setConfirmed, confirmed: deps.confirmed, isClosed: () => closed };
   const links = followLinks(table, deps);
   const { stateOf } = links;
 
@@ -122,6 +128,7 @@ export function createSubscriptions(deps: SubscriptionsDeps): Subscriptions {
       scheduleFlush();
     },
     wants: (channel) => wanted.has(channel),
+    isConfirmed: (channel) => carrier.has(channel),
     confirmedRooms,
     close() {
       closed = true;

@@ -3,39 +3,53 @@
  * channel: one short text header line, then the encoded envelope untouched. Receivers read the header and hand the rest to uWS without parsing it.
  *
  *   <origin node id> <origin epoch ms> <kind> <target>\n<payload>
+ *   <origin node id> <origin epoch ms> s <room> <stream epoch> <offset>\n<payload>
  *
- * kind: `r` room event (target: room), `c` one connection (target: connection id),
- * `d` disconnect a user (target: user id; payload: close code, space, reason), `p` probe (target: nonce).
- * Node ids, rooms, ids and nonces contain no space or newline, so the header splits cleanly.
+ * kind: `r` room event (target: room), `s` sequenced room event (written by lua/append-history.lua,
+ * which adds the position), `c` one connection (target: connection id), `d` disconnect a user
+ * (target: user id; payload: close code, space, reason), `p` probe (target: nonce).
+ * Node ids, rooms, ids, epochs and nonces contain no space or newline, so the header splits cleanly.
  */
-export type FrameKind = 'r' | 'c' | 'd' | 'p';
+export type FrameKind = 'r' | 's' | 'c' | 'd' | 'p';
 
 export interface Frame {
   readonly origin: string;
   readonly sentAt: number;
   readonly kind: FrameKind;
   readonly target: string;
+  /** Of an `s` frame: the stream's epoch and the event's offset; else '' and 0. */
+  readonly epoch: string;
+  readonly offset: number;
   /** A view into the received buffer: no copy. */
   readonly payload: Buffer;
 }
 
 const NEWLINE = 0x0a;
 const MAX_HEADER = 512;
-const KINDS = new Set<string>(['r', 'c', 'd', 'p']);
+const KINDS = new Set<string>(['r', 's', 'c', 'd', 'p']);
 
 export function encodeFrame(origin: string, kind: FrameKind, target: string, payload: string): string {
   return `${origin} ${Date.now()} ${kind} ${target}\n${payload}`;
+}
+
+/** The header of an `s` frame up to the room; the script that assigns the position appends it. */
+export function sequencedHeader(origin: string, room: string): string {
+  return `${origin} ${Date.now()} s ${room}`;
 }
 
 /** Parses a received frame; undefined for bytes that are not one (counted by the caller). */
 export function decodeFrame(bytes: Buffer): Frame | undefined {
   const end = bytes.indexOf(NEWLINE);
   if (end < 0 || end > MAX_HEADER) return undefined;
-  const [origin, sentAt, kind, target, extra] = bytes.toString('latin1', 0, end).split(' ');
-  if (origin === undefined || target === undefined || extra !== undefined || kind === undefined || !KINDS.has(kind)) return undefined;
+  const [origin, sentAt, kind, target, epoch, offset, extra] = bytes.toString('latin1', 0, end).split(' ');
+  if (origin === undefined || target === undefined || kind === undefined || !KINDS.has(kind) || extra !== undefined) return undefined;
   const time = Number(sentAt);
   if (!Number.isFinite(time)) return undefined;
-  return { origin, sentAt: time, kind: kind as FrameKind, target, payload: bytes.subarray(end + 1) };
+  const payload = bytes.subarray(end + 1);
+  if (kind !== 's') return epoch === undefined ? { origin, sentAt: time, kind: kind as FrameKind, target, epoch: '', offset: 0, payload } : undefined;
+  const position = Number(offset);
+  if (epoch === undefined || epoch === '' || !Number.isSafeInteger(position) || position < 1) return undefined;
+  return { origin, sentAt: time, kind, target, epoch, offset: position, payload };
 }
 
 /** The channels of one node (`nodeId`) under the nodes' REDIS_PREFIX. */

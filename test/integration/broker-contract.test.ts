@@ -9,11 +9,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker, BrokerTarget, Payload } from '../../src/broker.js';
 import { createMemoryBroker } from '../../src/broker-memory.js';
+import { headOf, withPosition, type History, type Position } from '../../src/history.js';
+import { createMemoryHistory } from '../../src/history-memory.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { createRedisBroker } from '../../src/redis/broker.js';
 import { createRedisClients } from '../../src/redis/clients.js';
+import { createRedisHistory } from '../../src/redis/history.js';
 import { sampleValue } from '../helpers/node.js';
 import { numsub } from '../helpers/broker-checks.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
@@ -36,6 +39,9 @@ function text(payload: Payload): string {
 
 interface RecordingTarget extends BrokerTarget {
   readonly deliveries: Array<{ room: string; payload: Payload }>;
+  readonly sequenced: Array<{ room: string; epoch: string; offset: number; text: string }>;
+  /** Rooms whose subscription the broker confirmed, in order. */
+  readonly confirmed: string[];
   readonly toConnection: Array<{ connectionId: string; payload: Payload }>;
   readonly disconnects: Array<{ userId: string; code: number; reason: string }>;
   /** Payload texts delivered to `room`, in order. */
@@ -46,11 +52,17 @@ function recordingTarget(): RecordingTarget {
   const deliveries: RecordingTarget['deliveries'] = [];
   const toConnection: RecordingTarget['toConnection'] = [];
   const disconnects: RecordingTarget['disconnects'] = [];
+  const sequenced: RecordingTarget['sequenced'] = [];
+  const confirmed: string[] = [];
   return {
     deliveries,
+    sequenced,
+    confirmed,
     toConnection,
     disconnects,
     deliver: (room, payload) => void deliveries.push({ room, payload }),
+    deliverSequenced: (room, epoch, offset, payload) => void sequenced.push({ room, epoch, offset, text: text(payload) }),
+    subscribed: (room) => void confirmed.push(room),
     deliverToConnection: (connectionId, payload) => void toConnection.push({ connectionId, payload }),
     disconnectUser: (userId, code, reason) => void disconnects.push({ userId, code, reason }),
     texts: (room) => deliveries.filter((d) => d.room === room).map((d) => text(d.payload)),
@@ -60,6 +72,7 @@ function recordingTarget(): RecordingTarget {
 interface BrokerNode {
   readonly nodeId: string;
   readonly broker: Broker;
+  readonly history: History;
   readonly target: RecordingTarget;
   readonly metrics: Metrics;
   metric(name: string): Promise<number>;
@@ -69,22 +82,26 @@ interface BrokerNode {
 type RedisEnv = Record<string, string>;
 
 /** A broker as a node builds it from its environment: Redis when `redisEnv` names one, else the memory broker. */
-function makeBrokerNode(nodeId: string, redisEnv: RedisEnv = {}): BrokerNode {
+function makeBrokerNode(nodeId: string, redisEnv: RedisEnv = {}, extra: Record<string, string> = {}): BrokerNode {
   const redis = Object.keys(redisEnv).length > 0;
   const config = loadConfig({
     NODE_ID: nodeId,
+    ...extra,
     ...(redis && { REDIS_PREFIX: uniquePrefix(), REDIS_UNSUBSCRIBE_DELAY: '1', ...redisEnv }),
   });
   const target = recordingTarget();
   const metrics = createMetrics();
-  const broker =
-    config.redis === undefined
-      ? createMemoryBroker(target)
-      : createRedisBroker({ config, target, log: createLogger('silent'), metrics, redis: createRedisClients(config.redis, config.nodeId) });
+  const clients = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
+  const broker = clients === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log: createLogger('silent'), metrics, redis: clients });
+  const history =
+    clients === undefined
+      ? createMemoryHistory(config.history, target.deliverSequenced)
+      : createRedisHistory({ redis: clients, prefix: config.redis!.prefix, nodeId, history: config.history });
   open.add(broker);
   return {
     nodeId,
     broker,
+    history,
     target,
     metrics,
     metric: async (name) => sampleValue(await metrics.registry.metrics(), name),
@@ -189,6 +206,82 @@ async function subscribeCalls(server: RedisServer): Promise<number> {
   const match = /cmdstat_subscribe:calls=(\d+),/.exec(info);
   return match ? Number(match[1]) : 0;
 }
+
+/**
+ * Sequenced rooms (src/history.ts) on one topology: `make(nodeId, prefix)` builds a node with its
+ * history, nodes with one prefix sharing the room streams. Kept small: WS_HISTORY_SIZE 10, TTL 1 s.
+ */
+function sequencedContract(name: string, make: (nodeId: string, prefix: string) => BrokerNode, nodes: 1 | 2): void {
+  describe(`Sequenced rooms: ${name}`, () => {
+    const head = (room: string, n: number | string) => headOf(envelope(room, n));
+    async function subscribedNode(nodeId: string, prefix: string, room: string): Promise<BrokerNode> {
+      const node = make(nodeId, prefix);
+      await waitFor(`${nodeId} up`, () => node.broker.isUp(), 10_000);
+      node.broker.subscribe(room);
+      await waitFor(`${nodeId} confirms ${room}`, () => node.target.confirmed.includes(room), 10_000);
+      return node;
+    }
+
+    it('numbers 50 concurrent appends 1..50 under one epoch and delivers each once, in offset order, as the stored bytes', async () => {
+      const room = 'channel:seq';
+      const prefix = uniquePrefix();
+      const members = await Promise.all(Array.from({ length: nodes }, (_, i) => subscribedNode(`seq-${i}`, prefix, room)));
+      const origin = members[0]!;
+      const positions = await Promise.all(Array.from({ length: 50 }, (_, n) => origin.history.append(room, head(room, n))));
+      const epoch = positions[0]!.epoch;
+      expect(new Set(positions.map((p) => p.epoch))).toEqual(new Set([epoch]));
+      expect(positions.map((p) => p.offset).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      const expected = positions.map((p, n) => ({ room, epoch, offset: p.offset, text: withPosition(head(room, n), epoch, p.offset) })).sort((a, b) => a.offset - b.offset);
+      for (const node of members) {
+        await waitFor(`${node.nodeId} receives 50`, () => node.target.sequenced.length >= 50, 10_000);
+        expect(node.target.sequenced).toEqual(expected);
+        expect(JSON.parse(node.target.sequenced[0]!.text)).toMatchObject({ type: 'message.new', room, offset: 1, epoch });
+      }
+      await pause(200);
+      for (const node of members) expect(node.target.sequenced).toHaveLength(50);
+      console.log(JSON.stringify({ topology: name, nodes: members.length, published: 50, received: members.map((m) => m.target.sequenced.length) }));
+      await Promise.all(members.map(closeNode));
+    });
+
+    it('reads the kept events after an offset, at most WS_HISTORY_SIZE of them, with the position', async () => {
+      const room = 'task:kept';
+      const node = await subscribedNode('read-node', uniquePrefix(), room);
+      const fresh = await node.history.read(room, 0, 0);
+      expect(fresh).toEqual({ epoch: expect.stringMatching(/^[A-Za-z0-9_-]{1,64}$/), offset: 0, entries: [] });
+      const positions: Position[] = [];
+      for (let n = 1; n <= 15; n++) positions.push(await node.history.append(room, head(room, n)));
+      // The first append continues the epoch the read gave the fresh room.
+      expect(positions[0]).toEqual({ epoch: fresh.epoch, offset: 1 });
+      const all = await node.history.read(room, 0, 100);
+      expect({ epoch: all.epoch, offset: all.offset }).toEqual({ epoch: fresh.epoch, offset: 15 });
+      expect(all.entries.map((e) => e.offset)).toEqual([6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+      expect(all.entries.map((e) => text(e.payload))).toEqual(node.target.sequenced.slice(5).map((d) => d.text));
+      const some = await node.history.read(room, 12, 2);
+      expect(some.entries.map((e) => e.offset)).toEqual([13, 14]);
+      expect((await node.history.read(room, 15, 100)).entries).toEqual([]);
+      await closeNode(node);
+    });
+
+    it('starts a new epoch at offset 1 once the room was idle past WS_HISTORY_TTL, and reads nothing of the old one', async () => {
+      const room = 'project:ttl';
+      const node = await subscribedNode('ttl-node', uniquePrefix(), room);
+      const first = await node.history.append(room, head(room, 'old'));
+      await pause(2100);
+      const next = await node.history.append(room, head(room, 'new'));
+      expect(next.offset).toBe(1);
+      expect(next.epoch).not.toBe(first.epoch);
+      const read = await node.history.read(room, 0, 10);
+      expect(read.entries.map((e) => JSON.parse(text(e.payload)).data.n)).toEqual(['new']);
+      await closeNode(node);
+    });
+  });
+}
+
+const HISTORY_ENV = { WS_HISTORY_SIZE: '10', WS_HISTORY_TTL: '1' };
+sequencedContract('memory', (nodeId) => makeBrokerNode(nodeId, {}, HISTORY_ENV), 1);
+sequencedContract('single Redis', (nodeId, prefix) => makeBrokerNode(nodeId, { REDIS_URL: redis.url, REDIS_PREFIX: prefix }, HISTORY_ENV), 2);
+sequencedContract('Redis Sentinel', (nodeId, prefix) => makeBrokerNode(nodeId, { REDIS_SENTINELS: sentinel.sentinels, REDIS_SENTINEL_NAME: sentinel.masterName, REDIS_PREFIX: prefix }, HISTORY_ENV), 2);
+sequencedContract('Redis Cluster', (nodeId, prefix) => makeBrokerNode(nodeId, { REDIS_CLUSTER_NODES: cluster.seeds, REDIS_PREFIX: prefix }, HISTORY_ENV), 2);
 
 describe('Redis broker between two nodes', () => {
   /** Two brokers A and B on one Redis and one prefix, both up. */

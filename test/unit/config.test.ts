@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { covers, NO_GRANT } from '../../src/rooms.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -43,6 +44,7 @@ describe('loadConfig defaults', () => {
       maxConnectionsPerUser: 5,
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
+      history: { rooms: NO_GRANT, size: 100, ttl: 300, recoverMax: 300 },
       messageMaxSize: 1_048_576,
       httpMaxHeadersSize: 16_384,
       maxBackpressure: 4_194_304,
@@ -359,5 +361,18 @@ describe('Redis topologies', () => {
     expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a:70000' })).toThrow('REDIS_CLUSTER_NODES: "a:70000" is not host:port');
     expect(() => loadConfig({ REDIS_SENTINELS: 's1:26379' })).toThrow('REDIS_SENTINEL_NAME: required with REDIS_SENTINELS');
     expect(() => loadConfig({ REDIS_SENTINEL_NAME: 'wsedge' })).toThrow('REDIS_SENTINEL_NAME: needs REDIS_SENTINELS');
+  });
+});
+
+describe('sequenced rooms', () => {
+  it('reads WS_HISTORY_ROOMS as rooms and patterns, and refuses anything else', () => {
+    const { rooms } = loadConfig({ WS_HISTORY_ROOMS: 'project:*, task:7,user:*' }).history;
+    expect(['project:1', 'task:7', 'user:ann'].map((room) => covers(rooms, room))).toEqual([true, true, true]);
+    expect(['task:8', 'channel:1'].map((room) => covers(rooms, room))).toEqual([false, false]);
+    expect(covers(loadConfig({ WS_HISTORY_ROOMS: '*' }).history.rooms, 'channel:1')).toBe(true);
+    for (const bad of ['room:*', 'project:', 'task:a b', '**']) expect(() => loadConfig({ WS_HISTORY_ROOMS: bad }), bad).toThrow('WS_HISTORY_ROOMS: use *');
+    expect(() => loadConfig({ WS_HISTORY_SIZE: '0' })).toThrow('WS_HISTORY_SIZE: 0 is outside 1..10000');
+    expect(() => loadConfig({ WS_HISTORY_TTL: '0' })).toThrow('WS_HISTORY_TTL: 0 is outside 1..604800');
+    expect(() => loadConfig({ WS_HISTORY_RECOVER_MAX: '10001' })).toThrow('WS_HISTORY_RECOVER_MAX: 10001 is outside 1..10000');
   });
 });

@@ -1,0 +1,83 @@
+/**
+ * What every message handler works with: the node's parts (HandlerContext) and the steps shared by
+ * handlers.ts and sequenced.ts: answering with an error, publishing, membership events, room checks.
+ */
+import type { Authenticator } from './auth.js';
+import type { Broker } from './broker.js';
+import type { Config } from './config.js';
+import type { Delivery } from './delivery.js';
+import { messageError, type MessageError } from './errors.js';
+import type { ExpiryScheduler } from './expiry.js';
+import type { History } from './history.js';
+import type { Logger } from './log.js';
+import type { Metrics, PublishSource } from './metrics.js';
+import type { ClientMessage } from './messages.js';
+import { encodeError, encodeEvent } from './protocol.js';
+import { canJoin, covers, isValidRoom } from './rooms.js';
+import type { Session, SessionSocket } from './session.js';
+import type { Streams } from './streams.js';
+import type { TemplatedApp } from './uws.js';
+
+export interface HandlerContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly auth: Authenticator;
+  readonly metrics: Metrics;
+  readonly broker: Broker;
+  /** Every write to a client goes through it, so a socket sees events and replies in order. */
+  readonly delivery: Delivery;
+  /** For `numSubscribers`: the local member count of a room, kept by uWS. */
+  readonly app: TemplatedApp;
+  readonly expiry: ExpiryScheduler<SessionSocket>;
+  /** Appends to sequenced rooms (WS_HISTORY_ROOMS) and reads their history. */
+  readonly history: History;
+  /** The node's side of sequenced rooms: their positions, joins and recoveries. */
+  readonly streams: Streams;
+}
+
+/** Whether `room` is sequenced (WS_HISTORY_ROOMS). */
+export function isSequenced(ctx: HandlerContext, room: string): boolean {
+  return covers(ctx.config.history.rooms, room);
+}
+
+export type Handler<T extends ClientMessage['type']> = (
+  ctx: HandlerContext,
+  ws: SessionSocket,
+  session: Session,
+  msg: Extract<ClientMessage, { type: T }>,
+) => void;
+
+/** `room`: the room of a `resume` the error is about. */
+export function sendError(ctx: HandlerContext, ws: SessionSocket, error: MessageError, id: string | undefined, room?: string): void {
+  ctx.metrics.errorSent(error.code);
+  ctx.delivery.send(ws, encodeError(error, id, room));
+}
+
+/**
+ * When the expiry timer closes a session: `exp` plus the clock tolerance, the same instant the
+ * verifier stops accepting the token.
+ */
+export function closesAt(ctx: HandlerContext, session: Session): number {
+  return session.expiresAt + ctx.config.jwt.clockToleranceSeconds * 1000;
+}
+
+export function publish(ctx: HandlerContext, room: string, payload: string, source: PublishSource): void {
+  ctx.broker.publish(room, payload);
+  ctx.metrics.published(source);
+}
+
+/** user_joined/user_left, unless disabled or the room is too large for per-member events. */
+export function announceMembership(ctx: HandlerContext, session: Session, room: string, type: 'user_joined' | 'user_left'): void {
+  const { membershipEvents, membershipEventsMaxMembers } = ctx.config;
+  if (!membershipEvents || ctx.app.numSubscribers(room) > membershipEventsMaxMembers) return;
+  const data = { user_id: session.userId, username: session.username };
+  publish(ctx, room, encodeEvent(type, room, data, session.username), 'membership');
+}
+
+/** Room name and access checks shared by join and leave; undefined when the room may be used. */
+export function roomProblem(ctx: HandlerContext, session: Session, room: string): MessageError | undefined {
+  if (!isValidRoom(room)) return messageError('invalid_room');
+  if (!canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) return messageError('not_granted');
+  return undefined;
+}
+

@@ -1,0 +1,14 @@
+-- KEYS[1]: the room's stream (entry id <offset>-0, field d: the event's bytes); KEYS[2]: its
+-- metadata hash (epoch, offset, run). Both carry the hash tag of the room channel's slot.
+-- ARGV: the room channel, PUBLISH or SPUBLISH, the frame header up to the room, the envelope head
+-- (no closing brace), events kept, ttl s, an epoch for a new stream.
+-- Appends, publishes the frame and returns {epoch, offset}: one order per room for every node.
+local epoch, offset = current(KEYS[1], KEYS[2], ARGV[7], ARGV[6])
+offset = offset + 1
+local payload = ARGV[4] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], offset .. '-0', 'd', payload)
+redis.call('HSET', KEYS[2], 'offset', offset)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call(ARGV[2], ARGV[1], ARGV[3] .. ' ' .. epoch .. ' ' .. offset .. '\n' .. payload)
+return {epoch, offset}

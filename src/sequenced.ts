@@ -1,0 +1,139 @@
+/**
+ * Client messages on sequenced rooms (WS_HISTORY_ROOMS): joins that wait for the room's position and
+ * may recover from `since`, `resume` (every room of a reconnecting client in one frame), and
+ * send_message through the history, answered with the event's position once it was delivered here.
+ */
+import { messageError } from './errors.js';
+import { announceMembership, isSequenced, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { headOf } from './history.js';
+import type { StreamPosition } from './messages.js';
+import { encodeReply } from './protocol.js';
+import { userRoom } from './rooms.js';
+import type { Session, SessionSocket } from './session.js';
+
+/** The personal room's automatic join is tried again this long after its history could not be read. */
+const PERSONAL_RETRY_MS = 1000;
+
+/** A plain room's join: at once, as always; with `since` it answers `recovered: false` (nothing is kept). */
+export function joinPlain(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, id: string | undefined, since: StreamPosition | undefined, about?: string): void {
+  const reply = since === undefined ? { room } : { room, recovered: false };
+  if (ws.isSubscribed(room)) return ctx.delivery.send(ws, encodeReply('room_joined', reply, id));
+  if (session.roomCount >= ctx.config.maxRoomsPerConnection) {
+    return sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id, about);
+  }
+  // Announce before subscribing, so the joiner is not told about itself.
+  announceMembership(ctx, session, room, 'user_joined');
+  ctx.delivery.flush();
+  ws.subscribe(room);
+  session.roomCount += 1;
+  ctx.delivery.send(ws, encodeReply('room_joined', reply, id));
+}
+
+/**
+ * A sequenced room's join; `done(joined)` once answered. `about` names the room in an error (a
+ * resume's rooms); a resume also takes over a join of the same room under way (the personal room's).
+ */
+export function joinSequenced(
+  ctx: HandlerContext,
+  ws: SessionSocket,
+  session: Session,
+  room: string,
+  since: StreamPosition | undefined,
+  id: string | undefined,
+  done: (joined: boolean) => void,
+  about?: string,
+): void {
+  const personal = room === userRoom(session.userId);
+  if (ctx.streams.isJoining(ws, room)) {
+    if (about === undefined) {
+      sendError(ctx, ws, messageError('join_pending'), id);
+      return done(false);
+    }
+    ctx.streams.cancel(ws, room);
+    if (!personal) session.roomCount -= 1;
+  }
+  const rejoin = ws.isSubscribed(room);
+  const counted = !personal && !rejoin;
+  if (counted && session.roomCount >= ctx.config.maxRoomsPerConnection) {
+    sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id, about);
+    return done(false);
+  }
+  if (counted) session.roomCount += 1;
+  ctx.streams.join(room, {
+    ws,
+    since,
+    entering: () => {
+      if (counted) announceMembership(ctx, session, room, 'user_joined');
+    },
+    done: (outcome) => {
+      if (session.closed) return done(false);
+      if (outcome.kind === 'unavailable') {
+        // A rejoin has left the topic already: the room is gone either way.
+        if (!personal) session.roomCount -= 1;
+        sendError(ctx, ws, messageError('unavailable'), id, about);
+        return done(false);
+      }
+      const { epoch, offset } = outcome.position;
+      const recovered = outcome.recovered === undefined ? {} : { recovered: outcome.recovered };
+      ctx.delivery.send(ws, encodeReply('room_joined', { room, epoch, offset, ...recovered }, id));
+      done(true);
+    },
+  });
+}
+
+/** The personal room of a new connection, when sequenced: its `room_joined` (no id) carries the position to resume from. */
+export function joinPersonal(ctx: HandlerContext, ws: SessionSocket, session: Session): void {
+  const room = userRoom(session.userId);
+  joinSequenced(ctx, ws, session, room, undefined, undefined, (joined) => {
+    if (joined || session.closed) return;
+    setTimeout(() => {
+      if (!session.closed && !ws.isSubscribed(room) && !ctx.streams.isJoining(ws, room)) joinPersonal(ctx, ws, session);
+    }, PERSONAL_RETRY_MS).unref();
+  });
+}
+
+/** send_message to a sequenced room: `message_sent` carries the position, after the event reached this node's members. */
+export function sendSequenced(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, envelope: string, id: string | undefined): void {
+  ctx.history.append(room, headOf(envelope)).then(
+    (position) => {
+      ctx.metrics.published('client');
+      if (id === undefined) return;
+      ctx.streams.afterDelivered(room, position, () => {
+        if (!session.closed) ctx.delivery.send(ws, encodeReply('message_sent', { room, epoch: position.epoch, offset: position.offset }, id));
+      });
+    },
+    () => {
+      ctx.metrics.brokerPublishError('down');
+      if (!session.closed) sendError(ctx, ws, messageError('unavailable'), id);
+    },
+  );
+}
+
+/**
+ * Every room of a reconnecting client in one frame (one frame for the rate limit): each is joined
+ * (and recovered from its `since`) and answered on its own, then `resumed` follows.
+ */
+export const resume: Handler<'resume'> = (ctx, ws, session, { rooms, id }) => {
+  // The personal room may be named on top of WS_MAX_ROOMS_PER_CONNECTION.
+  if (rooms.length > ctx.config.maxRoomsPerConnection + 1) {
+    return sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id);
+  }
+  let pending = rooms.length + 1;
+  const settled = (): void => {
+    pending -= 1;
+    if (pending === 0 && !session.closed) ctx.delivery.send(ws, encodeReply('resumed', { data: { rooms: rooms.length } }, id));
+  };
+  for (const { room, since } of rooms) {
+    const problem = roomProblem(ctx, session, room);
+    if (problem) {
+      sendError(ctx, ws, problem, id, room);
+      settled();
+    } else if (isSequenced(ctx, room)) {
+      joinSequenced(ctx, ws, session, room, since, id, settled, room);
+    } else {
+      joinPlain(ctx, ws, session, room, id, since, room);
+      settled();
+    }
+  }
+  settled();
+};

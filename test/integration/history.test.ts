@@ -1,0 +1,262 @@
+/**
+ * Sequenced rooms end to end, on real nodes and sockets: positions on events, replies and the
+ * publish API; a client that reconnects to another node and resumes with its positions gets every
+ * missed event once, in order, then live events with no gap (counted and printed); 100 rooms in one
+ * `resume` at the default limits; every case that cannot recover says `recovered: false`; a live
+ * gap is repaired from history; a Redis restarted empty resets the room; bad input is answered.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { brokerUp, waitSubscribed } from '../helpers/broker-checks.js';
+import { connect, type Envelope, type TestClient } from '../helpers/client.js';
+import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
+import { query } from '../helpers/redis-process.js';
+import { waitFor } from '../helpers/wait.js';
+import { slotOf, tagFor } from '../../src/redis/slots.js';
+
+const API_KEY = 'history-suite-publish-key-0123456789abcdef';
+const SEQUENCED = { WS_HISTORY_ROOMS: 'project:*,task:*,channel:*,user:*', WS_ROOM_ACCESS: 'open', PUBLISH_API_KEY: API_KEY };
+
+let redis: RedisServer;
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+afterAll(async () => {
+  await stopAllNodes();
+  await stopAllRedis();
+});
+
+async function client(node: TestNode, userId: string): Promise<TestClient> {
+  const c = await connect(node.url, userId);
+  clients.push(c);
+  return c;
+}
+
+/** Two nodes on one Redis and prefix, both up. */
+async function pair(extra: Record<string, string> = {}): Promise<{ a: TestNode; b: TestNode; prefix: string }> {
+  const prefix = uniquePrefix();
+  const env = { ...SEQUENCED, REDIS_URL: redis.url, REDIS_PREFIX: prefix, ...extra };
+  const [a, b] = await Promise.all([startTestNode(env), startTestNode(env)]);
+  await waitFor('both brokers up', async () => (await brokerUp(a!.internal)) && (await brokerUp(b!.internal)));
+  return { a: a!, b: b!, prefix };
+}
+
+let ids = 0;
+/** Sends a request and resolves with the reply carrying its id. */
+async function request(c: TestClient, frame: Record<string, unknown>): Promise<Envelope> {
+  const id = `r${++ids}`;
+  c.send({ ...frame, id });
+  return c.next((e) => e.id === id);
+}
+
+function publish(node: TestNode, room: string, n: number): Promise<{ status: number; body: Record<string, unknown> }> {
+  return fetch(`${node.internal}/api/v1/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ room, type: 'task.updated', data: { n } }),
+  }).then(async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> }));
+}
+
+const updates = (room: string) => (e: Envelope) => e.type === 'task.updated' && e.room === room;
+/** The `n` of every task.updated of `room` received so far, in order. */
+const numbers = (c: TestClient, room: string) => c.received.filter(updates(room)).map((e) => e.data.n as number);
+
+describe('sequenced rooms on one node (memory broker)', () => {
+  it('gives the joiner its position, every event its offset and epoch, and message_sent the position after the event', async () => {
+    const node = await startTestNode(SEQUENCED);
+    const alice = await client(node, 'alice');
+    const joined = await request(alice, { type: 'join_room', room: 'channel:1' });
+    expect(joined).toEqual({ type: 'room_joined', id: joined.id, room: 'channel:1', epoch: expect.any(String), offset: 0, timestamp: expect.any(String) });
+    alice.send({ type: 'send_message', room: 'channel:1', data: { text: 'hi' }, id: 'm1' });
+    const event = await alice.next((e) => e.type === 'message.new');
+    expect(event).toMatchObject({ room: 'channel:1', data: { text: 'hi' }, sender: 'alice', offset: 1, epoch: joined.epoch });
+    const sent = await alice.next((e) => e.id === 'm1');
+    expect(sent).toMatchObject({ type: 'message_sent', room: 'channel:1', offset: 1, epoch: joined.epoch });
+    // The event came first: nothing else is left but the personal room's position.
+    expect(alice.received.map((e) => [e.type, e.room])).toEqual([['room_joined', 'user:alice']]);
+    // The personal room is sequenced too: its position arrives as a room_joined without id.
+    const bob = await client(node, 'bob');
+    const personal = await bob.next((e) => e.type === 'room_joined');
+    expect(personal).toMatchObject({ room: 'user:bob', epoch: expect.any(String), offset: 0 });
+    expect(personal.id).toBeUndefined();
+    const api = await publish(node, 'user:bob', 7);
+    expect(api).toEqual({ status: 200, body: { status: 'published', room: 'user:bob', epoch: personal.epoch, offset: 1 } });
+    expect(await bob.next(updates('user:bob'))).toMatchObject({ data: { n: 7 }, offset: 1 });
+  });
+
+  it('answers recovered: false for an unknown epoch, an offset ahead of the room, one older than the history and a plain room', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*', WS_HISTORY_SIZE: '5' });
+    const watcher = await client(node, 'w');
+    const { epoch } = await request(watcher, { type: 'join_room', room: 'task:9' });
+    for (let n = 1; n <= 8; n++) await publish(node, 'task:9', n);
+    await waitFor('8 events', () => numbers(watcher, 'task:9').length === 8);
+    const late = await client(node, 'late');
+    const cases = [
+      { since: { epoch: 'nope', offset: 3 }, room: 'task:9' },
+      { since: { epoch, offset: 9 }, room: 'task:9' },
+      { since: { epoch, offset: 2 }, room: 'task:9' },
+      { since: { epoch, offset: 0 }, room: 'project:plain' },
+    ];
+    for (const { since, room } of cases) {
+      const reply = await request(late, { type: 'join_room', room, since });
+      expect(reply, JSON.stringify(since)).toMatchObject({ type: 'room_joined', room, recovered: false });
+      await request(late, { type: 'leave_room', room });
+    }
+    expect(numbers(late, 'task:9')).toEqual([]);
+    // Three events behind, within the five kept: recovered.
+    const back = await request(late, { type: 'join_room', room: 'task:9', since: { epoch, offset: 5 } });
+    expect(back).toMatchObject({ recovered: true, epoch, offset: 8 });
+    expect(numbers(late, 'task:9')).toEqual([6, 7, 8]);
+    expect(await node.metric('wsedge_recoveries_total', { outcome: 'reset' })).toBe(4 - 1); // the plain room is not counted
+    expect(await node.metric('wsedge_events_replayed_total')).toBe(3);
+  });
+
+  it('answers bad positions and resumes with documented errors and keeps the connection', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_MAX_ROOMS_PER_CONNECTION: '3' });
+    const c = await client(node, 'bad');
+    const bad = [
+      [{ type: 'join_room', room: 'task:1', since: 5 }, 'invalid_message'],
+      [{ type: 'join_room', room: 'task:1', since: { epoch: 'e', offset: -1 } }, 'invalid_message'],
+      [{ type: 'join_room', room: 'task:1', since: { epoch: 'e', offset: 2 ** 60 } }, 'invalid_message'],
+      [{ type: 'join_room', room: 'task:1', since: { epoch: 'x'.repeat(65), offset: 1 } }, 'invalid_message'],
+      [{ type: 'resume', rooms: 'task:1' }, 'invalid_message'],
+      [{ type: 'resume', rooms: [{ room: 'task:1' }, { room: 'task:1' }] }, 'invalid_message'],
+      [{ type: 'resume', rooms: [{ room: 'task:1', since: { offset: 1 } }] }, 'invalid_message'],
+      [{ type: 'resume', rooms: ['task:1', 'task:2', 'task:3', 'task:4', 'task:5'].map((room) => ({ room })) }, 'too_many_rooms'],
+    ] as const;
+    for (const [frame, code] of bad) {
+      const reply = await request(c, frame);
+      expect(reply, JSON.stringify(frame)).toMatchObject({ type: 'error', data: { code } });
+    }
+    // Per room: a bad name is answered for that room, the others are joined, then `resumed`.
+    c.send({ type: 'resume', id: 'res', rooms: [{ room: 'nope' }, { room: 'task:1' }, { room: 'user:someone-else' }] });
+    const replies = [await c.next((e) => e.id === 'res'), await c.next((e) => e.id === 'res'), await c.next((e) => e.id === 'res'), await c.next((e) => e.id === 'res')];
+    expect(replies.map((r) => [r.type, r.room ?? null, r.data?.code ?? null])).toEqual([
+      ['error', 'nope', 'invalid_room'],
+      ['error', 'user:someone-else', 'forbidden'],
+      ['room_joined', 'task:1', null],
+      ['resumed', null, null],
+    ]);
+    expect((await request(c, { type: 'ping' })).type).toBe('pong');
+  });
+});
+
+describe('sequenced rooms across nodes (Redis)', () => {
+  it('resumes a client on another node with every missed event once and in order, then live events with no gap', { timeout: 30_000 }, async () => {
+    const { a, b, prefix } = await pair();
+    const room = 'project:resume';
+    const watcher = await client(a, 'watcher');
+    await request(watcher, { type: 'join_room', room });
+    const mover = await client(b, 'mover');
+    const first = await request(mover, { type: 'join_room', room });
+    await waitSubscribed(redis.port, `${prefix}room:${room}`, 2);
+    const published: number[] = [];
+    for (let n = 1; n <= 20; n++) {
+      published.push(n);
+      await publish(a, room, n);
+    }
+    await waitFor('the mover has 20', () => numbers(mover, room).length === 20);
+    const last = mover.received.filter(updates(room)).at(-1)!;
+    mover.close();
+    // While it is away: 30 more.
+    for (let n = 21; n <= 50; n++) {
+      published.push(n);
+      await publish(b, room, n);
+    }
+    const back = await client(a, 'mover');
+    const started = Date.now();
+    const reply = await request(back, { type: 'resume', rooms: [{ room, since: { epoch: last.epoch, offset: last.offset } }] });
+    expect(reply).toMatchObject({ type: 'room_joined', room, epoch: first.epoch, offset: 50, recovered: true });
+    const resumeMs = Date.now() - started;
+    expect(await back.next((e) => e.type === 'resumed')).toMatchObject({ data: { rooms: 1 } });
+    // Live again, from the other node.
+    for (let n = 51; n <= 60; n++) {
+      published.push(n);
+      await publish(b, room, n);
+    }
+    await waitFor('60 in all', () => numbers(mover, room).length + numbers(back, room).length === 60);
+    const got = [...numbers(mover, room), ...numbers(back, room)];
+    const offsets = back.received.filter(updates(room)).map((e) => e.offset);
+    expect(got).toEqual(published);
+    expect(offsets).toEqual(Array.from({ length: 40 }, (_, i) => 21 + i));
+    await new Promise((r) => setTimeout(r, 300)); // nothing more may arrive
+    expect(numbers(back, room)).toHaveLength(40);
+    console.log(JSON.stringify({ scenario: 'resume_on_other_node', published: published.length, received: got.length, lost: published.length - new Set(got).size, duplicated: got.length - new Set(got).size, resume_ms: resumeMs }));
+  });
+
+  it('resumes 100 rooms in one frame at the default limits: no rate limiting, no 4429', { timeout: 30_000 }, async () => {
+    const { a, b } = await pair();
+    const rooms = Array.from({ length: 100 }, (_, i) => `task:r${i}`);
+    const first = await client(a, 'many');
+    first.send({ type: 'resume', id: 'all', rooms: rooms.map((room) => ({ room })) });
+    await first.next((e) => e.type === 'resumed', 10_000);
+    const positions = new Map(first.received.filter((e) => e.type === 'room_joined' && e.id === 'all').map((e) => [e.room!, e]));
+    expect(positions.size).toBe(100);
+    first.close();
+    for (const room of rooms.slice(0, 10)) await publish(b, room, 1);
+    const again = await client(b, 'many');
+    const started = Date.now();
+    again.send({ type: 'resume', id: 'back', rooms: rooms.map((room) => ({ room, since: { epoch: positions.get(room)!.epoch, offset: 0 } })) });
+    await again.next((e) => e.type === 'resumed', 10_000);
+    const replies = again.received.filter((e) => e.id === 'back' && e.type === 'room_joined');
+    expect(replies).toHaveLength(100);
+    expect(replies.every((e) => e.recovered === true)).toBe(true);
+    expect(again.received.filter((e) => e.type === 'error')).toEqual([]);
+    expect(new Set(again.received.filter((e) => e.type === 'task.updated').map((e) => e.room))).toEqual(new Set(rooms.slice(0, 10)));
+    expect(await b.metric('wsedge_rate_limited_total')).toBe(0);
+    console.log(JSON.stringify({ scenario: 'resume_100_rooms', rooms: 100, recovered: replies.length, replayed: 10, resume_ms: Date.now() - started }));
+  });
+
+  it('repairs a live gap from history: an event whose pub/sub message was lost still arrives, in order', async () => {
+    const { a, prefix } = await pair();
+    const room = 'channel:gap';
+    const member = await client(a, 'gap');
+    const joined = await request(member, { type: 'join_room', room });
+    await publish(a, room, 1);
+    await member.next(updates(room));
+    // Event 2 reaches the history but not the channel: what a lost pub/sub message looks like.
+    const tag = `{${tagFor(slotOf(`${prefix}room:${room}`))}}`;
+    const payload = JSON.stringify({ type: 'task.updated', room, data: { n: 2 }, sender: null, timestamp: new Date().toISOString(), offset: 2, epoch: joined.epoch });
+    await query(redis.port, ['XADD', `${prefix}${tag}h:${room}`, '2-0', 'd', payload]);
+    await query(redis.port, ['HSET', `${prefix}${tag}m:${room}`, 'offset', '2']);
+    await publish(a, room, 3);
+    await waitFor('3 events', () => numbers(member, room).length === 2);
+    expect(numbers(member, room)).toEqual([2, 3]);
+    expect(await a.metric('wsedge_gaps_repaired_total')).toBe(1);
+  });
+
+  it('tells the members with room_reset when Redis comes back empty, and never says recovered to the old epoch', { timeout: 30_000 }, async () => {
+    const server = await startRedis();
+    const prefix = uniquePrefix();
+    const node = await startTestNode({ ...SEQUENCED, REDIS_URL: server.url, REDIS_PREFIX: prefix });
+    await waitFor('broker up', () => brokerUp(node.internal));
+    const room = 'project:lost';
+    const member = await client(node, 'lost');
+    const joined = await request(member, { type: 'join_room', room });
+    await publish(node, room, 1);
+    await member.next(updates(room));
+    await server.restart();
+    const reset = await member.next((e) => e.type === 'room_reset' && e.room === room, 15_000);
+    expect(reset).toMatchObject({ room, epoch: expect.any(String), offset: 0 });
+    expect(reset.epoch).not.toBe(joined.epoch);
+    const other = await client(node, 'other');
+    const reply = await request(other, { type: 'join_room', room, since: { epoch: joined.epoch, offset: 1 } });
+    expect(reply).toMatchObject({ recovered: false, epoch: reset.epoch });
+    // The project room and the member's personal room.
+    expect(await node.metric('wsedge_room_resets_total', { reason: 'epoch' })).toBe(2);
+  });
+
+  it('answers 503 unavailable for a sequenced room while Redis is down, and publishes nothing', async () => {
+    const server = await startRedis();
+    const node = await startTestNode({ ...SEQUENCED, REDIS_URL: server.url, REDIS_PREFIX: uniquePrefix() });
+    await waitFor('broker up', () => brokerUp(node.internal));
+    await server.stop();
+    const res = await publish(node, 'task:down', 1);
+    expect(res).toEqual({ status: 503, body: { error: 'unavailable', reason: expect.any(String) } });
+  });
+});
