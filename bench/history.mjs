@@ -20,7 +20,7 @@ const config = loadConfig({ REDIS_URL: url, NODE_ID: 'bench', WS_HISTORY_SIZE: S
 const redis = createRedisClients(config.redis, 'bench');
 await new Promise((resolve) => redis.command.once('ready', resolve));
 await redis.command.flushall();
-const history = createRedisHistory({ redis, prefix: config.redis.prefix, nodeId: 'bench', history: config.history });
+const history = createRedisHistory({ command: redis.command, cluster: false, prefix: config.redis.prefix, nodeId: 'bench', history: config.history });
 const used = async () => Number(/used_memory:(\d+)/.exec(await redis.command.info('memory'))[1]);
 const data = { task_id: 123, project_id: 42, changes: { title: 'x'.repeat(100), status: 'in_progress' } };
 const event = (room) => encodeEvent('task.updated', room, data, 'Alice');

@@ -1,19 +1,20 @@
 /**
- * The server API for backends, on the internal port only: POST /api/v1/publish and
- * POST /api/v1/disconnect, with `Authorization: Bearer <PUBLISH_API_KEY>` compared in constant
- * time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they stream in, before any parsing.
+ * The server API for backends, on the internal port only: POST /api/v1/publish,
+ * POST /api/v1/disconnect and GET /api/v1/rooms/<room>/history, with `Authorization: Bearer
+ * <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they
+ * stream in, before any parsing.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, type ApiRefusalName } from './errors.js';
 import type { Events } from './events.js';
-import { headOf, type History } from './history.js';
-import { sendJson, sendRefusal } from './http.js';
+import { headOf, IDEMPOTENCY_KEY, readPage, type History } from './history.js';
+import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { MAX_CLOSE_REASON_BYTES } from './messages.js';
-import { encodeEvent, isPublishableType } from './protocol.js';
+import { encodeEvent, encodeHistory, isPublishableType } from './protocol.js';
 import { covers, isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -28,7 +29,7 @@ export interface ApiDeps {
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'disconnect';
+type Endpoint = 'publish' | 'disconnect' | 'history';
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
@@ -83,15 +84,24 @@ function parseObject(body: Buffer): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** One room's event: through the history when the room is sequenced, answered with its position. */
-function publishTo(deps: ApiDeps, room: string, envelope: string, answer: Answer): Answer | Promise<Answer> {
-  deps.metrics.published('api');
-  if (!covers(deps.config.history.rooms, room)) {
+/**
+ * One room's event: through the history when the room is sequenced, answered with its position
+ * (`duplicate: true` when its idempotency key was seen: nothing was published again).
+ */
+function publishTo(deps: ApiDeps, room: string, envelope: string, key: string | undefined, answer: Answer): Answer | Promise<Answer> {
+  const sequenced = covers(deps.config.history.rooms, room);
+  if (key !== undefined && !sequenced) throw badRequest('invalid_idempotency_key');
+  if (!sequenced) {
     deps.broker.publish(room, envelope);
+    deps.metrics.published('api');
     return answer;
   }
-  return deps.history.append(room, headOf(envelope)).then(
-    ({ epoch, offset }) => ({ ...answer, epoch, offset }),
+  return deps.history.append(room, headOf(envelope), key).then(
+    ({ epoch, offset, duplicate }) => {
+      if (duplicate) deps.metrics.duplicatePublish();
+      else deps.metrics.published('api');
+      return { ...answer, epoch, offset, ...(duplicate && { duplicate }) };
+    },
     () => {
       throw badRequest('history_unavailable');
     },
@@ -99,7 +109,7 @@ function publishTo(deps: ApiDeps, room: string, envelope: string, answer: Answer
 }
 
 function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
-  const { room, user_id: userId, connection_id: connectionId, type, data, sender } = body;
+  const { room, user_id: userId, connection_id: connectionId, type, data, sender, idempotency_key: key } = body;
   const targets = [room, userId, connectionId].filter((t) => t !== undefined);
   if (targets.length !== 1) throw badRequest('invalid_target');
   if (!isPublishableType(type)) throw badRequest('invalid_type');
@@ -107,15 +117,17 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise
     throw badRequest('invalid_sender', MAX_SENDER_LENGTH);
   }
   const from = (sender as string | null | undefined) ?? null;
+  if (key !== undefined && (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key))) throw badRequest('invalid_idempotency_key');
   if (room !== undefined) {
     if (!isValidRoom(room)) throw badRequest('invalid_room');
-    return publishTo(deps, room, encodeEvent(type, room, data ?? null, from), { status: 'published', room });
+    return publishTo(deps, room, encodeEvent(type, room, data ?? null, from), key, { status: 'published', room });
   }
   if (userId !== undefined) {
     if (!isValidId(userId)) throw badRequest('invalid_user_id');
     const target = userRoom(userId);
-    return publishTo(deps, target, encodeEvent(type, target, data ?? null, from), { status: 'published', user_id: userId });
+    return publishTo(deps, target, encodeEvent(type, target, data ?? null, from), key, { status: 'published', user_id: userId });
   }
+  if (key !== undefined) throw badRequest('invalid_idempotency_key');
   if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id');
   deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
   deps.metrics.published('api');
@@ -131,11 +143,60 @@ function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
   return { status: 'disconnecting', user_id: userId, code };
 }
 
-const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
+const HANDLERS: Record<Exclude<Endpoint, 'history'>, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
+
+/** The query of GET .../history: since_epoch with since_offset, limit, reverse; undefined when malformed. */
+function historyQuery(query: string, size: number): { since: { epoch: string; offset: number } | undefined; limit: number; reverse: boolean } | undefined {
+  const q = new URLSearchParams(query);
+  const epoch = q.get('since_epoch');
+  const offset = q.get('since_offset');
+  const limit = q.get('limit') ?? String(size);
+  const reverse = q.get('reverse') ?? 'false';
+  if ((epoch === null) !== (offset === null) || !/^\d{1,15}$/.test(offset ?? '0') || !/^\d{1,5}$/.test(limit) || !['true', 'false'].includes(reverse)) return undefined;
+  if (epoch !== null && !/^[A-Za-z0-9_-]{1,64}$/.test(epoch)) return undefined;
+  const n = Number(limit);
+  if (n < 1 || n > 10_000) return undefined;
+  return { since: epoch === null ? undefined : { epoch, offset: Number(offset) }, limit: Math.min(n, size), reverse: reverse === 'true' };
+}
+
+/** GET /api/v1/rooms/<room>/history: the room's position and kept events, for a backend that loads state. */
+function addHistoryRoute(app: TemplatedApp, deps: ApiDeps, expected: Buffer | undefined): void {
+  app.get('/api/v1/rooms/:room/history', (res: HttpResponse, req: HttpRequest) => {
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const fail = (name: ApiRefusalName): void => {
+      deps.metrics.apiRequest('history', API_REFUSALS[name].status);
+      if (!aborted) sendRefusal(res, API_REFUSALS[name]);
+    };
+    if (expected === undefined) return fail('api_disabled');
+    if (!authorized(req.getHeader('authorization'), expected)) return fail('unauthorized');
+    let room = '';
+    try {
+      room = decodeURIComponent(req.getParameter(0) ?? '');
+    } catch {
+      // a malformed escape: not a room
+    }
+    const query = historyQuery(req.getQuery() ?? '', deps.config.history.size);
+    if (!isValidRoom(room)) return fail('invalid_room');
+    if (!covers(deps.config.history.rooms, room)) return fail('no_history');
+    if (query === undefined) return fail('invalid_query');
+    readPage(deps.history, room, query.since, query.limit, query.reverse).then(
+      (page) => {
+        deps.metrics.apiRequest('history', 200);
+        const body = encodeHistory(room, page, page.entries.map((e) => e.payload), undefined);
+        if (!aborted) sendEncodedJson(res, '200 OK', body);
+      },
+      () => fail('history_unavailable'),
+    );
+  });
+}
 
 export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const key = deps.config.publishApiKey;
   const expected = key === undefined ? undefined : digest(key);
+  addHistoryRoute(app, deps, expected);
   for (const endpoint of ['publish', 'disconnect'] as const) {
     app.post(`/api/v1/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;

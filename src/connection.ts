@@ -161,6 +161,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.addressCounts.release(data.remoteAddress);
       // Never admitted: its slot is given back when the registry answers (admission.ts).
       if (data.kind === 'pending') return;
+      for (const room of ctx.streams.joinsOf(sws)) ctx.streams.cancel(sws, room);
       sessions.delete(sws);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));

@@ -83,6 +83,7 @@ export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boole
   too_many_rooms: { invalid: false },
   rate_limited: { invalid: false },
   unavailable: { invalid: false },
+  no_history: { invalid: false },
   internal_error: { invalid: false },
 };
 
@@ -106,6 +107,8 @@ const MESSAGE_ERRORS = {
   bad_rooms: { code: 'invalid_message', message: '"rooms" must be an array of {"room", "since"} objects' },
   duplicate_room: { code: 'invalid_message', message: '"rooms" names a room twice' },
   join_pending: { code: 'invalid_message', message: 'a join of this room is under way' },
+  bad_limit: { code: 'invalid_message', message: '"limit" must be an integer of 1 to {limit}' },
+  bad_reverse: { code: 'invalid_message', message: '"reverse" must be a boolean' },
   unknown_type: { code: 'unknown_type', message: 'unknown message type' },
   binary: { code: 'binary_not_supported', message: 'only JSON text frames are supported' },
   invalid_room: { code: 'invalid_room', message: 'room must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
@@ -116,6 +119,8 @@ const MESSAGE_ERRORS = {
   too_many_rooms: { code: 'too_many_rooms', message: 'at most {limit} rooms per connection' },
   rate_limited: { code: 'rate_limited', message: 'at most {limit} messages per second' },
   unavailable: { code: 'unavailable', message: 'room history is unreachable; try again' },
+  no_history: { code: 'no_history', message: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
+  history_not_joined: { code: 'not_joined', message: 'join the room before reading its history' },
   internal_error: { code: 'internal_error', message: 'internal error' },
 } as const satisfies Record<string, MessageError>;
 export type MessageErrorName = keyof typeof MESSAGE_ERRORS;
@@ -257,6 +262,9 @@ export const API_REFUSALS = {
   invalid_reason: { status: 400, error: 'invalid_reason', reason: '"reason" must be one line of at most {limit} bytes' },
   internal_error: { status: 500, error: 'internal_error', reason: 'internal error' },
   history_unavailable: { status: 503, error: 'unavailable', reason: 'the room is sequenced and its history is unreachable; retry' },
+  invalid_idempotency_key: { status: 400, error: 'invalid_idempotency_key', reason: '"idempotency_key" must be 1-128 printable ASCII characters without spaces, for a sequenced room' },
+  no_history: { status: 400, error: 'no_history', reason: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
+  invalid_query: { status: 400, error: 'invalid_query', reason: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;
 

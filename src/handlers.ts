@@ -10,7 +10,7 @@ import { connectionLog } from './log.js';
 import type { ClientMessage } from './messages.js';
 import { encodeEvent, encodeReply } from './protocol.js';
 import { canJoin, isValidRoom, userRoom } from './rooms.js';
-import { joinPlain, joinSequenced, resume, sendSequenced } from './sequenced.js';
+import { history, joinPlain, joinSequenced, resume, sendSequenced } from './sequenced.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
 const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, id }) => {
@@ -82,12 +82,19 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
     leave(ctx, ws, session, room);
     ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
   }
+  // Joins of sequenced rooms still waiting for their position end the same way.
+  for (const room of ctx.streams.joinsOf(ws)) {
+    if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess) || !ctx.streams.cancel(ws, room)) continue;
+    session.roomCount -= 1;
+    ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
+  }
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };
 
 const handlers: { [T in ClientMessage['type']]: Handler<T> } = {
   join_room: joinRoom,
   resume,
+  history,
   leave_room: leaveRoom,
   send_message: sendMessage,
   ping,

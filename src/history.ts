@@ -26,11 +26,21 @@ export interface HistoryEntry {
   readonly payload: Payload;
 }
 
-/** The stream's position now and the kept events after the offset asked for, oldest first. */
+/** The stream's position now and the kept events asked for. */
 export interface HistoryRead extends Position {
-  /** Consecutive offsets only where nothing was trimmed: the caller checks `entries[0].offset`. */
+  /** Oldest first from `read`, newest first from `readBack`; the caller checks the offsets (trimmed history has gaps at its start). */
   readonly entries: readonly HistoryEntry[];
 }
+
+/** The position an append got; `duplicate` when its idempotency key was seen within the window (nothing was published). */
+export interface Appended extends Position {
+  readonly duplicate: boolean;
+}
+
+/** How long a publish's idempotency key is remembered, per room. */
+export const IDEMPOTENCY_WINDOW_S = 300;
+/** Idempotency keys: 1-128 printable ASCII characters without spaces. */
+export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
 
 export interface History {
   /**
@@ -38,9 +48,21 @@ export interface History {
    * the room (this one included) as `deliverSequenced`. Rejects when the store cannot be reached:
    * a sequenced event is never delivered without a position.
    */
-  append(room: string, head: string): Promise<Position>;
-  /** The position and at most `limit` kept events with an offset above `after`. */
+  append(room: string, head: string, idempotencyKey?: string): Promise<Appended>;
+  /** The position and at most `limit` kept events with an offset above `after`, oldest first. */
   read(room: string, after: number, limit: number): Promise<HistoryRead>;
+  /** The position and at most `limit` kept events with an offset below `before` (0: from the newest), newest first. */
+  readBack(room: string, before: number, limit: number): Promise<HistoryRead>;
+}
+
+/**
+ * A page of a room's history as `history` requests and the internal API ask for it: after `since`
+ * oldest first, or (`reverse`) before it newest first, at most `limit`. A `since` of another epoch
+ * than the room's reads nothing: its offsets are unrelated.
+ */
+export async function readPage(history: History, room: string, since: Position | undefined, limit: number, reverse: boolean): Promise<HistoryRead> {
+  const got = reverse ? await history.readBack(room, since?.offset ?? 0, limit) : await history.read(room, since?.offset ?? 0, limit);
+  return since !== undefined && since.epoch !== got.epoch ? { epoch: got.epoch, offset: got.offset, entries: [] } : got;
 }
 
 /** The envelope head without its closing brace, for `append`. */

@@ -16,10 +16,15 @@ export interface HealthSource {
 }
 
 export function sendJson(res: HttpResponse, status: string, body: unknown, headers: Record<string, string> = {}, closeConnection = false): void {
+  sendEncodedJson(res, status, JSON.stringify(body), headers, closeConnection);
+}
+
+/** A JSON body encoded already (a history page holds stored event bytes as they are). */
+export function sendEncodedJson(res: HttpResponse, status: string, json: string, headers: Record<string, string> = {}, closeConnection = false): void {
   res.cork(() => {
     res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Cache-Control', 'no-store');
     for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
-    res.end(JSON.stringify(body), closeConnection);
+    res.end(json, closeConnection);
   });
 }
 

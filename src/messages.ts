@@ -37,6 +37,7 @@ export type ErrorCode =
   | 'too_many_rooms'
   | 'rate_limited'
   | 'unavailable'
+  | 'no_history'
   | 'internal_error';
 
 /** A position in a sequenced room's stream: the last event a client has. */
@@ -49,6 +50,8 @@ export interface StreamPosition {
 export const MAX_EPOCH_LENGTH = 64;
 /** A `resume` names at most this many rooms before WS_MAX_ROOMS_PER_CONNECTION is even looked at. */
 export const MAX_RESUME_ROOMS = 10_000;
+/** `limit` of a `history` request: 1 to this (WS_HISTORY_SIZE's bound); more than the room keeps is no error. */
+export const MAX_HISTORY_LIMIT = 10_000;
 
 /** One room of a `resume`: joined again, recovering from `since` when given. */
 export interface ResumeRoom {
@@ -60,6 +63,16 @@ export interface ResumeRoom {
 export type ClientMessage =
   | { readonly type: 'join_room'; readonly room: string; readonly since: StreamPosition | undefined; readonly id: string | undefined }
   | { readonly type: 'resume'; readonly rooms: readonly ResumeRoom[]; readonly id: string | undefined }
+  | {
+      readonly type: 'history';
+      readonly room: string;
+      /** Oldest first: the events after it; `reverse`: the events before it, newest first. */
+      readonly since: StreamPosition | undefined;
+      /** Undefined: as many as are kept. */
+      readonly limit: number | undefined;
+      readonly reverse: boolean;
+      readonly id: string | undefined;
+    }
   | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
   | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
   | { readonly type: 'ping'; readonly id: string | undefined }
@@ -68,7 +81,7 @@ export type ClientMessage =
 export type ClientMessageType = ClientMessage['type'];
 
 /** Every member of the union once: the compiler refuses a missing or an extra type. */
-const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, resume: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
+const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, resume: true, history: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
 export const CLIENT_MESSAGE_TYPES = Object.keys(CLIENT_TYPES) as readonly ClientMessageType[];
 
 // Server -> client.
@@ -114,6 +127,8 @@ export type Connected = Reply<'connected'> & { readonly data: ConnectedData };
 export type RoomJoined = Reply<'room_joined'> & { readonly room: string; readonly epoch?: string; readonly offset?: number; readonly recovered?: boolean };
 /** Sent to a sequenced room's members when the stream lost events: reload the room, then go on from this position. */
 export type RoomReset = Reply<'room_reset'> & { readonly room: string; readonly epoch: string; readonly offset: number };
+/** The answer to `history`: the room's position now and the kept events asked for, as they were delivered. */
+export type RoomHistory = Reply<'room_history'> & { readonly room: string; readonly epoch: string; readonly offset: number; readonly data: { readonly events: readonly Envelope[] } };
 /** After every room of a `resume` was answered (`room_joined` or `error`, each naming its room). */
 export type Resumed = Reply<'resumed'> & { readonly data: { readonly rooms: number } };
 /** `reason: "access_revoked"` when a refreshed token no longer grants the room. */
@@ -128,7 +143,7 @@ export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly dat
 export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
 
 /** Replies to one connection. */
-export type ServerReply = Connected | RoomJoined | RoomReset | Resumed | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
+export type ServerReply = Connected | RoomJoined | RoomReset | Resumed | RoomHistory | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
 export type ServerReplyType = ServerReply['type'];
 
 /** Everything a client receives: a reply, or an event (membership, `message.new`, domain events from backends). */
@@ -142,6 +157,7 @@ const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type']]:
   room_joined: true,
   room_reset: true,
   resumed: true,
+  room_history: true,
   room_left: true,
   user_joined: true,
   user_left: true,

@@ -195,12 +195,12 @@ function brokerMetrics(registers: Registers) {
 function apiMetrics(registers: Registers) {
   const apiRequests = new Counter({
     name: 'wsedge_api_requests_total',
-    help: 'Internal API requests (publish, disconnect) by endpoint and HTTP status.',
+    help: 'Internal API requests (publish, disconnect, history) by endpoint and HTTP status.',
     labelNames: ['endpoint', 'status'],
     registers,
   });
   return {
-    apiRequest(endpoint: 'publish' | 'disconnect', status: number) {
+    apiRequest(endpoint: 'publish' | 'disconnect' | 'history', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
   };
@@ -223,6 +223,11 @@ function historyMetrics(registers: Registers) {
     registers,
   });
   const duplicates = new Counter({ name: 'wsedge_duplicate_events_total', help: 'Sequenced events dropped because their offset was delivered already.', registers });
+  const duplicatePublishes = new Counter({
+    name: 'wsedge_duplicate_publishes_total',
+    help: 'Publishes whose idempotency key was seen within its window: answered with the first position, not published again.',
+    registers,
+  });
   const byOutcome = { recovered: recoveries.labels('recovered'), reset: recoveries.labels('reset') };
   const byReason = { epoch: resets.labels('epoch'), gap: resets.labels('gap') };
   return {
@@ -238,6 +243,9 @@ function historyMetrics(registers: Registers) {
     },
     duplicateEvent() {
       duplicates.inc();
+    },
+    duplicatePublish() {
+      duplicatePublishes.inc();
     },
   };
 }

@@ -2,12 +2,14 @@
  * The wire protocol: parse and validate an inbound frame once, encode outbound envelopes once.
  * docs/WEBSOCKET_API.md is the prose form of this module.
  */
+import type { Payload } from './broker.js';
 import { messageError, type MessageError, type MessageErrorName } from './errors.js';
 import {
   MAX_DATA_DEPTH,
   MAX_DATA_VALUES,
   MAX_EPOCH_LENGTH,
   MAX_EVENT_TYPE_LENGTH,
+  MAX_HISTORY_LIMIT,
   MAX_ID_LENGTH,
   MAX_RESUME_ROOMS,
   MAX_TOKEN_LENGTH,
@@ -66,6 +68,19 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
       const rooms = parseResumeRooms(msg['rooms']);
       if (typeof rooms === 'string') return fail(rooms, id, type);
       return { type, rooms, id };
+    }
+    case 'history': {
+      const room = msg['room'];
+      if (typeof room !== 'string') return fail('bad_room', id, type);
+      const since = parseSince(msg['since']);
+      if (since === null) return fail('bad_since', id, type);
+      const limit = msg['limit'];
+      if (limit !== undefined && (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT)) {
+        return fail('bad_limit', id, type, MAX_HISTORY_LIMIT);
+      }
+      const reverse = msg['reverse'] ?? false;
+      if (typeof reverse !== 'boolean') return fail('bad_reverse', id, type);
+      return { type, room, since, limit, reverse, id };
     }
     case 'leave_room': {
       const room = msg['room'];
@@ -164,6 +179,16 @@ export function encodeEvent(type: string, room: string | null, data: unknown, se
 /** A direct reply to one socket; `id` echoes the client's request id when it sent one. */
 export function encodeReply(type: string, fields: Record<string, unknown>, id: string | undefined): string {
   return JSON.stringify(id === undefined ? { type, ...fields, timestamp: timestamp() } : { type, id, ...fields, timestamp: timestamp() });
+}
+
+/**
+ * The answer to `history`: the kept events' bytes put in as they are stored (no parse, no
+ * re-encoding), newest first when the request said `reverse`.
+ */
+export function encodeHistory(room: string, position: { epoch: string; offset: number }, payloads: readonly Payload[], id: string | undefined): string {
+  const fields = { type: 'room_history', ...(id !== undefined && { id }), room, epoch: position.epoch, offset: position.offset };
+  const events = payloads.map((p) => (typeof p === 'string' ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength).toString('utf8'))).join(',');
+  return `${JSON.stringify(fields).slice(0, -1)},"data":{"events":[${events}]},"timestamp":"${timestamp()}"}`;
 }
 
 /** `room` names the room of a `resume` the error is about. */

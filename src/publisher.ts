@@ -1,29 +1,44 @@
 /**
  * `ws-edge/publisher`: publish events from a Node backend that runs no edge node, straight into
  * the Redis the nodes share. Same helpers as inside a node; every call resolves once Redis has
- * accepted the event (at-most-once delivery, as from a node) and rejects when it could not.
+ * accepted the event and rejects when it could not. Rooms named in `historyRooms` (give the nodes'
+ * WS_HISTORY_ROOMS, WS_HISTORY_SIZE and WS_HISTORY_TTL) are sequenced: their events go through the
+ * room's history and the call resolves with their positions; other rooms are at most once.
  *
- *   const publisher = createPublisher({ redisUrl: 'redis://redis:6379' });
- *   await publisher.taskCreated({ projectId: 7, taskId: 42, task: { title: 'Ship it' }, by: 'alice' });
+ *   const publisher = createPublisher({ redisUrl: 'redis://redis:6379', historyRooms: 'project:*,task:*' });
+ *   const { positions } = await publisher.taskCreated({ projectId: 7, taskId: 42, task: { title: 'Ship it' }, by: 'alice' });
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
 import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
+import { loadConfig } from './config.js';
 import { createEventsWith, type Events } from './events.js';
+import { headOf, type Position } from './history.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection } from './redis/connections.js';
+import { createRedisHistory } from './redis/history.js';
 import { channelsOf, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
-import { isValidId } from './rooms.js';
+import { covers, isValidId } from './rooms.js';
 
 export type { Events, TaskRef, Id } from './events.js';
+export type { Position } from './history.js';
 
 export interface PublisherOptions {
   readonly redisUrl: string;
   /** The nodes' REDIS_PREFIX (default `wsedge:`). */
   readonly prefix?: string;
+  /** The nodes' WS_HISTORY_ROOMS (default: none), WS_HISTORY_SIZE and WS_HISTORY_TTL: the same syntax and defaults. */
+  readonly historyRooms?: string;
+  readonly historySize?: number;
+  readonly historyTtl?: number;
 }
 
-export interface Publisher extends Events<Promise<void>> {
+/** What a publish resolves with: the position of each sequenced room's event (none for plain rooms). */
+export interface Published {
+  readonly positions: { readonly [room: string]: Position };
+}
+
+export interface Publisher extends Events<Promise<Published>> {
   /** Sends to one connection, wherever it lives. */
   sendToConnection(connectionId: string, type: string, data: unknown, sender?: string | null): Promise<void>;
   /** Closes every connection of the user on every node (default 4403). */
@@ -36,7 +51,15 @@ export function createPublisher(options: PublisherOptions): Publisher {
   // A publisher is an origin like a node: nodes deliver its events and never mistake them for an echo.
   const origin = `pub-${randomBytes(4).toString('hex')}`;
   const channels = channelsOf(prefix, origin);
+  // The nodes' own parser, so the history settings mean what they mean there (throws a ConfigError).
+  const history = loadConfig({
+    REDIS_URL: options.redisUrl,
+    WS_HISTORY_ROOMS: options.historyRooms,
+    WS_HISTORY_SIZE: options.historySize?.toString(),
+    WS_HISTORY_TTL: options.historyTtl?.toString(),
+  }).history;
   const redis = publisherConnection(options.redisUrl, `${prefix}${origin}`);
+  const rooms = createRedisHistory({ command: redis, cluster: false, prefix, nodeId: origin, history });
   redis.on('error', () => {});
   // Settles with the first connection attempt: a failed one rejects at once, so nothing waits to
   // be sent late.
@@ -53,15 +76,26 @@ export function createPublisher(options: PublisherOptions): Publisher {
     redis.once('close', onClose);
   });
   firstConnect.catch(() => {});
-  const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
-    // Calls made while the first connection is being set up wait for that attempt only; later
-    // calls fail at once while Redis is away. Nothing is queued to be sent late.
+  // Calls made while the first connection is being set up wait for that attempt only; later
+  // calls fail at once while Redis is away. Nothing is queued to be sent late.
+  const connected = async (): Promise<void> => {
     if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
+  };
+  const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
+    await connected();
     await redis.publish(channel, encodeFrame(origin, kind, target, payload));
   };
-  const events = createEventsWith<Promise<void>>(
-    (room, payload) => send(channels.room(room), 'r', room, payload),
-    (both) => Promise.all(both).then(() => {}),
+  const toRoom = async (room: string, payload: string): Promise<Published> => {
+    if (!covers(history.rooms, room)) {
+      await send(channels.room(room), 'r', room, payload);
+      return { positions: {} };
+    }
+    await connected();
+    const { epoch, offset } = await rooms.append(room, headOf(payload));
+    return { positions: { [room]: { epoch, offset } } };
+  };
+  const events = createEventsWith<Promise<Published>>(toRoom, (both) =>
+    Promise.all(both).then(([a, b]) => ({ positions: { ...a.positions, ...b.positions } })),
   );
 
   return {

@@ -5,10 +5,10 @@
  */
 import { messageError } from './errors.js';
 import { announceMembership, isSequenced, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
-import { headOf } from './history.js';
+import { headOf, readPage } from './history.js';
 import type { StreamPosition } from './messages.js';
-import { encodeReply } from './protocol.js';
-import { userRoom } from './rooms.js';
+import { encodeHistory, encodeReply } from './protocol.js';
+import { isValidRoom, userRoom } from './rooms.js';
 import type { Session, SessionSocket } from './session.js';
 
 /** The personal room's automatic join is tried again this long after its history could not be read. */
@@ -53,6 +53,12 @@ export function joinSequenced(
     if (!personal) session.roomCount -= 1;
   }
   const rejoin = ws.isSubscribed(room);
+  const position = rejoin && since === undefined ? ctx.streams.position(room) : undefined;
+  // A member without a position to recover from: nothing changes, as for a plain room.
+  if (position !== undefined) {
+    ctx.delivery.send(ws, encodeReply('room_joined', { room, ...position }, id));
+    return done(true);
+  }
   const counted = !personal && !rejoin;
   if (counted && session.roomCount >= ctx.config.maxRoomsPerConnection) {
     sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id, about);
@@ -66,16 +72,20 @@ export function joinSequenced(
       if (counted) announceMembership(ctx, session, room, 'user_joined');
     },
     done: (outcome) => {
-      if (session.closed) return done(false);
+      // Cancelled: whoever cancelled (leave_room, a refresh, a close, a takeover) has counted and answered.
+      if (session.closed || outcome.kind === 'cancelled') return done(false);
       if (outcome.kind === 'unavailable') {
-        // A rejoin has left the topic already: the room is gone either way.
-        if (!personal) session.roomCount -= 1;
-        sendError(ctx, ws, messageError('unavailable'), id, about);
+        sendError(ctx, ws, messageError('unavailable'), id, about ?? (personal ? room : undefined));
+        if (personal) retryPersonal(ctx, ws, session);
+        else {
+          session.roomCount -= 1;
+          // A rejoin has left the topic already: the room is gone, and the others are told.
+          if (rejoin) announceMembership(ctx, session, room, 'user_left');
+        }
         return done(false);
       }
-      const { epoch, offset } = outcome.position;
       const recovered = outcome.recovered === undefined ? {} : { recovered: outcome.recovered };
-      ctx.delivery.send(ws, encodeReply('room_joined', { room, epoch, offset, ...recovered }, id));
+      ctx.delivery.send(ws, encodeReply('room_joined', { room, ...outcome.position, ...recovered }, id));
       done(true);
     },
   });
@@ -83,13 +93,15 @@ export function joinSequenced(
 
 /** The personal room of a new connection, when sequenced: its `room_joined` (no id) carries the position to resume from. */
 export function joinPersonal(ctx: HandlerContext, ws: SessionSocket, session: Session): void {
+  joinSequenced(ctx, ws, session, userRoom(session.userId), undefined, undefined, () => {});
+}
+
+/** The personal room could not be joined (its history unreachable): tried again until it is, or the socket closes. */
+function retryPersonal(ctx: HandlerContext, ws: SessionSocket, session: Session): void {
   const room = userRoom(session.userId);
-  joinSequenced(ctx, ws, session, room, undefined, undefined, (joined) => {
-    if (joined || session.closed) return;
-    setTimeout(() => {
-      if (!session.closed && !ws.isSubscribed(room) && !ctx.streams.isJoining(ws, room)) joinPersonal(ctx, ws, session);
-    }, PERSONAL_RETRY_MS).unref();
-  });
+  setTimeout(() => {
+    if (!session.closed && !ws.isSubscribed(room) && !ctx.streams.isJoining(ws, room)) joinPersonal(ctx, ws, session);
+  }, PERSONAL_RETRY_MS).unref();
 }
 
 /** send_message to a sequenced room: `message_sent` carries the position, after the event reached this node's members. */
@@ -115,7 +127,8 @@ export function sendSequenced(ctx: HandlerContext, ws: SessionSocket, session: S
  */
 export const resume: Handler<'resume'> = (ctx, ws, session, { rooms, id }) => {
   // The personal room may be named on top of WS_MAX_ROOMS_PER_CONNECTION.
-  if (rooms.length > ctx.config.maxRoomsPerConnection + 1) {
+  const personal = userRoom(session.userId);
+  if (rooms.filter((r) => r.room !== personal).length > ctx.config.maxRoomsPerConnection) {
     return sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id);
   }
   let pending = rooms.length + 1;
@@ -136,4 +149,20 @@ export const resume: Handler<'resume'> = (ctx, ws, session, { rooms, id }) => {
     }
   }
   settled();
+};
+
+/** `history`: a joined sequenced room's kept events, as they were delivered; at most WS_HISTORY_SIZE. */
+export const history: Handler<'history'> = (ctx, ws, session, { room, since, limit, reverse, id }) => {
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
+  if (!isSequenced(ctx, room)) return sendError(ctx, ws, messageError('no_history'), id);
+  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('history_not_joined'), id);
+  const size = ctx.config.history.size;
+  readPage(ctx.history, room, since, Math.min(limit ?? size, size), reverse).then(
+    (page) => {
+      if (!session.closed) ctx.delivery.send(ws, encodeHistory(room, page, page.entries.map((e) => e.payload), id));
+    },
+    () => {
+      if (!session.closed) sendError(ctx, ws, messageError('unavailable'), id);
+    },
+  );
 };

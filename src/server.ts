@@ -129,7 +129,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
   const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
   const history: History =
-    redis === undefined ? createMemoryHistory(config.history, sequenced) : createRedisHistory({ redis, prefix: config.redis!.prefix, nodeId: config.nodeId, history: config.history });
+    redis === undefined ? createMemoryHistory(config.history, sequenced) : createRedisHistory({ command: redis.command, cluster: redis.mode === 'cluster', prefix: config.redis!.prefix, nodeId: config.nodeId, history: config.history });
   const streams = createStreams({ history, broker, delivery, metrics, log, members: (room) => app.numSubscribers(room), recoverMax: config.history.recoverMax });
   const slots = connectionSlots(config, localSlots, redis, sessions, log);
   const events = createEvents(serverPublisher(config, broker, history, metrics), () => metrics.published('server'));

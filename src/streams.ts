@@ -1,14 +1,15 @@
 /**
  * The node's side of sequenced rooms. For each such room with local members (or joins under way)
  * it keeps the position delivered so far and hands events to the uWS topic in offset order, each
- * once: duplicates are dropped, and a gap (a lost pub/sub message, a resubscribe after an outage,
- * a new epoch) holds delivery back while history fills it. When history cannot, the members get
- * `room_reset` with the new position and reload that room's state.
+ * once: duplicates are dropped, and a gap (a lost pub/sub message, a resubscribe after an outage)
+ * holds delivery back while history fills it. When history cannot, or the stream has a new epoch,
+ * the members get `room_reset` with the new position and reload that room's state.
  *
  * A join waits until the room's position is known (the channel is subscribed and confirmed first,
  * then history is read: nothing published in between is missed). A join with `since` is then sent
  * the missed events from history and those delivered while it read them, merged by offset, before
- * the socket joins the topic: never a gap, never a duplicate, never a partial recovery.
+ * the socket joins the topic: never a gap, never a duplicate, never a partial recovery. A join that
+ * gets no position within JOIN_TIMEOUT_MS (Redis or the link down) is answered `unavailable`.
  */
 import type { Broker, Payload } from './broker.js';
 import type { Delivery } from './delivery.js';
@@ -18,14 +19,18 @@ import type { Metrics } from './metrics.js';
 import { encodeReply } from './protocol.js';
 import type { SessionSocket } from './session.js';
 
-/** Events held per room while its position is read or a gap repaired; past this the rest is dropped and read again. */
-const MAX_HELD = 10_000;
+/** Bytes of events held per room while its position is read or a gap repaired; past this the rest is dropped and read again. */
+const MAX_HELD_BYTES = 16 * 1024 * 1024;
 /** A failed history read of a live room is tried again after this long (a resubscribe also retries). */
 const RETRY_MS = 1000;
+/** A join still without the room's position after this long is answered `unavailable`. */
+export const JOIN_TIMEOUT_MS = 5000;
 
 export type JoinOutcome =
   | { readonly kind: 'joined'; readonly position: Position; readonly recovered: boolean | undefined }
-  | { readonly kind: 'unavailable' };
+  | { readonly kind: 'unavailable' }
+  /** A leave_room, a revoked grant, a close, or another join of the room by the same socket took it over. */
+  | { readonly kind: 'cancelled' };
 
 /** A socket to join to a sequenced room. */
 export interface JoinRequest {
@@ -40,6 +45,7 @@ export interface JoinRequest {
 interface Join extends JoinRequest {
   /** Events delivered to the room while this join reads its history; undefined until then. */
   caught: HistoryEntry[] | undefined;
+  timer: NodeJS.Timeout | undefined;
 }
 
 interface Held {
@@ -53,6 +59,7 @@ interface RoomStream {
   epoch: string | undefined;
   offset: number;
   held: Held[];
+  heldBytes: number;
   /** Held events were dropped: read again once the current read is done. */
   overflowed: boolean;
   reading: boolean;
@@ -82,17 +89,22 @@ export interface Streams {
   subscribed(room: string): void;
   /**
    * Joins the socket to `room` once the position is known, recovering from `since` when given. A
-   * socket that is a member already leaves the topic first (a rejoin: no leave is announced).
+   * member that rejoins with `since` leaves the topic first (no leave is announced) and is sent
+   * everything after `since` again, in order.
    */
   join(room: string, request: JoinRequest): void;
   /** Whether `ws` has a join of `room` under way (its unsubscribe before a rejoin is no leave). */
   isJoining(ws: SessionSocket, room: string): boolean;
-  /** Drops a join under way; true when there was one. */
+  /** Rooms `ws` has joins under way for. */
+  joinsOf(ws: SessionSocket): string[];
+  /** Drops a join under way (answered `cancelled`); true when there was one. */
   cancel(ws: SessionSocket, room: string): boolean;
   /** The room's last local member left (`members`: how many remain): forgets the room unless joins are under way. */
   release(room: string, members?: number): void;
   /** Runs `fn` once the event at `position` was delivered on this node (or can no longer be). */
   afterDelivered(room: string, position: Position, fn: () => void): void;
+  /** The position delivered so far; undefined while unknown. */
+  position(room: string): Position | undefined;
 }
 
 /** Whether `entries` are exactly the `count` events after offset `after`. */
@@ -100,16 +112,22 @@ function consecutive(entries: readonly HistoryEntry[], after: number, count: num
   return entries.length === count && entries.every((entry, i) => entry.offset === after + 1 + i);
 }
 
+const sizeOf = (payload: Payload): number => (typeof payload === 'string' ? payload.length : payload.byteLength);
+
 /** The module's state: what every step below works on. */
 interface Core {
   readonly deps: StreamsDeps;
   readonly rooms: Map<string, RoomStream>;
+  /** Rooms with joins under way, so a socket's joins are found without walking every room. */
+  readonly joining: Set<string>;
 }
 
-function settleWaiters(stream: RoomStream, all: boolean): void {
+/** Runs the waiters whose event was delivered, and (`stale`) those of an epoch the stream left. */
+function settleWaiters(stream: RoomStream, stale: boolean): void {
   for (let i = stream.waiters.length - 1; i >= 0; i--) {
     const { position, fn } = stream.waiters[i]!;
-    if (!all && position.epoch === stream.epoch && position.offset > stream.offset) continue;
+    const delivered = position.epoch === stream.epoch && position.offset <= stream.offset;
+    if (!delivered && !(stale && position.epoch !== stream.epoch)) continue;
     stream.waiters.splice(i, 1);
     fn();
   }
@@ -123,8 +141,13 @@ function publish(core: Core, room: string, stream: RoomStream, offset: number, p
 }
 
 function hold(stream: RoomStream, event: Held): void {
-  if (stream.held.length < MAX_HELD) stream.held.push(event);
-  else stream.overflowed = true;
+  const size = sizeOf(event.payload);
+  if (stream.heldBytes + size > MAX_HELD_BYTES) {
+    stream.overflowed = true;
+    return;
+  }
+  stream.held.push(event);
+  stream.heldBytes += size;
 }
 
 /** Delivers the next event in order, drops a duplicate, or holds it and reads history to fill the gap. */
@@ -137,32 +160,42 @@ function accept(core: Core, room: string, stream: RoomStream, event: Held): void
   read(core, room, stream);
 }
 
-function reset(core: Core, room: string, stream: RoomStream, to: HistoryRead, reason: 'epoch' | 'gap'): void {
-  stream.epoch = to.epoch;
-  stream.offset = to.offset;
+/** The members reload the room; events after `offset` of `epoch` follow. */
+function reset(core: Core, room: string, stream: RoomStream, epoch: string, offset: number, reason: 'epoch' | 'gap'): void {
+  stream.epoch = epoch;
+  stream.offset = offset;
   core.deps.metrics.roomReset(reason);
-  core.deps.log.info({ event: 'room_reset', room, reason, epoch: to.epoch, offset: to.offset }, 'room stream reset');
-  core.deps.delivery.publish(room, encodeReply('room_reset', { room, epoch: to.epoch, offset: to.offset }, undefined));
+  core.deps.log.info({ event: 'room_reset', room, reason, epoch, offset }, 'room stream reset');
+  core.deps.delivery.publish(room, encodeReply('room_reset', { room, epoch, offset }, undefined));
   settleWaiters(stream, true);
 }
 
-/** Applies a read: the first position silently, the missing events in order, or a reset; then what was held. */
-function applyRead(core: Core, room: string, stream: RoomStream, got: HistoryRead): void {
+/**
+ * Applies a read: the first position silently, the missing events in order, or a reset. A new
+ * epoch resets to its start (offset 0), so its first events are still delivered: from what is
+ * held, or from history once the next gap is seen. Events held before the read was sent and of
+ * another epoch than the read's are stale (the read is newer than them) and dropped.
+ */
+function applyRead(core: Core, room: string, stream: RoomStream, got: HistoryRead, heldBefore: number): void {
   if (stream.epoch === undefined) {
     stream.epoch = got.epoch;
     stream.offset = got.offset;
-  } else if (got.epoch === stream.epoch && got.offset >= stream.offset && consecutive(got.entries, stream.offset, got.offset - stream.offset)) {
+  } else if (got.epoch !== stream.epoch) {
+    reset(core, room, stream, got.epoch, 0, 'epoch');
+  } else if (got.offset >= stream.offset && consecutive(got.entries, stream.offset, got.offset - stream.offset)) {
     if (got.entries.length > 0) core.deps.metrics.gapRepaired();
     for (const entry of got.entries) publish(core, room, stream, entry.offset, entry.payload);
   } else {
-    reset(core, room, stream, got, got.epoch === stream.epoch ? 'gap' : 'epoch');
+    reset(core, room, stream, got.epoch, got.offset, 'gap');
   }
   const held = stream.held;
   stream.held = [];
-  for (const event of held) {
+  stream.heldBytes = 0;
+  held.forEach((event, i) => {
+    if (i < heldBefore && event.epoch !== got.epoch) return;
     if (stream.reading) hold(stream, event);
     else accept(core, room, stream, event);
-  }
+  });
 }
 
 /** Reads the room's position (and what this node missed) from history; one read at a time. */
@@ -172,11 +205,12 @@ function read(core: Core, room: string, stream: RoomStream): void {
   stream.again = false;
   stream.overflowed = false;
   const known = stream.epoch !== undefined;
+  const heldBefore = stream.held.length;
   core.deps.history.read(room, known ? stream.offset : 0, known ? core.deps.recoverMax : 0).then(
     (got) => {
       stream.reading = false;
       if (core.rooms.get(room) !== stream) return;
-      applyRead(core, room, stream, got);
+      applyRead(core, room, stream, got, heldBefore);
       if (stream.again || stream.overflowed) return read(core, room, stream);
       if (!stream.reading) startJoins(core, room, stream);
     },
@@ -184,7 +218,6 @@ function read(core: Core, room: string, stream: RoomStream): void {
       stream.reading = false;
       if (core.rooms.get(room) !== stream) return;
       core.deps.log.warn({ err, room }, 'history read failed');
-      if (stream.epoch === undefined) failJoins(core, room, stream);
       stream.retry ??= setTimeout(() => {
         stream.retry = undefined;
         if (core.rooms.get(room) === stream) read(core, room, stream);
@@ -193,16 +226,26 @@ function read(core: Core, room: string, stream: RoomStream): void {
   );
 }
 
-function failJoins(core: Core, room: string, stream: RoomStream): void {
-  for (const join of stream.joins.splice(0)) join.done({ kind: 'unavailable' });
+/** Takes a join out of its room (its timer too); false when it was not there any more. */
+function remove(core: Core, room: string, stream: RoomStream, join: Join): boolean {
+  const at = stream.joins.indexOf(join);
+  if (at < 0) return false;
+  stream.joins.splice(at, 1);
+  if (join.timer) clearTimeout(join.timer);
+  if (stream.joins.length === 0) core.joining.delete(room);
+  return true;
+}
+
+/** Ends a join without joining: `unavailable` or `cancelled`. */
+function drop(core: Core, room: string, stream: RoomStream, join: Join, kind: 'unavailable' | 'cancelled'): void {
+  if (!remove(core, room, stream, join)) return;
+  join.done({ kind });
   release(core, room);
 }
 
 /** Subscribes the socket and answers: everything up to the room's position has reached it. */
 function finish(core: Core, room: string, stream: RoomStream, join: Join, recovered: boolean | undefined, replayed = 0): void {
-  const at = stream.joins.indexOf(join);
-  if (at < 0) return; // cancelled
-  stream.joins.splice(at, 1);
+  if (!remove(core, room, stream, join)) return;
   if (join.ws.getUserData().closed) return release(core, room);
   if (recovered !== undefined) core.deps.metrics.recovery(recovered ? 'recovered' : 'reset', replayed);
   join.entering();
@@ -229,21 +272,17 @@ function startJoin(core: Core, room: string, stream: RoomStream, join: Join): vo
       if (got.epoch !== since.epoch || stream.epoch !== since.epoch || !consecutive(got.entries, since.offset, missed)) {
         return finish(core, room, stream, join, false);
       }
-      // History up to the position at the start, then what was delivered since, each offset once.
-      let last = since.offset;
-      for (const entry of [...got.entries, ...caught]) {
-        if (entry.offset !== last + 1) continue;
-        core.deps.delivery.send(join.ws, entry.payload);
-        last = entry.offset;
-      }
+      // History up to the position at the start, then what was delivered since, each offset once;
+      // all of it up to the room's position now, or nothing (a reset meanwhile skipped offsets).
+      const merged: HistoryEntry[] = [];
+      for (const entry of [...got.entries, ...caught]) if (entry.offset === since.offset + merged.length + 1) merged.push(entry);
+      if (since.offset + merged.length !== stream.offset) return finish(core, room, stream, join, false);
+      for (const entry of merged) core.deps.delivery.send(join.ws, entry.payload);
       finish(core, room, stream, join, true, missed);
     },
     () => {
       join.caught = undefined;
-      const at = stream.joins.indexOf(join);
-      if (at >= 0) stream.joins.splice(at, 1);
-      join.done({ kind: 'unavailable' });
-      release(core, room);
+      drop(core, room, stream, join, 'unavailable');
     },
   );
 }
@@ -257,17 +296,34 @@ function release(core: Core, room: string, members = core.deps.members(room)): v
   if (stream === undefined || stream.joins.length > 0 || members > 0) return;
   core.rooms.delete(room);
   if (stream.retry) clearTimeout(stream.retry);
+  stream.epoch = undefined;
   settleWaiters(stream, true);
   core.deps.broker.unsubscribe(room);
 }
 
 function newStream(): RoomStream {
-  return { epoch: undefined, offset: 0, held: [], overflowed: false, reading: false, again: false, retry: undefined, joins: [], waiters: [] };
+  return { epoch: undefined, offset: 0, held: [], heldBytes: 0, overflowed: false, reading: false, again: false, retry: undefined, joins: [], waiters: [] };
+}
+
+/** Adds a join; one without the room's position by JOIN_TIMEOUT_MS is answered `unavailable`. */
+function addJoin(core: Core, room: string, stream: RoomStream, request: JoinRequest): Join {
+  const join: Join = { ...request, caught: undefined, timer: undefined };
+  join.timer = setTimeout(() => {
+    if (join.caught === undefined) drop(core, room, stream, join, 'unavailable');
+  }, JOIN_TIMEOUT_MS).unref();
+  stream.joins.push(join);
+  core.joining.add(room);
+  return join;
 }
 
 export function createStreams(deps: StreamsDeps): Streams {
-  const core: Core = { deps, rooms: new Map() };
-  const { rooms } = core;
+  const core: Core = { deps, rooms: new Map(), joining: new Set() };
+  const { rooms, joining } = core;
+  const joinOf = (ws: SessionSocket, room: string): { stream: RoomStream; join: Join } | undefined => {
+    const stream = rooms.get(room);
+    const join = stream?.joins.find((j) => j.ws === ws);
+    return stream === undefined || join === undefined ? undefined : { stream, join };
+  };
   return {
     deliver(room, epoch, offset, payload) {
       const stream = rooms.get(room);
@@ -282,14 +338,13 @@ export function createStreams(deps: StreamsDeps): Streams {
       else read(core, room, stream);
     },
     join(room, request) {
-      const join: Join = { ...request, caught: undefined };
       let stream = rooms.get(room);
       if (stream === undefined) {
         stream = newStream();
         rooms.set(room, stream);
         deps.broker.subscribe(room);
       }
-      stream.joins.push(join);
+      const join = addJoin(core, room, stream, request);
       if (join.ws.isSubscribed(room)) {
         // Everything published so far reaches it; from here on it is caught up from history.
         deps.delivery.flush();
@@ -297,20 +352,23 @@ export function createStreams(deps: StreamsDeps): Streams {
       }
       if (stream.epoch !== undefined && !stream.reading) startJoin(core, room, stream, join);
     },
-    isJoining: (ws, room) => rooms.get(room)?.joins.some((j) => j.ws === ws) ?? false,
+    isJoining: (ws, room) => joinOf(ws, room) !== undefined,
+    joinsOf: (ws) => [...joining].filter((room) => joinOf(ws, room) !== undefined),
     cancel(ws, room) {
-      const stream = rooms.get(room);
-      const at = stream?.joins.findIndex((j) => j.ws === ws) ?? -1;
-      if (stream === undefined || at < 0) return false;
-      stream.joins.splice(at, 1);
-      release(core, room);
+      const found = joinOf(ws, room);
+      if (found === undefined) return false;
+      drop(core, room, found.stream, found.join, 'cancelled');
       return true;
     },
     release: (room, members) => release(core, room, members),
     afterDelivered(room, position, fn) {
       const stream = rooms.get(room);
-      if (stream === undefined || stream.epoch !== position.epoch || stream.offset >= position.offset) return fn();
+      if (stream === undefined || (stream.epoch === position.epoch && stream.offset >= position.offset)) return fn();
       stream.waiters.push({ position, fn });
+    },
+    position(room) {
+      const stream = rooms.get(room);
+      return stream?.epoch === undefined ? undefined : { epoch: stream.epoch, offset: stream.offset };
     },
   };
 }

@@ -173,8 +173,9 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       }
       const channel = channels.room(room);
       if (!subscriptions.wants(channel)) subscriptions.want(channel);
-      // Still subscribed (lingering, or wanted already): confirmed as it is, after the caller's turn.
-      else if (subscriptions.isConfirmed(channel)) queueMicrotask(() => !closed && subscriptions.isConfirmed(channel) && target.subscribed(room));
+      // Still subscribed (lingering, wanted already, or its unsubscribe not sent yet): confirmed as
+      // it is, after the caller's turn. An UNSUBSCRIBE in flight is undone, and confirmed, on its reply.
+      if (subscriptions.isConfirmed(channel)) queueMicrotask(() => !closed && subscriptions.isConfirmed(channel) && target.subscribed(room));
     },
     unsubscribe(room) {
       if (closed || !subscriptions.wants(channels.room(room)) || lingering.has(room)) return;

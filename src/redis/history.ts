@@ -7,42 +7,49 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { HistoryConfig } from '../config.js';
-import { epochSource, type History, type HistoryEntry } from '../history.js';
-import type { RedisClients } from './links.js';
+import { epochSource, IDEMPOTENCY_WINDOW_S, type History, type HistoryEntry, type HistoryRead } from '../history.js';
+import type { RedisClient } from './links.js';
 import { runScript } from './scripts.js';
 import { slotOf, tagFor } from './slots.js';
 import { channelsOf, sequencedHeader } from './wire.js';
 
 export interface RedisHistoryDeps {
-  readonly redis: RedisClients;
+  /** The command connection of a node (or of `ws-edge/publisher`). */
+  readonly command: RedisClient;
+  /** Redis Cluster: the script publishes with SPUBLISH. */
+  readonly cluster: boolean;
   readonly prefix: string;
   readonly nodeId: string;
   readonly history: HistoryConfig;
 }
 
-export function createRedisHistory({ redis, prefix, nodeId, history }: RedisHistoryDeps): History {
+export function createRedisHistory({ command, cluster, prefix, nodeId, history }: RedisHistoryDeps): History {
   const channels = channelsOf(prefix, nodeId);
-  const publishCommand = redis.mode === 'cluster' ? 'SPUBLISH' : 'PUBLISH';
+  const publishCommand = cluster ? 'SPUBLISH' : 'PUBLISH';
   const nextEpoch = epochSource(randomBytes(4).toString('hex'));
 
-  const keysOf = (room: string): { channel: string; keys: [string, string] } => {
+  /** The room's channel and keys: stream, metadata, and the idempotency record of `key`. */
+  const keysOf = (room: string, key = ''): { channel: string; keys: [string, string, string] } => {
     const channel = channels.room(room);
-    const tag = `{${tagFor(slotOf(channel))}}`;
-    return { channel, keys: [`${prefix}${tag}h:${room}`, `${prefix}${tag}m:${room}`] };
+    const tag = `${prefix}{${tagFor(slotOf(channel))}}`;
+    return { channel, keys: [`${tag}h:${room}`, `${tag}m:${room}`, `${tag}i:${room}:${key}`] };
+  };
+  const read = async (room: string, from: number, limit: number, direction: 'after' | 'before'): Promise<HistoryRead> => {
+    const keys = keysOf(room).keys.slice(0, 2);
+    const reply = (await runScript(command, 'read-history', keys, [from, limit, history.ttl, nextEpoch(), direction])) as Array<string | number>;
+    const entries: HistoryEntry[] = [];
+    for (let i = 2; i < reply.length; i += 2) entries.push({ offset: parseInt(reply[i] as string, 10), payload: reply[i + 1] as string });
+    return { epoch: reply[0] as string, offset: reply[1] as number, entries };
   };
 
   return {
-    async append(room, head) {
-      const { channel, keys } = keysOf(room);
-      const args = [channel, publishCommand, sequencedHeader(nodeId, room), head, history.size, history.ttl, nextEpoch()];
-      const [epoch, offset] = (await runScript(redis.command, 'append-history', keys, args)) as [string, number];
-      return { epoch, offset };
+    async append(room, head, idempotencyKey = '') {
+      const { channel, keys } = keysOf(room, idempotencyKey);
+      const args = [channel, publishCommand, sequencedHeader(nodeId, room), head, history.size, history.ttl, nextEpoch(), idempotencyKey, IDEMPOTENCY_WINDOW_S];
+      const [epoch, offset, duplicate] = (await runScript(command, 'append-history', keys, args)) as [string, number, number];
+      return { epoch, offset, duplicate: duplicate === 1 };
     },
-    async read(room, after, limit) {
-      const reply = (await runScript(redis.command, 'read-history', keysOf(room).keys, [after, limit, history.ttl, nextEpoch()])) as Array<string | number>;
-      const entries: HistoryEntry[] = [];
-      for (let i = 2; i < reply.length; i += 2) entries.push({ offset: parseInt(reply[i] as string, 10), payload: reply[i + 1] as string });
-      return { epoch: reply[0] as string, offset: reply[1] as number, entries };
-    },
+    read: (room, after, limit) => read(room, after, limit, 'after'),
+    readBack: (room, before, limit) => read(room, before, limit, 'before'),
   };
 }

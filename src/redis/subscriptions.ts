@@ -90,8 +90,14 @@ export function createSubscriptions(deps: SubscriptionsDeps): Subscriptions {
   function unsubscribeOn(state: LinkState, list: string[]): void {
     state.link.unsubscribe(list).then(
       () => {
-        for (const channel of list) if (!wanted.has(channel) && carrier.get(channel) === state) carrier.delete(channel);
+        for (const channel of list) {
+          if (carrier.get(channel) !== state) continue;
+          carrier.delete(channel);
+          // Wanted again while the UNSUBSCRIBE was in flight: Redis has dropped it, so subscribe again.
+          if (wanted.has(channel)) toSubscribe.add(channel);
+        }
         setConfirmed();
+        if (toSubscribe.size > 0) scheduleFlush();
       },
       () => {},
     );

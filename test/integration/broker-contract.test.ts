@@ -96,7 +96,7 @@ function makeBrokerNode(nodeId: string, redisEnv: RedisEnv = {}, extra: Record<s
   const history =
     clients === undefined
       ? createMemoryHistory(config.history, target.deliverSequenced)
-      : createRedisHistory({ redis: clients, prefix: config.redis!.prefix, nodeId, history: config.history });
+      : createRedisHistory({ command: clients.command, cluster: clients.mode === 'cluster', prefix: config.redis!.prefix, nodeId, history: config.history });
   open.add(broker);
   return {
     nodeId,
@@ -251,7 +251,7 @@ function sequencedContract(name: string, make: (nodeId: string, prefix: string) 
       const positions: Position[] = [];
       for (let n = 1; n <= 15; n++) positions.push(await node.history.append(room, head(room, n)));
       // The first append continues the epoch the read gave the fresh room.
-      expect(positions[0]).toEqual({ epoch: fresh.epoch, offset: 1 });
+      expect(positions[0]).toEqual({ epoch: fresh.epoch, offset: 1, duplicate: false });
       const all = await node.history.read(room, 0, 100);
       expect({ epoch: all.epoch, offset: all.offset }).toEqual({ epoch: fresh.epoch, offset: 15 });
       expect(all.entries.map((e) => e.offset)).toEqual([6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);

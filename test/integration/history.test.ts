@@ -12,6 +12,7 @@ import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
 import { query } from '../helpers/redis-process.js';
 import { waitFor } from '../helpers/wait.js';
+import { createPublisher } from '../../src/publisher.js';
 import { slotOf, tagFor } from '../../src/redis/slots.js';
 
 const API_KEY = 'history-suite-publish-key-0123456789abcdef';
@@ -54,13 +55,26 @@ async function request(c: TestClient, frame: Record<string, unknown>): Promise<E
   return c.next((e) => e.id === id);
 }
 
-function publish(node: TestNode, room: string, n: number): Promise<{ status: number; body: Record<string, unknown> }> {
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+const answer = async (res: Response): Promise<Answer> => ({ status: res.status, body: (await res.json()) as Record<string, unknown> });
+
+function publish(node: TestNode, room: string, n: number, extra: Record<string, unknown> = {}): Promise<Answer> {
   return fetch(`${node.internal}/api/v1/publish`, {
     method: 'POST',
     headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ room, type: 'task.updated', data: { n } }),
-  }).then(async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> }));
+    body: JSON.stringify({ room, type: 'task.updated', data: { n }, ...extra }),
+  }).then(answer);
 }
+
+function historyOf(node: TestNode, room: string, query = '', auth = `Bearer ${API_KEY}`): Promise<Answer> {
+  return fetch(`${node.internal}/api/v1/rooms/${encodeURIComponent(room)}/history${query}`, { headers: { authorization: auth } }).then(answer);
+}
+
+/** The `n` of each event of a history page. */
+const page = (reply: { data?: { events?: Envelope[] } }) => (reply.data?.events ?? []).map((e) => e.data.n as number);
 
 const updates = (room: string) => (e: Envelope) => e.type === 'task.updated' && e.room === room;
 /** The `n` of every task.updated of `room` received so far, in order. */
@@ -116,6 +130,22 @@ describe('sequenced rooms on one node (memory broker)', () => {
     expect(await node.metric('wsedge_events_replayed_total')).toBe(3);
   });
 
+  it('delivers the first event of a new epoch after a quiet room’s history expired, behind room_reset', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_TTL: '1' });
+    const c = await client(node, 'quiet');
+    const joined = await request(c, { type: 'join_room', room: 'channel:quiet' });
+    await publish(node, 'channel:quiet', 1);
+    await c.next(updates('channel:quiet'));
+    await new Promise((r) => setTimeout(r, 1500)); // past WS_HISTORY_TTL without a publish
+    c.send({ type: 'send_message', room: 'channel:quiet', data: { n: 2 }, id: 'after' });
+    const reset = await c.next((e) => e.type === 'room_reset' && e.room === 'channel:quiet');
+    expect(reset.epoch).not.toBe(joined.epoch);
+    expect(reset.offset).toBe(0);
+    const event = await c.next((e) => e.type === 'message.new');
+    expect(event).toMatchObject({ data: { n: 2 }, epoch: reset.epoch, offset: 1 });
+    expect(await c.next((e) => e.id === 'after')).toMatchObject({ type: 'message_sent', epoch: reset.epoch, offset: 1 });
+  });
+
   it('answers bad positions and resumes with documented errors and keeps the connection', async () => {
     const node = await startTestNode({ ...SEQUENCED, WS_MAX_ROOMS_PER_CONNECTION: '3' });
     const c = await client(node, 'bad');
@@ -143,6 +173,81 @@ describe('sequenced rooms on one node (memory broker)', () => {
       ['resumed', null, null],
     ]);
     expect((await request(c, { type: 'ping' })).type).toBe('pong');
+  });
+});
+
+describe('history reads', () => {
+  it('pages a joined room forwards after a position and backwards before it, for clients and for backends', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_SIZE: '5' });
+    const c = await client(node, 'reader');
+    const { epoch } = await request(c, { type: 'join_room', room: 'task:h' });
+    for (let n = 1; n <= 8; n++) await publish(node, 'task:h', n);
+    await waitFor('8 events', () => numbers(c, 'task:h').length === 8);
+    const all = await request(c, { type: 'history', room: 'task:h' });
+    expect(all).toMatchObject({ type: 'room_history', room: 'task:h', epoch, offset: 8 });
+    expect(page(all)).toEqual([4, 5, 6, 7, 8]);
+    // The stored bytes as delivered, positions included.
+    expect(all.data.events[0]).toEqual(c.received.filter(updates('task:h'))[3]);
+    expect(page(await request(c, { type: 'history', room: 'task:h', since: { epoch, offset: 5 } }))).toEqual([6, 7, 8]);
+    expect(page(await request(c, { type: 'history', room: 'task:h', reverse: true, limit: 2 }))).toEqual([8, 7]);
+    expect(page(await request(c, { type: 'history', room: 'task:h', reverse: true, since: { epoch, offset: 6 }, limit: 10 }))).toEqual([5, 4]);
+    expect(await request(c, { type: 'history', room: 'task:h', since: { epoch: 'other', offset: 1 } })).toMatchObject({ epoch, offset: 8, data: { events: [] } });
+
+    const backend = await historyOf(node, 'task:h', `?since_epoch=${epoch}&since_offset=6`);
+    expect(backend.status).toBe(200);
+    expect(backend.body).toMatchObject({ type: 'room_history', room: 'task:h', epoch, offset: 8 });
+    expect(page(backend.body as never)).toEqual([7, 8]);
+    expect(page((await historyOf(node, 'task:h', '?limit=1&reverse=true')).body as never)).toEqual([8]);
+    // The position alone, before loading state: limit=1 and reverse, or any page's epoch and offset.
+    expect((await historyOf(node, 'task:empty')).body).toMatchObject({ room: 'task:empty', offset: 0, data: { events: [] } });
+  });
+
+  it('answers bad history requests with documented errors', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*' });
+    const c = await client(node, 'bad-history');
+    await request(c, { type: 'join_room', room: 'task:1' });
+    await request(c, { type: 'join_room', room: 'project:plain' });
+    const cases = [
+      [{ room: 'task:2' }, 'not_joined'],
+      [{ room: 'project:plain' }, 'no_history'],
+      [{ room: 'nope' }, 'invalid_room'],
+      [{ room: 'task:1', limit: 0 }, 'invalid_message'],
+      [{ room: 'task:1', limit: 1e9 }, 'invalid_message'],
+      [{ room: 'task:1', limit: 2.5 }, 'invalid_message'],
+      [{ room: 'task:1', reverse: 'yes' }, 'invalid_message'],
+      [{ room: 'task:1', since: { epoch: 'e', offset: '1' } }, 'invalid_message'],
+    ] as const;
+    for (const [frame, code] of cases) expect(await request(c, { type: 'history', ...frame }), JSON.stringify(frame)).toMatchObject({ type: 'error', data: { code } });
+    const refused = [
+      [await historyOf(node, 'task:1', '?since_offset=3'), 400, 'invalid_query'],
+      [await historyOf(node, 'task:1', '?limit=0'), 400, 'invalid_query'],
+      [await historyOf(node, 'task:1', '?reverse=1'), 400, 'invalid_query'],
+      [await historyOf(node, 'project:plain'), 400, 'no_history'],
+      [await historyOf(node, 'nope'), 400, 'invalid_room'],
+      [await historyOf(node, 'task:1', '', 'Bearer wrong'), 401, 'unauthorized'],
+    ] as const;
+    for (const [got, status, error] of refused) expect(got).toEqual({ status, body: { error, reason: expect.any(String) } });
+    expect(await node.metric('wsedge_api_requests_total', { endpoint: 'history', status: '400' })).toBe(5);
+  });
+
+  it('publishes a retried publish with the same idempotency key once, and answers it with the first position', async () => {
+    const node = await startTestNode(SEQUENCED);
+    const member = await client(node, 'idem');
+    await request(member, { type: 'join_room', room: 'channel:idem' });
+    const first = await publish(node, 'channel:idem', 1, { idempotency_key: 'order-42' });
+    const again = await publish(node, 'channel:idem', 1, { idempotency_key: 'order-42' });
+    const other = await publish(node, 'channel:idem', 2, { idempotency_key: 'order-43' });
+    expect(first.body).toMatchObject({ status: 'published', offset: 1 });
+    expect(again.body).toEqual({ ...first.body, duplicate: true });
+    expect(other.body).toMatchObject({ offset: 2 });
+    await waitFor('two events', () => numbers(member, 'channel:idem').length === 2);
+    await new Promise((r) => setTimeout(r, 200)); // nothing more may arrive
+    expect(numbers(member, 'channel:idem')).toEqual([1, 2]);
+    expect(await node.metric('wsedge_duplicate_publishes_total')).toBe(1);
+    const plain = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*' });
+    for (const [target, key] of [['channel:x', 'k'], ['task:x', 'has space'], ['task:x', 'x'.repeat(129)], ['task:x', 7]] as const) {
+      expect(await publish(plain, target, 1, { idempotency_key: key }), `${target} ${key}`).toEqual({ status: 400, body: { error: 'invalid_idempotency_key', reason: expect.any(String) } });
+    }
   });
 });
 
@@ -249,6 +354,42 @@ describe('sequenced rooms across nodes (Redis)', () => {
     expect(reply).toMatchObject({ recovered: false, epoch: reset.epoch });
     // The project room and the member's personal room.
     expect(await node.metric('wsedge_room_resets_total', { reason: 'epoch' })).toBe(2);
+  });
+
+  it('gives ws-edge/publisher the positions of sequenced rooms, and remembers its idempotency keys in Redis', async () => {
+    const { a, prefix } = await pair();
+    const member = await client(a, 'pubm');
+    await request(member, { type: 'join_room', room: 'project:7' });
+    await request(member, { type: 'join_room', room: 'task:42' });
+    const publisher = createPublisher({ redisUrl: redis.url, prefix, historyRooms: SEQUENCED.WS_HISTORY_ROOMS });
+    try {
+      const published = await publisher.taskUpdated({ projectId: 7, taskId: 42, changes: { n: 1 } });
+      expect(published.positions).toEqual({ 'project:7': { epoch: expect.any(String), offset: 1 }, 'task:42': { epoch: expect.any(String), offset: 1 } });
+      const events = [await member.next(updates('project:7')), await member.next(updates('task:42'))];
+      expect(events.map((e) => [e.room, e.offset])).toEqual([['project:7', 1], ['task:42', 1]]);
+    } finally {
+      await publisher.close();
+    }
+    const first = await publish(a, 'project:7', 2, { idempotency_key: 'retry-me' });
+    const retried = await publish(a, 'project:7', 2, { idempotency_key: 'retry-me' });
+    expect(retried.body).toEqual({ ...first.body, duplicate: true });
+  });
+
+  it('rejoins the personal room from its position in a resume, replacing the automatic join', { timeout: 20_000 }, async () => {
+    const { a, b } = await pair();
+    const first = await client(a, 'own');
+    const personal = await first.next((e) => e.type === 'room_joined' && e.room === 'user:own');
+    for (let n = 1; n <= 3; n++) await publish(b, 'user:own', n);
+    await waitFor('3 notifications', () => numbers(first, 'user:own').length === 3);
+    first.close();
+    for (let n = 4; n <= 6; n++) await publish(b, 'user:own', n);
+    const back = await client(b, 'own');
+    const reply = await request(back, { type: 'resume', rooms: [{ room: 'user:own', since: { epoch: personal.epoch, offset: 3 } }] });
+    expect(reply).toMatchObject({ type: 'room_joined', room: 'user:own', recovered: true, offset: 6 });
+    expect(numbers(back, 'user:own')).toEqual([4, 5, 6]);
+    await publish(a, 'user:own', 7);
+    await waitFor('the live one', () => numbers(back, 'user:own').length === 4);
+    expect(numbers(back, 'user:own')).toEqual([4, 5, 6, 7]);
   });
 
   it('answers 503 unavailable for a sequenced room while Redis is down, and publishes nothing', async () => {
