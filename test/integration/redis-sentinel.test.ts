@@ -190,4 +190,29 @@ describe('Redis Sentinel broker', () => {
     await stopNodes(nodes);
     await fresh.stop();
   });
+
+  it('starts a new epoch for sequenced rooms after SENTINEL FAILOVER: room_reset to the members, recovered: false for the old epoch', { timeout: 60_000 }, async () => {
+    const fresh = await startRedisSentinel();
+    const room = 'task:failover';
+    const nodes = await startBrokerNodes({ REDIS_SENTINELS: fresh.sentinels, REDIS_SENTINEL_NAME: fresh.masterName }, uniquePrefix(), ['sq-a', 'sq-b'], { WS_HISTORY_ROOMS: 'task:*' });
+    const [a, b] = nodes as [TestNode, TestNode];
+    const ca = await member(a, 'sqa', [room]);
+    const cb = await member(b, 'sqb', [room]);
+    const events = (c: typeof ca) => c.received.filter((e) => e.type === 'message.new' && e.room === room);
+    await waitFor('B receives A’s events', async () => {
+      ca.send({ type: 'send_message', room, data: { n: 0 } });
+      await sleep(50);
+      return events(cb).length > 0;
+    }, 5000);
+    const before = events(cb).at(-1)!;
+    await fresh.failover();
+    const resets = await Promise.all([ca, cb].map((c) => c.next((e) => e.type === 'room_reset' && e.room === room, RECOVERY_BOUND_MS)));
+    for (const reset of resets) expect(reset).toMatchObject({ offset: 0, epoch: expect.not.stringMatching(`^${before.epoch}$`) });
+    const late = await member(b, 'sqc', []);
+    late.send({ type: 'join_room', room, since: { epoch: before.epoch, offset: before.offset }, id: 'late' });
+    expect(await late.next((e) => e.id === 'late', 5000)).toMatchObject({ type: 'room_joined', recovered: false, epoch: resets[0]!.epoch });
+    console.log(JSON.stringify({ scenario: 'sentinel_failover_sequenced', old_epoch: before.epoch, new_epoch: resets[0]!.epoch, resets: resets.length, recovered_for_old_epoch: false }));
+    await stopNodes(nodes);
+    await fresh.stop();
+  });
 });
