@@ -6,7 +6,8 @@
 //
 // Settings (environment), defaults sized so the whole run takes under 10 minutes on 2 cores:
 //   BENCH_SCENARIOS   fanout,cross-node,idle,many-rooms
-//   BENCH_SERVERS     ws-edge,raw-uws,socket.io (raw-uws runs in both publish modes where they differ)
+//   BENCH_SERVERS     ws-edge,raw-uws,socket.io (raw-uws runs in both publish modes where they differ);
+//                     ws-edge-sequenced: ws-edge with the benchmark room in WS_HISTORY_ROOMS
 //   BENCH_REPS        3        repetitions per server and scenario
 //   BENCH_DURATION    5        seconds measured per phase (the issue's 10 s: BENCH_DURATION=10)
 //   BENCH_WARMUP      1        seconds of load before a phase is measured
@@ -114,6 +115,10 @@ const SERVERS = {
   'raw-uws-direct': { protocol: 'raw', script: ['bench/raw-uws.mjs'], env: { PORT: '0', JWT_SECRET: SECRET, RAW_PUBLISH: 'direct' } },
   'socket.io': { protocol: 'socketio', script: ['bench/socketio-server.mjs'], env: { PORT: '0', JWT_SECRET: SECRET } },
 };
+
+// The benchmark room sequenced (history, offsets, delivery through the history; Redis history in
+// cross-node): the cost of WS_HISTORY_ROOMS against the same ws-edge without it.
+SERVERS['ws-edge-sequenced'] = { ...SERVERS['ws-edge'], env: { ...SERVERS['ws-edge'].env, WS_HISTORY_ROOMS: 'project:*' } };
 
 async function startNode(name, extraEnv = {}, extraArgs = []) {
   const spec = SERVERS[name];
@@ -663,6 +668,10 @@ function ratiosOf(scenario) {
   for (const key of [main, ...also]) {
     out[`${key}:ws-edge/raw`] = ratio(med(scenario, 'ws-edge', key), baseline && med(scenario, baseline, key));
     out[`${key}:ws-edge/socket.io`] = ratio(med(scenario, 'ws-edge', key), med(scenario, 'socket.io', key));
+    if (results.scenarios[scenario].servers['ws-edge-sequenced']) {
+      out[`${key}:ws-edge-sequenced/raw`] = ratio(med(scenario, 'ws-edge-sequenced', key), baseline && med(scenario, baseline, key));
+      out[`${key}:ws-edge-sequenced/ws-edge`] = ratio(med(scenario, 'ws-edge-sequenced', key), med(scenario, 'ws-edge', key));
+    }
   }
   if (scenario === 'fanout' || scenario === 'many-rooms') {
     out['deliveries_per_s:raw-direct/raw-deferred'] = ratio(med(scenario, 'raw-uws-direct', main), med(scenario, 'raw-uws', main));

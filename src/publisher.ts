@@ -13,12 +13,12 @@ import { randomBytes } from 'node:crypto';
 import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { loadConfig } from './config.js';
 import { createEventsWith, type Events } from './events.js';
-import { headOf, type Position } from './history.js';
+import { headOf, IDEMPOTENCY_KEY, type Position } from './history.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
 import { channelsOf, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
-import { covers, isValidId } from './rooms.js';
+import { covers, isValidId, isValidRoom } from './rooms.js';
 
 export type { Events, TaskRef, Id } from './events.js';
 export type { Position } from './history.js';
@@ -38,7 +38,18 @@ export interface Published {
   readonly positions: { readonly [room: string]: Position };
 }
 
+/** What `publishOnce` resolves with: the event's position, and whether its key was seen (nothing was published again). */
+export interface PublishedOnce extends Position {
+  readonly duplicate: boolean;
+}
+
 export interface Publisher extends Events<Promise<Published>> {
+  /**
+   * Publishes to a sequenced room at most once per `idempotencyKey` (1-128 printable ASCII
+   * characters, no spaces) within 5 minutes: a retry after an error or a timeout resolves with the
+   * first publish's position. Throws a TypeError for a plain room, a bad key, room or type.
+   */
+  publishOnce(idempotencyKey: string, room: string, type: string, data: unknown, sender?: string | null): Promise<PublishedOnce>;
   /** Sends to one connection, wherever it lives. */
   sendToConnection(connectionId: string, type: string, data: unknown, sender?: string | null): Promise<void>;
   /** Closes every connection of the user on every node (default 4403). */
@@ -100,6 +111,13 @@ export function createPublisher(options: PublisherOptions): Publisher {
 
   return {
     ...events,
+    publishOnce(idempotencyKey, room, type, data, sender = null) {
+      if (!isValidRoom(room) || !covers(history.rooms, room)) throw new TypeError(`not a sequenced room: ${JSON.stringify(room)}`);
+      if (!IDEMPOTENCY_KEY.test(idempotencyKey)) throw new TypeError(`invalid idempotency key: ${JSON.stringify(idempotencyKey)}`);
+      if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
+      const head = headOf(encodeEvent(type, room, data ?? null, sender));
+      return connected().then(() => rooms.append(room, head, idempotencyKey));
+    },
     async sendToConnection(connectionId, type, data, sender = null) {
       if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
       const owner = nodeOfConnection(connectionId);

@@ -367,6 +367,14 @@ describe('sequenced rooms across nodes (Redis)', () => {
       expect(published.positions).toEqual({ 'project:7': { epoch: expect.any(String), offset: 1 }, 'task:42': { epoch: expect.any(String), offset: 1 } });
       const events = [await member.next(updates('project:7')), await member.next(updates('task:42'))];
       expect(events.map((e) => [e.room, e.offset])).toEqual([['project:7', 1], ['task:42', 1]]);
+      const once = await publisher.publishOnce('job-1', 'task:42', 'task.updated', { n: 2 });
+      expect(await publisher.publishOnce('job-1', 'task:42', 'task.updated', { n: 2 })).toEqual({ ...once, duplicate: true });
+      expect(once).toMatchObject({ offset: 2, duplicate: false });
+      expect(() => publisher.publishOnce('bad key', 'task:42', 'task.updated', {})).toThrow(TypeError);
+      expect(() => publisher.publishOnce('job-2', 'nope', 'task.updated', {})).toThrow(TypeError);
+      await member.next(updates('task:42'));
+      await new Promise((r) => setTimeout(r, 200)); // the retry published nothing
+      expect(member.received.filter(updates('task:42'))).toEqual([]);
     } finally {
       await publisher.close();
     }

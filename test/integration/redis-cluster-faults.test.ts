@@ -318,6 +318,40 @@ describe('Redis Cluster broker under shard faults', () => {
     await stopNodes(nodes);
   });
 
+  it('starts a new epoch for a sequenced room whose master fails over: room_reset to its members, recovered: false for the old epoch, positions after', { timeout: 45_000 }, async () => {
+    await clusterWhole();
+    const prefix = uniquePrefix();
+    const nodes = await startBrokerNodes({ REDIS_CLUSTER_NODES: cluster.seeds }, prefix, ['sq-a', 'sq-b'], { WS_HISTORY_ROOMS: 'channel:*' });
+    const [a, b] = nodes as [TestNode, TestNode];
+    const [placed] = (await roomsOnMasters(cluster, prefix, 'sq', [(await cluster.masters())[0]!.port])) as [PlacedRoom];
+    const { room } = placed;
+    const ca = await member(a, 'sqa', [room], 5000);
+    const cb = await member(b, 'sqb', [room], 5000);
+    await shardSubscribed(cluster, placed.channel, 2, 5000);
+    const events = (c: typeof ca) => c.received.filter((e) => e.type === 'message.new' && e.room === room);
+    for (let n = 1; n <= 5; n++) ca.send({ type: 'send_message', room, data: { n } });
+    await waitFor('5 events at B', () => events(cb).length === 5, 5000);
+    const before = events(cb).at(-1)!;
+    expect(events(cb).map((e) => e.offset)).toEqual([1, 2, 3, 4, 5]);
+
+    const replica = (await cluster.replicas()).find((r) => r.masterPort === placed.master)!;
+    await cluster.failover(replica.port);
+    // The promoted replica may lack acknowledged writes: its streams start a new epoch, and the members are told.
+    const resets = await Promise.all([ca, cb].map((c) => c.next((e) => e.type === 'room_reset' && e.room === room, RECOVERY_BOUND_MS)));
+    for (const reset of resets) expect(reset).toMatchObject({ offset: 0, epoch: expect.not.stringMatching(`^${before.epoch}$`) });
+    ca.send({ type: 'send_message', room, data: { n: 6 }, id: 'after' });
+    const sent = await ca.next((e) => e.id === 'after', 5000);
+    expect(sent).toMatchObject({ type: 'message_sent', epoch: resets[0]!.epoch, offset: 1 });
+    await waitFor('the event after the failover at B', () => events(cb).length === 6, 5000);
+    expect(events(cb).at(-1)).toMatchObject({ data: { n: 6 }, epoch: resets[0]!.epoch, offset: 1 });
+    // A client holding the old epoch is never told recovered.
+    const late = await member(b, 'sqc', [], 5000);
+    late.send({ type: 'join_room', room, since: { epoch: before.epoch, offset: before.offset }, id: 'late' });
+    expect(await late.next((e) => e.id === 'late', 5000)).toMatchObject({ type: 'room_joined', recovered: false, epoch: resets[0]!.epoch, offset: 1 });
+    console.log(JSON.stringify({ scenario: 'cluster_failover_sequenced', old_epoch: before.epoch, new_epoch: resets[0]!.epoch, resets: resets.length, recovered_for_old_epoch: false }));
+    await stopNodes(nodes);
+  });
+
   it('resumes delivery after a master is killed with -9 and its replica promoted', { timeout: 60_000 }, async () => {
     const { prefix, nodes, faulty: doomed, other: steady, ca, cb } = await twoNodesTwoShards('kl', ['ka', 'kb']);
     const atB = recorder(cb);
@@ -364,40 +398,6 @@ describe('Redis Cluster broker under shard faults', () => {
     ]);
     // A failing shard affects only its rooms.
     expect.soft(report.steady.lost).toBe(0);
-    await stopNodes(nodes);
-  });
-
-  it('starts a new epoch for a sequenced room whose master fails over: room_reset to its members, recovered: false for the old epoch, positions after', { timeout: 45_000 }, async () => {
-    await clusterWhole();
-    const prefix = uniquePrefix();
-    const nodes = await startBrokerNodes({ REDIS_CLUSTER_NODES: cluster.seeds }, prefix, ['sq-a', 'sq-b'], { WS_HISTORY_ROOMS: 'channel:*' });
-    const [a, b] = nodes as [TestNode, TestNode];
-    const [placed] = (await roomsOnMasters(cluster, prefix, 'sq', [(await cluster.masters())[0]!.port])) as [PlacedRoom];
-    const { room } = placed;
-    const ca = await member(a, 'sqa', [room], 5000);
-    const cb = await member(b, 'sqb', [room], 5000);
-    await shardSubscribed(cluster, placed.channel, 2, 5000);
-    const events = (c: typeof ca) => c.received.filter((e) => e.type === 'message.new' && e.room === room);
-    for (let n = 1; n <= 5; n++) ca.send({ type: 'send_message', room, data: { n } });
-    await waitFor('5 events at B', () => events(cb).length === 5, 5000);
-    const before = events(cb).at(-1)!;
-    expect(events(cb).map((e) => e.offset)).toEqual([1, 2, 3, 4, 5]);
-
-    const replica = (await cluster.replicas()).find((r) => r.masterPort === placed.master)!;
-    await cluster.failover(replica.port);
-    // The promoted replica may lack acknowledged writes: its streams start a new epoch, and the members are told.
-    const resets = await Promise.all([ca, cb].map((c) => c.next((e) => e.type === 'room_reset' && e.room === room, RECOVERY_BOUND_MS)));
-    for (const reset of resets) expect(reset).toMatchObject({ offset: 0, epoch: expect.not.stringMatching(`^${before.epoch}$`) });
-    ca.send({ type: 'send_message', room, data: { n: 6 }, id: 'after' });
-    const sent = await ca.next((e) => e.id === 'after', 5000);
-    expect(sent).toMatchObject({ type: 'message_sent', epoch: resets[0]!.epoch, offset: 1 });
-    await waitFor('the event after the failover at B', () => events(cb).length === 6, 5000);
-    expect(events(cb).at(-1)).toMatchObject({ data: { n: 6 }, epoch: resets[0]!.epoch, offset: 1 });
-    // A client holding the old epoch is never told recovered.
-    const late = await member(b, 'sqc', [], 5000);
-    late.send({ type: 'join_room', room, since: { epoch: before.epoch, offset: before.offset }, id: 'late' });
-    expect(await late.next((e) => e.id === 'late', 5000)).toMatchObject({ type: 'room_joined', recovered: false, epoch: resets[0]!.epoch, offset: 1 });
-    console.log(JSON.stringify({ scenario: 'cluster_failover_sequenced', old_epoch: before.epoch, new_epoch: resets[0]!.epoch, resets: resets.length, recovered_for_old_epoch: false }));
     await stopNodes(nodes);
   });
 });
