@@ -75,7 +75,9 @@ export interface Config {
 
 /** Sequenced rooms: their events carry a position and are kept for recovery (README "Delivery guarantee"). */
 export interface HistoryConfig {
-  /** WS_HISTORY_ROOMS compiled like a `rooms` claim; NO_GRANT (the default) sequences no room. */
+  /** WS_HISTORY_ROOMS as given (logged at start)… */
+  readonly patterns: readonly string[];
+  /** …and compiled like a `rooms` claim; NO_GRANT (the default) sequences no room. */
   readonly rooms: Grant;
   /** Events kept per room. */
   readonly size: number;
@@ -259,6 +261,7 @@ function readHistory(r: Reader, problems: string[]): HistoryConfig {
   const rooms = compileGrant(patterns);
   if (rooms === null) problems.push('WS_HISTORY_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
   return {
+    patterns,
     rooms: rooms ?? NO_GRANT,
     size: r.int('WS_HISTORY_SIZE', 100, 1, 10_000),
     ttl: r.int('WS_HISTORY_TTL', 300, 1, 604_800),

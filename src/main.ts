@@ -150,6 +150,7 @@ function logStart(
       membership_events: config.membershipEvents,
       membership_events_max_members: config.membershipEventsMaxMembers,
       drain_timeout_s: config.drainTimeout,
+      history: { rooms: config.history.patterns, size: config.history.size, ttl_s: config.history.ttl, recover_max: config.history.recoverMax },
     },
     'ws-edge started',
   );

@@ -404,6 +404,7 @@ describe('Prometheus alert rules (deploy/prometheus/alerts.yml)', () => {
       'WsEdgeConnectionsNearCapacity',
       'WsEdgeBrokerProbeFailures',
       'WsEdgeBrokerPublishErrors',
+      'WsEdgeRoomResets',
     ]) {
       expect(names).toContain(wanted);
     }

@@ -44,7 +44,7 @@ describe('loadConfig defaults', () => {
       maxConnectionsPerUser: 5,
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
-      history: { rooms: NO_GRANT, size: 100, ttl: 300, recoverMax: 300 },
+      history: { patterns: [], rooms: NO_GRANT, size: 100, ttl: 300, recoverMax: 300 },
       messageMaxSize: 1_048_576,
       httpMaxHeadersSize: 16_384,
       maxBackpressure: 4_194_304,
