@@ -23,12 +23,9 @@ const sign = createSigner({ key: secret, expiresIn: 3_600_000 });
 const roomNames = Array.from({ length: rooms }, (_, i) => `task:b${i}`);
 
 const { child, port, internalPort } = await startServer(['dist/cli.js', 'serve'], {
-  PORT: '0', INTERNAL_PORT: '0', HOST: '127.0.0.1', JWT_SECRET: secret, NODE_ENV: 'production', LOG_LEVEL: 'warn',
+  PORT: '0', INTERNAL_PORT: '0', HOST: '127.0.0.1', JWT_SECRET: secret, NODE_ENV: 'production', LOG_LEVEL: 'info',
   REDIS_URL: url, REDIS_PREFIX: `bench${Date.now()}:`, PUBLISH_API_KEY: API_KEY,
   WS_HISTORY_ROOMS: 'task:*', WS_MAX_ROOMS_PER_CONNECTION: String(Math.max(100, rooms)), WS_MAX_CONNECTIONS_PER_USER: '5',
-}).catch((err) => {
-  console.error('(the node logs at warn; a missing start line means it did not start)');
-  throw err;
 });
 await sleep(500);
 
@@ -70,6 +67,7 @@ const started = Date.now();
 const times = [];
 let replayed = 0;
 let notRecovered = 0;
+const errors = {};
 const sockets = await Promise.all(
   Array.from({ length: clients }, async (_, i) => {
     let sentAt = 0;
@@ -78,6 +76,7 @@ const sockets = await Promise.all(
     const ws = await connect(`resumer${i}`, (msg) => {
       if (msg.type === 'task.updated') replayed += 1;
       else if (msg.type === 'room_joined' && msg.recovered === false) notRecovered += 1;
+      else if (msg.type === 'error') errors[msg.data.code] = (errors[msg.data.code] ?? 0) + 1;
       else if (msg.type === 'resumed') {
         times.push(Date.now() - sentAt);
         done();
@@ -102,6 +101,7 @@ console.log(
     replayed,
     expected_replayed: clients * rooms * missed,
     not_recovered: notRecovered,
+    errors,
     resume_ms_p50: at(0.5),
     resume_ms_p99: at(0.99),
     resume_ms_max: times.at(-1),

@@ -45,6 +45,8 @@ export interface JoinRequest {
 interface Join extends JoinRequest {
   /** Events delivered to the room while this join reads its history; undefined until then. */
   caught: HistoryEntry[] | undefined;
+  /** The room's position when its recovery started: history covers up to here, `caught` the rest. */
+  to: number;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -67,6 +69,9 @@ interface RoomStream {
   again: boolean;
   retry: NodeJS.Timeout | undefined;
   readonly joins: Join[];
+  /** Joins waiting for the next batch read of history (one read at a time per room). */
+  readonly recovering: Join[];
+  recoveryRead: boolean;
   /** message_sent replies waiting for their event to be delivered here first. */
   readonly waiters: Array<{ readonly position: Position; readonly fn: () => void }>;
 }
@@ -262,29 +267,57 @@ function startJoin(core: Core, room: string, stream: RoomStream, join: Join): vo
   if (since === undefined) return finish(core, room, stream, join, undefined);
   if (since.epoch !== epoch || since.offset > offset || offset - since.offset > core.deps.recoverMax) return finish(core, room, stream, join, false);
   if (since.offset === offset) return finish(core, room, stream, join, true);
-  const missed = offset - since.offset;
   join.caught = [];
-  core.deps.history.read(room, since.offset, missed).then(
+  join.to = offset;
+  stream.recovering.push(join);
+  if (!stream.recoveryRead) recoverBatch(core, room, stream);
+}
+
+/**
+ * One history read for every join of the room waiting to recover, from the oldest position to the
+ * newest: a thousand clients resuming a room after a node loss cost one read, not a thousand.
+ */
+function recoverBatch(core: Core, room: string, stream: RoomStream): void {
+  const batch = stream.recovering.splice(0).filter((join) => stream.joins.includes(join));
+  if (batch.length === 0) return;
+  stream.recoveryRead = true;
+  const from = Math.min(...batch.map((join) => join.since!.offset));
+  const to = Math.max(...batch.map((join) => join.to));
+  core.deps.history.read(room, from, to - from).then(
     (got) => {
-      const caught = join.caught ?? [];
-      join.caught = undefined;
-      if (!stream.joins.includes(join)) return;
-      if (got.epoch !== since.epoch || stream.epoch !== since.epoch || !consecutive(got.entries, since.offset, missed)) {
-        return finish(core, room, stream, join, false);
-      }
-      // History up to the position at the start, then what was delivered since, each offset once;
-      // all of it up to the room's position now, or nothing (a reset meanwhile skipped offsets).
-      const merged: HistoryEntry[] = [];
-      for (const entry of [...got.entries, ...caught]) if (entry.offset === since.offset + merged.length + 1) merged.push(entry);
-      if (since.offset + merged.length !== stream.offset) return finish(core, room, stream, join, false);
-      for (const entry of merged) core.deps.delivery.send(join.ws, entry.payload);
-      finish(core, room, stream, join, true, missed);
+      stream.recoveryRead = false;
+      for (const join of batch) recover(core, room, stream, join, got);
+      recoverBatch(core, room, stream);
     },
     () => {
-      join.caught = undefined;
-      drop(core, room, stream, join, 'unavailable');
+      stream.recoveryRead = false;
+      for (const join of batch) {
+        join.caught = undefined;
+        drop(core, room, stream, join, 'unavailable');
+      }
+      recoverBatch(core, room, stream);
     },
   );
+}
+
+/** A join's share of a batch read: the events after its position, then what was delivered since, or `recovered: false`. */
+function recover(core: Core, room: string, stream: RoomStream, join: Join, got: HistoryRead): void {
+  const since = join.since!;
+  const caught = join.caught ?? [];
+  join.caught = undefined;
+  if (!stream.joins.includes(join)) return;
+  const missed = join.to - since.offset;
+  const mine = got.entries.filter((entry) => entry.offset > since.offset && entry.offset <= join.to);
+  if (got.epoch !== since.epoch || stream.epoch !== since.epoch || !consecutive(mine, since.offset, missed)) {
+    return finish(core, room, stream, join, false);
+  }
+  // History up to the position at the start, then what was delivered since, each offset once;
+  // all of it up to the room's position now, or nothing (a reset meanwhile skipped offsets).
+  const merged: HistoryEntry[] = [];
+  for (const entry of [...mine, ...caught]) if (entry.offset === since.offset + merged.length + 1) merged.push(entry);
+  if (since.offset + merged.length !== stream.offset) return finish(core, room, stream, join, false);
+  for (const entry of merged) core.deps.delivery.send(join.ws, entry.payload);
+  finish(core, room, stream, join, true, missed);
 }
 
 function startJoins(core: Core, room: string, stream: RoomStream): void {
@@ -302,12 +335,25 @@ function release(core: Core, room: string, members = core.deps.members(room)): v
 }
 
 function newStream(): RoomStream {
-  return { epoch: undefined, offset: 0, held: [], heldBytes: 0, overflowed: false, reading: false, again: false, retry: undefined, joins: [], waiters: [] };
+  return {
+    epoch: undefined,
+    offset: 0,
+    held: [],
+    heldBytes: 0,
+    overflowed: false,
+    reading: false,
+    again: false,
+    retry: undefined,
+    joins: [],
+    recovering: [],
+    recoveryRead: false,
+    waiters: [],
+  };
 }
 
 /** Adds a join; one without the room's position by JOIN_TIMEOUT_MS is answered `unavailable`. */
 function addJoin(core: Core, room: string, stream: RoomStream, request: JoinRequest): Join {
-  const join: Join = { ...request, caught: undefined, timer: undefined };
+  const join: Join = { ...request, caught: undefined, to: 0, timer: undefined };
   join.timer = setTimeout(() => {
     if (join.caught === undefined) drop(core, room, stream, join, 'unavailable');
   }, JOIN_TIMEOUT_MS).unref();
