@@ -13,8 +13,8 @@ import { headOf, IDEMPOTENCY_KEY, readPage, type History } from './history.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
-import { MAX_CLOSE_REASON_BYTES } from './messages.js';
-import { encodeEvent, encodeHistory, isPublishableType } from './protocol.js';
+import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT } from './messages.js';
+import { encodeEvent, encodeHistory, isEpoch, isPublishableType } from './protocol.js';
 import { covers, isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -153,9 +153,9 @@ function historyQuery(query: string, size: number): { since: { epoch: string; of
   const limit = q.get('limit') ?? String(size);
   const reverse = q.get('reverse') ?? 'false';
   if ((epoch === null) !== (offset === null) || !/^\d{1,15}$/.test(offset ?? '0') || !/^\d{1,5}$/.test(limit) || !['true', 'false'].includes(reverse)) return undefined;
-  if (epoch !== null && !/^[A-Za-z0-9_-]{1,64}$/.test(epoch)) return undefined;
+  if (epoch !== null && !isEpoch(epoch)) return undefined;
   const n = Number(limit);
-  if (n < 1 || n > 10_000) return undefined;
+  if (n < 1 || n > MAX_HISTORY_LIMIT) return undefined;
   return { since: epoch === null ? undefined : { epoch, offset: Number(offset) }, limit: Math.min(n, size), reverse: reverse === 'true' };
 }
 

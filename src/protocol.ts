@@ -112,12 +112,17 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
 
 const EPOCH_PATTERN = /^[A-Za-z0-9_-]+$/;
 
+/** A stream epoch as clients and backends may name one: 1 to MAX_EPOCH_LENGTH of [A-Za-z0-9_-]. */
+export function isEpoch(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= MAX_EPOCH_LENGTH && EPOCH_PATTERN.test(value);
+}
+
 /** `since` of join_room and resume: absent (undefined), a position, or malformed (null). */
 function parseSince(value: unknown): StreamPosition | undefined | null {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) return null;
   const { epoch, offset } = value as Record<string, unknown>;
-  if (typeof epoch !== 'string' || epoch.length > MAX_EPOCH_LENGTH || !EPOCH_PATTERN.test(epoch)) return null;
+  if (!isEpoch(epoch)) return null;
   if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return null;
   return { epoch, offset };
 }
