@@ -2,7 +2,7 @@
 /** ws-edge serve | token | client */
 import { parseArgs } from 'node:util';
 import { signToken } from './auth.js';
-import { runDemo, runInteractive } from './client.js';
+import { runDemo, runInteractive } from './cli-client.js';
 import { WS_PATH } from './messages.js';
 import { serve } from './main.js';
 

@@ -38,6 +38,14 @@ describe('source layout', () => {
 
   it('keeps the protocol types free of runtime dependencies, for the client library', () => {
     expect(importsOf('src/messages.ts')).toEqual([]);
-    expect([...new Set(importsOf('src/errors.ts'))]).toEqual(['src/messages.ts']);
+    expect(importsOf('src/close-codes.ts')).toEqual([]);
+    expect([...new Set(importsOf('src/errors.ts'))].sort()).toEqual(['src/close-codes.ts', 'src/messages.ts']);
+  });
+
+  it('keeps the client library to the protocol modules: nothing of the server reaches the browser bundle', () => {
+    const client = files.filter((f) => f.startsWith('src/client/'));
+    expect(client.length).toBeGreaterThan(0);
+    const outside = client.flatMap((f) => importsOf(f)).filter((spec) => !spec.startsWith('src/client/'));
+    expect([...new Set(outside)].sort()).toEqual(['src/close-codes.ts', 'src/messages.ts']);
   });
 });

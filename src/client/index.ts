@@ -1,0 +1,265 @@
+/**
+ * ws-edge/client: the official client for browsers and Node. One logical connection that
+ * reconnects by the close-code policy, refreshes its token in band, rejoins every room in one
+ * `resume` with its stream position, hands events to the app once and in order, and answers every
+ * request with a promise. docs/WEBSOCKET_API.md ("Client library") describes it.
+ */
+import type { ConnectedData, Envelope, ErrorReply, MessageSent, RoomHistory, RoomJoined, RoomLeft, RoomReset, ServerMessage, StreamPosition, WireMessage } from '../messages.js';
+import { createConnection, type ClientState, type StateChange, type TokenSource, type WebSocketConstructor } from './connection.js';
+import { DEFAULT_BACKOFF, type Backoff } from './policy.js';
+import { ClientError, createRequests, replyError, type Requests } from './requests.js';
+import { createRooms, type RoomHandlers, type Rooms } from './rooms.js';
+
+export type * from '../messages.js';
+export type { ClientState, StateChange, TokenSource, WebSocketConstructor, WebSocketLike } from './connection.js';
+export type { Backoff } from './policy.js';
+export type { ClientErrorCode } from './requests.js';
+export type { RoomHandlers } from './rooms.js';
+export { ClientError };
+
+export interface ClientOptions {
+  /** ws(s)://host/api/v1/ws/connect */
+  readonly url: string;
+  readonly token: TokenSource;
+  /** Where there is no global WebSocket (Node 20): the `ws` package's class. */
+  readonly WebSocket?: WebSocketConstructor;
+  /** Reconnect backoff in ms; defaults base 1000, factor 2, cap 30000. */
+  readonly backoff?: Partial<Backoff>;
+  /** How long a request waits for its reply (ms, default 10000). */
+  readonly requestTimeout?: number;
+  /** Ping after this long without a frame from the server (ms, default 25000; 0: never). */
+  readonly pingAfter?: number;
+  /** Reconnect when nothing arrives this long after that ping (ms, default 10000). */
+  readonly pongTimeout?: number;
+  /** Refresh the token at this share of its remaining life (default 0.8). */
+  readonly refreshAt?: number;
+  /** `send` while not connected: queue up to this many messages, sent after the rejoin (default 0: reject at once). */
+  readonly queueSize?: number;
+  /** For tests: the jitter's source (default Math.random). */
+  readonly random?: () => number;
+}
+
+export interface HistoryOptions {
+  readonly since?: StreamPosition;
+  readonly limit?: number;
+  readonly reverse?: boolean;
+}
+
+export interface ClientEvents {
+  state(change: StateChange): void;
+  connected(data: ConnectedData): void;
+  /** A message no room handler took: events to this connection (`room` null), rooms not joined through `join`. */
+  message(message: ServerMessage): void;
+  /** An error reply that answers no request (a frame dropped by the rate limit). */
+  error(err: ClientError): void;
+}
+
+/** A room `unavailable` (its history unreachable) is tried again after this long. */
+const ROOM_RETRY_MS = 1000;
+
+interface Routes {
+  connected(data: ConnectedData): void;
+  refused(room: string, err: ClientError): void;
+  error(err: ClientError): void;
+  message(msg: ServerMessage): void;
+}
+
+/** One JSON.parse per frame; an event goes straight to its room's handler. */
+function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string) => void {
+  return (text) => {
+    const msg = JSON.parse(text) as WireMessage;
+    switch (msg.type) {
+      case 'connected':
+        return routes.connected(msg.data as ConnectedData);
+      case 'room_joined':
+        rooms.joined(msg as RoomJoined);
+        break;
+      case 'room_reset':
+        return rooms.reset(msg as RoomReset);
+      case 'room_left':
+        rooms.left(msg as RoomLeft);
+        break;
+      case 'error':
+        if (typeof msg.room === 'string') routes.refused(msg.room, replyError(msg as ErrorReply));
+        else if (msg.id === undefined) routes.error(replyError(msg as ErrorReply));
+        break;
+      case 'resumed':
+      case 'message_sent':
+      case 'room_history':
+      case 'pong':
+      case 'token_refreshed':
+        break;
+      default:
+        if (!rooms.event(msg as Envelope)) routes.message(msg as ServerMessage);
+        return;
+    }
+    requests.settle(msg);
+  };
+}
+
+function listeners() {
+  const sets: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), connected: new Set(), message: new Set(), error: new Set() };
+  return {
+    on<K extends keyof ClientEvents>(event: K, fn: ClientEvents[K]): () => void {
+      sets[event].add(fn);
+      return () => void sets[event].delete(fn);
+    },
+    emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
+      sets[event].forEach((fn) => (fn as (...a: unknown[]) => void)(...args));
+    },
+  };
+}
+
+/** Sends made while not connected, when `queueSize` allows: never sent before, so sending them later cannot duplicate. */
+function sendQueue(size: number) {
+  const queued: Array<{ message: Record<string, unknown>; resolve: (reply: MessageSent) => void; reject: (err: ClientError) => void }> = [];
+  return {
+    size,
+    push(message: Record<string, unknown>): Promise<MessageSent> {
+      if (queued.length >= size) return Promise.reject(new ClientError('disconnected', size === 0 ? 'not connected' : `the send queue is full (${size})`));
+      return new Promise((resolve, reject) => queued.push({ message, resolve, reject }));
+    },
+    flush(send: (message: Record<string, unknown>) => Promise<MessageSent>): void {
+      for (const q of queued.splice(0)) send(q.message).then(q.resolve, q.reject);
+    },
+    fail(err: ClientError): void {
+      for (const q of queued.splice(0)) q.reject(err);
+    },
+  };
+}
+
+export function createClient(options: ClientOptions) {
+  const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (WebSocket === undefined) throw new TypeError('no global WebSocket: pass options.WebSocket (the ws package in Node 20)');
+  const rooms = createRooms();
+  const requests = createRequests(options.requestTimeout ?? 10_000);
+  const { on, emit } = listeners();
+  const queue = sendQueue(options.queueSize ?? 0);
+  let info: ConnectedData | undefined;
+  /** Connected, and the rooms of the previous connection answered: queued sends may go. */
+  let ready = false;
+  let flushing = false;
+
+  const conn = createConnection(
+    {
+      url: options.url,
+      token: options.token,
+      WebSocket,
+      backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+      random: options.random ?? Math.random,
+      pingAfter: options.pingAfter ?? 25_000,
+      pongTimeout: options.pongTimeout ?? 10_000,
+      refreshAt: options.refreshAt ?? 0.8,
+    },
+    {
+      frame: router(rooms, requests, { connected, refused, error: (err) => emit('error', err), message: (msg) => emit('message', msg) }),
+      down(state) {
+        ready = false;
+        const err = new ClientError(state === 'closed' ? 'closed' : 'disconnected', state === 'closed' ? 'the client is closed' : 'the connection was lost');
+        requests.failAll(err);
+        rooms.disconnected(state === 'closed' ? err : undefined);
+        if (state === 'closed') queue.fail(err);
+      },
+      state: (change) => emit('state', change),
+      ping: () => void request({ type: 'ping' }, 'pong').catch(() => {}),
+      refresh: (token) => request({ type: 'refresh_token', token }, 'token_refreshed'),
+    },
+  );
+
+  function transmit(frame: string): void {
+    const max = info?.max_message_size ?? Infinity;
+    if (frame.length > max || (frame.length * 3 > max && new TextEncoder().encode(frame).length > max)) {
+      throw new ClientError('message_too_big', `the message is larger than max_message_size (${max} bytes)`);
+    }
+    if (!conn.send(frame)) throw new ClientError('disconnected', 'not connected');
+  }
+
+  function request<T>(message: Record<string, unknown>, until: string): Promise<T> {
+    return requests.request<T>(message, until, transmit);
+  }
+
+  function connected(data: ConnectedData): void {
+    info = data;
+    conn.established();
+    emit('connected', data);
+    flushJoins();
+  }
+
+  function refused(room: string, err: ClientError): void {
+    if (!rooms.refused(room, err)) setTimeout(flushJoins, ROOM_RETRY_MS);
+  }
+
+  // Joins made in one tick go out in one frame: a `resume` when there are several (one frame for the rate limit).
+  function flushJoins(): void {
+    flushing = false;
+    if (conn.state !== 'connected') return;
+    const wanted = rooms.unsent();
+    if (wanted.length === 0) return afterJoins();
+    const [only] = wanted;
+    if (wanted.length === 1 && only!.since === undefined) {
+      request({ type: 'join_room', room: only!.room }, 'room_joined').then(afterJoins, (err: ClientError) => (refused(only!.room, err), afterJoins()));
+      return;
+    }
+    const list = wanted.map((r) => (r.since === undefined ? { room: r.room } : r));
+    request({ type: 'resume', rooms: list }, 'resumed').then(afterJoins, (err: ClientError) => {
+      for (const r of wanted) refused(r.room, err);
+      afterJoins();
+    });
+  }
+
+  function afterJoins(): void {
+    if (ready || conn.state !== 'connected') return;
+    ready = true;
+    queue.flush((message) => request<MessageSent>(message, 'message_sent'));
+  }
+
+  return {
+    get state(): ClientState {
+      return conn.state;
+    },
+    /** The `connected` data of the current (or last) connection. */
+    get connection(): ConnectedData | undefined {
+      return info;
+    },
+    on,
+    /** Opens the connection (again, after `close` or a terminal close code). */
+    connect: (): void => conn.connect(),
+    /** Closes for good (1000): requests in flight and queued sends are rejected with `closed`. */
+    close: (): void => conn.close(),
+    /** Joins a room, now and after every reconnect; resolves with the first `room_joined`. */
+    join(room: string, handlers: RoomHandlers = {}): Promise<RoomJoined> {
+      const joined = rooms.add(room, handlers);
+      if (conn.state === 'connected' && !flushing) {
+        flushing = true;
+        queueMicrotask(flushJoins);
+      }
+      return joined;
+    },
+    async leave(room: string): Promise<void> {
+      if (!rooms.remove(room, new ClientError('closed', `left ${room}`)) || conn.state !== 'connected') return;
+      await request<RoomLeft>({ type: 'leave_room', room }, 'room_left').catch((err: ClientError) => {
+        if (err.code !== 'not_joined' && err.code !== 'disconnected') throw err;
+      });
+    },
+    /** send_message; resolves with `message_sent` (its position in a sequenced room). */
+    send(room: string, data: unknown): Promise<MessageSent> {
+      const message = { type: 'send_message', room, data };
+      if (ready || (conn.state === 'connected' && queue.size === 0)) return request<MessageSent>(message, 'message_sent');
+      if (conn.state === 'closed') return Promise.reject(new ClientError('closed', 'the client is closed'));
+      return queue.push(message);
+    },
+    history(room: string, opts: HistoryOptions = {}): Promise<RoomHistory> {
+      return request({ type: 'history', room, ...opts }, 'room_history');
+    },
+    /** Round trip in ms. */
+    async ping(): Promise<number> {
+      const started = Date.now();
+      await request({ type: 'ping' }, 'pong');
+      return Date.now() - started;
+    },
+    /** The position of the last event handed to the app in a sequenced room. */
+    position: (room: string): StreamPosition | undefined => rooms.position(room),
+  };
+}
+
+export type Client = ReturnType<typeof createClient>;

@@ -1,0 +1,64 @@
+/**
+ * What the client does after a close, and when it refreshes its token: pure functions over the
+ * close-code table (RECONNECT in src/errors.ts, the one the docs and the server share), so the
+ * policy is tested without sockets or clocks.
+ */
+import { reconnectAfter } from '../close-codes.js';
+
+/** Full-jitter exponential backoff, milliseconds: random(0, min(cap, base * factor^attempt)). */
+export interface Backoff {
+  readonly base: number;
+  readonly factor: number;
+  readonly cap: number;
+}
+
+export const DEFAULT_BACKOFF: Backoff = { base: 1000, factor: 2, cap: 30_000 };
+/** 1012: a draining node's clients spread their reconnects over this window. */
+export const RESTART_SPREAD_MS = 5000;
+/** 4429: at least this long before the next attempt, plus the usual jitter. */
+export const LONG_BACKOFF_MS = 30_000;
+/** The earliest a token refresh is tried, and the retry step when the provider failed. */
+export const MIN_REFRESH_MS = 1000;
+
+export type Random = () => number;
+
+export function backoffDelay(backoff: Backoff, attempt: number, random: Random): number {
+  return random() * Math.min(backoff.cap, backoff.base * backoff.factor ** attempt);
+}
+
+/** After a close: stop for good, or try again after `delay` ms (with a new token first when `newToken`). */
+export type AfterClose = { readonly retry: false } | { readonly retry: true; readonly delay: number; readonly newToken: boolean };
+
+export function afterClose(code: number, attempt: number, backoff: Backoff, random: Random): AfterClose {
+  const jitter = backoffDelay(backoff, attempt, random);
+  switch (reconnectAfter(code).reconnect) {
+    case 'never':
+    case 'manual':
+      return { retry: false };
+    case 'restart':
+      return { retry: true, delay: random() * RESTART_SPREAD_MS, newToken: false };
+    case 'long_backoff':
+      return { retry: true, delay: LONG_BACKOFF_MS + jitter, newToken: false };
+    case 'new_token':
+      return { retry: true, delay: jitter, newToken: true };
+    default:
+      // 'none' is a close the client made; a server's 1000 is retried like a lost connection.
+      return { retry: true, delay: jitter, newToken: false };
+  }
+}
+
+/** The token's `exp` in epoch milliseconds, or undefined when it has none or cannot be read. */
+export function tokenExpiry(token: string): number | undefined {
+  try {
+    const payload = token.split('.')[1] ?? '';
+    const claims = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { exp?: unknown };
+    return typeof claims.exp === 'number' ? claims.exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** When to refresh a token that expires at `expiresAt`: at `share` of its remaining life, at least MIN_REFRESH_MS from now. */
+export function refreshDelay(expiresAt: number, now: number, share: number): number {
+  return Math.max(MIN_REFRESH_MS, (expiresAt - now) * share);
+}
