@@ -1,0 +1,164 @@
+/**
+ * ws-edge/client against real nodes (in this process, memory broker) through the `ws` package:
+ * requests answered and timed out, the liveness check on a silent link, token refresh in band and
+ * after expiry, and each close code's reconnect decision as the server really sends it.
+ */
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createClient, type Client, type ClientOptions, type Envelope, type StateChange } from '../../src/client/index.js';
+import { token } from '../helpers/client.js';
+import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
+
+const API_KEY = 'client-suite-publish-key-0123456789abcdef';
+const clients: Client[] = [];
+
+afterEach(() => {
+  clients.splice(0).forEach((c) => c.close());
+});
+afterAll(stopAllNodes);
+
+function client(url: string, tok: ClientOptions['token'], extra: Partial<ClientOptions> = {}) {
+  const states: StateChange[] = [];
+  const c = createClient({ url, token: tok, WebSocket, ...extra });
+  c.on('state', (s) => states.push(s));
+  clients.push(c);
+  return { c, states };
+}
+
+const connected = (c: Client) => waitFor('connected', () => c.state === 'connected', 5000);
+
+async function publish(node: TestNode, room: string, type: string, data: unknown): Promise<void> {
+  const res = await fetch(`${node.internal}/api/v1/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ room, type, data }),
+  });
+  expect(res.status).toBe(200);
+}
+
+describe('ws-edge/client against a node', () => {
+  it('joins, receives in order, sends and reads history: every request settled by its reply', async () => {
+    const node = await startTestNode({ PUBLISH_API_KEY: API_KEY, WS_HISTORY_ROOMS: 'task:*' });
+    const { c } = client(node.url, token('carol', { rooms: ['task:*', 'project:1'] }));
+    const events: Envelope[] = [];
+    c.connect();
+    await connected(c);
+    expect(c.connection).toMatchObject({ user_id: 'carol', max_message_size: 1_048_576 });
+    const [task, project] = await Promise.all([c.join('task:1', { event: (e) => events.push(e) }), c.join('project:1', { event: (e) => events.push(e) })]);
+    expect(task).toMatchObject({ type: 'room_joined', room: 'task:1', offset: 0 });
+    expect(project).toMatchObject({ type: 'room_joined', room: 'project:1' });
+    for (let n = 1; n <= 3; n++) await publish(node, 'task:1', 'task.updated', { n });
+    await publish(node, 'project:1', 'project.updated', { n: 1 });
+    const sent = await c.send('task:1', { text: 'hi' });
+    expect(sent).toMatchObject({ type: 'message_sent', room: 'task:1', offset: 4 });
+    await waitFor('five events', () => events.length === 5, 3000);
+    expect(events.filter((e) => e.room === 'task:1').map((e) => e.offset)).toEqual([1, 2, 3, 4]);
+    expect(c.position('task:1')).toMatchObject({ offset: 4 });
+    const history = await c.history('task:1', { limit: 2, reverse: true });
+    expect(history.data.events.map((e) => e.offset)).toEqual([4, 3]);
+    expect(await c.ping()).toBeGreaterThanOrEqual(0);
+    // Refusals carry the server's machine code, and the connection stays.
+    await expect(c.join('project:2')).rejects.toMatchObject({ code: 'forbidden' });
+    await expect(c.send('channel:9', {})).rejects.toMatchObject({ code: 'not_joined' });
+    await expect(c.history('project:1')).rejects.toMatchObject({ code: 'no_history' });
+    // Above max_message_size: refused here, never sent (the server would close with 1009).
+    await expect(c.send('task:1', 'x'.repeat(1_048_576))).rejects.toMatchObject({ code: 'message_too_big' });
+    await c.leave('project:1');
+    expect(c.state).toBe('connected');
+    await stopTestNode(node);
+  });
+
+  it('times out a request on a silent link, then the liveness check reconnects and the rooms come back', async () => {
+    const node = await startTestNode({ WS_HISTORY_ROOMS: 'task:*', PUBLISH_API_KEY: API_KEY });
+    const proxy = await startTcpProxy(node.port);
+    const url = `ws://127.0.0.1:${proxy.port}/api/v1/ws/connect`;
+    const { c, states } = client(url, token('dave'), { requestTimeout: 300, pingAfter: 400, pongTimeout: 400 });
+    const reset: unknown[] = [];
+    const recovered: unknown[] = [];
+    const got: number[] = [];
+    c.connect();
+    await connected(c);
+    await c.join('task:live', { event: (e) => got.push(e.offset!), reset: (p) => reset.push(p), recovered: (p) => recovered.push(p) });
+    await publish(node, 'task:live', 'task.updated', { n: 1 });
+    await waitFor('first event', () => got.length === 1, 2000);
+    proxy.blackhole(true);
+    await expect(c.ping()).rejects.toMatchObject({ code: 'timeout' });
+    await waitFor('the liveness check gave up', () => states.some((s) => s.reason === 'no pong'), 3000);
+    expect(states.find((s) => s.reason === 'no pong')).toMatchObject({ state: 'disconnected', code: 1006 });
+    await publish(node, 'task:live', 'task.updated', { n: 2 });
+    proxy.blackhole(false);
+    proxy.closeAll();
+    await waitFor('back and recovered', () => recovered.length === 1, 10_000);
+    await publish(node, 'task:live', 'task.updated', { n: 3 });
+    await waitFor('every event once', () => got.length === 3, 2000);
+    expect({ got, reset }).toEqual({ got: [1, 2, 3], reset: [] });
+    await proxy.stop();
+  });
+
+  it('refreshes its token in band before exp: a session outlives several token lifetimes without a reconnect', { timeout: 20_000 }, async () => {
+    const node = await startTestNode();
+    let minted = 0;
+    const { c, states } = client(node.url, () => (minted++, token('erin', { ttlSeconds: 2 })));
+    c.connect();
+    await connected(c);
+    await new Promise((r) => setTimeout(r, 5500));
+    expect(c.state).toBe('connected');
+    expect(states.map((s) => s.state)).toEqual(['connecting', 'connected']);
+    expect(minted).toBeGreaterThanOrEqual(3);
+    await stopTestNode(node);
+  });
+
+  it('after 4401 at expiry reconnects only with a new token', { timeout: 20_000 }, async () => {
+    const node = await startTestNode({ JWT_CLOCK_TOLERANCE: '0' });
+    // A provider that cannot refresh yet: the same token until `ready`.
+    let current = token('frank', { ttlSeconds: 2 });
+    let ready = false;
+    const { c, states } = client(node.url, () => (ready ? (current = token('frank', { ttlSeconds: 60, username: 'frank2' })) : current), { backoff: { base: 200, cap: 500 } });
+    c.connect();
+    await connected(c);
+    await waitFor('closed at exp', () => states.some((s) => s.code === 4401), 6000);
+    expect(states.find((s) => s.code === 4401)).toMatchObject({ state: 'disconnected', reason: 'token expired' });
+    await new Promise((r) => setTimeout(r, 1000));
+    // Asked again after each backoff, never connected with the refused token.
+    expect(c.state).not.toBe('connected');
+    expect(states.filter((s) => s.state === 'connected')).toHaveLength(1);
+    ready = true;
+    await connected(c);
+    expect(c.connection?.username).toBe('frank2');
+    await stopTestNode(node);
+  });
+
+  it('waits at least 30 s after 4429, 0-5 s after 1012, and stops after 4403', async () => {
+    const node = await startTestNode({ WS_MAX_CONNECTIONS_PER_USER: '1', PUBLISH_API_KEY: API_KEY });
+    const first = client(node.url, token('gina'));
+    first.c.connect();
+    await connected(first.c);
+    const second = client(node.url, token('gina'));
+    second.c.connect();
+    await waitFor('4429', () => second.states.some((s) => s.code === 4429), 3000);
+    const limited = second.states.find((s) => s.code === 4429)!;
+    expect(limited).toMatchObject({ state: 'disconnected', reason: 'too many connections for this user' });
+    expect(limited.delay).toBeGreaterThanOrEqual(30_000);
+    second.c.close();
+
+    const res = await fetch(`${node.internal}/api/v1/disconnect`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'gina' }),
+    });
+    expect(res.status).toBe(200);
+    await waitFor('4403', () => first.c.state === 'closed', 3000);
+    expect(first.states.at(-1)).toEqual({ state: 'closed', code: 4403, reason: 'disconnected' });
+
+    const third = client(node.url, token('hank'));
+    third.c.connect();
+    await connected(third.c);
+    await stopTestNode(node);
+    await waitFor('1012', () => third.states.some((s) => s.code === 1012), 5000);
+    const drained = third.states.find((s) => s.code === 1012)!;
+    expect(drained).toMatchObject({ state: 'disconnected', reason: 'service restart' });
+    expect(drained.delay).toBeLessThanOrEqual(5000);
+  });
+});
