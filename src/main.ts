@@ -5,6 +5,7 @@
  */
 import { ephemeralSecret, signToken } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { DEMO_PATH } from './demo.js';
 import { WS_PATH } from './messages.js';
 import { createLogger, type Logger } from './log.js';
 import { startNode, type EdgeNode } from './server.js';
@@ -18,8 +19,8 @@ function withDevSecret(config: Config): { config: Config; devSecret: string | un
   return { config: { ...config, jwt: { ...config.jwt, secret, algorithms: ['HS256'] } }, devSecret: secret };
 }
 
-function printDevBanner(config: Config, secret: string): void {
-  const token = signToken({
+function devToken(config: Config, secret: string): string {
+  return signToken({
     secret,
     userId: 'dev',
     username: 'dev',
@@ -28,6 +29,9 @@ function printDevBanner(config: Config, secret: string): void {
     issuer: config.jwt.issuer,
     audience: config.jwt.audience,
   });
+}
+
+function printDevBanner(config: Config, token: string): void {
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host;
   const url = `ws://${host}:${config.port}${WS_PATH}`;
   process.stderr.write(
@@ -41,6 +45,8 @@ function printDevBanner(config: Config, secret: string): void {
       'Connect:',
       `  npx ws-edge client --url ${url} --token ${token}`,
       `  websocat "${url}?token=${token}"`,
+      '',
+      `Browser demo (dev mode only): http://${host}:${config.port}${DEMO_PATH}`,
       '',
     ].join('\n') + '\n',
   );
@@ -58,6 +64,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     throw err;
   }
   const { config, devSecret } = withDevSecret(loaded);
+  const demoToken = devSecret === undefined ? undefined : devToken(config, devSecret);
   const log = createLogger(config.logLevel, { node_id: config.nodeId });
 
   // Installed before the node starts: a signal during start-up drains once the node exists.
@@ -67,7 +74,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   process.once('SIGINT', () => stop('SIGINT'));
 
   try {
-    node = await startNode(config, log);
+    node = await startNode(config, log, demoToken === undefined ? {} : { demoToken });
   } catch (err) {
     log.fatal({ err }, 'start failed');
     log.flush();
@@ -75,7 +82,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     process.exit(1);
   }
   logStart(log, config, node.port, node.internalPort, node.uws, devSecret !== undefined);
-  if (devSecret !== undefined) printDevBanner({ ...config, port: node.port }, devSecret);
+  if (demoToken !== undefined) printDevBanner({ ...config, port: node.port }, demoToken);
   if (stopping !== undefined) drain(node, stopping);
 
   function stop(signal: string): void {

@@ -16,6 +16,7 @@ import { createExpiryScheduler } from './expiry.js';
 import { headOf, type History, type SequencedDelivery } from './history.js';
 import { createMemoryHistory } from './history-memory.js';
 import { WS_PATH } from './messages.js';
+import { addDemoRoutes } from './demo.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
 import type { Logger } from './log.js';
@@ -111,7 +112,12 @@ function connectionSlots(config: Config, local: LocalSlots, redis: RedisClients 
   });
 }
 
-export async function startNode(config: Config, log: Logger): Promise<EdgeNode> {
+export interface NodeOptions {
+  /** Dev mode: serve the browser demo (GET /dev/demo) with this token. */
+  readonly demoToken?: string;
+}
+
+export async function startNode(config: Config, log: Logger, options: NodeOptions = {}): Promise<EdgeNode> {
   const uws = loadUws(config.httpMaxHeadersSize);
   const auth = createAuthenticator(config.jwt);
   const metrics = createMetrics();
@@ -167,6 +173,7 @@ export async function startNode(config: Config, log: Logger): Promise<EdgeNode> 
     details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
   };
   metrics.readinessFrom(() => health.state() === 'ready');
+  if (options.demoToken !== undefined) addDemoRoutes(app, options.demoToken);
   addPublicRoutes(app, health);
   addApiRoutes(internal, { config, broker, events, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);

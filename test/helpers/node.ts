@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { startNode, type EdgeNode } from '../../src/server.js';
+import { startNode, type EdgeNode, type NodeOptions } from '../../src/server.js';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
 
@@ -19,7 +19,7 @@ export interface TestNode extends EdgeNode {
 
 const running = new Set<TestNode>();
 
-export async function startTestNode(env: Record<string, string> = {}): Promise<TestNode> {
+export async function startTestNode(env: Record<string, string> = {}, options: NodeOptions = {}): Promise<TestNode> {
   const config = loadConfig({
     JWT_SECRET: TEST_SECRET,
     HOST: '127.0.0.1',
@@ -37,7 +37,7 @@ export async function startTestNode(env: Record<string, string> = {}): Promise<T
       done();
     },
   });
-  const node = await startNode(config, createLogger(config.logLevel, { node_id: config.nodeId }, sink));
+  const node = await startNode(config, createLogger(config.logLevel, { node_id: config.nodeId }, sink), options);
   const internal = `http://127.0.0.1:${node.internalPort}`;
   const metricsText = async () => (await fetch(`${internal}/metrics`)).text();
   const testNode: TestNode = Object.assign(Object.create(null) as object, node, {
