@@ -192,6 +192,27 @@ describe('ws-edge/client in chromium', () => {
   });
 });
 
+describe('the browser going offline', () => {
+  it('drops the socket at once on offline, makes no attempt while offline, reconnects and rejoins on online', async () => {
+    const node = await startTestNode();
+    const page = await openPage();
+    await startClient(page, 'net', node.url, token('olga'), ['project:net']);
+    await waitForState(page, 'net', (s) => s.state === 'connected', 'connected');
+    await page.context().setOffline(true);
+    await waitForState(page, 'net', (s) => s.reason === 'offline', 'offline');
+    expect(await lastState(page, 'net')).toEqual({ state: 'disconnected', code: 1006, reason: 'offline' });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await record(page, 'net')).states.filter((s: { state: string }) => s.state === 'connecting')).toHaveLength(1);
+    await page.context().setOffline(false);
+    await waitFor('back', async () => (await record(page, 'net')).nodes.length === 2 && (await lastState(page, 'net')).state === 'connected', 5000);
+    // A plain room is rejoined and the app told to reload it.
+    await waitFor('reset', async () => (await record(page, 'net')).resets === 1, 3000);
+    await page.evaluate(() => (window as unknown as PageGlobals).net.client.close());
+    await page.close();
+    await stopTestNode(node);
+  });
+});
+
 describe('a rolling restart of two nodes behind HAProxy, seen from a browser', () => {
   it('the page loses no event and sees none twice: every published number, in order', { timeout: 90_000 }, async () => {
     const redis = await startRedis();

@@ -70,6 +70,21 @@ describe('ws-edge/client against a node', () => {
     await stopTestNode(node);
   });
 
+  it('queues sends made before the connection when queueSize allows, and rejects the one past it', async () => {
+    const node = await startTestNode({ WS_HISTORY_ROOMS: 'task:*' });
+    const { c } = client(node.url, token('quinn'), { queueSize: 2 });
+    const got: unknown[] = [];
+    void c.join('task:q', { event: (e) => e.type === 'message.new' && got.push(e.data) });
+    const queued = [c.send('task:q', { n: 1 }), c.send('task:q', { n: 2 })];
+    await expect(c.send('task:q', { n: 3 })).rejects.toMatchObject({ code: 'disconnected', message: 'the send queue is full (2)' });
+    c.connect();
+    const sent = await Promise.all(queued);
+    expect(sent.map((m) => m.offset)).toEqual([1, 2]);
+    await waitFor('both messages', () => got.length === 2, 2000);
+    expect(got).toEqual([{ n: 1 }, { n: 2 }]);
+    await stopTestNode(node);
+  });
+
   it('times out a request on a silent link, then the liveness check reconnects and the rooms come back', async () => {
     const node = await startTestNode({ WS_HISTORY_ROOMS: 'task:*', PUBLISH_API_KEY: API_KEY });
     const proxy = await startTcpProxy(node.port);
