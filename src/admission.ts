@@ -101,6 +101,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     refilledAt: Date.now(),
     rateStrikes: undefined,
     invalidStrikes: undefined,
+    signals: undefined,
     slow: false,
     closed: false,
   });

@@ -1,7 +1,7 @@
 /**
- * The server API for backends, on the internal port only: POST /api/v1/publish,
- * POST /api/v1/disconnect and GET /api/v1/rooms/<room>/history, with `Authorization: Bearer
- * <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they
+ * The server API for backends, on the internal port only: POST /api/v1/publish, POST
+ * /api/v1/disconnect and GET /api/v1/rooms/<room>/{history,presence,presence_stats}, with
+ * `Authorization: Bearer <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they
  * stream in, before any parsing.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -13,8 +13,9 @@ import { headOf, IDEMPOTENCY_KEY, readPage, type History } from './history.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
-import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT } from './messages.js';
-import { encodeEvent, encodeHistory, isEpoch, isPublishableType } from './protocol.js';
+import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from './messages.js';
+import type { PresenceTracker } from './presence-tracker.js';
+import { encodeEvent, encodeHistory, encodeReply, isEpoch, isPublishableType } from './protocol.js';
 import { covers, isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -24,12 +25,13 @@ export interface ApiDeps {
   readonly broker: Broker;
   readonly events: Events;
   readonly history: History;
+  readonly presence: PresenceTracker;
   readonly metrics: Metrics;
 }
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'disconnect' | 'history';
+type Endpoint = 'publish' | 'disconnect';
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
@@ -143,7 +145,7 @@ function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
   return { status: 'disconnecting', user_id: userId, code };
 }
 
-const HANDLERS: Record<Exclude<Endpoint, 'history'>, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
+const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
 
 /** The query of GET .../history: since_epoch with since_offset, limit, reverse; undefined when malformed. */
 function historyQuery(query: string, size: number): { since: { epoch: string; offset: number } | undefined; limit: number; reverse: boolean } | undefined {
@@ -159,15 +161,19 @@ function historyQuery(query: string, size: number): { since: { epoch: string; of
   return { since: epoch === null ? undefined : { epoch, offset: Number(offset) }, limit: Math.min(n, size), reverse: reverse === 'true' };
 }
 
-/** GET /api/v1/rooms/<room>/history: the room's position and kept events, for a backend that loads state. */
-function addHistoryRoute(app: TemplatedApp, deps: ApiDeps, expected: Buffer | undefined): void {
-  app.get('/api/v1/rooms/:room/history', (res: HttpResponse, req: HttpRequest) => {
+type RoomEndpoint = 'history' | 'presence' | 'presence_stats';
+/** A room route's answer: a refusal at once, or the encoded JSON body (a refusal name when it fails). */
+type RoomAnswer = ApiRefusalName | Promise<string>;
+
+/** GET /api/v1/rooms/<room>/<endpoint>, the room URL-encoded or not, with the API key. */
+function addRoomRoute(app: TemplatedApp, deps: ApiDeps, expected: Buffer | undefined, endpoint: RoomEndpoint, answer: (room: string, query: string) => RoomAnswer): void {
+  app.get(`/api/v1/rooms/:room/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
     let aborted = false;
     res.onAborted(() => {
       aborted = true;
     });
     const fail = (name: ApiRefusalName): void => {
-      deps.metrics.apiRequest('history', API_REFUSALS[name].status);
+      deps.metrics.apiRequest(endpoint, API_REFUSALS[name].status);
       if (!aborted) sendRefusal(res, API_REFUSALS[name]);
     };
     if (expected === undefined) return fail('api_disabled');
@@ -178,25 +184,48 @@ function addHistoryRoute(app: TemplatedApp, deps: ApiDeps, expected: Buffer | un
     } catch {
       // a malformed escape: not a room
     }
-    const query = historyQuery(req.getQuery() ?? '', deps.config.history.size);
     if (!isValidRoom(room)) return fail('invalid_room');
-    if (!covers(deps.config.history.rooms, room)) return fail('no_history');
-    if (query === undefined) return fail('invalid_query');
-    readPage(deps.history, room, query.since, query.limit, query.reverse).then(
-      (page) => {
-        deps.metrics.apiRequest('history', 200);
-        const body = encodeHistory(room, page, page.entries.map((e) => e.payload), undefined);
+    const result = answer(room, req.getQuery() ?? '');
+    if (typeof result === 'string') return fail(result);
+    result.then(
+      (body) => {
+        deps.metrics.apiRequest(endpoint, 200);
         if (!aborted) sendEncodedJson(res, '200 OK', body);
       },
-      () => fail('history_unavailable'),
+      (name: ApiRefusalName) => fail(name),
     );
   });
+}
+
+/** GET .../history: the room's position and kept events, for a backend that loads state. */
+function historyAnswer(deps: ApiDeps, room: string, rawQuery: string): RoomAnswer {
+  if (!covers(deps.config.history.rooms, room)) return 'no_history';
+  const query = historyQuery(rawQuery, deps.config.history.size);
+  if (query === undefined) return 'invalid_query';
+  return readPage(deps.history, room, query.since, query.limit, query.reverse).then(
+    (page) => encodeHistory(room, page, page.entries.map((e) => e.payload), undefined),
+    () => Promise.reject<string>('history_unavailable'),
+  );
+}
+
+/** GET .../presence and .../presence_stats: what a member's `presence` and `presence_stats` answer. */
+function presenceAnswer(deps: ApiDeps, room: string, endpoint: 'presence' | 'presence_stats'): RoomAnswer {
+  if (!covers(deps.config.presence.rooms, room) || room.startsWith('user:')) return 'no_presence';
+  const read =
+    endpoint === 'presence_stats'
+      ? deps.presence.stats(room)
+      : deps.presence.snapshot(room, MAX_PRESENCE_USERS).then(({ version, users, count }) => ({ users, count, truncated: count > users.length, version }));
+  return read.then(
+    (data) => encodeReply(endpoint, { room, data }, undefined),
+    () => Promise.reject<string>('presence_unavailable'),
+  );
 }
 
 export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const key = deps.config.publishApiKey;
   const expected = key === undefined ? undefined : digest(key);
-  addHistoryRoute(app, deps, expected);
+  addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
+  for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
   for (const endpoint of ['publish', 'disconnect'] as const) {
     app.post(`/api/v1/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;

@@ -11,6 +11,8 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     publish(room, payload) {
       if (!closed) target.deliver(room, payload);
     },
+    // There are no other nodes.
+    relay() {},
     sendToConnection(connectionId, payload) {
       if (!closed) target.deliverToConnection(connectionId, payload);
     },

@@ -43,6 +43,8 @@ export interface BrokerTarget {
 export interface Broker {
   readonly kind: 'memory' | 'redis';
   publish(room: string, payload: string): void;
+  /** To the room's members on the other nodes only (the caller delivers here itself); best effort, never stored. */
+  relay(room: string, payload: string): void;
   /** Delivers to the connection wherever it lives (its id names its node). */
   sendToConnection(connectionId: string, payload: string): void;
   /** Closes every connection of the user on every node. */

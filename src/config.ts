@@ -66,6 +66,8 @@ export interface Config {
   /** Seconds over which draining sockets are closed; the process exits before it ends. */
   readonly drainTimeout: number;
   readonly history: HistoryConfig;
+  readonly presence: PresenceConfig;
+  readonly signals: SignalConfig;
   readonly redis: RedisConfig | undefined;
   /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
   readonly publishApiKey: string | undefined;
@@ -85,6 +87,30 @@ export interface HistoryConfig {
   readonly ttl: number;
   /** The most events one recovery replays; a client further behind gets `recovered: false`. */
   readonly recoverMax: number;
+}
+
+/** Presence rooms: who is in them across the cluster (docs/WEBSOCKET_API.md "Presence"). */
+export interface PresenceConfig {
+  /** WS_PRESENCE_ROOMS as given… */
+  readonly patterns: readonly string[];
+  /** …and compiled; NO_GRANT (the default) tracks no room. */
+  readonly rooms: Grant;
+  /** Seconds an entry lives without a refresh from its node. */
+  readonly ttl: number;
+  /** Seconds between a node's refreshes of its entries (and sweeps of expired ones). */
+  readonly refresh: number;
+  /** Seconds an entry outlives an abnormal close or a drain (1006, 1012), so a quick reconnect does not flap. */
+  readonly grace: number;
+  /** presence.join/presence.leave go only to rooms with at most this many present users. */
+  readonly eventsMaxUsers: number;
+}
+
+/** Signals: ephemeral client events (typing, read receipts). */
+export interface SignalConfig {
+  /** Allowed names; empty: signals are off. */
+  readonly names: ReadonlySet<string>;
+  /** Signals per second per connection (a bucket of the same size), inside the frame rate limit. */
+  readonly rate: number;
 }
 
 export interface HostPort {
@@ -245,6 +271,8 @@ export function loadConfig(env: Env = process.env): Config {
     membershipEventsMaxMembers: r.int('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS', 1000, 0, 10_000_000),
     drainTimeout: r.int('WS_DRAIN_TIMEOUT', 20, 1, 3600),
     history: readHistory(r, problems),
+    presence: readPresence(r, problems),
+    signals: readSignals(r, problems),
     redis: readRedis(r, problems),
     publishApiKey: r.optional('PUBLISH_API_KEY'),
     readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
@@ -267,6 +295,27 @@ function readHistory(r: Reader, problems: string[]): HistoryConfig {
     ttl: r.int('WS_HISTORY_TTL', 300, 1, 604_800),
     recoverMax: r.int('WS_HISTORY_RECOVER_MAX', 300, 1, 10_000),
   };
+}
+
+function readPresence(r: Reader, problems: string[]): PresenceConfig {
+  const patterns = r.list('WS_PRESENCE_ROOMS');
+  const rooms = compileGrant(patterns);
+  if (rooms === null) problems.push('WS_PRESENCE_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
+  const ttl = r.int('WS_PRESENCE_TTL', 30, 2, 3600);
+  const refresh = r.int('WS_PRESENCE_REFRESH', 10, 1, 3600);
+  if (refresh >= ttl) problems.push('WS_PRESENCE_REFRESH: must be less than WS_PRESENCE_TTL (entries would expire between refreshes)');
+  return { patterns, rooms: rooms ?? NO_GRANT, ttl, refresh, grace: r.int('WS_PRESENCE_GRACE', 10, 0, 3600), eventsMaxUsers: r.int('WS_PRESENCE_EVENTS_MAX_USERS', 100, 0, 100_000) };
+}
+
+/** Signal names: the same grammar as event names' last part, so `signal.<name>` is a valid event type. */
+const SIGNAL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+
+function readSignals(r: Reader, problems: string[]): SignalConfig {
+  const raw = r.optional('WS_SIGNALS');
+  const names = raw === undefined ? ['typing', 'typing_stop', 'read'] : r.list('WS_SIGNALS').filter((n) => n !== 'none');
+  const bad = names.filter((n) => !SIGNAL_NAME.test(n));
+  if (bad.length > 0) problems.push(`WS_SIGNALS: names are [a-z][a-z0-9_]{0,31}, comma-separated, or none: ${bad.join(', ')}`);
+  return { names: new Set(names), rate: r.int('WS_SIGNAL_RATE', 10, 1, 1000) };
 }
 
 function readTrustedProxies(r: Reader, problems: string[]): string[] {

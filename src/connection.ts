@@ -163,6 +163,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (data.kind === 'pending') return;
       for (const room of ctx.streams.joinsOf(sws)) ctx.streams.cancel(sws, room);
       sessions.delete(sws);
+      ctx.presence.closed(data.connectionId, code);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';

@@ -4,15 +4,18 @@
  * joins a room, shows its events and every connection state change. The page loads the client as
  * the ES modules tsc built into dist/, served from memory under /dev/; nothing else is served.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { ROUTE_REFUSALS } from './errors.js';
 import { sendRefusal } from './http.js';
 import type { TemplatedApp } from './uws.js';
 
 export const DEMO_PATH = '/dev/demo';
 
-/** The client's modules as built in dist/, relative to this file (dist/demo.js). */
-const MODULES = ['client/index.js', 'client/connection.js', 'client/policy.js', 'client/requests.js', 'client/rooms.js', 'messages.js', 'close-codes.js'];
+/** The client's modules as built in dist/, relative to this file (dist/demo.js): dist/client/ and the protocol modules it imports. */
+function modules(): string[] {
+  const client = readdirSync(new URL('./client/', import.meta.url)).filter((f) => f.endsWith('.js'));
+  return [...client.map((f) => `client/${f}`), 'messages.js', 'close-codes.js'];
+}
 
 function page(token: string): string {
   return `<!doctype html>
@@ -69,14 +72,14 @@ client.connect();
 /** Adds the demo's routes; call before the public port's catch-all 404. */
 export function addDemoRoutes(app: TemplatedApp, token: string): void {
   const html = page(token);
-  const modules = new Map(MODULES.map((path) => [`/dev/${path}`, readFileSync(new URL(path, import.meta.url), 'utf8')]));
+  const files = new Map(modules().map((path) => [`/dev/${path}`, readFileSync(new URL(path, import.meta.url), 'utf8')]));
   const headers = (res: Parameters<Parameters<TemplatedApp['get']>[1]>[0], type: string) =>
     res.writeStatus('200 OK').writeHeader('Content-Type', type).writeHeader('Cache-Control', 'no-store').writeHeader('X-Content-Type-Options', 'nosniff');
   app.get(DEMO_PATH, (res) => {
     res.cork(() => headers(res, 'text/html; charset=utf-8').end(html));
   });
   app.get('/dev/*', (res, req) => {
-    const body = modules.get(req.getUrl());
+    const body = files.get(req.getUrl());
     if (body === undefined) return sendRefusal(res, ROUTE_REFUSALS.not_found);
     res.cork(() => {
       headers(res, 'text/javascript; charset=utf-8').end(body);

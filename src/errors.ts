@@ -27,6 +27,8 @@ export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boole
   rate_limited: { invalid: false },
   unavailable: { invalid: false },
   no_history: { invalid: false },
+  no_presence: { invalid: false },
+  unknown_signal: { invalid: false },
   internal_error: { invalid: false },
 };
 
@@ -64,6 +66,14 @@ const MESSAGE_ERRORS = {
   unavailable: { code: 'unavailable', message: 'room history is unreachable; try again' },
   no_history: { code: 'no_history', message: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
   history_not_joined: { code: 'not_joined', message: 'join the room before reading its history' },
+  no_presence: { code: 'no_presence', message: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
+  presence_not_joined: { code: 'not_joined', message: 'join the room before asking who is in it' },
+  presence_unavailable: { code: 'unavailable', message: 'presence is unreachable; try again' },
+  signal_not_joined: { code: 'not_joined', message: 'join the room before signalling to it' },
+  unknown_signal: { code: 'unknown_signal', message: 'signal name not allowed (WS_SIGNALS)' },
+  bad_signal_name: { code: 'invalid_message', message: '"name" must be a string' },
+  signal_too_big: { code: 'invalid_message', message: 'a signal frame may be at most {limit} bytes' },
+  signal_rate_limited: { code: 'rate_limited', message: 'at most {limit} signals per second' },
   internal_error: { code: 'internal_error', message: 'internal error' },
 } as const satisfies Record<string, MessageError>;
 export type MessageErrorName = keyof typeof MESSAGE_ERRORS;
@@ -202,6 +212,8 @@ export const API_REFUSALS = {
   history_unavailable: { status: 503, error: 'unavailable', reason: 'the room is sequenced and its history is unreachable; retry' },
   invalid_idempotency_key: { status: 400, error: 'invalid_idempotency_key', reason: '"idempotency_key" must be 1-128 printable ASCII characters without spaces, for a sequenced room' },
   no_history: { status: 400, error: 'no_history', reason: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
+  no_presence: { status: 400, error: 'no_presence', reason: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
+  presence_unavailable: { status: 503, error: 'unavailable', reason: 'presence is unreachable; retry' },
   invalid_query: { status: 400, error: 'invalid_query', reason: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;

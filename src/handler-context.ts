@@ -15,6 +15,7 @@ import type { ClientMessage } from './messages.js';
 import { encodeError, encodeEvent } from './protocol.js';
 import { canJoin, covers, isValidRoom } from './rooms.js';
 import type { Session, SessionSocket } from './session.js';
+import type { PresenceTracker } from './presence-tracker.js';
 import type { Streams } from './streams.js';
 import type { TemplatedApp } from './uws.js';
 
@@ -33,6 +34,18 @@ export interface HandlerContext {
   readonly history: History;
   /** The node's side of sequenced rooms: their positions, joins and recoveries. */
   readonly streams: Streams;
+  /** This node's members of presence rooms (WS_PRESENCE_ROOMS). */
+  readonly presence: PresenceTracker;
+}
+
+/** Whether `room` keeps presence (WS_PRESENCE_ROOMS); personal rooms never do. */
+export function isPresenceRoom(ctx: HandlerContext, room: string): boolean {
+  return covers(ctx.config.presence.rooms, room) && !room.startsWith('user:');
+}
+
+/** A joined room: in a presence room the connection's entry is made. */
+export function entered(ctx: HandlerContext, session: Session, room: string): void {
+  if (isPresenceRoom(ctx, room)) ctx.presence.entered(room, { connectionId: session.connectionId, userId: session.userId, username: session.username });
 }
 
 /** Whether `room` is sequenced (WS_HISTORY_ROOMS). */
@@ -66,10 +79,13 @@ export function publish(ctx: HandlerContext, room: string, payload: string, sour
   ctx.metrics.published(source);
 }
 
-/** user_joined/user_left, unless disabled or the room is too large for per-member events. */
+/**
+ * user_joined/user_left, unless disabled or the room is too large for per-member events. Presence
+ * rooms get presence.join/presence.leave instead (presence-tracker.ts).
+ */
 export function announceMembership(ctx: HandlerContext, session: Session, room: string, type: 'user_joined' | 'user_left'): void {
   const { membershipEvents, membershipEventsMaxMembers } = ctx.config;
-  if (!membershipEvents || ctx.app.numSubscribers(room) > membershipEventsMaxMembers) return;
+  if (!membershipEvents || isPresenceRoom(ctx, room) || ctx.app.numSubscribers(room) > membershipEventsMaxMembers) return;
   const data = { user_id: session.userId, username: session.username };
   publish(ctx, room, encodeEvent(type, room, data, session.username), 'membership');
 }

@@ -5,11 +5,12 @@
  * rooms take the paths of sequenced.ts.
  */
 import { isRejection, messageError, REJECTIONS, type Rejection } from './errors.js';
-import { closesAt, isSequenced, publish, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { closesAt, isPresenceRoom, isSequenced, publish, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
 import { connectionLog } from './log.js';
 import type { ClientMessage } from './messages.js';
 import { encodeEvent, encodeReply } from './protocol.js';
 import { canJoin, isValidRoom, userRoom } from './rooms.js';
+import { presence, presenceStats, signal } from './presence-handlers.js';
 import { history, joinPlain, joinSequenced, resume, sendSequenced } from './sequenced.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
@@ -20,12 +21,13 @@ const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, id }) =
   else joinPlain(ctx, ws, session, room, id, since);
 };
 
-/** Unsubscribes a joined room; the subscription handler tells the others (user_left). */
-function leave(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string): void {
+/** Unsubscribes a joined room; the subscription handler tells the others (user_left), the presence tracker a presence room's. */
+function leave(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, reason: 'left' | 'revoked'): void {
   // What was published before the leave still reaches the leaver.
   ctx.delivery.flush();
   ws.unsubscribe(room);
   session.roomCount -= 1;
+  if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, reason);
 }
 
 const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
@@ -34,7 +36,7 @@ const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   // A join still waiting for the room's position is dropped: it counted as joined.
   if (ctx.streams.cancel(ws, room)) session.roomCount -= 1;
   else if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
-  else leave(ctx, ws, session, room);
+  else leave(ctx, ws, session, room, 'left');
   ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
 
@@ -79,7 +81,7 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   ctx.expiry.add(ws, closesAt(ctx, session));
   for (const room of ws.getTopics()) {
     if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
-    leave(ctx, ws, session, room);
+    leave(ctx, ws, session, room, 'revoked');
     ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
   }
   // Joins of sequenced rooms still waiting for their position end the same way.
@@ -97,6 +99,9 @@ const handlers: { [T in ClientMessage['type']]: Handler<T> } = {
   history,
   leave_room: leaveRoom,
   send_message: sendMessage,
+  presence,
+  presence_stats: presenceStats,
+  signal,
   ping,
   refresh_token: refreshToken,
 };

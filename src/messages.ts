@@ -38,7 +38,14 @@ export type ErrorCode =
   | 'rate_limited'
   | 'unavailable'
   | 'no_history'
+  | 'no_presence'
+  | 'unknown_signal'
   | 'internal_error';
+
+/** A `signal` frame may be at most this many bytes, `data` included. */
+export const MAX_SIGNAL_BYTES = 4096;
+/** A `presence` reply lists at most this many users (`truncated` when the room has more). */
+export const MAX_PRESENCE_USERS = 1000;
 
 /** A position in a sequenced room's stream: the last event a client has. */
 export interface StreamPosition {
@@ -75,13 +82,28 @@ export type ClientMessage =
     }
   | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
   | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
+  | { readonly type: 'presence'; readonly room: string; readonly id: string | undefined }
+  | { readonly type: 'presence_stats'; readonly room: string; readonly id: string | undefined }
+  /** An ephemeral event to the room's other members: `name` from WS_SIGNALS, delivered as `signal.<name>`. */
+  | { readonly type: 'signal'; readonly room: string; readonly name: string; readonly data: unknown; readonly id: string | undefined }
   | { readonly type: 'ping'; readonly id: string | undefined }
   | { readonly type: 'refresh_token'; readonly token: string; readonly id: string | undefined };
 
 export type ClientMessageType = ClientMessage['type'];
 
 /** Every member of the union once: the compiler refuses a missing or an extra type. */
-const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = { join_room: true, resume: true, history: true, leave_room: true, send_message: true, ping: true, refresh_token: true };
+const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = {
+  join_room: true,
+  resume: true,
+  history: true,
+  leave_room: true,
+  send_message: true,
+  presence: true,
+  presence_stats: true,
+  signal: true,
+  ping: true,
+  refresh_token: true,
+};
 export const CLIENT_MESSAGE_TYPES = Object.keys(CLIENT_TYPES) as readonly ClientMessageType[];
 
 // Server -> client.
@@ -142,15 +164,51 @@ export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly dat
 
 export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
 
+/** One present user of a presence room. */
+export interface PresentUser {
+  readonly user_id: string;
+  readonly username: string;
+  /** Their connections in the room, on all nodes. */
+  readonly connections: number;
+}
+/** The room's presence version: every join and leave of a user increments it; events at or below a snapshot's are older. */
+export type PresenceReply = Reply<'presence'> & {
+  readonly room: string;
+  readonly data: { readonly users: readonly PresentUser[]; readonly count: number; readonly truncated: boolean; readonly version: number };
+};
+export type PresenceStatsReply = Reply<'presence_stats'> & { readonly room: string; readonly data: { readonly users: number; readonly connections: number; readonly version: number } };
+
+/** Why a user left: `left` (leave_room, a normal close), `expired` (their node died or the grace after an abnormal close ran out), `revoked` (access taken away). */
+export type PresenceLeaveReason = 'left' | 'expired' | 'revoked';
+/** A user's first connection joined the room (cluster-wide), or their last one left; `users`: present users after it. */
+export type PresenceEvent = Envelope<
+  'presence.join' | 'presence.leave',
+  { readonly user_id: string; readonly username: string; readonly version: number; readonly users: number; readonly reason?: PresenceLeaveReason }
+>;
+/** A client's signal as the other members get it: `signal.<name>`, with the sender's user id; never stored or sequenced. */
+export type SignalEvent = Envelope<`signal.${string}`> & { readonly user_id: string };
+
 /** Replies to one connection. */
-export type ServerReply = Connected | RoomJoined | RoomReset | Resumed | RoomHistory | RoomLeft | MessageSent | Pong | TokenRefreshed | ErrorReply;
+export type ServerReply =
+  | Connected
+  | RoomJoined
+  | RoomReset
+  | Resumed
+  | RoomHistory
+  | RoomLeft
+  | MessageSent
+  | PresenceReply
+  | PresenceStatsReply
+  | Pong
+  | TokenRefreshed
+  | ErrorReply;
 export type ServerReplyType = ServerReply['type'];
 
 /** Everything a client receives: a reply, or an event (membership, `message.new`, domain events from backends). */
 export type ServerMessage = ServerReply | Envelope;
 
 /** Types the server owns: clients and backends may not publish them. */
-const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type']]: true } = {
+const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type'] | PresenceEvent['type']]: true } = {
   connected: true,
   error: true,
   pong: true,
@@ -161,10 +219,21 @@ const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type']]:
   room_left: true,
   user_joined: true,
   user_left: true,
+  'presence.join': true,
+  'presence.leave': true,
   token_refreshed: true,
   message_sent: true,
+  presence: true,
+  presence_stats: true,
 };
 export const RESERVED_TYPES: ReadonlySet<string> = new Set([...Object.keys(SERVER_TYPES), ...CLIENT_MESSAGE_TYPES]);
+/** Event types under this prefix are clients' signals: no backend or client may publish one. */
+export const SIGNAL_PREFIX = 'signal.';
+
+/** Whether an event type belongs to the server (a reply, membership, presence, signals). */
+export function isReservedType(type: string): boolean {
+  return RESERVED_TYPES.has(type) || type.startsWith(SIGNAL_PREFIX);
+}
 
 /**
  * Any server message read off the wire before narrowing on `type`: the fields the members of
@@ -183,4 +252,6 @@ export interface WireMessage {
   readonly offset?: number;
   readonly epoch?: string;
   readonly recovered?: boolean;
+  /** Signals: the sender's user id. */
+  readonly user_id?: string;
 }

@@ -200,7 +200,7 @@ function apiMetrics(registers: Registers) {
     registers,
   });
   return {
-    apiRequest(endpoint: 'publish' | 'disconnect' | 'history', status: number) {
+    apiRequest(endpoint: 'publish' | 'disconnect' | 'history' | 'presence' | 'presence_stats', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
   };
@@ -250,6 +250,47 @@ function historyMetrics(registers: Registers) {
   };
 }
 
+export type SignalOutcome = 'delivered' | 'unknown_name' | 'not_joined' | 'rate_limited' | 'invalid';
+
+function presenceMetrics(registers: Registers) {
+  let entries = (): number => 0;
+  new Gauge({
+    name: 'wsedge_presence_entries',
+    help: 'Presence entries this node keeps alive: its connections in presence rooms (WS_PRESENCE_ROOMS).',
+    registers,
+    collect() {
+      this.set(entries());
+    },
+  });
+  const joins = new Counter({ name: 'wsedge_presence_joins_total', help: 'Users who became present in a room (their first connection, cluster-wide), seen by this node.', registers });
+  const leaves = new Counter({
+    name: 'wsedge_presence_leaves_total',
+    help: 'Users who stopped being present, by reason: left (leave or normal close), expired (node gone, grace over), revoked.',
+    labelNames: ['reason'],
+    registers,
+  });
+  const errors = new Counter({ name: 'wsedge_presence_errors_total', help: 'Presence store calls that failed (Redis unreachable).', registers });
+  const signals = new Counter({ name: 'wsedge_signals_total', help: 'Client signals, by outcome.', labelNames: ['outcome'], registers });
+  const byReason = { left: leaves.labels('left'), expired: leaves.labels('expired'), revoked: leaves.labels('revoked') };
+  const byOutcome = Object.fromEntries((['delivered', 'unknown_name', 'not_joined', 'rate_limited', 'invalid'] as const).map((o) => [o, signals.labels(o)])) as Record<SignalOutcome, ReturnType<typeof signals.labels>>;
+  return {
+    /** Where `wsedge_presence_entries` reads the count at scrape time. */
+    presenceEntriesFrom(count: () => number) {
+      entries = count;
+    },
+    presenceChange(kind: 'join' | 'leave', reason: keyof typeof byReason | undefined) {
+      if (kind === 'join') joins.inc();
+      else byReason[reason ?? 'left'].inc();
+    },
+    presenceError() {
+      errors.inc();
+    },
+    signal(outcome: SignalOutcome) {
+      byOutcome[outcome].inc();
+    },
+  };
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
@@ -276,6 +317,7 @@ export function createMetrics() {
     ...brokerMetrics(registers),
     ...apiMetrics(registers),
     ...historyMetrics(registers),
+    ...presenceMetrics(registers),
   };
 }
 

@@ -13,7 +13,8 @@ import {
   MAX_ID_LENGTH,
   MAX_RESUME_ROOMS,
   MAX_TOKEN_LENGTH,
-  RESERVED_TYPES,
+  MAX_SIGNAL_BYTES,
+  isReservedType,
   type ClientMessage,
   type ClientMessageType,
   type ResumeRoom,
@@ -96,6 +97,14 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
       if (problem !== undefined) return fail(problem.name, id, type, problem.limit);
       return { type, room, data, id };
     }
+    case 'presence':
+    case 'presence_stats': {
+      const room = msg['room'];
+      if (typeof room !== 'string') return fail('bad_room', id, type);
+      return { type, room, id } as ClientMessage;
+    }
+    case 'signal':
+      return parseSignal(text, msg, id);
     case 'ping':
       return { type, id };
     case 'refresh_token': {
@@ -108,6 +117,20 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
     default:
       return fail('unknown_type', id);
   }
+}
+
+function parseSignal(text: string, msg: Record<string, unknown>, id: string | undefined): ClientMessage | ParseFailure {
+  // Bytes are at least characters: the byte count is only taken when it could pass the cap.
+  if (text.length > MAX_SIGNAL_BYTES || (text.length * 3 > MAX_SIGNAL_BYTES && Buffer.byteLength(text) > MAX_SIGNAL_BYTES)) {
+    return fail('signal_too_big', id, 'signal', MAX_SIGNAL_BYTES);
+  }
+  const { room, name } = msg;
+  if (typeof room !== 'string') return fail('bad_room', id, 'signal');
+  if (typeof name !== 'string') return fail('bad_signal_name', id, 'signal');
+  const data = msg['data'] ?? null;
+  const problem = checkDataBounds(data);
+  if (problem !== undefined) return fail(problem.name, id, 'signal', problem.limit);
+  return { type: 'signal', room, name, data, id };
 }
 
 const EPOCH_PATTERN = /^[A-Za-z0-9_-]+$/;
@@ -181,6 +204,11 @@ export function encodeEvent(type: string, room: string | null, data: unknown, se
   return JSON.stringify({ type, room, data, sender, timestamp: timestamp() });
 }
 
+/** A client's signal as the room's other members get it: `signal.<name>`, with the sender's user id. */
+export function encodeSignal(name: string, room: string, data: unknown, sender: string, userId: string): string {
+  return JSON.stringify({ type: `signal.${name}`, room, data, sender, user_id: userId, timestamp: timestamp() });
+}
+
 /** A direct reply to one socket; `id` echoes the client's request id when it sent one. */
 export function encodeReply(type: string, fields: Record<string, unknown>, id: string | undefined): string {
   return JSON.stringify(id === undefined ? { type, ...fields, timestamp: timestamp() } : { type, id, ...fields, timestamp: timestamp() });
@@ -206,5 +234,5 @@ export function encodeError(error: MessageError, id: string | undefined, room?: 
 const EVENT_TYPE_PATTERN = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$/;
 
 export function isPublishableType(type: unknown): type is string {
-  return typeof type === 'string' && type.length <= MAX_EVENT_TYPE_LENGTH && EVENT_TYPE_PATTERN.test(type) && !RESERVED_TYPES.has(type);
+  return typeof type === 'string' && type.length <= MAX_EVENT_TYPE_LENGTH && EVENT_TYPE_PATTERN.test(type) && !isReservedType(type);
 }

@@ -4,7 +4,7 @@
  * send_message through the history, answered with the event's position once it was delivered here.
  */
 import { messageError } from './errors.js';
-import { announceMembership, isSequenced, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { announceMembership, entered, isPresenceRoom, isSequenced, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
 import { headOf, readPage } from './history.js';
 import type { StreamPosition } from './messages.js';
 import { encodeHistory, encodeReply } from './protocol.js';
@@ -26,6 +26,7 @@ export function joinPlain(ctx: HandlerContext, ws: SessionSocket, session: Sessi
   ctx.delivery.flush();
   ws.subscribe(room);
   session.roomCount += 1;
+  entered(ctx, session, room);
   ctx.delivery.send(ws, encodeReply('room_joined', reply, id));
 }
 
@@ -81,10 +82,12 @@ export function joinSequenced(
           session.roomCount -= 1;
           // A rejoin has left the topic already: the room is gone, and the others are told.
           if (rejoin) announceMembership(ctx, session, room, 'user_left');
+          if (rejoin && isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, 'left');
         }
         return done(false);
       }
       const recovered = outcome.recovered === undefined ? {} : { recovered: outcome.recovered };
+      if (!personal) entered(ctx, session, room);
       ctx.delivery.send(ws, encodeReply('room_joined', { room, ...outcome.position, ...recovered }, id));
       done(true);
     },

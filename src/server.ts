@@ -15,6 +15,9 @@ import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
 import { headOf, type History, type SequencedDelivery } from './history.js';
 import { createMemoryHistory } from './history-memory.js';
+import type { PresenceStore } from './presence.js';
+import { createMemoryPresence } from './presence-memory.js';
+import { createPresenceTracker } from './presence-tracker.js';
 import { WS_PATH } from './messages.js';
 import { addDemoRoutes } from './demo.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
@@ -25,6 +28,7 @@ import { createClientAddress } from './proxies.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
 import { createRedisHistory } from './redis/history.js';
+import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
 import { createRedisSlots } from './redis/registry.js';
 import { closeWith, type SessionSocket } from './session.js';
@@ -112,6 +116,13 @@ function connectionSlots(config: Config, local: LocalSlots, redis: RedisClients 
   });
 }
 
+/** Presence in Redis when the node has Redis (every topology: the keys sit in the room channel's slot), else in memory. */
+function presenceStore(config: Config, redis: RedisClients | undefined): PresenceStore {
+  if (redis === undefined) return createMemoryPresence();
+  const keyLifeMs = (config.presence.ttl + config.presence.grace + 1) * 1000;
+  return createRedisPresence({ command: redis.command, prefix: config.redis!.prefix, nodeId: config.nodeId, keyLifeMs });
+}
+
 export interface NodeOptions {
   /** Dev mode: serve the browser demo (GET /dev/demo) with this token. */
   readonly demoToken?: string;
@@ -137,6 +148,8 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const history: History =
     redis === undefined ? createMemoryHistory(config.history, sequenced) : createRedisHistory({ command: redis.command, cluster: redis.mode === 'cluster', prefix: config.redis!.prefix, nodeId: config.nodeId, history: config.history });
   const streams = createStreams({ history, broker, delivery, metrics, log, members: (room) => app.numSubscribers(room), recoverMax: config.history.recoverMax });
+  const presence = createPresenceTracker({ config: config.presence, store: presenceStore(config, redis), broker, metrics, log });
+  metrics.presenceEntriesFrom(presence.entries);
   const slots = connectionSlots(config, localSlots, redis, sessions, log);
   const events = createEvents(serverPublisher(config, broker, history, metrics), () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
@@ -157,6 +170,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
       expiry,
       history,
       streams,
+      presence,
       log,
       slots,
       sessions,
@@ -175,7 +189,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   metrics.readinessFrom(() => health.state() === 'ready');
   if (options.demoToken !== undefined) addDemoRoutes(app, options.demoToken);
   addPublicRoutes(app, health);
-  addApiRoutes(internal, { config, broker, events, history, metrics, log });
+  addApiRoutes(internal, { config, broker, events, history, presence, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);
@@ -198,6 +212,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     closeBroker: async () => {
       expiry.stop();
       slots.stop();
+      presence.stop();
       await broker.close();
     },
     stopInternal: () => uws.uws.us_listen_socket_close(internalSocket),

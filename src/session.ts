@@ -32,6 +32,8 @@ export interface Session extends Bucket {
   /** Created on the first strike: most connections never get one. */
   rateStrikes: Strikes | undefined;
   invalidStrikes: Strikes | undefined;
+  /** The signal rate limit (WS_SIGNAL_RATE), made on the first signal. */
+  signals: Bucket | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */

@@ -1,11 +1,12 @@
 /**
  * One logical connection over successive sockets: the token in the subprotocol, the reconnect
- * policy after each close (policy.ts), the token refresh ahead of `exp`, an application-level
- * liveness check, and the browser's online/offline events. It knows frames only as text; the
- * client (index.ts) reads them.
+ * policy after each close (policy.ts), the token refresh ahead of `exp`, a connect timeout and an
+ * application-level liveness check, and the browser's online/offline events. It knows frames only
+ * as text; the client (index.ts) reads them. Timers are set before the app hears of a state, so a
+ * listener that calls close() or connect() always has the last word.
  */
 import { BEARER_PREFIX, PROTOCOL } from '../messages.js';
-import { afterClose, refreshDelay, tokenExpiry, type Backoff, type Random } from './policy.js';
+import { afterClose, clampTimer, lifeLeft, tokenTimes, type Backoff, type Random } from './policy.js';
 
 export type ClientState = 'disconnected' | 'connecting' | 'connected' | 'closed';
 
@@ -42,11 +43,13 @@ export interface ConnectionOptions {
   readonly WebSocket: WebSocketConstructor;
   readonly backoff: Backoff;
   readonly random: Random;
+  /** From the start of an attempt (the token provider included) until `connected` (ms). */
+  readonly connectTimeout: number;
   /** Ping after this long without a frame from the server (ms); 0: no liveness check. */
   readonly pingAfter: number;
   /** Reconnect when nothing arrives this long after the ping (ms). */
   readonly pongTimeout: number;
-  /** Refresh at this share of the token's remaining life. */
+  /** Refresh at this share of the token's life. */
   readonly refreshAt: number;
 }
 
@@ -62,8 +65,6 @@ export interface ConnectionHooks {
 
 /** A token this close to `exp` is replaced before a reconnect. */
 const EXPIRY_MARGIN_MS = 10_000;
-/** Reported when the liveness check gave up on a socket (nothing arrived after a ping). */
-const NO_PONG = { code: 1006, reason: 'no pong' };
 
 type Timer = ReturnType<typeof setTimeout> | undefined;
 
@@ -87,14 +88,6 @@ function network(online: () => void, offline: () => void): (on: boolean) => void
   };
 }
 
-/** The token for the next socket: the current one while it is neither refused nor about to expire. */
-async function nextToken(source: TokenSource, current: string | undefined, refused: string | undefined): Promise<string> {
-  if (typeof source === 'string') return source;
-  const expiry = current === undefined ? undefined : tokenExpiry(current);
-  const usable = current !== undefined && current !== refused && (expiry === undefined || expiry - Date.now() > EXPIRY_MARGIN_MS);
-  return usable ? current : await source();
-}
-
 /**
  * For networks that drop silently: after `pingAfter` ms without a frame, `ping()`; when nothing
  * arrives within `pongTimeout` ms more, `dead()`. A flag per frame, no clock read.
@@ -102,38 +95,95 @@ async function nextToken(source: TokenSource, current: string | undefined, refus
 function liveness(opts: ConnectionOptions, ping: () => void, dead: () => void) {
   let heard = false;
   let timer: Timer;
-  const start = (): void => {
-    if (opts.pingAfter <= 0) return;
+  const watch = (): void => {
     timer = setTimeout(() => {
-      if (heard) return (heard = false), start();
+      if (heard) return (heard = false), watch();
       ping();
-      timer = setTimeout(() => (heard ? ((heard = false), start()) : dead()), opts.pongTimeout);
+      timer = setTimeout(() => (heard ? ((heard = false), watch()) : dead()), opts.pongTimeout);
     }, opts.pingAfter);
   };
   return {
-    start,
-    heard: (): void => {
+    start(): void {
+      heard = false;
+      if (opts.pingAfter > 0) watch();
+    },
+    heard(): void {
       heard = true;
     },
     stop: (): void => clearTimeout(timer),
   };
 }
 
+/** The token the client holds, and when it got it (its life is counted from then). */
+interface Held {
+  readonly token: string;
+  readonly at: number;
+}
+
+/** The token for the next socket: the one held while it is neither refused nor about to expire. */
+async function nextToken(source: TokenSource, held: Held | undefined, refused: string | undefined): Promise<Held> {
+  if (typeof source === 'string') return held?.token === source ? held : { token: source, at: Date.now() };
+  const left = held === undefined ? undefined : lifeLeft(tokenTimes(held.token), held.at, Date.now());
+  if (held !== undefined && held.token !== refused && (left === undefined || left.left > EXPIRY_MARGIN_MS)) return held;
+  return { token: await source(), at: Date.now() };
+}
+
+/** The token a provider answered for a connect is one the server refused already. */
+const REFUSED = new Error('refused');
+
+/** The tokens of a connection: the one held, the one refused, the one offered in band. */
+function tokenKeeper(source: TokenSource, refreshAt: number, sendRefresh: (token: string) => Promise<unknown>) {
+  let held: Held | undefined;
+  /** A token the server refused with 4401: never offered again. */
+  let refused: string | undefined;
+  /** A token sent in band and not yet taken: refused instead of the held one when the server closes with 4401. */
+  let offered: string | undefined;
+  return {
+    /** The token for the next socket; rejects with REFUSED rather than offer a refused one. */
+    async next(): Promise<string> {
+      const next = await nextToken(source, held, refused);
+      if (next.token === refused) throw REFUSED;
+      held = next;
+      return next.token;
+    },
+    /** The socket closed: with 4401 the token it used (or the one offered in band) is refused. */
+    closed(code: number): void {
+      if (code === 4401) refused = offered ?? held?.token;
+      offered = undefined;
+    },
+    /** ms until the next refresh (after a failure: half of what is left); undefined when there is none to make. */
+    delay(retry: boolean): number | undefined {
+      const left = held === undefined || typeof source === 'string' ? undefined : lifeLeft(tokenTimes(held.token), held.at, Date.now());
+      return left === undefined ? undefined : clampTimer(retry ? left.left / 2 : left.left - left.life * (1 - refreshAt));
+    },
+    /** A new token from the provider, sent in band; `current()` false: the socket went meanwhile. */
+    async refresh(current: () => boolean): Promise<void> {
+      const token = await (source as () => string | Promise<string>)();
+      if (!current()) return;
+      if (token === held?.token || token === refused) throw new Error('the token provider returned no new token');
+      offered = token;
+      await sendRefresh(token);
+      if (!current()) return;
+      offered = undefined;
+      held = { token, at: Date.now() };
+    },
+  };
+}
+
 export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks) {
   let state: ClientState = 'disconnected';
   let ws: WebSocketLike | undefined;
-  let token: string | undefined;
-  /** The token the server refused with 4401: never offered again. */
-  let refused: string | undefined;
+  const tokens = tokenKeeper(opts.token, opts.refreshAt, hooks.refresh);
   let attempt = 0;
-  /** Bumped whenever a socket is dropped: a token provider that answers later is ignored. */
+  /** Bumped whenever a socket is dropped: a token provider or refresh that answers later is ignored. */
   let generation = 0;
-  const timers = { retry: undefined as Timer, refresh: undefined as Timer };
-  const live = liveness(opts, hooks.ping, () => lost(NO_PONG.code, NO_PONG.reason));
+  const timers = { retry: undefined as Timer, refresh: undefined as Timer, connect: undefined as Timer };
+  const live = liveness(opts, hooks.ping, () => lost(1006, 'no pong'));
   const clearTimers = (): void => {
     clearTimeout(timers.retry);
     clearTimeout(timers.refresh);
-    timers.retry = timers.refresh = undefined;
+    clearTimeout(timers.connect);
+    timers.retry = timers.refresh = timers.connect = undefined;
     live.stop();
   };
 
@@ -143,21 +193,22 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
   }
 
   async function open(): Promise<void> {
-    clearTimers();
-    const gen = ++generation;
+    drop();
+    const gen = generation;
+    timers.connect = setTimeout(() => lost(1006, 'connect timeout'), opts.connectTimeout);
     setState('connecting');
-    let next: string;
+    if (gen !== generation) return;
+    let token: string;
     try {
-      next = await nextToken(opts.token, token, refused);
+      token = await tokens.next();
     } catch (err) {
-      if (gen === generation) lost(4401, `token provider failed: ${(err as Error)?.message ?? String(err)}`);
+      // 4401 only with a new token; a provider that has none yet is asked again after a backoff.
+      const reason = err === REFUSED ? 'the token was refused' : `token provider failed: ${(err as Error)?.message ?? String(err)}`;
+      if (gen === generation) lost(4401, reason);
       return;
     }
     if (gen !== generation) return;
-    // 4401 only with a new token; a provider that has none yet is asked again after a backoff.
-    if (next === refused) return lost(4401, 'the token provider returned the refused token');
-    token = next;
-    const socket = new opts.WebSocket(opts.url, [PROTOCOL, BEARER_PREFIX + next]);
+    const socket = new opts.WebSocket(opts.url, [PROTOCOL, BEARER_PREFIX + token]);
     ws = socket;
     socket.onmessage = (e) => {
       live.heard();
@@ -185,39 +236,33 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
   }
 
   function lost(code: number, reason: string): void {
-    const sent = token;
     drop();
-    if (code === 4401) refused = sent;
+    tokens.closed(code);
     const next = afterClose(code, attempt, opts.backoff, opts.random);
     const stuck = next.retry && next.newToken && typeof opts.token === 'string';
-    const ending = !next.retry || stuck;
-    hooks.down(ending ? 'closed' : 'disconnected');
-    if (ending) return setState('closed', { code, reason });
+    if (!next.retry || stuck) {
+      listen(false);
+      hooks.down('closed');
+      return setState('closed', { code, reason });
+    }
+    hooks.down('disconnected');
     attempt += 1;
     if (offline()) return setState('disconnected', { code, reason });
-    setState('disconnected', { code, reason, delay: next.delay });
     timers.retry = setTimeout(() => void open(), next.delay);
+    setState('disconnected', { code, reason, delay: next.delay });
   }
 
-  function scheduleRefresh(share = opts.refreshAt): void {
-    const expiry = token === undefined || typeof opts.token === 'string' ? undefined : tokenExpiry(token);
-    if (expiry !== undefined) timers.refresh = setTimeout(() => void refresh(), refreshDelay(expiry, Date.now(), share));
-  }
-
-  async function refresh(): Promise<void> {
-    const gen = generation;
-    try {
-      const next = await (opts.token as () => string | Promise<string>)();
-      if (gen !== generation) return;
-      if (next === token) throw new Error('the token provider returned the current token');
-      await hooks.refresh(next);
-      if (gen !== generation) return;
-      token = next;
-      scheduleRefresh();
-    } catch {
-      // Tried again at half the time left; at `exp` the server closes with 4401 and a reconnect asks for a new one.
-      if (gen === generation) scheduleRefresh(0.5);
-    }
+  function scheduleRefresh(retry = false): void {
+    const delay = tokens.delay(retry);
+    if (delay === undefined) return;
+    timers.refresh = setTimeout(() => {
+      const gen = generation;
+      tokens.refresh(() => gen === generation).then(
+        () => gen === generation && scheduleRefresh(),
+        // At `exp` the server closes with 4401 and the reconnect asks for a new token.
+        () => gen === generation && scheduleRefresh(true),
+      );
+    }, delay);
   }
 
   const listen = network(
@@ -240,15 +285,18 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
     },
     connect(): void {
       if (state === 'connecting' || state === 'connected') return;
+      if (state === 'closed') attempt = 0;
       listen(true);
       void open();
     },
     /** The `connected` frame arrived. */
     established(): void {
       attempt = 0;
-      setState('connected');
+      clearTimeout(timers.connect);
+      timers.connect = undefined;
       scheduleRefresh();
       live.start();
+      setState('connected');
     },
     close(): void {
       if (state === 'closed') return;

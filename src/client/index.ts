@@ -4,17 +4,35 @@
  * `resume` with its stream position, hands events to the app once and in order, and answers every
  * request with a promise. docs/WEBSOCKET_API.md ("Client library") describes it.
  */
-import type { ConnectedData, Envelope, ErrorReply, MessageSent, RoomHistory, RoomJoined, RoomLeft, RoomReset, ServerMessage, StreamPosition, WireMessage } from '../messages.js';
+import type {
+  ConnectedData,
+  Envelope,
+  ErrorReply,
+  MessageSent,
+  PresenceEvent,
+  PresenceReply,
+  PresenceStatsReply,
+  RoomHistory,
+  RoomJoined,
+  RoomLeft,
+  RoomReset,
+  ServerMessage,
+  SignalEvent,
+  StreamPosition,
+  WireMessage,
+} from '../messages.js';
 import { createConnection, type ClientState, type StateChange, type TokenSource, type WebSocketConstructor } from './connection.js';
 import { DEFAULT_BACKOFF, type Backoff } from './policy.js';
 import { ClientError, createRequests, replyError, type Requests } from './requests.js';
-import { createRooms, type RoomHandlers, type Rooms } from './rooms.js';
+import { call, createRooms, type RoomHandlers, type Rooms } from './rooms.js';
 
 export type * from '../messages.js';
 export type { ClientState, StateChange, TokenSource, WebSocketConstructor, WebSocketLike } from './connection.js';
 export type { Backoff } from './policy.js';
 export type { ClientErrorCode } from './requests.js';
-export type { RoomHandlers } from './rooms.js';
+export type { OutgoingRoom, RoomHandlers } from './rooms.js';
+export { watchPresence, type PresenceList } from './presence.js';
+export { createTyping, type Typing, type TypingOptions } from './typing.js';
 export { ClientError };
 
 export interface ClientOptions {
@@ -27,11 +45,13 @@ export interface ClientOptions {
   readonly backoff?: Partial<Backoff>;
   /** How long a request waits for its reply (ms, default 10000). */
   readonly requestTimeout?: number;
+  /** How long a connection attempt may take until `connected`, the token provider included (ms, default 15000). */
+  readonly connectTimeout?: number;
   /** Ping after this long without a frame from the server (ms, default 25000; 0: never). */
   readonly pingAfter?: number;
   /** Reconnect when nothing arrives this long after that ping (ms, default 10000). */
   readonly pongTimeout?: number;
-  /** Refresh the token at this share of its remaining life (default 0.8). */
+  /** Refresh the token at this share of its life (default 0.8). */
   readonly refreshAt?: number;
   /** `send` while not connected: queue up to this many messages, sent after the rejoin (default 0: reject at once). */
   readonly queueSize?: number;
@@ -50,18 +70,22 @@ export interface ClientEvents {
   connected(data: ConnectedData): void;
   /** A message no room handler took: events to this connection (`room` null), rooms not joined through `join`. */
   message(message: ServerMessage): void;
-  /** An error reply that answers no request (a frame dropped by the rate limit). */
+  /** An error reply that answers no request (a frame dropped by the rate limit, a refused signal). */
   error(err: ClientError): void;
+  /** Every presence event of a joined room (after its room handler). */
+  presence(event: PresenceEvent): void;
+  /** Every signal of a joined room (after its room handler). */
+  signal(signal: SignalEvent): void;
 }
 
-/** A room `unavailable` (its history unreachable) is tried again after this long. */
+/** A room `unavailable` (its history unreachable) or timed out is tried again after this long. */
 const ROOM_RETRY_MS = 1000;
 
 interface Routes {
   connected(data: ConnectedData): void;
-  refused(room: string, err: ClientError): void;
-  error(err: ClientError): void;
-  message(msg: ServerMessage): void;
+  joined(): void;
+  refused(room: string, err: ClientError, id: string | undefined): void;
+  emit: ReturnType<typeof listeners>['emit'];
 }
 
 /** One JSON.parse per frame; an event goes straight to its room's handler. */
@@ -72,40 +96,49 @@ function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string
       case 'connected':
         return routes.connected(msg.data as ConnectedData);
       case 'room_joined':
-        rooms.joined(msg as RoomJoined);
+        if (rooms.joined(msg as RoomJoined)) routes.joined();
         break;
       case 'room_reset':
         return rooms.reset(msg as RoomReset);
       case 'room_left':
         rooms.left(msg as RoomLeft);
         break;
-      case 'error':
-        if (typeof msg.room === 'string') routes.refused(msg.room, replyError(msg as ErrorReply));
-        else if (msg.id === undefined) routes.error(replyError(msg as ErrorReply));
-        break;
+      case 'error': {
+        const err = replyError(msg as ErrorReply);
+        const room = typeof msg.room === 'string' ? msg.room : undefined;
+        if (room !== undefined && rooms.has(room)) routes.refused(room, err, msg.id);
+        // A refusal that answers no request (a signal's, a dropped frame's) goes to `error`.
+        if (!requests.settle(msg) && (room === undefined || !rooms.has(room))) routes.emit('error', err);
+        return;
+      }
       case 'resumed':
       case 'message_sent':
       case 'room_history':
+      case 'presence':
+      case 'presence_stats':
       case 'pong':
       case 'token_refreshed':
         break;
-      default:
-        if (!rooms.event(msg as Envelope)) routes.message(msg as ServerMessage);
+      default: {
+        if (!rooms.event(msg as Envelope)) routes.emit('message', msg as ServerMessage);
+        else if (msg.type.startsWith('presence.')) routes.emit('presence', msg as PresenceEvent);
+        else if (msg.type.startsWith('signal.')) routes.emit('signal', msg as SignalEvent);
         return;
+      }
     }
     requests.settle(msg);
   };
 }
 
 function listeners() {
-  const sets: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), connected: new Set(), message: new Set(), error: new Set() };
+  const sets: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), connected: new Set(), message: new Set(), error: new Set(), presence: new Set(), signal: new Set() };
   return {
     on<K extends keyof ClientEvents>(event: K, fn: ClientEvents[K]): () => void {
       sets[event].add(fn);
       return () => void sets[event].delete(fn);
     },
-    emit<K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>): void {
-      sets[event].forEach((fn) => (fn as (...a: unknown[]) => void)(...args));
+    emit<K extends keyof ClientEvents>(event: K, arg: Parameters<ClientEvents[K]>[0]): void {
+      for (const fn of sets[event]) call(fn as (a: typeof arg) => void, arg);
     },
   };
 }
@@ -136,9 +169,10 @@ export function createClient(options: ClientOptions) {
   const { on, emit } = listeners();
   const queue = sendQueue(options.queueSize ?? 0);
   let info: ConnectedData | undefined;
-  /** Connected, and the rooms of the previous connection answered: queued sends may go. */
+  /** Connected, and every wanted room answered: queued sends may go. */
   let ready = false;
   let flushing = false;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
 
   const conn = createConnection(
     {
@@ -147,14 +181,17 @@ export function createClient(options: ClientOptions) {
       WebSocket,
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
       random: options.random ?? Math.random,
+      connectTimeout: options.connectTimeout ?? 15_000,
       pingAfter: options.pingAfter ?? 25_000,
       pongTimeout: options.pongTimeout ?? 10_000,
       refreshAt: options.refreshAt ?? 0.8,
     },
     {
-      frame: router(rooms, requests, { connected, refused, error: (err) => emit('error', err), message: (msg) => emit('message', msg) }),
+      frame: router(rooms, requests, { connected, joined: afterJoins, refused, emit }),
       down(state) {
         ready = false;
+        clearTimeout(retryTimer);
+        retryTimer = undefined;
         const err = new ClientError(state === 'closed' ? 'closed' : 'disconnected', state === 'closed' ? 'the client is closed' : 'the connection was lost');
         requests.failAll(err);
         rooms.disconnected(state === 'closed' ? err : undefined);
@@ -168,9 +205,8 @@ export function createClient(options: ClientOptions) {
 
   function transmit(frame: string): void {
     const max = info?.max_message_size ?? Infinity;
-    if (frame.length > max || (frame.length * 3 > max && new TextEncoder().encode(frame).length > max)) {
-      throw new ClientError('message_too_big', `the message is larger than max_message_size (${max} bytes)`);
-    }
+    // Bytes are at least characters: they are counted only when the frame could pass the limit.
+    if (frame.length > max || (frame.length * 3 > max && new TextEncoder().encode(frame).length > max)) throw new ClientError('message_too_big', `the message is larger than max_message_size (${max} bytes)`);
     if (!conn.send(frame)) throw new ClientError('disconnected', 'not connected');
   }
 
@@ -185,30 +221,37 @@ export function createClient(options: ClientOptions) {
     flushJoins();
   }
 
-  function refused(room: string, err: ClientError): void {
-    if (!rooms.refused(room, err)) setTimeout(flushJoins, ROOM_RETRY_MS);
+  function refused(room: string, err: ClientError, id: string | undefined): void {
+    if (rooms.refused(room, err, id) || retryTimer !== undefined) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      flushJoins();
+    }, ROOM_RETRY_MS);
   }
 
-  // Joins made in one tick go out in one frame: a `resume` when there are several (one frame for the rate limit).
+  // Joins made in one tick go out in one frame. A `resume` unless it is one new room: it takes over
+  // a join under way (a retry, the server's own join of the personal room) and counts as one frame.
   function flushJoins(): void {
     flushing = false;
     if (conn.state !== 'connected') return;
-    const wanted = rooms.unsent();
+    const id = requests.nextId();
+    const wanted = rooms.unsent(id);
     if (wanted.length === 0) return afterJoins();
-    const [only] = wanted;
-    if (wanted.length === 1 && only!.since === undefined) {
-      request({ type: 'join_room', room: only!.room }, 'room_joined').then(afterJoins, (err: ClientError) => (refused(only!.room, err), afterJoins()));
+    const only = wanted[0]!;
+    const fail = (err: ClientError): void => {
+      for (const r of wanted) refused(r.room, err, id);
+      afterJoins();
+    };
+    if (wanted.length === 1 && only.since === undefined && !only.retry && only.room !== `user:${info!.user_id}`) {
+      request({ type: 'join_room', room: only.room, id }, 'room_joined').then(afterJoins, fail);
       return;
     }
-    const list = wanted.map((r) => (r.since === undefined ? { room: r.room } : r));
-    request({ type: 'resume', rooms: list }, 'resumed').then(afterJoins, (err: ClientError) => {
-      for (const r of wanted) refused(r.room, err);
-      afterJoins();
-    });
+    const list = wanted.map(({ room, since }) => (since === undefined ? { room } : { room, since }));
+    request({ type: 'resume', rooms: list, id }, 'resumed').then(afterJoins, fail);
   }
 
   function afterJoins(): void {
-    if (ready || conn.state !== 'connected') return;
+    if (ready || conn.state !== 'connected' || rooms.pending() > 0) return;
     ready = true;
     queue.flush((message) => request<MessageSent>(message, 'message_sent'));
   }
@@ -250,6 +293,13 @@ export function createClient(options: ClientOptions) {
     },
     history(room: string, opts: HistoryOptions = {}): Promise<RoomHistory> {
       return request({ type: 'history', room, ...opts }, 'room_history');
+    },
+    /** The present users of a joined presence room (at most 1,000; `truncated` past that), with the room's presence version. */
+    presence: (room: string): Promise<PresenceReply> => request({ type: 'presence', room }, 'presence'),
+    presenceStats: (room: string): Promise<PresenceStatsReply> => request({ type: 'presence_stats', room }, 'presence_stats'),
+    /** An ephemeral event to the room's other members; false when not connected. Refusals come to `error`. */
+    signal(room: string, name: string, data: unknown = null): boolean {
+      return conn.state === 'connected' && conn.send(JSON.stringify({ type: 'signal', room, name, data }));
     },
     /** Round trip in ms. */
     async ping(): Promise<number> {

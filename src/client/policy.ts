@@ -47,18 +47,40 @@ export function afterClose(code: number, attempt: number, backoff: Backoff, rand
   }
 }
 
-/** The token's `exp` in epoch milliseconds, or undefined when it has none or cannot be read. */
-export function tokenExpiry(token: string): number | undefined {
+/** The longest timer setTimeout keeps (a longer one fires at once). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A token's `exp` and `iat` in epoch ms (undefined when absent or unreadable). */
+export interface TokenTimes {
+  readonly exp: number | undefined;
+  readonly iat: number | undefined;
+}
+
+export function tokenTimes(token: string): TokenTimes {
   try {
     const payload = token.split('.')[1] ?? '';
-    const claims = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { exp?: unknown };
-    return typeof claims.exp === 'number' ? claims.exp * 1000 : undefined;
+    const claims = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { exp?: unknown; iat?: unknown };
+    const ms = (v: unknown) => (typeof v === 'number' ? v * 1000 : undefined);
+    return { exp: ms(claims.exp), iat: ms(claims.iat) };
   } catch {
-    return undefined;
+    return { exp: undefined, iat: undefined };
   }
 }
 
-/** When to refresh a token that expires at `expiresAt`: at `share` of its remaining life, at least MIN_REFRESH_MS from now. */
-export function refreshDelay(expiresAt: number, now: number, share: number): number {
-  return Math.max(MIN_REFRESH_MS, (expiresAt - now) * share);
+/**
+ * A token's life and what is left of it, in ms. With `iat` the life is `exp - iat`, counted from
+ * when the client got the token, so a client clock that is off does not matter; without it, what
+ * is left by the client's clock. Undefined for a token without `exp`.
+ */
+export function lifeLeft(times: TokenTimes, obtainedAt: number, now: number): { life: number; left: number } | undefined {
+  if (times.exp === undefined) return undefined;
+  if (times.iat !== undefined && times.iat < times.exp) {
+    const life = times.exp - times.iat;
+    return { life, left: life - (now - obtainedAt) };
+  }
+  const left = times.exp - now;
+  return { life: left + (now - obtainedAt), left };
 }
+
+/** A refresh timer: at least MIN_REFRESH_MS, at most MAX_TIMER_MS. */
+export const clampTimer = (ms: number): number => Math.min(MAX_TIMER_MS, Math.max(MIN_REFRESH_MS, ms));

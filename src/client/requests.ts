@@ -30,7 +30,9 @@ interface Pending {
 }
 
 export interface Requests {
-  /** Sends `message` with a fresh id; resolves with the reply of type `until`. */
+  /** A fresh request id, for a message whose id must be known before it goes out. */
+  nextId(): string;
+  /** Sends `message` with its `id`, or a fresh one; resolves with the reply of type `until`. */
   request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void): Promise<T>;
   /** Settles the request a reply answers; false when the reply answers none. */
   settle(reply: WireMessage): boolean;
@@ -43,8 +45,9 @@ export function createRequests(timeoutMs: number): Requests {
   let seq = 0;
 
   return {
+    nextId: () => String(++seq),
     request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void): Promise<T> {
-      const id = String(++seq);
+      const id = (message['id'] as string | undefined) ?? String(++seq);
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           pending.delete(id);

@@ -2,12 +2,14 @@
  * The rooms a client wants, kept across reconnects: each with its handlers and, in a sequenced
  * room, the position of the last event handed to the app. Events reach the app once and in offset
  * order (a duplicate by offset is dropped); a rejoin tells the app whether it missed nothing
- * (`recovered`) or must reload the room (`reset`).
+ * (`recovered`) or must reload the room (`reset`). A room's join is answered only by the reply that
+ * carries the id it went out under on this connection, so a stale reply or the server's own join of
+ * the personal room is never mistaken for it.
  */
-import type { Envelope, ResumeRoom, RoomJoined, RoomLeft, RoomReset, StreamPosition } from '../messages.js';
-import type { ClientError } from './requests.js';
+import type { Envelope, PresenceEvent, ResumeRoom, RoomJoined, RoomLeft, RoomReset, SignalEvent, StreamPosition } from '../messages.js';
+import { ClientError } from './requests.js';
 
-/** Callbacks of one room; more (presence, signals) will be added as optional members. */
+/** Callbacks of one room; later features add optional members. */
 export interface RoomHandlers {
   /** An event of the room: sequenced rooms in offset order, each once. */
   event?(event: Envelope): void;
@@ -20,19 +22,41 @@ export interface RoomHandlers {
   reset?(position: StreamPosition | null): void;
   /** The server took the room away (`access_revoked`) or refused to rejoin it (an error code): it is no longer joined. */
   left?(reason: string): void;
+  /** presence.join / presence.leave of a presence room. */
+  presence?(event: PresenceEvent): void;
+  /** A signal of another member (`signal.<name>`). */
+  signal?(signal: SignalEvent): void;
+}
+
+/** One room of a join frame; `retry`: it went out on this connection before (a resume takes over a join under way). */
+export interface OutgoingRoom extends ResumeRoom {
+  readonly retry: boolean;
 }
 
 interface Room {
   handlers: RoomHandlers;
   epoch: string | undefined;
   offset: number;
-  /** Its join went out on this connection. */
-  sent: boolean;
+  /** The id its join went out under on this connection; undefined: not sent (yet, or again). */
+  request: string | undefined;
+  retry: boolean;
   /** The reply to its join on this connection. */
   reply: RoomJoined | undefined;
   /** Answered once before: the next answer is a rejoin after a reconnect. */
   answered: boolean;
   waiters: Array<{ resolve: (reply: RoomJoined) => void; reject: (err: ClientError) => void }>;
+}
+
+/** An app callback that throws must not break the client: the error is rethrown on its own. */
+export function call<A>(fn: ((arg: A) => void) | undefined, arg: A): void {
+  if (fn === undefined) return;
+  try {
+    fn(arg);
+  } catch (err) {
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
 }
 
 export type Rooms = ReturnType<typeof createRooms>;
@@ -45,18 +69,26 @@ export function createRooms() {
     for (const w of room.waiters.splice(0)) 'reply' in outcome ? w.resolve(outcome.reply) : w.reject(outcome.err);
   }
 
+  function drop(name: string, room: Room, reason: string, err: ClientError): void {
+    rooms.delete(name);
+    settle(room, { err });
+    if (room.answered) call(room.handlers.left, reason);
+  }
+
   return {
     has: (name: string) => rooms.has(name),
     position: (name: string): StreamPosition | undefined => {
       const room = rooms.get(name);
       return room?.epoch === undefined ? undefined : position(room);
     },
+    /** Wanted rooms not answered on this connection yet. */
+    pending: (): number => [...rooms.values()].filter((r) => r.reply === undefined).length,
 
     /** Wants a room (or updates its handlers); resolves with the reply to its join. */
     add(name: string, handlers: RoomHandlers): Promise<RoomJoined> {
       let room = rooms.get(name);
       if (room === undefined) {
-        room = { handlers, epoch: undefined, offset: 0, sent: false, reply: undefined, answered: false, waiters: [] };
+        room = { handlers, epoch: undefined, offset: 0, request: undefined, retry: false, reply: undefined, answered: false, waiters: [] };
         rooms.set(name, room);
       }
       room.handlers = handlers;
@@ -71,57 +103,63 @@ export function createRooms() {
       if (room === undefined) return false;
       rooms.delete(name);
       settle(room, { err });
-      return room.sent;
+      return room.request !== undefined;
     },
 
-    /** The rooms whose join has not gone out on this connection, now marked sent, with their positions. */
-    unsent(): ResumeRoom[] {
-      const out: ResumeRoom[] = [];
+    /** The rooms whose join has not gone out on this connection, now marked as going out under `id`. */
+    unsent(id: string): OutgoingRoom[] {
+      const out: OutgoingRoom[] = [];
       for (const [name, room] of rooms) {
-        if (room.sent) continue;
-        room.sent = true;
-        out.push({ room: name, since: room.epoch === undefined ? undefined : position(room) });
+        if (room.request !== undefined || room.reply !== undefined) continue;
+        room.request = id;
+        out.push({ room: name, since: room.epoch === undefined ? undefined : position(room), retry: room.retry });
       }
       return out;
     },
 
-    /** The connection is gone: every room is joined again on the next one. */
+    /** The connection is gone: every room is joined again on the next one; `err` (a close for good) fails the waiting joins. */
     disconnected(err?: ClientError): void {
       for (const room of rooms.values()) {
-        room.sent = false;
+        room.request = undefined;
+        room.retry = false;
         room.reply = undefined;
         if (err !== undefined) settle(room, { err });
       }
     },
 
-    joined(reply: RoomJoined): void {
+    /** True when the reply answers a wanted room's join on this connection. */
+    joined(reply: RoomJoined): boolean {
       const room = rooms.get(reply.room);
-      if (room === undefined) return;
+      if (room === undefined || room.request === undefined || reply.id !== room.request || room.reply !== undefined) return false;
       const rejoin = room.answered;
       room.answered = true;
       room.reply = reply;
       if (reply.epoch !== undefined) {
         room.epoch = reply.epoch;
         room.offset = reply.offset!;
-        if (reply.recovered === true) room.handlers.recovered?.(position(room));
-        else if (reply.recovered === false || rejoin) room.handlers.reset?.(position(room));
+        if (reply.recovered === true) call(room.handlers.recovered, position(room));
+        else if (reply.recovered === false || rejoin) call(room.handlers.reset, position(room));
       } else if (rejoin) {
-        room.handlers.reset?.(null);
+        call(room.handlers.reset, null);
       }
       settle(room, { reply });
+      return true;
     },
 
-    /** A join refused: false when the room is kept to be tried again (`unavailable`, a timeout). */
-    refused(name: string, err: ClientError): boolean {
+    /**
+     * A join refused (`id`: of the frame it went out in). False when the room is to be tried again:
+     * `unavailable` or a timeout, not yet answered. A lost connection keeps it for the next one.
+     */
+    refused(name: string, err: ClientError, id: string | undefined): boolean {
       const room = rooms.get(name);
-      if (room === undefined || err.code === 'disconnected') return true;
+      if (room === undefined || room.reply !== undefined || (id !== undefined && id !== room.request)) return true;
+      if (err.code === 'disconnected' || err.code === 'closed') return true;
       if (err.code === 'unavailable' || err.code === 'timeout') {
-        room.sent = false;
+        room.request = undefined;
+        room.retry = true;
         return false;
       }
-      rooms.delete(name);
-      settle(room, { err });
-      if (room.answered) room.handlers.left?.(err.code);
+      drop(name, room, err.code, err);
       return true;
     },
 
@@ -129,12 +167,15 @@ export function createRooms() {
     event(event: Envelope): boolean {
       const room = event.room === null ? undefined : rooms.get(event.room);
       if (room === undefined) return false;
-      if (event.offset !== undefined) {
-        if (event.epoch === room.epoch && event.offset <= room.offset) return true;
+      const { type } = event;
+      if (type.startsWith('presence.')) call(room.handlers.presence, event as PresenceEvent);
+      else if (type.startsWith('signal.')) call(room.handlers.signal, event as SignalEvent);
+      else if (event.offset === undefined) call(room.handlers.event, event);
+      else if (event.epoch !== room.epoch || event.offset > room.offset) {
         room.epoch = event.epoch;
         room.offset = event.offset;
+        call(room.handlers.event, event);
       }
-      room.handlers.event?.(event);
       return true;
     },
 
@@ -143,15 +184,16 @@ export function createRooms() {
       if (room === undefined) return;
       room.epoch = reply.epoch;
       room.offset = reply.offset;
-      room.handlers.reset?.(position(room));
+      call(room.handlers.reset, position(room));
     },
 
-    /** A `room_left` with a reason: the server removed the room. */
+    /** A `room_left` with a reason: the server removed the room (a join under way included). */
     left(reply: RoomLeft): void {
       const room = rooms.get(reply.room);
       if (room === undefined || reply.reason === undefined) return;
-      rooms.delete(reply.room);
-      room.handlers.left?.(reply.reason);
+      drop(reply.room, room, reply.reason, new ClientError('forbidden', `${reply.room}: ${reply.reason}`));
+      // drop() calls `left` only for rooms answered before; a revoked join under way is told too.
+      if (!room.answered) call(room.handlers.left, reply.reason);
     },
   };
 }

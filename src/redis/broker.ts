@@ -153,6 +153,9 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       target.deliver(room, payload);
       send(channels.room(room), 'r', room, payload);
     },
+    relay(room, payload) {
+      if (!closed) send(channels.room(room), 'r', room, payload);
+    },
     sendToConnection(connectionId, payload) {
       if (closed) return;
       const owner = nodeOfConnection(connectionId);

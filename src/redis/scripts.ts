@@ -6,9 +6,24 @@
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from './links.js';
 
-export type ScriptName = 'acquire-slot' | 'refresh-slots' | 'append-history' | 'read-history';
+export type ScriptName =
+  | 'acquire-slot'
+  | 'refresh-slots'
+  | 'append-history'
+  | 'read-history'
+  | 'presence-add'
+  | 'presence-remove'
+  | 'presence-refresh'
+  | 'presence-read';
 
-const PRELUDES: Partial<Record<ScriptName, string>> = { 'append-history': 'stream-epoch', 'read-history': 'stream-epoch' };
+const PRELUDES: Partial<Record<ScriptName, string>> = {
+  'append-history': 'stream-epoch',
+  'read-history': 'stream-epoch',
+  'presence-add': 'presence-sweep',
+  'presence-remove': 'presence-sweep',
+  'presence-refresh': 'presence-sweep',
+  'presence-read': 'presence-sweep',
+};
 
 const sources = new Map<ScriptName, string>();
 

@@ -97,6 +97,7 @@ describe('ws-edge/client in chromium', () => {
   });
 
   it('connects with the token in the subprotocol (none in the URL) and receives events', async () => {
+    const tok = token('ivy');
     const page = await openPage();
     // A WebSocket that records what the library offered and what the server answered.
     await page.evaluate(() => {
@@ -117,7 +118,7 @@ describe('ws-edge/client in chromium', () => {
         w.c.join('project:7', { event: (e: unknown) => w.events.push(e) });
         w.c.connect();
       },
-      { url: node.url, tok: token('ivy') },
+      { url: node.url, tok },
     );
     await waitFor('joined', () => page.evaluate(() => (window as unknown as PageGlobals).c.state === 'connected'), 5000);
     expect(await publish(node.internal, 'project:7', 1)).toBe(true);
@@ -126,7 +127,7 @@ describe('ws-edge/client in chromium', () => {
       const w = window as unknown as PageGlobals;
       return { offered: w.opened[0].protocols, url: w.opened[0].url, answered: w.opened[0].socket.protocol, origin: location.origin, event: w.events[0] };
     });
-    expect(seen.offered).toEqual(['wsedge.v1', `wsedge.bearer.${token('ivy')}`]);
+    expect(seen.offered).toEqual(['wsedge.v1', `wsedge.bearer.${tok}`]);
     expect(seen.url).toBe(node.url);
     expect(seen.answered).toBe('wsedge.v1');
     expect(seen.event).toMatchObject({ type: 'task.updated', room: 'project:7', data: { n: 1 } });

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createClient, type StateChange, type WebSocketLike } from '../../src/client/index.js';
-import { afterClose, backoffDelay, DEFAULT_BACKOFF, LONG_BACKOFF_MS, refreshDelay, RESTART_SPREAD_MS, tokenExpiry } from '../../src/client/policy.js';
+import { afterClose, backoffDelay, clampTimer, DEFAULT_BACKOFF, lifeLeft, LONG_BACKOFF_MS, MAX_TIMER_MS, RESTART_SPREAD_MS, tokenTimes } from '../../src/client/policy.js';
 import { createRooms } from '../../src/client/rooms.js';
 import { RECONNECT } from '../../src/errors.js';
 
@@ -56,15 +56,23 @@ describe('the decision per close code', () => {
 describe('token timing', () => {
   const jwt = (claims: object) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
 
-  it('reads exp from the payload, and nothing from a token without one', () => {
-    expect(tokenExpiry(jwt({ sub: 'a', exp: 2_000_000_000 }))).toBe(2_000_000_000_000);
-    expect(tokenExpiry(jwt({ sub: 'a' }))).toBeUndefined();
-    expect(tokenExpiry('not a token')).toBeUndefined();
+  it('reads exp and iat from the payload, and nothing from a token without them', () => {
+    expect(tokenTimes(jwt({ sub: 'a', exp: 2_000_000_000, iat: 1_999_999_000 }))).toEqual({ exp: 2_000_000_000_000, iat: 1_999_999_000_000 });
+    expect(tokenTimes(jwt({ sub: 'a' }))).toEqual({ exp: undefined, iat: undefined });
+    expect(tokenTimes('not a token')).toEqual({ exp: undefined, iat: undefined });
   });
 
-  it('refreshes at 80% of the remaining life, never sooner than 1 s', () => {
-    expect(refreshDelay(100_000, 0, 0.8)).toBe(80_000);
-    expect(refreshDelay(500, 0, 0.8)).toBe(1000);
+  it('counts a token’s life from when the client got it when it has iat: a skewed client clock does not matter', () => {
+    const times = { exp: 1_000_000 + 3_600_000, iat: 1_000_000 };
+    // The client's clock is an hour ahead: by its clock the token has expired already.
+    expect(lifeLeft(times, 10_000_000, 10_000_000)).toEqual({ life: 3_600_000, left: 3_600_000 });
+    expect(lifeLeft(times, 10_000_000, 10_600_000)).toEqual({ life: 3_600_000, left: 3_000_000 });
+    expect(lifeLeft({ exp: 100_000, iat: undefined }, 0, 20_000)).toEqual({ life: 100_000, left: 80_000 });
+  });
+
+  it('keeps refresh timers between 1 s and what setTimeout can hold (a 40-day token does not fire at once)', () => {
+    expect(clampTimer(500)).toBe(1000);
+    expect(clampTimer(40 * 86_400_000 * 0.8)).toBe(MAX_TIMER_MS);
   });
 });
 
@@ -195,8 +203,130 @@ describe('reconnect timing (fake timers)', () => {
     expect(JSON.parse(sockets[0]!.sent[0]!)).toMatchObject({ type: 'refresh_token', token: jwt(2) });
   });
 
-  it('rejects a send while disconnected at once, or queues it when asked to', async () => {
+  it('rejects a send while disconnected at once', async () => {
     const { c } = await client('tok');
     await expect(c.send('task:1', {})).rejects.toMatchObject({ code: 'disconnected' });
+  });
+
+  it('lets a state listener have the last word: close() on disconnected stops the reconnect', async () => {
+    const { c, sockets } = await client('tok');
+    c.on('state', (s) => s.state === 'disconnected' && c.close());
+    sockets[0]!.drop(1006);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(c.state).toBe('closed');
+    expect(sockets).toHaveLength(1);
+  });
+
+  it('survives an app callback that throws', async () => {
+    const { c, sockets } = await client('tok');
+    const errors: unknown[] = [];
+    const onError = (err: unknown) => errors.push(err);
+    process.on('uncaughtException', onError);
+    try {
+      c.on('state', () => {
+        throw new Error('app bug');
+      });
+      sockets[0]!.drop(1006);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(sockets).toHaveLength(2);
+    } finally {
+      process.off('uncaughtException', onError);
+    }
+  });
+
+  it('gives up an attempt that gets no connected within connectTimeout', async () => {
+    vi.useFakeTimers();
+    const { sockets, WebSocket } = scriptedSockets();
+    const states: StateChange[] = [];
+    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, random: min, pingAfter: 0, connectTimeout: 2000 });
+    c.on('state', (s) => states.push(s));
+    c.connect();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(states.at(-1)).toMatchObject({ state: 'disconnected', code: 1006, reason: 'connect timeout' });
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sockets).toHaveLength(2);
+    c.close();
+  });
+
+  it('pings after pingAfter of silence, not twice that', async () => {
+    vi.useFakeTimers();
+    const { sockets, WebSocket } = scriptedSockets();
+    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, pingAfter: 1000, pongTimeout: 500 });
+    c.connect();
+    await vi.advanceTimersByTimeAsync(0);
+    sockets[0]!.server(CONNECTED);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(JSON.parse(sockets[0]!.sent[0]!)).toMatchObject({ type: 'ping' });
+    c.close();
+  });
+});
+
+describe('room replies matched by request id (fake timers)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  async function connected() {
+    vi.useFakeTimers();
+    const { sockets, WebSocket } = scriptedSockets();
+    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, pingAfter: 0, requestTimeout: 1000 });
+    c.connect();
+    await vi.advanceTimersByTimeAsync(0);
+    sockets[0]!.server(CONNECTED);
+    return { c, sockets, socket: sockets[0]!, sent: () => sockets[0]!.sent.map((f) => JSON.parse(f)) };
+  }
+
+  it('ignores the server’s own join of the personal room and joins it through resume: no reset on the first join', async () => {
+    const { c, socket, sent } = await connected();
+    const resets: unknown[] = [];
+    const joined = c.join('user:a', { reset: (p) => resets.push(p) });
+    // The automatic join's reply (no id) arrives before the client's frame is answered.
+    socket.server({ type: 'room_joined', room: 'user:a', epoch: 'e', offset: 3, timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+    const frame = sent()[0];
+    expect(frame).toMatchObject({ type: 'resume', rooms: [{ room: 'user:a' }] });
+    socket.server({ type: 'room_joined', id: frame.id, room: 'user:a', epoch: 'e', offset: 3, timestamp: '' });
+    socket.server({ type: 'resumed', id: frame.id, data: { rooms: 1 }, timestamp: '' });
+    await expect(joined).resolves.toMatchObject({ id: frame.id });
+    expect(resets).toEqual([]);
+    c.close();
+  });
+
+  it('retries a timed-out join as a resume and ignores the late reply to the first one', async () => {
+    const { c, socket, sent } = await connected();
+    const resets: unknown[] = [];
+    const joined = c.join('task:slow', { reset: (p) => resets.push(p) });
+    await vi.advanceTimersByTimeAsync(0);
+    const first = sent()[0];
+    expect(first).toMatchObject({ type: 'join_room', room: 'task:slow' });
+    await vi.advanceTimersByTimeAsync(1000 + 1000);
+    const retry = sent()[1];
+    expect(retry).toMatchObject({ type: 'resume', rooms: [{ room: 'task:slow' }] });
+    socket.server({ type: 'room_joined', id: first.id, room: 'task:slow', timestamp: '' });
+    socket.server({ type: 'room_joined', id: retry.id, room: 'task:slow', timestamp: '' });
+    await expect(joined).resolves.toMatchObject({ id: retry.id });
+    expect(resets).toEqual([]);
+    c.close();
+  });
+
+  it('rejects a join under way that the server revokes, and keeps rooms across close() and connect()', async () => {
+    const { c, sockets, socket, sent } = await connected();
+    const left: string[] = [];
+    const revoked = c.join('project:9', { left: (r) => left.push(r) });
+    await vi.advanceTimersByTimeAsync(0);
+    socket.server({ type: 'room_left', room: 'project:9', reason: 'access_revoked', timestamp: '' });
+    await expect(revoked).rejects.toMatchObject({ code: 'forbidden' });
+    expect(left).toEqual(['access_revoked']);
+
+    void c.join('task:keep').catch(() => {});
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent().at(-1)).toMatchObject({ type: 'join_room', room: 'task:keep' });
+    c.close();
+    c.connect();
+    await vi.advanceTimersByTimeAsync(0);
+    sockets[1]!.server(CONNECTED);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(JSON.parse(sockets[1]!.sent[0]!)).toMatchObject({ type: 'join_room', room: 'task:keep' });
+    c.close();
   });
 });

@@ -45,6 +45,8 @@ describe('loadConfig defaults', () => {
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
       history: { patterns: [], rooms: NO_GRANT, size: 100, ttl: 300, recoverMax: 300 },
+      presence: { patterns: [], rooms: NO_GRANT, ttl: 30, refresh: 10, grace: 10, eventsMaxUsers: 100 },
+      signals: { names: new Set(['typing', 'typing_stop', 'read']), rate: 10 },
       messageMaxSize: 1_048_576,
       httpMaxHeadersSize: 16_384,
       maxBackpressure: 4_194_304,
