@@ -9,7 +9,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
 import { startBrokerNodes } from '../helpers/broker-nodes.js';
-import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { startTestNode, stopAllNodes, stopTestNode } from '../helpers/node.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedisCluster, stopAllClusters } from '../helpers/redis-cluster.js';
 import { query } from '../helpers/redis-process.js';
