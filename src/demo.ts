@@ -1,8 +1,9 @@
 /**
  * The browser demo, in dev mode only (no JWT key configured, NODE_ENV not production): GET
  * /dev/demo on the public port is a page that connects with the dev token through ws-edge/client,
- * joins a room, shows its events and every connection state change. The page loads the client as
- * the ES modules tsc built into dist/, served from memory under /dev/; nothing else is served.
+ * joins a room, shows its events, who is present (with WS_PRESENCE_ROOMS), who is typing, and
+ * every connection state change. The page loads the client as the ES modules tsc built into
+ * dist/, served from memory under /dev/; nothing else is served.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { ROUTE_REFUSALS } from './errors.js';
@@ -31,11 +32,12 @@ form{margin:.6em 0}input{font:inherit;padding:.2em .4em}ol{font:13px ui-monospac
 <h1>ws-edge demo</h1>
 <p>Connection: <span id="state">disconnected</span> <span id="detail" class="muted"></span></p>
 <form id="join">Room <input id="room" value="channel:demo" size="24"> <button>Join</button> <span id="rooms" class="muted"></span></form>
-<form id="send">Message <input id="text" value="hello" size="40"> <button>Send</button></form>
+<form id="send">Message <input id="text" value="hello" size="40"> <button>Send</button> <span id="typing" class="muted"></span></form>
+<p>Present in channel:demo: <span id="present" class="muted">(presence is off: start the node with WS_PRESENCE_ROOMS=channel:*)</span></p>
 <p class="muted">Open this page in a second tab and send a message; stop the node (Ctrl-C, a 1012) or restart it to watch the client reconnect and rejoin.</p>
 <ol id="log" reversed></ol>
 <script type="module">
-import { createClient } from './client/index.js';
+import { createClient, createTyping, watchPresence } from './client/index.js';
 const $ = (id) => document.getElementById(id);
 const log = (text) => { const li = document.createElement('li'); li.textContent = new Date().toISOString().slice(11, 23) + ' ' + text; $('log').prepend(li); };
 const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/api/v1/ws/connect';
@@ -60,10 +62,15 @@ function join(room) {
 $('join').onsubmit = (e) => { e.preventDefault(); join($('room').value.trim()); };
 $('send').onsubmit = (e) => {
   e.preventDefault();
+  typing.stop();
   client.send($('room').value.trim(), { text: $('text').value }).catch((err) => log('send refused: ' + err.code + ' ' + err.message));
 };
 join('channel:demo');
 client.connect();
+watchPresence(client, 'channel:demo', (users) => { $('present').textContent = [...users.values()].join(', ') || 'nobody'; });
+const typing = createTyping(client, 'channel:demo', (others) => { $('typing').textContent = others.size ? [...others.values()].join(', ') + ' typing…' : ''; });
+$('text').oninput = () => typing.typing();
+$('text').onblur = () => typing.stop();
 </script>
 </body></html>
 `;

@@ -158,6 +158,8 @@ function logStart(
       membership_events_max_members: config.membershipEventsMaxMembers,
       drain_timeout_s: config.drainTimeout,
       history: { rooms: config.history.patterns, size: config.history.size, ttl_s: config.history.ttl, recover_max: config.history.recoverMax },
+      presence: { rooms: config.presence.patterns, ttl_s: config.presence.ttl, refresh_s: config.presence.refresh, grace_s: config.presence.grace, events_max_users: config.presence.eventsMaxUsers },
+      signals: { names: [...config.signals.names], rate: config.signals.rate },
     },
     'ws-edge started',
   );

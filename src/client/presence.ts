@@ -49,7 +49,8 @@ export function watchPresence(client: PresenceSource, room: string, changed: (us
         complete = !data.truncated;
         changed(users());
       },
-      () => setTimeout(load, 1000),
+      // Tried again while it may come (Redis back, the join answered); not for a room that keeps no presence.
+      (err: { code?: string }) => err.code !== 'no_presence' && err.code !== 'invalid_room' && err.code !== 'closed' && setTimeout(load, 1000),
     );
   };
   const offEvent = client.on('presence', (e) => {

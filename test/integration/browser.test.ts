@@ -281,7 +281,7 @@ describe('a rolling restart of two nodes behind HAProxy, seen from a browser', (
 describe('the demo page', () => {
   it('zero-config ws-edge serve prints its address; it connects with the dev token, joins channel:demo, shows an event; the screenshot shows the connected badge', async () => {
     // No JWT key: dev mode, as after `npm start`.
-    const node = await startNodeProcess({ JWT_SECRET: '', PUBLISH_API_KEY: API_KEY });
+    const node = await startNodeProcess({ JWT_SECRET: '', PUBLISH_API_KEY: API_KEY, WS_PRESENCE_ROOMS: 'channel:*' });
     await waitFor('the banner', () => node.stderr().includes('Browser demo'), 5000);
     const address = /Browser demo \(dev mode only\): (http:\S+)/.exec(node.stderr())![1]!;
     expect(address).toBe(`http://127.0.0.1:${node.port}/dev/demo`);
@@ -293,6 +293,7 @@ describe('the demo page', () => {
     const text = await page.evaluate(() => document.body.innerText);
     expect(text).toContain('connected as dev');
     expect(text).toContain('channel:demo task.updated from system: {"n":42}');
+    expect(text).toContain('Present in channel:demo: dev');
 
     const shot = await page.screenshot();
     const file = join(tmpdir(), `ws-edge-demo-${process.pid}.png`);

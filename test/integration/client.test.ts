@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, type Client, type ClientOptions, type Envelope, type StateChange } from '../../src/client/index.js';
+import { createClient, createTyping, watchPresence, type Client, type ClientOptions, type Envelope, type StateChange } from '../../src/client/index.js';
 import { token } from '../helpers/client.js';
 import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
@@ -67,6 +67,41 @@ describe('ws-edge/client against a node', () => {
     await expect(c.send('task:1', 'x'.repeat(1_048_576))).rejects.toMatchObject({ code: 'message_too_big' });
     await c.leave('project:1');
     expect(c.state).toBe('connected');
+    await stopTestNode(node);
+  });
+
+  it('keeps a live presence list and typing state from the server’s presence events and signals', async () => {
+    const node = await startTestNode({ WS_PRESENCE_ROOMS: 'channel:*' });
+    const room = 'channel:live';
+    const a = client(node.url, token('ann')).c;
+    const b = client(node.url, token('ben')).c;
+    const lists: string[][] = [];
+    const typingSeen: string[][] = [];
+    void a.join(room);
+    a.connect();
+    await connected(a);
+    const list = watchPresence(a, room, (users) => lists.push([...users.keys()].sort()));
+    const typing = createTyping(a, room, (others) => typingSeen.push([...others.values()]), { expireMs: 500 });
+    await waitFor('ann alone', () => lists.at(-1)?.join() === 'ann', 3000);
+    void b.join(room);
+    b.connect();
+    await waitFor('ben present', () => lists.at(-1)?.join() === 'ann,ben', 3000);
+    const bTyping = createTyping(b, room, () => {}, { throttleMs: 10_000 });
+    bTyping.typing();
+    bTyping.typing(); // throttled: one signal
+    await waitFor('ben typing', () => typingSeen.at(-1)?.join() === 'ben', 2000);
+    bTyping.stop();
+    await waitFor('ben stopped', () => typingSeen.at(-1)?.length === 0, 2000);
+    bTyping.typing();
+    await waitFor('ben typing again', () => typingSeen.at(-1)?.join() === 'ben', 2000);
+    // No typing_stop this time: expired after expireMs.
+    await waitFor('ben’s typing expired', () => typingSeen.at(-1)?.length === 0, 2000);
+    expect(typingSeen).toEqual([['ben'], [], ['ben'], []]);
+    b.close();
+    await waitFor('ben gone', () => lists.at(-1)?.join() === 'ann', 3000);
+    expect(list.complete()).toBe(true);
+    list.stop();
+    typing.dispose();
     await stopTestNode(node);
   });
 

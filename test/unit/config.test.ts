@@ -378,3 +378,21 @@ describe('sequenced rooms', () => {
     expect(() => loadConfig({ WS_HISTORY_RECOVER_MAX: '10001' })).toThrow('WS_HISTORY_RECOVER_MAX: 10001 is outside 1..10000');
   });
 });
+
+describe('presence and signals', () => {
+  it('reads WS_PRESENCE_ROOMS like the other room lists, and refuses a refresh as long as the TTL', () => {
+    const { presence } = loadConfig({ WS_PRESENCE_ROOMS: 'channel:*,project:1', WS_PRESENCE_TTL: '20', WS_PRESENCE_REFRESH: '5', WS_PRESENCE_GRACE: '0' });
+    expect(['channel:9', 'project:1', 'project:2'].map((room) => covers(presence.rooms, room))).toEqual([true, true, false]);
+    expect(presence).toMatchObject({ ttl: 20, refresh: 5, grace: 0, eventsMaxUsers: 100 });
+    expect(() => loadConfig({ WS_PRESENCE_ROOMS: 'room:*' })).toThrow('WS_PRESENCE_ROOMS: use *');
+    expect(() => loadConfig({ WS_PRESENCE_TTL: '10', WS_PRESENCE_REFRESH: '10' })).toThrow('WS_PRESENCE_REFRESH: must be less than WS_PRESENCE_TTL');
+    expect(() => loadConfig({ WS_PRESENCE_TTL: '1' })).toThrow('WS_PRESENCE_TTL: 1 is outside 2..3600');
+  });
+
+  it('reads WS_SIGNALS as names, none as no signal, and refuses names that cannot follow signal.', () => {
+    expect([...loadConfig({ WS_SIGNALS: 'typing, cursor_move' }).signals.names]).toEqual(['typing', 'cursor_move']);
+    expect(loadConfig({ WS_SIGNALS: 'none' }).signals.names.size).toBe(0);
+    expect(() => loadConfig({ WS_SIGNALS: 'Typing,a.b' })).toThrow('WS_SIGNALS: names are [a-z][a-z0-9_]{0,31}, comma-separated, or none: Typing, a.b');
+    expect(() => loadConfig({ WS_SIGNAL_RATE: '0' })).toThrow('WS_SIGNAL_RATE: 0 is outside 1..1000');
+  });
+});
