@@ -102,6 +102,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     rateStrikes: undefined,
     invalidStrikes: undefined,
     signals: undefined,
+    admissions: undefined,
     slow: false,
     closed: false,
   });

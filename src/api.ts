@@ -1,8 +1,9 @@
 /**
- * The server API for backends, on the internal port only: POST /api/v1/publish, POST
- * /api/v1/disconnect and GET /api/v1/rooms/<room>/{history,presence,presence_stats}, with
- * `Authorization: Bearer <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while they
- * stream in, before any parsing.
+ * The server API for backends, on the internal port only: POST /api/v1/publish,
+ * /api/v1/disconnect, /api/v1/unsubscribe and /api/v1/subscribe, and GET
+ * /api/v1/rooms/<room>/{history,presence,presence_stats}, with `Authorization: Bearer
+ * <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while
+ * they stream in, before any parsing.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Broker } from './broker.js';
@@ -31,7 +32,7 @@ export interface ApiDeps {
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'disconnect';
+type Endpoint = 'publish' | 'disconnect' | 'unsubscribe' | 'subscribe';
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
@@ -145,7 +146,29 @@ function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
   return { status: 'disconnecting', user_id: userId, code };
 }
 
-const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = { publish, disconnect };
+/**
+ * unsubscribe (the user, or one connection, leaves the room on every node) and subscribe (every
+ * connection of the user joins it): refused while the broker cannot reach the other nodes, since
+ * the change would reach this node only.
+ */
+function changeAccess(op: 'unsubscribe' | 'subscribe') {
+  return (deps: ApiDeps, body: Record<string, unknown>): Answer => {
+    const { user_id: userId, room, connection_id: connectionId } = body;
+    if (!isValidId(userId)) throw badRequest('invalid_user_id');
+    if (!isValidRoom(room) || room.startsWith('user:')) throw badRequest('invalid_access_room');
+    if (connectionId !== undefined && (op === 'subscribe' || typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId))) throw badRequest('invalid_connection_id');
+    if (!deps.broker.isUp()) throw badRequest('broker_unavailable');
+    deps.broker.changeAccess({ op, userId, room, connectionId: connectionId as string | undefined });
+    return { status: op === 'subscribe' ? 'subscribed' : 'unsubscribed', user_id: userId, room, ...(connectionId === undefined ? {} : { connection_id: connectionId }) };
+  };
+}
+
+const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = {
+  publish,
+  disconnect,
+  unsubscribe: changeAccess('unsubscribe'),
+  subscribe: changeAccess('subscribe'),
+};
 
 /** The query of GET .../history: since_epoch with since_offset, limit, reverse; undefined when malformed. */
 function historyQuery(query: string, size: number): { since: { epoch: string; offset: number } | undefined; limit: number; reverse: boolean } | undefined {
@@ -226,7 +249,7 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const expected = key === undefined ? undefined : digest(key);
   addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
   for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
-  for (const endpoint of ['publish', 'disconnect'] as const) {
+  for (const endpoint of ['publish', 'disconnect', 'unsubscribe', 'subscribe'] as const) {
     app.post(`/api/v1/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;
       res.onAborted(() => {

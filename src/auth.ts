@@ -11,7 +11,7 @@ import type { JwtConfig } from './config.js';
 import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
 import { REJECTIONS, type Rejection } from './errors.js';
 export { isRejection } from './errors.js';
-import { compileGrant, isValidId, type Grant } from './rooms.js';
+import { compileGrant, isValidId, isValidRoom, type Grant } from './rooms.js';
 
 export interface Identity {
   readonly userId: string;
@@ -23,9 +23,18 @@ export interface Identity {
   readonly expiresAt: number;
 }
 
+/** A verified room grant: `sub` may join `room` until `expiresAt` (epoch ms). */
+export interface RoomGrant {
+  readonly userId: string;
+  readonly room: string;
+  readonly expiresAt: number;
+}
+
 export interface Authenticator {
   readonly algorithms: readonly string[];
   verify(token: string): Identity | Rejection;
+  /** A room grant: same keys, algorithms, `iss`/`aud` and clock tolerance as connection tokens, plus a `room` claim. */
+  verifyGrant(token: string): RoomGrant | 'invalid' | 'expired';
 }
 
 /**
@@ -123,6 +132,17 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
       }
       return identityFrom(claims);
     },
+    verifyGrant(token) {
+      let claims: Record<string, unknown>;
+      try {
+        claims = verifier(token) as Record<string, unknown>;
+      } catch (err) {
+        return err instanceof TokenError && err.code === TokenError.codes.expired ? 'expired' : 'invalid';
+      }
+      const { sub, room, exp } = claims;
+      if (!isValidId(sub) || !isValidRoom(room) || typeof exp !== 'number' || !Number.isFinite(exp) || exp > MAX_EXP_SECONDS) return 'invalid';
+      return { userId: sub, room, expiresAt: exp * 1000 };
+    },
   };
 }
 
@@ -144,6 +164,8 @@ export interface TokenRequest {
   readonly userId: string;
   readonly username?: string | undefined;
   readonly rooms?: readonly string[] | undefined;
+  /** A room grant for this one room instead of a connection token. */
+  readonly room?: string | undefined;
   readonly ttlSeconds: number;
   readonly issuer?: string | undefined;
   readonly audience?: string | undefined;
@@ -163,6 +185,7 @@ export function signToken(req: TokenRequest): string {
     sub: req.userId,
     ...(req.username !== undefined && { username: req.username }),
     ...(req.rooms !== undefined && { rooms: req.rooms }),
+    ...(req.room !== undefined && { room: req.room }),
   });
 }
 

@@ -19,6 +19,9 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     disconnectUser(userId, code, reason) {
       if (!closed) target.disconnectUser(userId, code, reason);
     },
+    changeAccess(change) {
+      if (!closed) target.changeAccess(change);
+    },
     // Confirmed after the caller's turn, as a transport would.
     subscribe(room) {
       if (!closed) queueMicrotask(() => !closed && target.subscribed(room));

@@ -38,6 +38,16 @@ export interface BrokerTarget {
   deliverToConnection(connectionId: string, payload: Payload): void;
   /** Closes every local connection of `userId` with `code`. */
   disconnectUser(userId: string, code: number, reason: string): void;
+  /** Applies a backend's unsubscribe or subscribe to the local connections of the user. */
+  changeAccess(change: AccessChange): void;
+}
+
+/** A backend's change of a user's rooms, on every node: `connectionId` narrows it to one connection. */
+export interface AccessChange {
+  readonly op: 'unsubscribe' | 'subscribe';
+  readonly userId: string;
+  readonly room: string;
+  readonly connectionId: string | undefined;
 }
 
 export interface Broker {
@@ -47,6 +57,8 @@ export interface Broker {
   relay(room: string, payload: string): void;
   /** Delivers to the connection wherever it lives (its id names its node). */
   sendToConnection(connectionId: string, payload: string): void;
+  /** Applies an unsubscribe or subscribe on every node (this one included). */
+  changeAccess(change: AccessChange): void;
   /** Closes every connection of the user on every node. */
   disconnectUser(userId: string, code: number, reason: string): void;
   /** The node gained its first local member of `room`; `subscribed(room)` follows once confirmed. */

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { signToken } from './auth.js';
 import { runDemo, runInteractive } from './cli-client.js';
 import { WS_PATH } from './messages.js';
+import { isValidRoom } from './rooms.js';
 import { serve } from './main.js';
 
 const USAGE = `usage:
@@ -11,6 +12,8 @@ const USAGE = `usage:
   ws-edge token --user <id> [--username <name>] [--rooms <list>] [--ttl <seconds>] [--secret <s>]
                                      mint an HS256 token (secret: --secret or JWT_SECRET;
                                      iss/aud from JWT_ISSUER/JWT_AUDIENCE; rooms default "*")
+  ws-edge token --user <id> --grant <room> [--ttl <seconds>] [--secret <s>]
+                                     mint a room grant for join_room's "grant" (ttl default 300)
   ws-edge client [--url <ws-url>] [--token <jwt> | --user <id>] [--demo] [--room <room>] [--query-token]
                                      interactive test client, or a scripted demo that exits 0 on success
                                      (--user mints a token with JWT_SECRET)`;
@@ -20,17 +23,20 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-function tokenFromFlags(values: { user?: string; username?: string; rooms?: string; ttl?: string; secret?: string }): string {
+function tokenFromFlags(values: { user?: string; username?: string; rooms?: string; grant?: string; ttl?: string; secret?: string }): string {
   const secret = values.secret ?? process.env['JWT_SECRET'];
   if (!secret) fail('a secret is needed: --secret or JWT_SECRET');
   if (!values.user) fail('--user is required');
-  const ttl = Number(values.ttl ?? 3600);
+  if (values.grant !== undefined && !isValidRoom(values.grant)) fail('--grant must be a room such as project:42');
+  if (values.grant !== undefined && (values.rooms !== undefined || values.username !== undefined)) fail('--grant takes no --rooms or --username');
+  // Room grants are short-lived: they are the membership's own expiry.
+  const ttl = Number(values.ttl ?? (values.grant === undefined ? 3600 : 300));
   if (!Number.isInteger(ttl) || ttl <= 0) fail('--ttl must be a positive number of seconds');
   return signToken({
     secret,
     userId: values.user,
     username: values.username,
-    rooms: (values.rooms ?? '*').split(',').map((r) => r.trim()).filter((r) => r !== ''),
+    ...(values.grant === undefined ? { rooms: (values.rooms ?? '*').split(',').map((r) => r.trim()).filter((r) => r !== '') } : { room: values.grant }),
     ttlSeconds: ttl,
     issuer: process.env['JWT_ISSUER'] || undefined,
     audience: process.env['JWT_AUDIENCE'] || undefined,
@@ -41,6 +47,7 @@ const tokenFlags = {
   user: { type: 'string' },
   username: { type: 'string' },
   rooms: { type: 'string' },
+  grant: { type: 'string' },
   ttl: { type: 'string' },
   secret: { type: 'string' },
 } as const;

@@ -40,6 +40,8 @@ export interface Config {
   /** Empty: any origin. Requests without an Origin header (non-browser clients) are always allowed. */
   readonly allowedOrigins: readonly string[];
   readonly roomAccess: RoomAccess;
+  /** WS_ROOM_ACCESS=callback: the backend that authorizes joins. */
+  readonly roomAuth: RoomAuthConfig | undefined;
   /** 0 means unlimited. */
   readonly maxConnections: number;
   readonly maxConnectionsPerUser: number;
@@ -87,6 +89,19 @@ export interface HistoryConfig {
   readonly ttl: number;
   /** The most events one recovery replays; a client further behind gets `recovered: false`. */
   readonly recoverMax: number;
+}
+
+/** The authorization callback (WS_ROOM_ACCESS=callback). */
+export interface RoomAuthConfig {
+  readonly url: string;
+  /** Sent as `Authorization: Bearer <key>`: the backend's proof that the call is ours. */
+  readonly key: string;
+  readonly timeoutMs: number;
+  /** Calls in flight per node at most; more wait their turn. */
+  readonly concurrency: number;
+  /** Seconds an allow (unless the answer says `ttl`) and a deny are cached per user and room. */
+  readonly allowTtl: number;
+  readonly denyTtl: number;
 }
 
 /** Presence rooms: who is in them across the cluster (docs/WEBSOCKET_API.md "Presence"). */
@@ -255,7 +270,8 @@ export function loadConfig(env: Env = process.env): Config {
     trustedProxies: readTrustedProxies(r, problems),
     maxConnectionsPerIp: r.int('WS_MAX_CONNECTIONS_PER_IP', 0, 0, 10_000_000),
     authFailureLimit: r.int('WS_AUTH_FAILURE_LIMIT', 60, 0, 1_000_000),
-    roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open']),
+    roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open', 'callback']),
+    roomAuth: readRoomAuth(r, problems),
     maxConnections: r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
     maxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 5, 1, 10_000),
     maxRoomsPerConnection: r.int('WS_MAX_ROOMS_PER_CONNECTION', 100, 1, 10_000),
@@ -294,6 +310,26 @@ function readHistory(r: Reader, problems: string[]): HistoryConfig {
     size: r.int('WS_HISTORY_SIZE', 100, 1, 10_000),
     ttl: r.int('WS_HISTORY_TTL', 300, 1, 604_800),
     recoverMax: r.int('WS_HISTORY_RECOVER_MAX', 300, 1, 10_000),
+  };
+}
+
+function readRoomAuth(r: Reader, problems: string[]): RoomAuthConfig | undefined {
+  const url = r.optional('WS_ROOM_AUTH_URL');
+  const key = r.optional('WS_ROOM_AUTH_KEY');
+  const callback = r.optional('WS_ROOM_ACCESS') === 'callback';
+  if (!callback) {
+    if (url !== undefined) problems.push('WS_ROOM_AUTH_URL: needs WS_ROOM_ACCESS=callback');
+    return undefined;
+  }
+  if (url === undefined || !/^https?:\/\/[^\s]+$/.test(url)) problems.push('WS_ROOM_AUTH_URL: WS_ROOM_ACCESS=callback needs an http:// or https:// URL');
+  if (key === undefined || key.length < 16) problems.push('WS_ROOM_AUTH_KEY: WS_ROOM_ACCESS=callback needs a key of at least 16 characters');
+  return {
+    url: url ?? '',
+    key: key ?? '',
+    timeoutMs: r.int('WS_ROOM_AUTH_TIMEOUT', 2000, 50, 30_000),
+    concurrency: r.int('WS_ROOM_AUTH_CONCURRENCY', 32, 1, 10_000),
+    allowTtl: r.int('WS_ROOM_AUTH_ALLOW_TTL', 60, 0, 86_400),
+    denyTtl: r.int('WS_ROOM_AUTH_DENY_TTL', 10, 0, 86_400),
   };
 }
 

@@ -6,16 +6,17 @@ import type { Authenticator } from './auth.js';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
-import { messageError, type MessageError } from './errors.js';
+import type { MessageError } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
 import type { History } from './history.js';
 import type { Logger } from './log.js';
 import type { Metrics, PublishSource } from './metrics.js';
 import type { ClientMessage } from './messages.js';
 import { encodeError, encodeEvent } from './protocol.js';
-import { canJoin, covers, isValidRoom } from './rooms.js';
-import type { Session, SessionSocket } from './session.js';
+import { covers } from './rooms.js';
+import type { GrantItem, Session, SessionSocket } from './session.js';
 import type { PresenceTracker } from './presence-tracker.js';
+import type { RoomAuthorizer } from './room-auth.js';
 import type { Streams } from './streams.js';
 import type { TemplatedApp } from './uws.js';
 
@@ -36,6 +37,10 @@ export interface HandlerContext {
   readonly streams: Streams;
   /** This node's members of presence rooms (WS_PRESENCE_ROOMS). */
   readonly presence: PresenceTracker;
+  /** WS_ROOM_ACCESS=callback: asks the backend about rooms the token does not cover. */
+  readonly roomAuth: RoomAuthorizer | undefined;
+  /** Ends memberships that came from a room grant at its `exp`. */
+  readonly grants: ExpiryScheduler<GrantItem>;
 }
 
 /** Whether `room` keeps presence (WS_PRESENCE_ROOMS); personal rooms never do. */
@@ -90,10 +95,12 @@ export function announceMembership(ctx: HandlerContext, session: Session, room: 
   publish(ctx, room, encodeEvent(type, room, data, session.username), 'membership');
 }
 
-/** Room name and access checks shared by join and leave; undefined when the room may be used. */
-export function roomProblem(ctx: HandlerContext, session: Session, room: string): MessageError | undefined {
-  if (!isValidRoom(room)) return messageError('invalid_room');
-  if (!canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) return messageError('not_granted');
-  return undefined;
+/** Unsubscribes a joined room; the subscription handler tells the others (user_left), the presence tracker a presence room's. */
+export function leaveRoom(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, reason: 'left' | 'revoked'): void {
+  // What was published before the leave still reaches the leaver.
+  ctx.delivery.flush();
+  ws.unsubscribe(room);
+  session.roomCount -= 1;
+  if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, reason);
 }
 

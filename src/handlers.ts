@@ -5,7 +5,8 @@
  * rooms take the paths of sequenced.ts.
  */
 import { isRejection, messageError, REJECTIONS, type Rejection } from './errors.js';
-import { closesAt, isPresenceRoom, isSequenced, publish, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { claimBound, forgetAdmission, revoke, withAccess } from './access.js';
+import { closesAt, isSequenced, leaveRoom, publish, sendError, type Handler, type HandlerContext } from './handler-context.js';
 import { connectionLog } from './log.js';
 import type { ClientMessage } from './messages.js';
 import { encodeEvent, encodeReply } from './protocol.js';
@@ -14,29 +15,22 @@ import { presence, presenceStats, signal } from './presence-handlers.js';
 import { history, joinPlain, joinSequenced, resume, sendSequenced } from './sequenced.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
-const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, id }) => {
-  const problem = roomProblem(ctx, session, room);
-  if (problem) return sendError(ctx, ws, problem, id);
-  if (isSequenced(ctx, room)) joinSequenced(ctx, ws, session, room, since, id, () => {});
-  else joinPlain(ctx, ws, session, room, id, since);
+const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, grant, id }) => {
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
+  withAccess(ctx, ws, session, room, grant, id, undefined, () => {
+    if (isSequenced(ctx, room)) joinSequenced(ctx, ws, session, room, since, id, () => {});
+    else joinPlain(ctx, ws, session, room, id, since);
+  });
 };
 
-/** Unsubscribes a joined room; the subscription handler tells the others (user_left), the presence tracker a presence room's. */
-function leave(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, reason: 'left' | 'revoked'): void {
-  // What was published before the leave still reaches the leaver.
-  ctx.delivery.flush();
-  ws.unsubscribe(room);
-  session.roomCount -= 1;
-  if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, reason);
-}
-
-const leaveRoom: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
+const leave: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
   if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('personal_room'), id);
   // A join still waiting for the room's position is dropped: it counted as joined.
   if (ctx.streams.cancel(ws, room)) session.roomCount -= 1;
   else if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
-  else leave(ctx, ws, session, room, 'left');
+  else leaveRoom(ctx, ws, session, room, 'left');
+  forgetAdmission(ctx, session, room);
   ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
 
@@ -79,16 +73,10 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   session.expiresAt = result.expiresAt;
   session.grant = result.grant;
   ctx.expiry.add(ws, closesAt(ctx, session));
-  for (const room of ws.getTopics()) {
-    if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
-    leave(ctx, ws, session, room, 'revoked');
-    ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
-  }
-  // Joins of sequenced rooms still waiting for their position end the same way.
-  for (const room of ctx.streams.joinsOf(ws)) {
-    if (canJoin(session.userId, session.grant, room, ctx.config.roomAccess) || !ctx.streams.cancel(ws, room)) continue;
-    session.roomCount -= 1;
-    ctx.delivery.send(ws, encodeReply('room_left', { room, reason: 'access_revoked' }, undefined));
+  // Rooms the claim let in and no longer does, joined or still waiting for their position; not those a grant, the callback or a backend let in.
+  for (const room of [...ws.getTopics(), ...ctx.streams.joinsOf(ws)]) {
+    if (!claimBound(session, room) || canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
+    revoke(ctx, ws, session, room, 'access_revoked', 'token');
   }
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };
@@ -97,7 +85,7 @@ const handlers: { [T in ClientMessage['type']]: Handler<T> } = {
   join_room: joinRoom,
   resume,
   history,
-  leave_room: leaveRoom,
+  leave_room: leave,
   send_message: sendMessage,
   presence,
   presence_stats: presenceStats,

@@ -60,15 +60,17 @@ export const MAX_RESUME_ROOMS = 10_000;
 /** `limit` of a `history` request: 1 to this (WS_HISTORY_SIZE's bound); more than the room keeps is no error. */
 export const MAX_HISTORY_LIMIT = 10_000;
 
-/** One room of a `resume`: joined again, recovering from `since` when given. */
+/** One room of a `resume`: joined again, recovering from `since` when given; `grant`: a room grant token for it. */
 export interface ResumeRoom {
   readonly room: string;
   readonly since: StreamPosition | undefined;
+  readonly grant?: string | undefined;
 }
 
 // Client -> server. `id` is the client's request id, echoed in the reply and in an error about it.
 export type ClientMessage =
-  | { readonly type: 'join_room'; readonly room: string; readonly since: StreamPosition | undefined; readonly id: string | undefined }
+  /** `grant`: a room grant, a short JWT for this one room (docs/WEBSOCKET_API.md "Room grants"); sent again, it extends the membership. */
+  | { readonly type: 'join_room'; readonly room: string; readonly since: StreamPosition | undefined; readonly grant: string | undefined; readonly id: string | undefined }
   | { readonly type: 'resume'; readonly rooms: readonly ResumeRoom[]; readonly id: string | undefined }
   | {
       readonly type: 'history';
@@ -153,8 +155,12 @@ export type RoomReset = Reply<'room_reset'> & { readonly room: string; readonly 
 export type RoomHistory = Reply<'room_history'> & { readonly room: string; readonly epoch: string; readonly offset: number; readonly data: { readonly events: readonly Envelope[] } };
 /** After every room of a `resume` was answered (`room_joined` or `error`, each naming its room). */
 export type Resumed = Reply<'resumed'> & { readonly data: { readonly rooms: number } };
-/** `reason: "access_revoked"` when a refreshed token no longer grants the room. */
-export type RoomLeft = Reply<'room_left'> & { readonly room: string; readonly reason?: 'access_revoked' };
+/**
+ * Without `reason`: the answer to leave_room. `access_revoked`: a refreshed token no longer grants
+ * the room, or a backend took it away; `grant_expired`: the room grant's `exp` passed.
+ */
+export type RoomLeftReason = 'access_revoked' | 'grant_expired';
+export type RoomLeft = Reply<'room_left'> & { readonly room: string; readonly reason?: RoomLeftReason };
 /** In a sequenced room with the event's position. */
 export type MessageSent = Reply<'message_sent'> & { readonly room: string; readonly epoch?: string; readonly offset?: number };
 export type Pong = Reply<'pong'>;

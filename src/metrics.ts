@@ -200,7 +200,7 @@ function apiMetrics(registers: Registers) {
     registers,
   });
   return {
-    apiRequest(endpoint: 'publish' | 'disconnect' | 'history' | 'presence' | 'presence_stats', status: number) {
+    apiRequest(endpoint: 'publish' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'history' | 'presence' | 'presence_stats', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
   };
@@ -246,6 +246,50 @@ function historyMetrics(registers: Registers) {
     },
     duplicatePublish() {
       duplicatePublishes.inc();
+    },
+  };
+}
+
+export type AccessSource = 'personal' | 'open' | 'claim' | 'grant' | 'callback';
+export type AccessResult = 'allow' | 'deny' | 'error';
+
+function accessMetrics(registers: Registers) {
+  const outcomes = new Counter({
+    name: 'wsedge_room_authorizations_total',
+    help: 'Room join decisions by the source that decided (personal, open, claim, grant, callback) and result (allow, deny, error).',
+    labelNames: ['source', 'result'],
+    registers,
+  });
+  const latency = new Histogram({
+    name: 'wsedge_room_auth_callback_seconds',
+    help: 'Calls to WS_ROOM_AUTH_URL, by result (allow, deny, error: timeout, down, bad answer).',
+    labelNames: ['result'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers,
+  });
+  const cache = new Counter({ name: 'wsedge_room_auth_cache_total', help: 'Callback decisions asked for, by whether a cached answer was used (hit) or the backend was called (miss).', labelNames: ['result'], registers });
+  const revocations = new Counter({
+    name: 'wsedge_room_revocations_total',
+    help: 'Memberships taken away on this node: a backend unsubscribe, a refreshed token, an expired room grant.',
+    labelNames: ['cause'],
+    registers,
+  });
+  for (const source of ['personal', 'open', 'claim', 'grant', 'callback']) for (const result of ['allow', 'deny', 'error']) outcomes.labels(source, result);
+  for (const result of ['allow', 'deny', 'error']) latency.labels(result);
+  for (const result of ['hit', 'miss']) cache.labels(result);
+  for (const cause of ['unsubscribe', 'token', 'grant_expired']) revocations.labels(cause);
+  return {
+    roomAuthorization(source: AccessSource, result: AccessResult) {
+      outcomes.labels(source, result).inc();
+    },
+    roomAuthCall(result: AccessResult, seconds: number) {
+      latency.labels(result).observe(seconds);
+    },
+    roomAuthCache(result: 'hit' | 'miss') {
+      cache.labels(result).inc();
+    },
+    revocation(cause: 'unsubscribe' | 'token' | 'grant_expired') {
+      revocations.labels(cause).inc();
     },
   };
 }
@@ -318,6 +362,7 @@ export function createMetrics() {
     ...apiMetrics(registers),
     ...historyMetrics(registers),
     ...presenceMetrics(registers),
+    ...accessMetrics(registers),
   };
 }
 

@@ -63,7 +63,9 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
       if (typeof room !== 'string') return fail('bad_room', id, type);
       const since = parseSince(msg['since']);
       if (since === null) return fail('bad_since', id, type);
-      return { type, room, since, id };
+      const grant = parseGrant(msg['grant']);
+      if (grant === null) return fail('bad_grant', id, type, MAX_TOKEN_LENGTH);
+      return { type, room, since, grant, id };
     }
     case 'resume': {
       const rooms = parseResumeRooms(msg['rooms']);
@@ -151,19 +153,27 @@ function parseSince(value: unknown): StreamPosition | undefined | null {
 }
 
 /** The rooms of a resume, each named once; the name of the failure otherwise. */
-function parseResumeRooms(value: unknown): ResumeRoom[] | 'bad_rooms' | 'bad_since' | 'duplicate_room' {
+/** `grant` of join_room and resume: absent, a token, or malformed (null). */
+function parseGrant(value: unknown): string | undefined | null {
+  if (value === undefined || value === null) return undefined;
+  return typeof value === 'string' && value !== '' && value.length <= MAX_TOKEN_LENGTH ? value : null;
+}
+
+function parseResumeRooms(value: unknown): ResumeRoom[] | 'bad_rooms' | 'bad_since' | 'bad_grant' | 'duplicate_room' {
   if (!Array.isArray(value) || value.length > MAX_RESUME_ROOMS) return 'bad_rooms';
   const rooms: ResumeRoom[] = [];
   const seen = new Set<string>();
   for (const entry of value) {
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return 'bad_rooms';
-    const { room, since: rawSince } = entry as Record<string, unknown>;
+    const { room, since: rawSince, grant: rawGrant } = entry as Record<string, unknown>;
     if (typeof room !== 'string') return 'bad_rooms';
     const since = parseSince(rawSince);
     if (since === null) return 'bad_since';
+    const grant = parseGrant(rawGrant);
+    if (grant === null) return 'bad_grant';
     if (seen.has(room)) return 'duplicate_room';
     seen.add(room);
-    rooms.push({ room, since });
+    rooms.push(grant === undefined ? { room, since } : { room, since, grant });
   }
   return rooms;
 }

@@ -10,6 +10,7 @@
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
+import type { AccessChange } from './broker.js';
 import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { loadConfig } from './config.js';
 import { createEventsWith, type Events } from './events.js';
@@ -17,7 +18,7 @@ import { headOf, IDEMPOTENCY_KEY, type Position } from './history.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
-import { channelsOf, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
+import { channelsOf, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
 import { covers, isValidId, isValidRoom } from './rooms.js';
 
 export type { Events, TaskRef, Id } from './events.js';
@@ -54,7 +55,18 @@ export interface Publisher extends Events<Promise<Published>> {
   sendToConnection(connectionId: string, type: string, data: unknown, sender?: string | null): Promise<void>;
   /** Closes every connection of the user on every node (default 4403). */
   disconnectUser(userId: string, code?: number, reason?: string): Promise<void>;
+  /** Takes the room away from the user (or one connection) on every node: room_left `access_revoked`, the connection stays. */
+  unsubscribe(userId: string, room: string, connectionId?: string): Promise<void>;
+  /** Joins every connection of the user to the room, on every node. */
+  subscribe(userId: string, room: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The checks of POST /api/v1/unsubscribe and /api/v1/subscribe, as TypeErrors. */
+function checkAccessChange(change: AccessChange): void {
+  if (!isValidId(change.userId)) throw new TypeError(`invalid user id: ${JSON.stringify(change.userId)}`);
+  if (!isValidRoom(change.room) || change.room.startsWith('user:')) throw new TypeError(`invalid room: ${JSON.stringify(change.room)}`);
+  if (change.connectionId !== undefined && nodeOfConnection(change.connectionId) === '') throw new TypeError(`invalid connection id: ${JSON.stringify(change.connectionId)}`);
 }
 
 export function createPublisher(options: PublisherOptions): Publisher {
@@ -92,10 +104,15 @@ export function createPublisher(options: PublisherOptions): Publisher {
   const connected = async (): Promise<void> => {
     if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
   };
-  const send = async (channel: string, kind: 'r' | 'c' | 'd', target: string, payload: string): Promise<void> => {
+  const send = async (channel: string, kind: 'r' | 'c' | 'd' | 'a', target: string, payload: string): Promise<void> => {
     await connected();
     await redis.publish(channel, encodeFrame(origin, kind, target, payload));
   };
+  const changeAccess = async (change: AccessChange): Promise<void> => {
+    checkAccessChange(change);
+    await send(channels.control, 'a', change.userId, encodeAccess(change));
+  };
+
   const toRoom = async (room: string, payload: string): Promise<Published> => {
     if (!covers(history.rooms, room)) {
       await send(channels.room(room), 'r', room, payload);
@@ -130,6 +147,8 @@ export function createPublisher(options: PublisherOptions): Publisher {
       if (!isCloseReason(reason)) throw new TypeError('reason must be one line of at most 123 bytes');
       await send(channels.control, 'd', userId, encodeDisconnect(code, reason));
     },
+    unsubscribe: (userId, room, connectionId) => changeAccess({ op: 'unsubscribe', userId, room, connectionId }),
+    subscribe: (userId, room) => changeAccess({ op: 'subscribe', userId, room, connectionId: undefined }),
     async close() {
       await redis.quit().catch(() => redis.disconnect());
     },

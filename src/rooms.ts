@@ -7,7 +7,7 @@
 export const ROOM_KINDS = ['project', 'channel', 'task', 'user'] as const;
 
 /** WS_ROOM_ACCESS: rooms from the token's `rooms` claim, or any room. */
-export type RoomAccess = 'token' | 'open';
+export type RoomAccess = 'token' | 'open' | 'callback';
 
 /** `<kind>:<id>`, id of 1-64 characters [A-Za-z0-9_-]. */
 const ROOM_PATTERN = /^(?:project|channel|task|user):[A-Za-z0-9_-]{1,64}$/;

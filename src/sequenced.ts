@@ -4,7 +4,8 @@
  * send_message through the history, answered with the event's position once it was delivered here.
  */
 import { messageError } from './errors.js';
-import { announceMembership, entered, isPresenceRoom, isSequenced, roomProblem, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { withAccess } from './access.js';
+import { announceMembership, entered, isPresenceRoom, isSequenced, sendError, type Handler, type HandlerContext } from './handler-context.js';
 import { headOf, readPage } from './history.js';
 import type { StreamPosition } from './messages.js';
 import { encodeHistory, encodeReply } from './protocol.js';
@@ -139,17 +140,18 @@ export const resume: Handler<'resume'> = (ctx, ws, session, { rooms, id }) => {
     pending -= 1;
     if (pending === 0 && !session.closed) ctx.delivery.send(ws, encodeReply('resumed', { data: { rooms: rooms.length } }, id));
   };
-  for (const { room, since } of rooms) {
-    const problem = roomProblem(ctx, session, room);
-    if (problem) {
-      sendError(ctx, ws, problem, id, room);
+  for (const { room, since, grant } of rooms) {
+    if (!isValidRoom(room)) {
+      sendError(ctx, ws, messageError('invalid_room'), id, room);
       settled();
-    } else if (isSequenced(ctx, room)) {
-      joinSequenced(ctx, ws, session, room, since, id, settled, room);
-    } else {
+      continue;
+    }
+    const join = (): void => {
+      if (isSequenced(ctx, room)) return joinSequenced(ctx, ws, session, room, since, id, settled, room);
       joinPlain(ctx, ws, session, room, id, since, room);
       settled();
-    }
+    };
+    withAccess(ctx, ws, session, room, grant, id, room, join, settled);
   }
   settled();
 };

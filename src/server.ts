@@ -5,10 +5,10 @@
  */
 import { addApiRoutes } from './api.js';
 import { createAuthenticator } from './auth.js';
-import type { Broker, BrokerTarget } from './broker.js';
+import type { AccessChange, Broker, BrokerTarget } from './broker.js';
 import { createMemoryBroker } from './broker-memory.js';
 import type { Config } from './config.js';
-import { createBehavior } from './connection.js';
+import { createBehavior, type ConnectionContext } from './connection.js';
 import { createDelivery, type Delivery } from './delivery.js';
 import { CLOSES } from './errors.js';
 import { createEvents, type Events } from './events.js';
@@ -19,7 +19,10 @@ import type { PresenceStore } from './presence.js';
 import { createMemoryPresence } from './presence-memory.js';
 import { createPresenceTracker } from './presence-tracker.js';
 import { WS_PATH } from './messages.js';
+import { grantExpired } from './access.js';
+import { applyAccessChange } from './access-changes.js';
 import { addDemoRoutes } from './demo.js';
+import { createRoomAuthorizer } from './room-auth.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
 import type { Logger } from './log.js';
@@ -31,7 +34,7 @@ import { createRedisHistory } from './redis/history.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
 import { createRedisSlots } from './redis/registry.js';
-import { closeWith, type SessionSocket } from './session.js';
+import { closeWith, type GrantItem, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { covers } from './rooms.js';
 import { createShutdown } from './shutdown.js';
@@ -65,8 +68,9 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
  * What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets;
  * sequenced rooms' events and confirmations go to the streams (created after the broker they use).
  */
-function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams): BrokerTarget {
+function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, access: () => (change: AccessChange) => void): BrokerTarget {
   return {
+    changeAccess: (change) => access()(change),
     deliver: delivery.publish,
     deliverSequenced: (room, epoch, offset, payload) => streams().deliver(room, epoch, offset, payload),
     subscribed: (room) => streams().subscribed(room),
@@ -142,7 +146,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const target = brokerTarget(delivery, sessions, () => streams);
+  const target = brokerTarget(delivery, sessions, () => streams, () => accessChange);
   const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
   const history: History =
@@ -158,30 +162,32 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     closeWith(ws, CLOSES.token_lapsed);
   });
 
-  app.ws<never>(
-    WS_PATH,
-    createBehavior({
-      config,
-      auth,
-      metrics,
-      broker,
-      delivery,
-      app,
-      expiry,
-      history,
-      streams,
-      presence,
-      log,
-      slots,
-      sessions,
-      isDraining: () => state === 'draining',
-      droppedHandler: uws.droppedHandler,
-      nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
-      clientAddress: createClientAddress(config.trustedProxies),
-      addressCounts: createAddressCounts(config.maxConnectionsPerIp),
-      authFailures: createFailureLimiter(config.authFailureLimit),
-    }) as never,
-  );
+  const grants = createExpiryScheduler<GrantItem>((item) => grantExpired(ctx, item));
+  const ctx: ConnectionContext = {
+    config,
+    auth,
+    metrics,
+    broker,
+    delivery,
+    app,
+    expiry,
+    history,
+    streams,
+    presence,
+    log,
+    slots,
+    sessions,
+    isDraining: () => state === 'draining',
+    droppedHandler: uws.droppedHandler,
+    nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
+    clientAddress: createClientAddress(config.trustedProxies),
+    addressCounts: createAddressCounts(config.maxConnectionsPerIp),
+    authFailures: createFailureLimiter(config.authFailureLimit),
+    roomAuth: config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log),
+    grants,
+  };
+  const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
+  app.ws<never>(WS_PATH, createBehavior(ctx) as never);
   const health: HealthSource = {
     state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
     details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
@@ -211,6 +217,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
       expiry.stop();
+      grants.stop();
       slots.stop();
       presence.stop();
       await broker.close();

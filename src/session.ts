@@ -34,11 +34,24 @@ export interface Session extends Bucket {
   invalidStrikes: Strikes | undefined;
   /** The signal rate limit (WS_SIGNAL_RATE), made on the first signal. */
   signals: Bucket | undefined;
+  /** Rooms let in by a grant, the callback or a backend, not by the token's claim (access.ts); made on the first. */
+  admissions: Map<string, Admission> | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */
   closed: boolean;
 }
+
+/** A membership that came from a room grant, as the grant expiry scheduler holds it (access.ts). */
+export interface GrantItem {
+  readonly ws: SessionSocket;
+  readonly session: Session;
+  readonly room: string;
+  readonly expiresAt: number;
+}
+
+/** How a room not covered by the token's claim was let in: kept per connection and room. */
+export type Admission = { readonly source: 'grant'; readonly item: GrantItem } | { readonly source: 'callback' | 'server' };
 
 export interface RejectedUpgrade {
   readonly kind: 'rejected';

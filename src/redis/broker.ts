@@ -13,7 +13,7 @@ import type { RedisClients } from './links.js';
 import { probeReturned, startProbe } from './probe.js';
 import { shardOf, type LinkState } from './link-states.js';
 import { createSubscriptions } from './subscriptions.js';
-import { channelsOf, decodeDisconnect, decodeFrame, encodeDisconnect, encodeFrame, nodeOfConnection, type Frame, type FrameKind } from './wire.js';
+import { channelsOf, decodeAccess, decodeDisconnect, decodeFrame, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection, type Frame, type FrameKind } from './wire.js';
 
 /** Publishes waiting for Redis beyond this are dropped and counted, so nothing grows without bound. */
 const MAX_PENDING_PUBLISHES = 10_000;
@@ -43,6 +43,11 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics): void {
       const disconnect = decodeDisconnect(frame.payload);
       if (disconnect === undefined) return metrics.brokerFrameDropped('malformed');
       return target.disconnectUser(frame.target, disconnect.code, disconnect.reason);
+    }
+    case 'a': {
+      const change = decodeAccess(frame.target, frame.payload);
+      if (change === undefined) return metrics.brokerFrameDropped('malformed');
+      return target.changeAccess(change);
     }
     case 'p':
       return; // another node's probe on a shared channel: nothing to do
@@ -153,9 +158,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       target.deliver(room, payload);
       send(channels.room(room), 'r', room, payload);
     },
-    relay(room, payload) {
-      if (!closed) send(channels.room(room), 'r', room, payload);
-    },
+    relay: (room, payload) => void (closed || send(channels.room(room), 'r', room, payload)),
     sendToConnection(connectionId, payload) {
       if (closed) return;
       const owner = nodeOfConnection(connectionId);
@@ -166,6 +169,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       if (closed) return;
       target.disconnectUser(userId, code, reason);
       send(channels.control, 'd', userId, encodeDisconnect(code, reason));
+    },
+    changeAccess(change) {
+      if (closed) return;
+      target.changeAccess(change);
+      send(channels.control, 'a', change.userId, encodeAccess(change));
     },
     subscribe(room) {
       if (closed) return;

@@ -7,10 +7,13 @@
  *
  * kind: `r` room event (target: room), `s` sequenced room event (written by lua/append-history.lua,
  * which adds the position), `c` one connection (target: connection id), `d` disconnect a user
- * (target: user id; payload: close code, space, reason), `p` probe (target: nonce).
+ * (target: user id; payload: close code, space, reason), `a` access change (target: user id;
+ * payload: op, room, optional connection id), `p` probe (target: nonce).
  * Node ids, rooms, ids, epochs and nonces contain no space or newline, so the header splits cleanly.
  */
-export type FrameKind = 'r' | 's' | 'c' | 'd' | 'p';
+import type { AccessChange } from '../broker.js';
+
+export type FrameKind = 'r' | 's' | 'c' | 'd' | 'a' | 'p';
 
 export interface Frame {
   readonly origin: string;
@@ -26,7 +29,7 @@ export interface Frame {
 
 const NEWLINE = 0x0a;
 const MAX_HEADER = 512;
-const KINDS = new Set<string>(['r', 's', 'c', 'd', 'p']);
+const KINDS = new Set<string>(['r', 's', 'c', 'd', 'a', 'p']);
 
 export function encodeFrame(origin: string, kind: FrameKind, target: string, payload: string): string {
   return `${origin} ${Date.now()} ${kind} ${target}\n${payload}`;
@@ -66,6 +69,18 @@ export function channelsOf(prefix: string, nodeId: string) {
 export function nodeOfConnection(connectionId: string): string {
   const dot = connectionId.indexOf('.');
   return dot < 0 ? '' : connectionId.slice(0, dot);
+}
+
+/** The payload of an `a` frame (target: user id): `unsubscribe` or `subscribe`, the room, and a connection id or nothing. */
+export function encodeAccess(change: AccessChange): string {
+  return change.connectionId === undefined ? `${change.op} ${change.room}` : `${change.op} ${change.room} ${change.connectionId}`;
+}
+
+/** undefined for a payload that is not one (counted by the caller). */
+export function decodeAccess(userId: string, payload: Buffer): AccessChange | undefined {
+  const [op, room, connectionId, extra] = payload.toString('utf8').split(' ');
+  if ((op !== 'unsubscribe' && op !== 'subscribe') || room === undefined || extra !== undefined) return undefined;
+  return { op, userId, room, connectionId };
 }
 
 /** The payload of a `d` frame: close code, space, reason. */

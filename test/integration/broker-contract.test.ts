@@ -7,7 +7,7 @@
  * unsubscribe delay, batching, node-addressed frames and the cross-node latency histogram.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Broker, BrokerTarget, Payload } from '../../src/broker.js';
+import type { AccessChange, Broker, BrokerTarget, Payload } from '../../src/broker.js';
 import { createMemoryBroker } from '../../src/broker-memory.js';
 import { headOf, withPosition, type History, type Position } from '../../src/history.js';
 import { createMemoryHistory } from '../../src/history-memory.js';
@@ -44,6 +44,7 @@ interface RecordingTarget extends BrokerTarget {
   readonly confirmed: string[];
   readonly toConnection: Array<{ connectionId: string; payload: Payload }>;
   readonly disconnects: Array<{ userId: string; code: number; reason: string }>;
+  readonly accessChanges: AccessChange[];
   /** Payload texts delivered to `room`, in order. */
   texts(room: string): string[];
 }
@@ -52,6 +53,7 @@ function recordingTarget(): RecordingTarget {
   const deliveries: RecordingTarget['deliveries'] = [];
   const toConnection: RecordingTarget['toConnection'] = [];
   const disconnects: RecordingTarget['disconnects'] = [];
+  const accessChanges: AccessChange[] = [];
   const sequenced: RecordingTarget['sequenced'] = [];
   const confirmed: string[] = [];
   return {
@@ -60,11 +62,13 @@ function recordingTarget(): RecordingTarget {
     confirmed,
     toConnection,
     disconnects,
+    accessChanges,
     deliver: (room, payload) => void deliveries.push({ room, payload }),
     deliverSequenced: (room, epoch, offset, payload) => void sequenced.push({ room, epoch, offset, text: text(payload) }),
     subscribed: (room) => void confirmed.push(room),
     deliverToConnection: (connectionId, payload) => void toConnection.push({ connectionId, payload }),
     disconnectUser: (userId, code, reason) => void disconnects.push({ userId, code, reason }),
+    changeAccess: (change) => void accessChanges.push(change),
     texts: (room) => deliveries.filter((d) => d.room === room).map((d) => text(d.payload)),
   };
 }
@@ -169,6 +173,16 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
       expect(node.target.disconnects).toEqual([{ userId: 'alice', code: 4403, reason: 'kicked by an admin' }]);
       await pause(200);
       expect(node.target.disconnects).toEqual([{ userId: 'alice', code: 4403, reason: 'kicked by an admin' }]);
+      await closeNode(node);
+    });
+
+    it('hands changeAccess to the local target once', async () => {
+      const node = await make('access-node');
+      const change = { op: 'unsubscribe', userId: 'alice', room: 'project:1', connectionId: 'x.1' } as const;
+      node.broker.changeAccess(change);
+      expect(node.target.accessChanges).toEqual([change]);
+      await pause(200);
+      expect(node.target.accessChanges).toEqual([change]);
       await closeNode(node);
     });
 
@@ -421,6 +435,20 @@ describe('Redis broker between two nodes', () => {
     expect(c.target.toConnection).toEqual([]);
     expect(b.target.deliveries).toEqual([]);
     await Promise.all([closeNode(a), closeNode(b), closeNode(c)]);
+  });
+
+  it('carries changeAccess from A to B: unsubscribe with and without a connection, subscribe', async () => {
+    const { a, b } = await pair();
+    const changes = [
+      { op: 'unsubscribe', userId: 'bob', room: 'project:9', connectionId: undefined },
+      { op: 'unsubscribe', userId: 'bob', room: 'task:3', connectionId: 'nodeb.1k' },
+      { op: 'subscribe', userId: 'bob', room: 'channel:new', connectionId: undefined },
+    ] as const;
+    for (const change of changes) a.broker.changeAccess(change);
+    await waitFor('B receives the changes', () => b.target.accessChanges.length === 3, 2000);
+    expect(b.target.accessChanges).toEqual(changes);
+    expect(a.target.accessChanges).toEqual(changes);
+    await Promise.all([closeNode(a), closeNode(b)]);
   });
 
   it('carries disconnectUser from A to B, with code and a reason containing spaces', async () => {

@@ -212,7 +212,7 @@ describe('loadConfig cross-field and enum validation', () => {
     expect(problemsOf({ LOG_LEVEL: 'verbose' })).toEqual([
       'LOG_LEVEL: "verbose" is not one of fatal, error, warn, info, debug, trace, silent',
     ]);
-    expect(problemsOf({ WS_ROOM_ACCESS: 'public' })).toEqual(['WS_ROOM_ACCESS: "public" is not one of token, open']);
+    expect(problemsOf({ WS_ROOM_ACCESS: 'public' })).toEqual(['WS_ROOM_ACCESS: "public" is not one of token, open, callback']);
     expect(problemsOf({ WS_MEMBERSHIP_EVENTS: 'maybe' })).toEqual(['WS_MEMBERSHIP_EVENTS: "maybe" is not a boolean (true/false)']);
   });
 });
@@ -394,5 +394,22 @@ describe('presence and signals', () => {
     expect(loadConfig({ WS_SIGNALS: 'none' }).signals.names.size).toBe(0);
     expect(() => loadConfig({ WS_SIGNALS: 'Typing,a.b' })).toThrow('WS_SIGNALS: names are [a-z][a-z0-9_]{0,31}, comma-separated, or none: Typing, a.b');
     expect(() => loadConfig({ WS_SIGNAL_RATE: '0' })).toThrow('WS_SIGNAL_RATE: 0 is outside 1..1000');
+  });
+});
+
+describe('the room authorization callback', () => {
+  it('needs a URL and a key with WS_ROOM_ACCESS=callback, and refuses the URL without it', () => {
+    expect(loadConfig({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: 'http://api:8000/auth', WS_ROOM_AUTH_KEY: 'k'.repeat(16) }).roomAuth).toEqual({
+      url: 'http://api:8000/auth',
+      key: 'k'.repeat(16),
+      timeoutMs: 2000,
+      concurrency: 32,
+      allowTtl: 60,
+      denyTtl: 10,
+    });
+    expect(() => loadConfig({ WS_ROOM_ACCESS: 'callback' })).toThrow('WS_ROOM_AUTH_URL: WS_ROOM_ACCESS=callback needs an http:// or https:// URL');
+    expect(() => loadConfig({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: 'http://api/auth', WS_ROOM_AUTH_KEY: 'short' })).toThrow('WS_ROOM_AUTH_KEY: WS_ROOM_ACCESS=callback needs a key of at least 16 characters');
+    expect(() => loadConfig({ WS_ROOM_AUTH_URL: 'http://api/auth' })).toThrow('WS_ROOM_AUTH_URL: needs WS_ROOM_ACCESS=callback');
+    expect(loadConfig({}).roomAuth).toBeUndefined();
   });
 });
