@@ -275,7 +275,6 @@ function accessMetrics(registers: Registers) {
     registers,
   });
   for (const source of ['personal', 'open', 'claim', 'grant', 'callback']) for (const result of ['allow', 'deny', 'error']) outcomes.labels(source, result);
-  for (const result of ['allow', 'deny', 'error']) latency.labels(result);
   for (const result of ['hit', 'miss']) cache.labels(result);
   for (const cause of ['unsubscribe', 'token', 'grant_expired']) revocations.labels(cause);
   return {

@@ -34,7 +34,9 @@ const VOCABULARY: Record<string, string[]> = {
     'max_connections', 'draining', 'invalid_messages', 'flooding',
   ],
   type: ['join_room', 'leave_room', 'send_message', 'ping', 'refresh_token', 'invalid'],
-  source: ['client', 'server', 'membership'],
+  // wsedge_messages_published_total, and the policy step of wsedge_room_authorizations_total.
+  source: ['client', 'server', 'membership', 'personal', 'open', 'claim', 'grant', 'callback'],
+  result: ['allow', 'deny', 'error', 'hit', 'miss'],
   kind: ['limit', 'ceiling'],
   // Bucket bounds of wsedge_cross_node_latency_seconds.
   le: ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '+Inf'],
@@ -181,7 +183,7 @@ describe('metrics after known traffic', () => {
         seen.get(label!)!.add(v!);
       }
     }
-    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'le', 'reason', 'source', 'type']);
+    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'le', 'reason', 'result', 'source', 'type']);
     for (const [label, values] of seen) {
       for (const v of values) expect(VOCABULARY[label]).toContain(v);
     }
