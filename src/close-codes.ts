@@ -1,7 +1,7 @@
 /**
- * Close codes and what a client does after each: the reconnect policy of ws-edge/client and the
- * Reconnect column of docs/WEBSOCKET_API.md. A leaf module (the client bundle takes it whole);
- * errors.ts re-exports it next to the close reasons.
+ * Close codes and what a client does after each: the reconnect policy of ws-edge/client. A leaf
+ * module (the client bundle takes it whole); errors.ts re-exports it next to the close reasons and
+ * the Reconnect column of docs/WEBSOCKET_API.md (RECONNECT_ADVICE).
  */
 
 /** Close codes sent to clients. */
@@ -36,32 +36,24 @@ export type Reconnect =
   | 'manual' // fix the client: at most once, after a long delay or a user action
   | 'never';
 
-export interface CloseAdvice {
-  readonly reconnect: Reconnect;
-  /** The Reconnect column of docs/WEBSOCKET_API.md's close code table. */
-  readonly advice: string;
-}
-
-const BACKOFF: CloseAdvice = { reconnect: 'backoff', advice: 'Yes, with backoff.' };
-
-/** Per close code a client can see; codes 4000-4999 not listed take OTHER_APPLICATION_CLOSE. */
-export const RECONNECT: Readonly<Record<number, CloseAdvice>> = {
-  1000: { reconnect: 'none', advice: 'Not needed.' },
-  1006: BACKOFF,
-  1008: { reconnect: 'manual', advice: 'Fix the client; do not auto-retry in a loop (at most once, after a long delay or a user action).' },
-  1009: { reconnect: 'backoff_no_resend', advice: 'Yes, with backoff; do not resend that message.' },
-  1012: { reconnect: 'restart', advice: 'Yes: after a random 0-5 s delay, to any node; then backoff as usual.' },
-  4401: { reconnect: 'new_token', advice: 'Get a new token first, then reconnect with backoff. Do not retry with the same token.' },
-  4403: { reconnect: 'never', advice: 'Do not retry.' },
-  4429: { reconnect: 'long_backoff', advice: 'Back off longer: at least 30 s, plus jitter; slow the client down if it was flooding.' },
-  4500: BACKOFF,
+/** Per close code a client can see; codes not listed (other 4000-4999 included) back off. */
+export const RECONNECT: Readonly<Record<number, Reconnect>> = {
+  1000: 'none',
+  1006: 'backoff',
+  1008: 'manual',
+  1009: 'backoff_no_resend',
+  1012: 'restart',
+  4401: 'new_token',
+  4403: 'never',
+  4429: 'long_backoff',
+  4500: 'backoff',
 };
 /** An operator's own code of 4000-4999. */
-export const OTHER_APPLICATION_CLOSE: CloseAdvice = BACKOFF;
+export const OTHER_APPLICATION_CLOSE: Reconnect = 'backoff';
 
-/** The advice for any close code a client receives. */
-export function reconnectAfter(code: number): CloseAdvice {
-  return RECONNECT[code] ?? (isApplicationCloseCode(code) ? OTHER_APPLICATION_CLOSE : BACKOFF);
+/** What a client does after any close code it receives. */
+export function reconnectAfter(code: number): Reconnect {
+  return RECONNECT[code] ?? (isApplicationCloseCode(code) ? OTHER_APPLICATION_CLOSE : 'backoff');
 }
 
 /** Codes an operator may close connections with (default 4403): the application range. */

@@ -6,11 +6,23 @@
  * reconnect policy live in close-codes.ts (re-exported here), which the client library bundles.
  * `{limit}` in a text is filled in by the call site.
  */
-import { CloseCode } from './close-codes.js';
+import { CloseCode, type Reconnect } from './close-codes.js';
 import { MAX_CLOSE_REASON_BYTES, MAX_TOKEN_LENGTH, PROTOCOL, type ErrorCode } from './messages.js';
 
 export type { ErrorCode } from './messages.js';
 export * from './close-codes.js';
+
+/** The Reconnect column of docs/WEBSOCKET_API.md's close code table, per reconnect policy. */
+export const RECONNECT_ADVICE: Readonly<Record<Reconnect, string>> = {
+  none: 'Not needed.',
+  backoff: 'Yes, with backoff.',
+  backoff_no_resend: 'Yes, with backoff; do not resend that message.',
+  restart: 'Yes: after a random 0-5 s delay, to any node; then backoff as usual.',
+  new_token: 'Get a new token first, then reconnect with backoff. Do not retry with the same token.',
+  long_backoff: 'Back off longer: at least 30 s, plus jitter; slow the client down if it was flooding.',
+  manual: 'Fix the client; do not auto-retry in a loop (at most once, after a long delay or a user action).',
+  never: 'Do not retry.',
+};
 
 // Error envelopes.
 

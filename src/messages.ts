@@ -106,7 +106,8 @@ const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = {
   ping: true,
   refresh_token: true,
 };
-export const CLIENT_MESSAGE_TYPES = Object.keys(CLIENT_TYPES) as readonly ClientMessageType[];
+// Pure calls, so a bundle that does not use them (the client library) drops them and their tables.
+export const CLIENT_MESSAGE_TYPES = /* @__PURE__ */ (() => Object.keys(CLIENT_TYPES) as readonly ClientMessageType[])();
 
 // Server -> client.
 
@@ -232,7 +233,7 @@ const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type'] |
   presence: true,
   presence_stats: true,
 };
-export const RESERVED_TYPES: ReadonlySet<string> = new Set([...Object.keys(SERVER_TYPES), ...CLIENT_MESSAGE_TYPES]);
+export const RESERVED_TYPES: ReadonlySet<string> = /* @__PURE__ */ (() => new Set([...Object.keys(SERVER_TYPES), ...CLIENT_MESSAGE_TYPES]))();
 /** Event types under this prefix are clients' signals: no backend or client may publish one. */
 export const SIGNAL_PREFIX = 'signal.';
 

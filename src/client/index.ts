@@ -24,10 +24,13 @@ import type {
 import { createConnection, type ClientState, type StateChange, type TokenSource, type WebSocketConstructor } from './connection.js';
 import { DEFAULT_BACKOFF, type Backoff } from './policy.js';
 import { ClientError, createRequests, replyError, type Requests } from './requests.js';
+import { createGrants, type GrantSource } from './grants.js';
+import { createJoins } from './joins.js';
 import { call, createRooms, type RoomHandlers, type Rooms } from './rooms.js';
 
 export type * from '../messages.js';
 export type { ClientState, StateChange, TokenSource, WebSocketConstructor, WebSocketLike } from './connection.js';
+export type { GrantSource } from './grants.js';
 export type { Backoff } from './policy.js';
 export type { ClientErrorCode } from './requests.js';
 export type { OutgoingRoom, RoomHandlers } from './rooms.js';
@@ -77,9 +80,6 @@ export interface ClientEvents {
   /** Every signal of a joined room (after its room handler). */
   signal(signal: SignalEvent): void;
 }
-
-/** A room `unavailable` (its history unreachable) or timed out is tried again after this long. */
-const ROOM_RETRY_MS = 1000;
 
 interface Routes {
   connected(data: ConnectedData): void;
@@ -172,7 +172,6 @@ export function createClient(options: ClientOptions) {
   /** Connected, and every wanted room answered: queued sends may go. */
   let ready = false;
   let flushing = false;
-  let retryTimer: ReturnType<typeof setTimeout> | undefined;
 
   const conn = createConnection(
     {
@@ -187,11 +186,10 @@ export function createClient(options: ClientOptions) {
       refreshAt: options.refreshAt ?? 0.8,
     },
     {
-      frame: router(rooms, requests, { connected, joined: afterJoins, refused, emit }),
+      frame: router(rooms, requests, { connected, joined: afterJoins, refused: (room, err, id) => joins.refused(room, err, id), emit }),
       down(state) {
         ready = false;
-        clearTimeout(retryTimer);
-        retryTimer = undefined;
+        joins.reset();
         const err = new ClientError(state === 'closed' ? 'closed' : 'disconnected', state === 'closed' ? 'the client is closed' : 'the connection was lost');
         requests.failAll(err);
         rooms.disconnected(state === 'closed' ? err : undefined);
@@ -214,40 +212,18 @@ export function createClient(options: ClientOptions) {
     return requests.request<T>(message, until, transmit);
   }
 
+  const grants = createGrants((room, grant) => request({ type: 'join_room', room, grant }, 'room_joined'), rooms.grantOf);
+  const joins = createJoins({ rooms, requests, grants, request, connected: () => conn.state === 'connected', personal: () => `user:${info!.user_id}`, settled: afterJoins });
+  const flushJoins = (): void => {
+    flushing = false;
+    joins.flush();
+  };
+
   function connected(data: ConnectedData): void {
     info = data;
     conn.established();
     emit('connected', data);
     flushJoins();
-  }
-
-  function refused(room: string, err: ClientError, id: string | undefined): void {
-    if (rooms.refused(room, err, id) || retryTimer !== undefined) return;
-    retryTimer = setTimeout(() => {
-      retryTimer = undefined;
-      flushJoins();
-    }, ROOM_RETRY_MS);
-  }
-
-  // Joins made in one tick go out in one frame. A `resume` unless it is one new room: it takes over
-  // a join under way (a retry, the server's own join of the personal room) and counts as one frame.
-  function flushJoins(): void {
-    flushing = false;
-    if (conn.state !== 'connected') return;
-    const id = requests.nextId();
-    const wanted = rooms.unsent(id);
-    if (wanted.length === 0) return afterJoins();
-    const only = wanted[0]!;
-    const fail = (err: ClientError): void => {
-      for (const r of wanted) refused(r.room, err, id);
-      afterJoins();
-    };
-    if (wanted.length === 1 && only.since === undefined && !only.retry && only.room !== `user:${info!.user_id}`) {
-      request({ type: 'join_room', room: only.room, id }, 'room_joined').then(afterJoins, fail);
-      return;
-    }
-    const list = wanted.map(({ room, since }) => (since === undefined ? { room } : { room, since }));
-    request({ type: 'resume', rooms: list, id }, 'resumed').then(afterJoins, fail);
   }
 
   function afterJoins(): void {
@@ -269,9 +245,9 @@ export function createClient(options: ClientOptions) {
     connect: (): void => conn.connect(),
     /** Closes for good (1000): requests in flight and queued sends are rejected with `closed`. */
     close: (): void => conn.close(),
-    /** Joins a room, now and after every reconnect; resolves with the first `room_joined`. */
-    join(room: string, handlers: RoomHandlers = {}): Promise<RoomJoined> {
-      const joined = rooms.add(room, handlers);
+    /** Joins a room, now and after every reconnect; resolves with the first `room_joined`. `grant`: a room grant, or a provider of fresh ones. */
+    join(room: string, handlers: RoomHandlers = {}, options: { readonly grant?: GrantSource } = {}): Promise<RoomJoined> {
+      const joined = rooms.add(room, handlers, options.grant);
       if (conn.state === 'connected' && !flushing) {
         flushing = true;
         queueMicrotask(flushJoins);
@@ -279,6 +255,7 @@ export function createClient(options: ClientOptions) {
       return joined;
     },
     async leave(room: string): Promise<void> {
+      grants.cancel(room);
       if (!rooms.remove(room, new ClientError('closed', `left ${room}`)) || conn.state !== 'connected') return;
       await request<RoomLeft>({ type: 'leave_room', room }, 'room_left').catch((err: ClientError) => {
         if (err.code !== 'not_joined' && err.code !== 'disconnected') throw err;

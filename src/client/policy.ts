@@ -1,6 +1,6 @@
 /**
  * What the client does after a close, and when it refreshes its token: pure functions over the
- * close-code table (RECONNECT in src/errors.ts, the one the docs and the server share), so the
+ * close-code table (RECONNECT in src/close-codes.ts, the one the docs and the server share), so the
  * policy is tested without sockets or clocks.
  */
 import { reconnectAfter } from '../close-codes.js';
@@ -31,7 +31,7 @@ export type AfterClose = { readonly retry: false } | { readonly retry: true; rea
 
 export function afterClose(code: number, attempt: number, backoff: Backoff, random: Random): AfterClose {
   const jitter = backoffDelay(backoff, attempt, random);
-  switch (reconnectAfter(code).reconnect) {
+  switch (reconnectAfter(code)) {
     case 'never':
     case 'manual':
       return { retry: false };

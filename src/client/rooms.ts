@@ -7,6 +7,7 @@
  * the personal room is never mistaken for it.
  */
 import type { Envelope, PresenceEvent, ResumeRoom, RoomJoined, RoomLeft, RoomReset, SignalEvent, StreamPosition } from '../messages.js';
+import type { GrantSource } from './grants.js';
 import { ClientError } from './requests.js';
 
 /** Callbacks of one room; later features add optional members. */
@@ -35,6 +36,7 @@ export interface OutgoingRoom extends ResumeRoom {
 
 interface Room {
   handlers: RoomHandlers;
+  grant: GrantSource | undefined;
   epoch: string | undefined;
   offset: number;
   /** The id its join went out under on this connection; undefined: not sent (yet, or again). */
@@ -84,14 +86,19 @@ export function createRooms() {
     /** Wanted rooms not answered on this connection yet. */
     pending: (): number => [...rooms.values()].filter((r) => r.reply === undefined).length,
 
-    /** Wants a room (or updates its handlers); resolves with the reply to its join. */
-    add(name: string, handlers: RoomHandlers): Promise<RoomJoined> {
+    grantOf: (name: string): GrantSource | undefined => rooms.get(name)?.grant,
+    /** Whether the room's join still stands as sent under `id` (not reset by a lost connection meanwhile). */
+    sentUnder: (name: string, id: string): boolean => rooms.get(name)?.request === id,
+
+    /** Wants a room (or updates its handlers and grant); resolves with the reply to its join. */
+    add(name: string, handlers: RoomHandlers, grant: GrantSource | undefined): Promise<RoomJoined> {
       let room = rooms.get(name);
       if (room === undefined) {
-        room = { handlers, epoch: undefined, offset: 0, request: undefined, retry: false, reply: undefined, answered: false, waiters: [] };
+        room = { handlers, grant, epoch: undefined, offset: 0, request: undefined, retry: false, reply: undefined, answered: false, waiters: [] };
         rooms.set(name, room);
       }
       room.handlers = handlers;
+      room.grant = grant;
       if (room.reply !== undefined) return Promise.resolve(room.reply);
       const waiting = room;
       return new Promise((resolve, reject) => waiting.waiters.push({ resolve, reject }));

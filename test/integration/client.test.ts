@@ -6,8 +6,9 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, createTyping, watchPresence, type Client, type ClientOptions, type Envelope, type StateChange } from '../../src/client/index.js';
+import { signToken } from '../../src/auth.js';
 import { token } from '../helpers/client.js';
-import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { startTestNode, stopAllNodes, stopTestNode, TEST_SECRET, type TestNode } from '../helpers/node.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -102,6 +103,25 @@ describe('ws-edge/client against a node', () => {
     expect(list.complete()).toBe(true);
     list.stop();
     typing.dispose();
+    await stopTestNode(node);
+  });
+
+  it('joins with a room grant; a provider’s grant is renewed in band before exp, a fixed one ends with left(grant_expired)', { timeout: 20_000 }, async () => {
+    const node = await startTestNode({ JWT_CLOCK_TOLERANCE: '0' });
+    const { c } = client(node.url, token('gwen', { rooms: [] }));
+    const grant = (room: string) => signToken({ secret: TEST_SECRET, userId: 'gwen', room, ttlSeconds: 2 });
+    let provided = 0;
+    const left: string[] = [];
+    c.connect();
+    await connected(c);
+    await c.join('project:renewed', { left: (r) => left.push(`renewed ${r}`) }, { grant: async () => (provided++, grant('project:renewed')) });
+    await c.join('project:fixed', { left: (r) => left.push(`fixed ${r}`) }, { grant: grant('project:fixed') });
+    await expect(c.join('project:none')).rejects.toMatchObject({ code: 'forbidden' });
+    await waitFor('the fixed grant ended', () => left.length === 1, 5000);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(left).toEqual(['fixed grant_expired']);
+    expect(provided).toBeGreaterThanOrEqual(3);
+    expect(c.state).toBe('connected');
     await stopTestNode(node);
   });
 

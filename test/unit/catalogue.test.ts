@@ -12,6 +12,7 @@ import {
   OTHER_APPLICATION_CLOSE,
   reconnectAfter,
   RECONNECT,
+  RECONNECT_ADVICE,
   refusalBody,
   REJECTIONS,
   ROUTE_REFUSALS,
@@ -56,7 +57,7 @@ describe('refusal catalogue and docs', () => {
     for (const [code, , , advice] of rows) {
       codes.add(code!);
       const expected = code === 'other 4000-4999' ? OTHER_APPLICATION_CLOSE : reconnectAfter(Number(code));
-      expect({ code, advice }).toEqual({ code, advice: expected.advice });
+      expect({ code, advice }).toEqual({ code, advice: RECONNECT_ADVICE[expected] });
     }
     expect([...codes].filter((c) => c !== 'other 4000-4999').sort()).toEqual(Object.keys(RECONNECT).sort());
   });

@@ -80,7 +80,7 @@ describe('dedup by offset', () => {
   it('hands each offset of an epoch to the app once, and follows a new epoch', () => {
     const rooms = createRooms();
     const seen: number[] = [];
-    void rooms.add('task:1', { event: (e) => seen.push(e.offset!) });
+    void rooms.add('task:1', { event: (e) => seen.push(e.offset!) }, undefined);
     const event = (offset: number, epoch = 'e1') => rooms.event({ type: 'task.updated', room: 'task:1', data: null, sender: null, timestamp: '', offset, epoch });
     [1, 2, 2, 3, 1, 4].forEach((o) => event(o));
     event(1, 'e2');
