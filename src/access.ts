@@ -8,7 +8,7 @@
  */
 import type { RoomGrant } from './auth.js';
 import { messageError, type MessageError, type MessageErrorName } from './errors.js';
-import { leaveRoom, sendError, type HandlerContext } from './handler-context.js';
+import { isPresenceRoom, leaveRoom, sendError, type HandlerContext } from './handler-context.js';
 import type { RoomLeftReason } from './messages.js';
 import type { AccessSource } from './metrics.js';
 import { encodeReply } from './protocol.js';
@@ -87,9 +87,34 @@ export function withAccess(
     admit(ctx, ws, session, room, decision);
     proceed();
   };
+  // A member asking again without a grant is answered as a member (nothing changes).
+  if (ws.isSubscribed(room) && grant === undefined) return proceed();
   const decision = authorize(ctx, session, room, grant);
-  if (decision instanceof Promise) void decision.then(finish);
-  else finish(decision);
+  if (!(decision instanceof Promise)) return finish(decision);
+  // The answer is used only if nothing cancelled the join meanwhile (a leave, a revocation, a newer join).
+  const pending = (session.authPending ??= new Map());
+  if (pending.size >= ctx.config.maxRoomsPerConnection) {
+    sendError(ctx, ws, messageError('auth_unavailable'), id, about);
+    return refused();
+  }
+  const ticket = {};
+  pending.set(room, ticket);
+  void decision.then((d) => {
+    if (pending.get(room) !== ticket) return refused();
+    pending.delete(room);
+    finish(d);
+  });
+}
+
+/** Cancels a join waiting for the callback; true when there was one. */
+export function cancelPendingAuth(session: Session, room: string): boolean {
+  return session.authPending?.delete(room) === true;
+}
+
+/** A closed connection: its presence entries leave (after the grace where `code` allows), its admissions and grant timers go. */
+export function sessionClosed(ctx: HandlerContext, session: Session, code: number): void {
+  ctx.presence.closed(session.connectionId, code);
+  for (const room of [...(session.admissions?.keys() ?? [])]) forgetAdmission(ctx, session, room);
 }
 
 /** Whether a refreshed token's claim must still cover the room (false: a grant, the callback or a backend let it in). */
@@ -100,11 +125,17 @@ export function claimBound(session: Session, room: string): boolean {
 /** Takes the room away (or a join of it under way): `room_left` with `reason`; the connection stays. */
 export function revoke(ctx: HandlerContext, ws: SessionSocket, session: Session, room: string, reason: RoomLeftReason, cause: 'unsubscribe' | 'token' | 'grant_expired'): void {
   if (ws.isSubscribed(room)) leaveRoom(ctx, ws, session, room, 'revoked');
-  else if (ctx.streams.cancel(ws, room)) session.roomCount -= 1;
-  else return;
+  else if (ctx.streams.cancel(ws, room)) cancelledJoin(ctx, session, room, 'revoked');
+  else if (!cancelPendingAuth(session, room)) return;
   forgetAdmission(ctx, session, room);
   ctx.metrics.revocation(cause);
   ctx.delivery.send(ws, encodeReply('room_left', { room, reason }, undefined));
+}
+
+/** A sequenced join under way was cancelled: it counted as joined, and a rejoin kept its presence entry. */
+export function cancelledJoin(ctx: HandlerContext, session: Session, room: string, reason: 'left' | 'revoked'): void {
+  session.roomCount -= 1;
+  if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, reason);
 }
 
 /** The grant's `exp` passed: the membership ends, unless a newer grant (or a leave) replaced it. */

@@ -103,6 +103,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     invalidStrikes: undefined,
     signals: undefined,
     admissions: undefined,
+    authPending: undefined,
     slow: false,
     closed: false,
   });

@@ -152,13 +152,12 @@ function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
  * the change would reach this node only.
  */
 function changeAccess(op: 'unsubscribe' | 'subscribe') {
-  return (deps: ApiDeps, body: Record<string, unknown>): Answer => {
+  return async (deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> => {
     const { user_id: userId, room, connection_id: connectionId } = body;
     if (!isValidId(userId)) throw badRequest('invalid_user_id');
     if (!isValidRoom(room) || room.startsWith('user:')) throw badRequest('invalid_access_room');
     if (connectionId !== undefined && (op === 'subscribe' || typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId))) throw badRequest('invalid_connection_id');
-    if (!deps.broker.isUp()) throw badRequest('broker_unavailable');
-    deps.broker.changeAccess({ op, userId, room, connectionId: connectionId as string | undefined });
+    if (!deps.broker.isUp() || !(await deps.broker.changeAccess({ op, userId, room, connectionId: connectionId as string | undefined }))) throw badRequest('broker_unavailable');
     return { status: op === 'subscribe' ? 'subscribed' : 'unsubscribed', user_id: userId, room, ...(connectionId === undefined ? {} : { connection_id: connectionId }) };
   };
 }

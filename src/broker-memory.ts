@@ -19,8 +19,9 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     disconnectUser(userId, code, reason) {
       if (!closed) target.disconnectUser(userId, code, reason);
     },
-    changeAccess(change) {
+    async changeAccess(change) {
       if (!closed) target.changeAccess(change);
+      return !closed;
     },
     // Confirmed after the caller's turn, as a transport would.
     subscribe(room) {

@@ -57,8 +57,11 @@ export interface Broker {
   relay(room: string, payload: string): void;
   /** Delivers to the connection wherever it lives (its id names its node). */
   sendToConnection(connectionId: string, payload: string): void;
-  /** Applies an unsubscribe or subscribe on every node (this one included). */
-  changeAccess(change: AccessChange): void;
+  /**
+   * Applies an unsubscribe or subscribe on every node (this one included); resolves false when it
+   * could not be handed to the other nodes, and then changed nothing here either.
+   */
+  changeAccess(change: AccessChange): Promise<boolean>;
   /** Closes every connection of the user on every node. */
   disconnectUser(userId: string, code: number, reason: string): void;
   /** The node gained its first local member of `room`; `subscribed(room)` follows once confirmed. */

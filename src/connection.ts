@@ -3,6 +3,7 @@
  * at once, or once the user slot is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
  * subscription (room gauge and broker interest), dropped, close (release everything).
  */
+import { sessionClosed } from './access.js';
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
 import { CLOSES } from './errors.js';
 import { announceMembership, closesAt, isSequenced, type HandlerContext } from './handler-context.js';
@@ -163,7 +164,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       if (data.kind === 'pending') return;
       for (const room of ctx.streams.joinsOf(sws)) ctx.streams.cancel(sws, room);
       sessions.delete(sws);
-      ctx.presence.closed(data.connectionId, code);
+      sessionClosed(ctx, data, code);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';

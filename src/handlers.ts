@@ -5,7 +5,7 @@
  * rooms take the paths of sequenced.ts.
  */
 import { isRejection, messageError, REJECTIONS, type Rejection } from './errors.js';
-import { claimBound, forgetAdmission, revoke, withAccess } from './access.js';
+import { cancelledJoin, cancelPendingAuth, claimBound, forgetAdmission, revoke, withAccess } from './access.js';
 import { closesAt, isSequenced, leaveRoom, publish, sendError, type Handler, type HandlerContext } from './handler-context.js';
 import { connectionLog } from './log.js';
 import type { ClientMessage } from './messages.js';
@@ -26,10 +26,12 @@ const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, grant, 
 const leave: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
   if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('personal_room'), id);
-  // A join still waiting for the room's position is dropped: it counted as joined.
-  if (ctx.streams.cancel(ws, room)) session.roomCount -= 1;
-  else if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
-  else leaveRoom(ctx, ws, session, room, 'left');
+  // A join still waiting for the room's position (it counted as joined) or for the callback is dropped.
+  if (ctx.streams.cancel(ws, room)) cancelledJoin(ctx, session, room, 'left');
+  else if (!cancelPendingAuth(session, room)) {
+    if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
+    leaveRoom(ctx, ws, session, room, 'left');
+  }
   forgetAdmission(ctx, session, room);
   ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
 };
@@ -75,8 +77,10 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   ctx.expiry.add(ws, closesAt(ctx, session));
   // Rooms the claim let in and no longer does, joined or still waiting for their position; not those a grant, the callback or a backend let in.
   for (const room of [...ws.getTopics(), ...ctx.streams.joinsOf(ws)]) {
-    if (!claimBound(session, room) || canJoin(session.userId, session.grant, room, ctx.config.roomAccess)) continue;
-    revoke(ctx, ws, session, room, 'access_revoked', 'token');
+    const covered = canJoin(session.userId, session.grant, room, ctx.config.roomAccess);
+    // A room the claim now covers is the claim's: a grant's expiry no longer ends it.
+    if (covered) forgetAdmission(ctx, session, room);
+    else if (claimBound(session, room)) revoke(ctx, ws, session, room, 'access_revoked', 'token');
   }
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };

@@ -1,7 +1,8 @@
 /**
  * Presence in the node's memory, for a node without Redis: the same entries, expiries and versions
- * as redis/presence.ts. A room's state goes when its last entry does; versions are at least the
- * clock in ms, so a room that comes back never reuses a version a client has seen.
+ * as redis/presence.ts. A room's state goes when its last entry does (sweepIdle takes rooms no
+ * member is left to refresh); versions come from one clock of at least the time in ms, so a room
+ * that comes back never reuses a version a client has seen.
  */
 import type { PresenceLeaveReason } from './messages.js';
 import type { PresenceChange, PresenceMember, PresenceStore } from './presence.js';
@@ -16,6 +17,8 @@ interface RoomState {
 
 export function createMemoryPresence(now: () => number = Date.now): PresenceStore {
   const rooms = new Map<string, RoomState>();
+  /** One clock for every room: a room that empties and comes back goes on above its old versions. */
+  let lastVersion = 0;
 
   const stateOf = (room: string): RoomState => {
     let state = rooms.get(room);
@@ -25,7 +28,7 @@ export function createMemoryPresence(now: () => number = Date.now): PresenceStor
     }
     return state;
   };
-  const bump = (state: RoomState): number => (state.version = Math.max(state.version + 1, now()));
+  const bump = (state: RoomState): number => (state.version = lastVersion = Math.max(lastVersion + 1, now()));
 
   function drop(state: RoomState, connectionId: string, reason: PresenceLeaveReason, changes: PresenceChange[]): void {
     const entry = state.entries.get(connectionId);
@@ -103,6 +106,11 @@ export function createMemoryPresence(now: () => number = Date.now): PresenceStor
       const changes = state === undefined ? [] : sweep(room, state);
       const users = [...(state?.users ?? [])].slice(0, max).map(([user_id, u]) => ({ user_id, username: u.username, connections: u.connections }));
       return { snapshot: { version: state?.version ?? 0, users, count: state?.users.size ?? 0 }, changes };
+    },
+    async sweepIdle() {
+      const swept: Array<[string, PresenceChange[]]> = [];
+      for (const [room, state] of rooms) if (now() >= state.nextExpiry) swept.push([room, sweep(room, state)]);
+      return swept;
     },
     async stats(room) {
       const state = rooms.get(room);

@@ -93,6 +93,7 @@ export function createPresenceTracker({ config, store, broker, metrics, log }: P
     for (const [room, members] of rooms) {
       store.refresh(room, [...members.values()], ttlMs).then(settled(room), failed);
     }
+    store.sweepIdle().then((swept) => swept.forEach(([room, changes]) => announce(room, changes)), failed);
   }, config.refresh * 1000);
   timer.unref();
 

@@ -50,4 +50,6 @@ export interface PresenceStore {
   refresh(room: string, members: readonly PresenceMember[], ttlMs: number): Promise<PresenceChange[]>;
   snapshot(room: string, max: number): Promise<{ snapshot: PresenceSnapshot; changes: PresenceChange[] }>;
   stats(room: string): Promise<{ stats: PresenceStats; changes: PresenceChange[] }>;
+  /** Sweeps rooms whose entries expired with nobody calling for them (Redis lets such keys expire: nothing). */
+  sweepIdle(): Promise<Array<[room: string, changes: PresenceChange[]]>>;
 }

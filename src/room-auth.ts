@@ -73,17 +73,30 @@ function decide(status: number, body: string): { allow: boolean; ttl: number | u
 export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, log: Logger): RoomAuthorizer {
   const cache = new Map<string, { allow: boolean; until: number }>();
   const inFlight = new Map<string, Promise<boolean>>();
+  /** The call in flight per key; `forget` marks it revoked: its answer is then neither cached nor used. */
+  const tickets = new Map<string, { revoked: boolean }>();
   const waiting: Array<() => void> = [];
   let running = 0;
   let failing = false;
 
+  // A call waits for a slot at most WS_ROOM_AUTH_TIMEOUT too: a hung backend never queues joins for minutes.
   const slot = (): Promise<void> => {
     if (running < config.concurrency) {
       running += 1;
       return Promise.resolve();
     }
     if (waiting.length >= MAX_WAITING) return Promise.reject(new CallbackError('too many calls waiting'));
-    return new Promise((resolve) => waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const turn = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        waiting.splice(waiting.indexOf(turn), 1);
+        reject(new CallbackError(`no slot within ${config.timeoutMs} ms`));
+      }, config.timeoutMs);
+      waiting.push(turn);
+    });
   };
   // A finished call hands its slot straight to the next waiting one.
   const release = (): void => {
@@ -92,8 +105,13 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
     else running -= 1;
   };
 
-  async function call(req: AuthRequest): Promise<boolean> {
-    await slot();
+  async function call(req: AuthRequest, key: string, ticket: { revoked: boolean }): Promise<boolean> {
+    try {
+      await slot();
+    } catch (err) {
+      metrics.roomAuthCall('error', 0);
+      throw err;
+    }
     const started = process.hrtime.bigint();
     try {
       const res = await fetch(config.url, {
@@ -104,7 +122,7 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
         redirect: 'error',
       });
       const { allow, ttl } = decide(res.status, await readCapped(res));
-      const key = `${req.userId}\n${req.room}`;
+      if (ticket.revoked) throw new CallbackError('revoked while the call was in flight');
       const lifetime = allow ? (ttl ?? config.allowTtl) : config.denyTtl;
       if (lifetime > 0) {
         if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
@@ -137,13 +155,24 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
       metrics.roomAuthCache('miss');
       let pending = inFlight.get(key);
       if (pending === undefined) {
-        pending = call(req).finally(() => inFlight.delete(key));
+        const ticket = { revoked: false };
+        tickets.set(key, ticket);
+        const settled = call(req, key, ticket).finally(() => {
+          if (tickets.get(key) === ticket) tickets.delete(key);
+          if (inFlight.get(key) === settled) inFlight.delete(key);
+        });
+        pending = settled;
         inFlight.set(key, pending);
       }
       return pending;
     },
     forget(userId, room) {
-      cache.delete(`${userId}\n${room}`);
+      const key = `${userId}\n${room}`;
+      cache.delete(key);
+      inFlight.delete(key);
+      const ticket = tickets.get(key);
+      if (ticket !== undefined) ticket.revoked = true;
+      tickets.delete(key);
     },
   };
 }

@@ -83,7 +83,8 @@ export function joinSequenced(
           session.roomCount -= 1;
           // A rejoin has left the topic already: the room is gone, and the others are told.
           if (rejoin) announceMembership(ctx, session, room, 'user_left');
-          if (rejoin && isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, 'left');
+          // A rejoin (or one taken over from a pending rejoin) may still hold a presence entry.
+          if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, 'left');
         }
         return done(false);
       }

@@ -36,6 +36,8 @@ export interface Session extends Bucket {
   signals: Bucket | undefined;
   /** Rooms let in by a grant, the callback or a backend, not by the token's claim (access.ts); made on the first. */
   admissions: Map<string, Admission> | undefined;
+  /** Joins waiting for the authorization callback, by room, each with its ticket; made on the first. */
+  authPending: Map<string, object> | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */

@@ -54,6 +54,12 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics): void {
   }
 }
 
+/** A frame not handed to Redis: counted, and answered `false` to whoever waits for it. */
+function dropped(metrics: Metrics, reason: 'down' | 'backlog' | 'error'): Promise<boolean> {
+  metrics.brokerPublishError(reason);
+  return Promise.resolve(false);
+}
+
 export function createRedisBroker({ config, target, log, metrics, redis }: RedisBrokerDeps): Broker {
   const settings = config.redis!;
   const nodeId = config.nodeId;
@@ -87,20 +93,19 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
     setUp(subscriptions.allUp() && command.status === 'ready', why, state === undefined ? {} : shardOf(redis, state));
   };
 
-  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): void => {
-    if (command.status !== 'ready') return metrics.brokerPublishError('down');
-    if (pending >= MAX_PENDING_PUBLISHES) return metrics.brokerPublishError('backlog');
+  /** Resolves whether Redis took the frame (it never rejects; a dropped frame is counted). */
+  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): Promise<boolean> => {
+    if (command.status !== 'ready') return dropped(metrics, 'down');
+    if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog');
     pending += 1;
-    redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
+    return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
+      () => ((pending -= 1), true),
       () => {
         pending -= 1;
-      },
-      () => {
-        pending -= 1;
-        metrics.brokerPublishError('error');
         // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
         const state = subscriptions.stateOf(channel);
         if (state !== undefined) state.lastReceived = 0;
+        return dropped(metrics, 'error');
       },
     );
   };
@@ -170,10 +175,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       target.disconnectUser(userId, code, reason);
       send(channels.control, 'd', userId, encodeDisconnect(code, reason));
     },
-    changeAccess(change) {
-      if (closed) return;
+    // Applied here only once Redis has taken it for the other nodes: every reachable node, or none.
+    async changeAccess(change) {
+      if (closed || !(await send(channels.control, 'a', change.userId, encodeAccess(change)))) return false;
       target.changeAccess(change);
-      send(channels.control, 'a', change.userId, encodeAccess(change));
+      return true;
     },
     subscribe(room) {
       if (closed) return;

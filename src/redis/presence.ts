@@ -56,6 +56,8 @@ export function createRedisPresence({ command, prefix, nodeId, keyLifeMs }: Redi
       const r = await read(room, max);
       return { snapshot: { version: r.version, users: r.list, count: r.users }, changes: r.changes };
     },
+    // Keys expire on their own once no node writes them.
+    sweepIdle: async () => [],
     async stats(room) {
       const r = await read(room, 0);
       return { stats: { version: r.version, users: r.users, connections: r.connections }, changes: r.changes };

@@ -12,6 +12,7 @@
  * Node ids, rooms, ids, epochs and nonces contain no space or newline, so the header splits cleanly.
  */
 import type { AccessChange } from '../broker.js';
+import { isValidId, isValidRoom } from '../rooms.js';
 
 export type FrameKind = 'r' | 's' | 'c' | 'd' | 'a' | 'p';
 
@@ -79,7 +80,9 @@ export function encodeAccess(change: AccessChange): string {
 /** undefined for a payload that is not one (counted by the caller). */
 export function decodeAccess(userId: string, payload: Buffer): AccessChange | undefined {
   const [op, room, connectionId, extra] = payload.toString('utf8').split(' ');
-  if ((op !== 'unsubscribe' && op !== 'subscribe') || room === undefined || extra !== undefined) return undefined;
+  if ((op !== 'unsubscribe' && op !== 'subscribe') || !isValidId(userId) || extra !== undefined) return undefined;
+  // Checked again here: anything that can write to Redis must not reach a personal room or a malformed id.
+  if (!isValidRoom(room) || room.startsWith('user:') || (connectionId !== undefined && nodeOfConnection(connectionId) === '')) return undefined;
   return { op, userId, room, connectionId };
 }
 

@@ -178,8 +178,9 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
 
     it('hands changeAccess to the local target once', async () => {
       const node = await make('access-node');
+      await waitFor('the broker is up', () => node.broker.isUp(), 5000);
       const change = { op: 'unsubscribe', userId: 'alice', room: 'project:1', connectionId: 'x.1' } as const;
-      node.broker.changeAccess(change);
+      expect(await node.broker.changeAccess(change)).toBe(true);
       expect(node.target.accessChanges).toEqual([change]);
       await pause(200);
       expect(node.target.accessChanges).toEqual([change]);
@@ -195,9 +196,10 @@ function contract(name: string, make: (nodeId: string) => Promise<BrokerNode>): 
       node.broker.publish('channel:closed', envelope('channel:closed', 1));
       node.broker.sendToConnection('closed-node.1', envelope('user:alice', 2));
       node.broker.disconnectUser('alice', 4403, 'gone');
+      expect(await node.broker.changeAccess({ op: 'subscribe', userId: 'alice', room: 'project:1', connectionId: undefined })).toBe(false);
       await pause(200);
-      const { deliveries, toConnection, disconnects } = node.target;
-      expect({ deliveries, toConnection, disconnects }).toEqual({ deliveries: [], toConnection: [], disconnects: [] });
+      const { deliveries, toConnection, disconnects, accessChanges } = node.target;
+      expect({ deliveries, toConnection, disconnects, accessChanges }).toEqual({ deliveries: [], toConnection: [], disconnects: [], accessChanges: [] });
     });
   });
 }
@@ -444,7 +446,7 @@ describe('Redis broker between two nodes', () => {
       { op: 'unsubscribe', userId: 'bob', room: 'task:3', connectionId: 'nodeb.1k' },
       { op: 'subscribe', userId: 'bob', room: 'channel:new', connectionId: undefined },
     ] as const;
-    for (const change of changes) a.broker.changeAccess(change);
+    for (const change of changes) expect(await a.broker.changeAccess(change)).toBe(true);
     await waitFor('B receives the changes', () => b.target.accessChanges.length === 3, 2000);
     expect(b.target.accessChanges).toEqual(changes);
     expect(a.target.accessChanges).toEqual(changes);

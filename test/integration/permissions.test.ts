@@ -169,9 +169,32 @@ describe('the authorization callback', () => {
     await stopTestNode(node);
   });
 
+  it('a leave or a backend’s unsubscribe while the callback is asked cancels the join: the late allow is neither used nor cached', { timeout: 20_000 }, async () => {
+    const backend = await authBackend();
+    const node = await startTestNode({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: backend.url, WS_ROOM_AUTH_KEY: AUTH_KEY, PUBLISH_API_KEY: API_KEY });
+    const c = await client(node, 'mona');
+    c.send({ type: 'join_room', room: 'project:slow', id: 'j1' });
+    expect(await request(c, { type: 'leave_room', room: 'project:slow' })).toMatchObject({ type: 'room_left', room: 'project:slow' });
+    c.send({ type: 'join_room', room: 'project:slow', id: 'j2' });
+    const res = await fetch(`${node.internal}/api/v1/unsubscribe`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'mona', room: 'project:slow' }),
+    });
+    expect(res.status).toBe(200);
+    expect(await c.next((e) => e.type === 'room_left' && e.reason === 'access_revoked', 3000)).toMatchObject({ room: 'project:slow' });
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(c.received.filter((e) => e.type === 'room_joined')).toEqual([]);
+    // Nothing was cached: the next join asks again.
+    const calls = backend.seen.length;
+    await request(c, { type: 'join_room', room: 'project:slow' });
+    expect(backend.seen.length).toBe(calls + 1);
+    await stopTestNode(node);
+  });
+
   it('keeps at most WS_ROOM_AUTH_CONCURRENCY calls in flight under 1,000 simultaneous joins, and answers every one', { timeout: 60_000 }, async () => {
     const backend = await authBackend();
-    const node = await startTestNode({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: backend.url, WS_ROOM_AUTH_KEY: AUTH_KEY, WS_ROOM_AUTH_CONCURRENCY: '8', WS_RATE_BURST: '100' });
+    const node = await startTestNode({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: backend.url, WS_ROOM_AUTH_KEY: AUTH_KEY, WS_ROOM_AUTH_CONCURRENCY: '8', WS_ROOM_AUTH_TIMEOUT: '10000', WS_RATE_BURST: '100' });
     const sockets = await Promise.all(Array.from({ length: 200 }, (_, i) => client(node, `cap${i}`)));
     const started = Date.now();
     for (const s of sockets) for (let r = 0; r < 5; r++) s.send({ type: 'join_room', room: `task:${r}`, id: `j${r}` });

@@ -171,11 +171,13 @@ describe('presence on node processes behind one Redis', () => {
     expect(leaves.every((e) => e.data.reason === 'expired')).toBe(true);
     // TTL 3 s + refresh 1 s, plus a sweep interval of slack for the process start-up.
     expect(leftAfterMs).toBeLessThan(5500);
-    // Only the watcher's entry is left; once it goes, nothing at all.
+    // Only the watcher's entry is left; once it goes, only the room's version, expiring on its own.
     const entries = (await presenceKeys(redis.port, prefix)).find((k) => k.includes('pe:'))!;
     expect((await query(redis.port, ['ZRANGE', entries, '0', '-1'])) as string[]).toHaveLength(1);
     watcher.close();
-    await waitFor('no presence keys', async () => (await presenceKeys(redis.port, prefix)).length === 0, 5000);
+    await waitFor('only the version key', async () => (await presenceKeys(redis.port, prefix)).every((k) => k.includes('pv:')), 5000);
+    const [version] = await presenceKeys(redis.port, prefix);
+    expect(Number(await query(redis.port, ['PTTL', version!]))).toBeGreaterThan(0);
   });
 
   it('a drain (1012) whose clients reconnect elsewhere within the grace: no leave and no second join for them', { timeout: 60_000 }, async () => {

@@ -46,10 +46,12 @@ local function sweep()
   for _, conn in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do drop(conn, 'expired') end
 end
 
--- An empty room leaves nothing behind; otherwise its keys live as long as an entry could.
+-- An empty room leaves only its version (so a quick comeback goes on above it), which then expires;
+-- otherwise its keys live as long as an entry could.
 local function finish(life_ms)
   if redis.call('ZCARD', KEYS[1]) == 0 then
-    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+    if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], life_ms) end
   else
     for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], life_ms) end
   end
