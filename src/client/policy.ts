@@ -69,14 +69,15 @@ export function tokenTimes(token: string): TokenTimes {
 
 /**
  * A token's life and what is left of it, in ms. With `iat` the life is `exp - iat`, counted from
- * when the client got the token, so a client clock that is off does not matter; without it, what
- * is left by the client's clock. Undefined for a token without `exp`.
+ * when the client got the token (less a second: `iat` is rounded down), so a client clock that is
+ * off does not matter; without it, what is left by the client's clock. Undefined without `exp`.
  */
 export function lifeLeft(times: TokenTimes, obtainedAt: number, now: number): { life: number; left: number } | undefined {
   if (times.exp === undefined) return undefined;
   if (times.iat !== undefined && times.iat < times.exp) {
     const life = times.exp - times.iat;
-    return { life, left: life - (now - obtainedAt) };
+    // JWT times are whole seconds: the token may be up to a second older than it looks.
+    return { life, left: life - (now - obtainedAt) - 1000 };
   }
   const left = times.exp - now;
   return { life: left + (now - obtainedAt), left };
