@@ -120,9 +120,11 @@ function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string
       case 'token_refreshed':
         break;
       default: {
-        if (!rooms.event(msg as Envelope)) routes.emit('message', msg as ServerMessage);
-        else if (msg.type.startsWith('presence.')) routes.emit('presence', msg as PresenceEvent);
-        else if (msg.type.startsWith('signal.')) routes.emit('signal', msg as SignalEvent);
+        // The type's family is read once: presence events and signals go to their own handlers.
+        const kind = msg.type.startsWith('presence.') ? 'presence' : msg.type.startsWith('signal.') ? 'signal' : undefined;
+        if (!rooms.event(msg as Envelope, kind)) routes.emit('message', msg as ServerMessage);
+        else if (kind === 'presence') routes.emit('presence', msg as PresenceEvent);
+        else if (kind === 'signal') routes.emit('signal', msg as SignalEvent);
         return;
       }
     }

@@ -170,13 +170,12 @@ export function createRooms() {
       return true;
     },
 
-    /** Hands an event to its room's handler; false when no wanted room has it. */
-    event(event: Envelope): boolean {
+    /** Hands an event to its room's handler (`kind`: a presence event or a signal); false when no wanted room has it. */
+    event(event: Envelope, kind: 'presence' | 'signal' | undefined): boolean {
       const room = event.room === null ? undefined : rooms.get(event.room);
       if (room === undefined) return false;
-      const { type } = event;
-      if (type.startsWith('presence.')) call(room.handlers.presence, event as PresenceEvent);
-      else if (type.startsWith('signal.')) call(room.handlers.signal, event as SignalEvent);
+      if (kind === 'presence') call(room.handlers.presence, event as PresenceEvent);
+      else if (kind === 'signal') call(room.handlers.signal, event as SignalEvent);
       else if (event.offset === undefined) call(room.handlers.event, event);
       else if (event.epoch !== room.epoch || event.offset > room.offset) {
         room.epoch = event.epoch;

@@ -19,6 +19,7 @@ import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../hel
 import { freePort } from '../helpers/ports.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { lossOf, numbers } from '../helpers/numbered.js';
 import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'browser-suite-publish-key-0123456789abcdef';
@@ -265,9 +266,8 @@ describe('a rolling restart of two nodes behind HAProxy, seen from a browser', (
     await waitFor('every event in the page', async () => (await record(page, 'roll')).events[room].length >= published, 10_000).catch(() => {});
     const seen = await record(page, 'roll');
     const got: number[] = seen.events[room];
-    const expected = Array.from({ length: published }, (_, i) => i + 1);
-    const lost = expected.filter((n) => !got.includes(n)).length;
-    const duplicated = got.length - new Set(got).size;
+    const expected = numbers(published);
+    const { lost, duplicated } = lossOf(published, got);
     const reconnects = seen.states.filter((s: { state: string }) => s.state === 'connecting').length - 1;
     console.log(JSON.stringify({ scenario: 'browser-rolling-restart', published, received: got.length, lost, duplicated, reconnects, nodes: seen.nodes.length, recovered: seen.recovered, resets: seen.resets, close_codes: seen.states.filter((s: { code?: number }) => s.code !== undefined).map((s: { code: number }) => s.code) }));
     expect({ lost, duplicated, resets: seen.resets }).toEqual({ lost: 0, duplicated: 0, resets: 0 });

@@ -12,6 +12,7 @@ import { token } from '../helpers/client.js';
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { numbers, publishNumbered, totalLoss } from '../helpers/numbered.js';
 import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'client-recovery-publish-key-0123456789abcdef';
@@ -43,23 +44,6 @@ function libraryClient(url: string, user: string) {
   return { c, received, nodes, counts: () => ({ recovered, resets }) };
 }
 
-async function publishLoop(node: NodeProcess, until: () => boolean): Promise<number> {
-  let n = 0;
-  while (!until()) {
-    n += 1;
-    for (const room of ROOMS) {
-      const res = await fetch(`${node.internal}/api/v1/publish`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ room, type: 'task.updated', data: { n } }),
-      });
-      expect(res.status).toBe(200);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return n;
-}
-
 async function scenario(name: string, fault: (victim: NodeProcess) => Promise<unknown>): Promise<void> {
   const redis = await startRedis();
   // A drained node's clients are away for up to 3 s (the drain's spread) plus 0-5 s (the client's):
@@ -75,7 +59,7 @@ async function scenario(name: string, fault: (victim: NodeProcess) => Promise<un
   expect(moved.length).toBeGreaterThan(0);
 
   let stop = false;
-  const publishing = publishLoop(publisherNode, () => stop);
+  const publishing = publishNumbered(publisherNode.internal, API_KEY, ROOMS, () => stop);
   try {
     await new Promise((r) => setTimeout(r, 500));
     await fault(victim);
@@ -86,19 +70,11 @@ async function scenario(name: string, fault: (victim: NodeProcess) => Promise<un
     stop = true;
   }
   const published = await publishing;
-  const expected = Array.from({ length: published }, (_, i) => i + 1);
+  const expected = numbers(published);
   await waitFor('every client has every event', () => clients.every((c) => ROOMS.every((r) => c.received.get(r)!.length >= published)), 10_000).catch(() => {});
   clients.forEach((c) => c.c.close());
 
-  let lost = 0;
-  let duplicated = 0;
-  for (const c of clients) {
-    for (const room of ROOMS) {
-      const got = c.received.get(room)!;
-      lost += expected.filter((n) => !got.includes(n)).length;
-      duplicated += got.length - new Set(got).size;
-    }
-  }
+  const { lost, duplicated } = totalLoss(published, clients.flatMap((c) => ROOMS.map((room) => c.received.get(room)!)));
   const resets = clients.reduce((sum, c) => sum + c.counts().resets, 0);
   console.log(JSON.stringify({ scenario: name, clients: CLIENTS, moved: moved.length, rooms: ROOMS.length, published_per_room: published, lost, duplicated, resets }));
   expect({ lost, duplicated, resets }).toEqual({ lost: 0, duplicated: 0, resets: 0 });

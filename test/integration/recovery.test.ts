@@ -10,6 +10,7 @@ import { open, token, type Envelope, type TestClient } from '../helpers/client.j
 import { startHaproxy, stopAllHaproxy } from '../helpers/haproxy.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { numbers, publishNumbered, totalLoss } from '../helpers/numbered.js';
 import { waitFor } from '../helpers/wait.js';
 
 const API_KEY = 'recovery-suite-publish-key-0123456789abcdef';
@@ -84,23 +85,6 @@ function resumingClient(url: string, user: string) {
   };
 }
 
-async function publishLoop(node: NodeProcess, until: () => boolean): Promise<number> {
-  let n = 0;
-  while (!until()) {
-    n += 1;
-    for (const room of ROOMS) {
-      const res = await fetch(`${node.internal}/api/v1/publish`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ room, type: 'task.updated', data: { n } }),
-      });
-      expect(res.status).toBe(200);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return n;
-}
-
 async function scenario(name: string, fault: (victim: NodeProcess) => Promise<unknown>): Promise<void> {
   const redis = await startRedis();
   const env = {
@@ -120,27 +104,19 @@ async function scenario(name: string, fault: (victim: NodeProcess) => Promise<un
   expect(onVictim).toBeGreaterThan(0);
 
   let stop = false;
-  const publishing = publishLoop(publisherNode, () => stop);
+  const publishing = publishNumbered(publisherNode.internal, API_KEY, ROOMS, () => stop);
   await new Promise((r) => setTimeout(r, 500));
   await fault(victim);
   await waitFor('the victim’s clients are back', () => clients.every((c) => c.nodes.length === (c.nodes[0] === victim.nodeId ? 2 : 1) && c.resumeMs.length === c.nodes.length), 20_000);
   await new Promise((r) => setTimeout(r, 500));
   stop = true;
   const published = await publishing;
-  const expected = Array.from({ length: published }, (_, i) => i + 1);
+  const expected = numbers(published);
   const complete = (c: (typeof clients)[number]) => ROOMS.every((room) => c.received.get(room)!.length >= published);
   await waitFor('every client has every event', () => clients.every(complete), 10_000).catch(() => {});
   await Promise.all(clients.map((c) => c.stop()));
 
-  let lost = 0;
-  let duplicated = 0;
-  for (const c of clients) {
-    for (const room of ROOMS) {
-      const got = c.received.get(room)!;
-      lost += expected.filter((n) => !got.includes(n)).length;
-      duplicated += got.length - new Set(got).size;
-    }
-  }
+  const { lost, duplicated } = totalLoss(published, clients.flatMap((c) => ROOMS.map((room) => c.received.get(room)!)));
   const resumes = clients.filter((c) => c.nodes.length === 2).map((c) => c.resumeMs[1]!).sort((a, b) => a - b);
   console.log(
     JSON.stringify({

@@ -4,7 +4,7 @@
  * network; the integration and browser suites use real nodes), and dedup by offset.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createClient, type StateChange, type WebSocketLike } from '../../src/client/index.js';
+import { createClient, type ClientOptions, type StateChange, type WebSocketLike } from '../../src/client/index.js';
 import { afterClose, backoffDelay, clampTimer, DEFAULT_BACKOFF, lifeLeft, LONG_BACKOFF_MS, MAX_TIMER_MS, RESTART_SPREAD_MS, tokenTimes } from '../../src/client/policy.js';
 import { createRooms } from '../../src/client/rooms.js';
 import { RECONNECT } from '../../src/errors.js';
@@ -82,7 +82,7 @@ describe('dedup by offset', () => {
     const rooms = createRooms();
     const seen: number[] = [];
     void rooms.add('task:1', { event: (e) => seen.push(e.offset!) }, undefined);
-    const event = (offset: number, epoch = 'e1') => rooms.event({ type: 'task.updated', room: 'task:1', data: null, sender: null, timestamp: '', offset, epoch });
+    const event = (offset: number, epoch = 'e1') => rooms.event({ type: 'task.updated', room: 'task:1', data: null, sender: null, timestamp: '', offset, epoch }, undefined);
     [1, 2, 2, 3, 1, 4].forEach((o) => event(o));
     event(1, 'e2');
     expect(seen).toEqual([1, 2, 3, 4, 1]);
@@ -120,24 +120,25 @@ function scriptedSockets() {
 
 const CONNECTED = { type: 'connected', timestamp: '', data: { connection_id: 'n.1', user_id: 'a', username: 'a', heartbeat_interval: 30, max_message_size: 1024, rooms: [] } };
 
+/** A client on fake timers over scripted sockets, connecting; jitter at its maximum unless `options` say otherwise. */
+async function fakeClient(token: ClientOptions['token'], options: Partial<ClientOptions> = {}) {
+  vi.useFakeTimers();
+  const { sockets, WebSocket } = scriptedSockets();
+  const states: StateChange[] = [];
+  const c = createClient({ url: 'ws://edge/api/v1/ws/connect', token, WebSocket, random: max, pingAfter: 0, ...options });
+  c.on('state', (s) => states.push(s));
+  c.connect();
+  await vi.advanceTimersByTimeAsync(0);
+  return { c, sockets, states };
+}
+
 describe('reconnect timing (fake timers)', () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  async function client(token: Parameters<typeof createClient>[0]['token'], random = max) {
-    vi.useFakeTimers();
-    const { sockets, WebSocket } = scriptedSockets();
-    const states: StateChange[] = [];
-    const c = createClient({ url: 'ws://edge/api/v1/ws/connect', token, WebSocket, random, pingAfter: 0 });
-    c.on('state', (s) => states.push(s));
-    c.connect();
-    await vi.advanceTimersByTimeAsync(0);
-    return { c, sockets, states };
-  }
-
   it('sends the token in the subprotocol, rejoins in one resume with positions, and waits 0-5 s after 1012', async () => {
-    const { c, sockets, states } = await client('tok-1');
+    const { c, sockets, states } = await fakeClient('tok-1');
     expect(sockets[0]!.protocols).toEqual(['wsedge.v1', 'wsedge.bearer.tok-1']);
     sockets[0]!.server(CONNECTED);
     const joins = ['task:1', 'task:2'].map((room) => c.join(room));
@@ -158,7 +159,7 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('waits at least 30 s after 4429 and stops after 4403', async () => {
-    const { sockets, states } = await client('tok', min);
+    const { sockets, states } = await fakeClient('tok', { random: min });
     sockets[0]!.drop(4429, 'too many connections for this user');
     expect(states.at(-1)).toMatchObject({ state: 'disconnected', delay: LONG_BACKOFF_MS });
     await vi.advanceTimersByTimeAsync(LONG_BACKOFF_MS - 1);
@@ -174,7 +175,7 @@ describe('reconnect timing (fake timers)', () => {
   it('after 4401 asks the provider for a new token and never offers the refused one again', async () => {
     const tokens = ['old', 'old', 'new'];
     const provider = vi.fn(async () => tokens.shift()!);
-    const { sockets, states } = await client(provider);
+    const { sockets, states } = await fakeClient(provider);
     sockets[0]!.drop(4401, 'token expired');
     await vi.advanceTimersByTimeAsync(1000);
     // The provider answered the refused token: no socket, another backoff.
@@ -187,7 +188,7 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('ends after 4401 when the token is a fixed string', async () => {
-    const { sockets, states } = await client('fixed');
+    const { sockets, states } = await fakeClient('fixed');
     sockets[0]!.drop(4401, 'token expired');
     expect(states.at(-1)).toEqual({ state: 'closed', code: 4401, reason: 'token expired' });
   });
@@ -196,7 +197,7 @@ describe('reconnect timing (fake timers)', () => {
     vi.useFakeTimers({ now: 0 });
     const jwt = (n: number) => `e30.${Buffer.from(JSON.stringify({ exp: 100, n })).toString('base64url')}.s`;
     let n = 0;
-    const { sockets } = await client(() => jwt(++n));
+    const { sockets } = await fakeClient(() => jwt(++n));
     sockets[0]!.server(CONNECTED);
     await vi.advanceTimersByTimeAsync(79_000);
     expect(sockets[0]!.sent).toEqual([]);
@@ -205,12 +206,12 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('rejects a send while disconnected at once', async () => {
-    const { c } = await client('tok');
+    const { c } = await fakeClient('tok');
     await expect(c.send('task:1', {})).rejects.toMatchObject({ code: 'disconnected' });
   });
 
   it('lets a state listener have the last word: close() on disconnected stops the reconnect', async () => {
-    const { c, sockets } = await client('tok');
+    const { c, sockets } = await fakeClient('tok');
     c.on('state', (s) => s.state === 'disconnected' && c.close());
     sockets[0]!.drop(1006);
     await vi.advanceTimersByTimeAsync(60_000);
@@ -219,7 +220,7 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('survives an app callback that throws', async () => {
-    const { c, sockets } = await client('tok');
+    const { c, sockets } = await fakeClient('tok');
     const errors: unknown[] = [];
     const onError = (err: unknown) => errors.push(err);
     process.on('uncaughtException', onError);
@@ -236,12 +237,7 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('gives up an attempt that gets no connected within connectTimeout', async () => {
-    vi.useFakeTimers();
-    const { sockets, WebSocket } = scriptedSockets();
-    const states: StateChange[] = [];
-    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, random: min, pingAfter: 0, connectTimeout: 2000 });
-    c.on('state', (s) => states.push(s));
-    c.connect();
+    const { c, sockets, states } = await fakeClient('tok', { random: min, connectTimeout: 2000 });
     await vi.advanceTimersByTimeAsync(2000);
     expect(states.at(-1)).toMatchObject({ state: 'disconnected', code: 1006, reason: 'connect timeout' });
     await vi.advanceTimersByTimeAsync(1);
@@ -250,11 +246,7 @@ describe('reconnect timing (fake timers)', () => {
   });
 
   it('pings after pingAfter of silence, not twice that', async () => {
-    vi.useFakeTimers();
-    const { sockets, WebSocket } = scriptedSockets();
-    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, pingAfter: 1000, pongTimeout: 500 });
-    c.connect();
-    await vi.advanceTimersByTimeAsync(0);
+    const { c, sockets } = await fakeClient('tok', { pingAfter: 1000, pongTimeout: 500 });
     sockets[0]!.server(CONNECTED);
     await vi.advanceTimersByTimeAsync(1000);
     expect(JSON.parse(sockets[0]!.sent[0]!)).toMatchObject({ type: 'ping' });
@@ -268,11 +260,7 @@ describe('room replies matched by request id (fake timers)', () => {
   });
 
   async function connected() {
-    vi.useFakeTimers();
-    const { sockets, WebSocket } = scriptedSockets();
-    const c = createClient({ url: 'ws://edge', token: 'tok', WebSocket, pingAfter: 0, requestTimeout: 1000 });
-    c.connect();
-    await vi.advanceTimersByTimeAsync(0);
+    const { c, sockets } = await fakeClient('tok', { requestTimeout: 1000 });
     sockets[0]!.server(CONNECTED);
     return { c, sockets, socket: sockets[0]!, sent: () => sockets[0]!.sent.map((f) => JSON.parse(f)) };
   }
