@@ -54,6 +54,50 @@ export function functionLengths(files = sourceFiles()) {
   return found.sort((a, b) => b.lines - a.lines);
 }
 
+/** Every function with its parameter count, most first. */
+export function functionParameters(files = sourceFiles()) {
+  const found = [];
+  for (const file of files) {
+    const visit = (node, holder) => {
+      if (ts.isFunctionDeclaration(node) || ts.isArrowFunction(node) || ts.isFunctionExpression(node) || ts.isMethodDeclaration(node)) {
+        found.push({ file, name: node.name?.getText() ?? holder ?? '<anonymous>', parameters: node.parameters.length });
+      }
+      const name = ts.isVariableDeclaration(node) || ts.isPropertyAssignment(node) ? node.name.getText() : holder;
+      node.forEachChild((child) => visit(child, name));
+    };
+    visit(parse(file), undefined);
+  }
+  return found.sort((a, b) => b.parameters - a.parameters);
+}
+
+const ASSIGNMENTS = new Set([ts.SyntaxKind.EqualsToken, ts.SyntaxKind.PlusEqualsToken, ts.SyntaxKind.MinusEqualsToken]);
+const COUNTS = new Set([ts.SyntaxKind.PlusPlusToken, ts.SyntaxKind.MinusMinusToken]);
+
+/**
+ * Where a connection's membership state is changed, as "file: what": a write of `roomCount`, a
+ * change of a session's `rooms`, or a socket's uWS subscribe/unsubscribe (sockets are named `ws`
+ * throughout src/, which is what tells them from the broker's subscribe).
+ */
+export function membershipWrites(files = sourceFiles()) {
+  const found = [];
+  for (const file of files) {
+    const visit = (node) => {
+      const counted = (target) => ts.isPropertyAccessExpression(target) && target.name.text === 'roomCount';
+      if (ts.isBinaryExpression(node) && ASSIGNMENTS.has(node.operatorToken.kind) && counted(node.left)) found.push(`${file}: roomCount`);
+      if ((ts.isPrefixUnaryExpression(node) || ts.isPostfixUnaryExpression(node)) && COUNTS.has(node.operator) && counted(node.operand)) found.push(`${file}: roomCount`);
+      if (ts.isCallExpression(node) && ts.isPropertyAccessExpression(node.expression)) {
+        const method = node.expression.name.text;
+        const receiver = node.expression.expression.getText();
+        if ((method === 'subscribe' || method === 'unsubscribe') && /\bws$/.test(receiver)) found.push(`${file}: ws.${method}`);
+        if (['set', 'delete', 'clear'].includes(method) && /\bsession\.rooms$/.test(receiver)) found.push(`${file}: session.rooms.${method}`);
+      }
+      node.forEachChild(visit);
+    };
+    visit(parse(file));
+  }
+  return [...new Set(found)].sort();
+}
+
 /** Import cycles among `files`, each as the list of files around it. */
 export function importCycles(files = sourceFiles()) {
   const graph = new Map(files.map((file) => [file, importsOf(file).filter((spec) => spec.startsWith('src/'))]));
@@ -76,6 +120,8 @@ export function importCycles(files = sourceFiles()) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   for (const { lines, file, name } of functionLengths().slice(0, 12)) console.log(`${String(lines).padStart(4)}  ${file} ${name}`);
+  for (const { parameters, file, name } of functionParameters().slice(0, 5)) console.log(`${String(parameters).padStart(4)} parameters  ${file} ${name}`);
+  console.log(`membership state written in: ${[...new Set(membershipWrites().map((w) => w.split(':')[0]))].join(', ')}`);
   const cycles = importCycles();
   console.log(`import cycles: ${cycles.length}`);
   for (const cycle of cycles) console.log(`  ${cycle.join(' -> ')}`);

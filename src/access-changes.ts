@@ -2,12 +2,11 @@
  * A backend's unsubscribe or subscribe (POST /api/v1/unsubscribe, /api/v1/subscribe, or
  * ws-edge/publisher), carried to every node by the broker and applied here to the node's sessions
  * of the user: an unsubscribe takes the room away at once (room_left `access_revoked`) and drops
- * the callback's cached answer; a subscribe joins the room server-side (room_joined without id).
+ * the callback's cached answer; a subscribe joins the room server-side (room_joined without id) and
+ * owns it from then on, also a room a grant let in.
  */
-import { revoke } from './access.js';
 import type { AccessChange } from './broker.js';
-import { isSequenced, type HandlerContext } from './handler-context.js';
-import { joinPlain, joinSequenced } from './sequenced.js';
+import type { HandlerContext } from './handler-context.js';
 import type { SessionIndex } from './sessions.js';
 
 /** A backend's unsubscribe or subscribe, on this node's sessions of the user (or the one connection). */
@@ -17,11 +16,7 @@ export function applyAccessChange(ctx: HandlerContext, sessions: SessionIndex, c
   for (const ws of sessions.byUser(userId)) {
     const session = ws.getUserData();
     if (connectionId !== undefined && session.connectionId !== connectionId) continue;
-    if (op === 'unsubscribe') revoke(ctx, ws, session, room, 'access_revoked', 'unsubscribe');
-    else if (!ws.isSubscribed(room) && !ctx.streams.isJoining(ws, room)) {
-      (session.admissions ??= new Map()).set(room, { source: 'server' });
-      if (isSequenced(ctx, room)) joinSequenced(ctx, ws, session, room, undefined, undefined, () => {});
-      else joinPlain(ctx, ws, session, room, undefined, undefined);
-    }
+    if (op === 'unsubscribe') ctx.membership.revoke(ws, session, room, 'access_revoked', 'unsubscribe');
+    else ctx.membership.join(ws, session, { room, server: true });
   }
 }

@@ -10,14 +10,16 @@ import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, type ApiRefusalName } from './errors.js';
 import type { Events } from './events.js';
-import { headOf, IDEMPOTENCY_KEY, readPage, type History } from './history.js';
+import { IDEMPOTENCY_KEY, readPage, type History } from './history.js';
+import { isPresenceRoom, isSequenced } from './membership.js';
+import type { RoomPublish } from './publish.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from './messages.js';
 import type { PresenceTracker } from './presence-tracker.js';
 import { encodeEvent, encodeHistory, encodeReply, isEpoch, isPublishableType } from './protocol.js';
-import { covers, isValidId, isValidRoom, userRoom } from './rooms.js';
+import { isValidId, isValidRoom, userRoom } from './rooms.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiDeps {
@@ -25,6 +27,8 @@ export interface ApiDeps {
   readonly log: Logger;
   readonly broker: Broker;
   readonly events: Events;
+  /** The room-publish seam (publish.ts): plain rooms through the broker, sequenced ones through their history. */
+  readonly publish: RoomPublish;
   readonly history: History;
   readonly presence: PresenceTracker;
   readonly metrics: Metrics;
@@ -92,14 +96,13 @@ function parseObject(body: Buffer): Record<string, unknown> {
  * (`duplicate: true` when its idempotency key was seen: nothing was published again).
  */
 function publishTo(deps: ApiDeps, room: string, envelope: string, key: string | undefined, answer: Answer): Answer | Promise<Answer> {
-  const sequenced = covers(deps.config.history.rooms, room);
-  if (key !== undefined && !sequenced) throw badRequest('invalid_idempotency_key');
-  if (!sequenced) {
-    deps.broker.publish(room, envelope);
+  if (key !== undefined && !isSequenced(deps, room)) throw badRequest('invalid_idempotency_key');
+  const appended = deps.publish(room, envelope, key);
+  if (appended === undefined) {
     deps.metrics.published('api');
     return answer;
   }
-  return deps.history.append(room, headOf(envelope), key).then(
+  return appended.then(
     ({ epoch, offset, duplicate }) => {
       if (duplicate) deps.metrics.duplicatePublish();
       else deps.metrics.published('api');
@@ -221,7 +224,7 @@ function addRoomRoute(app: TemplatedApp, deps: ApiDeps, expected: Buffer | undef
 
 /** GET .../history: the room's position and kept events, for a backend that loads state. */
 function historyAnswer(deps: ApiDeps, room: string, rawQuery: string): RoomAnswer {
-  if (!covers(deps.config.history.rooms, room)) return 'no_history';
+  if (!isSequenced(deps, room)) return 'no_history';
   const query = historyQuery(rawQuery, deps.config.history.size);
   if (query === undefined) return 'invalid_query';
   return readPage(deps.history, room, query.since, query.limit, query.reverse).then(
@@ -232,7 +235,7 @@ function historyAnswer(deps: ApiDeps, room: string, rawQuery: string): RoomAnswe
 
 /** GET .../presence and .../presence_stats: what a member's `presence` and `presence_stats` answer. */
 function presenceAnswer(deps: ApiDeps, room: string, endpoint: 'presence' | 'presence_stats'): RoomAnswer {
-  if (!covers(deps.config.presence.rooms, room) || room.startsWith('user:')) return 'no_presence';
+  if (!isPresenceRoom(deps, room)) return 'no_presence';
   const read =
     endpoint === 'presence_stats'
       ? deps.presence.stats(room)

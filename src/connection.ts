@@ -1,17 +1,15 @@
 /**
  * The uWS WebSocket behaviour, handlers in lifecycle order: upgrade (admission.ts), open (admitted
  * at once, or once the user slot is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
- * subscription (room gauge and broker interest), dropped, close (release everything).
+ * subscription (to the membership: room gauge and broker interest), dropped, close (release everything).
  */
-import { sessionClosed } from './access.js';
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
 import { CLOSES } from './errors.js';
-import { announceMembership, closesAt, isSequenced, type HandlerContext } from './handler-context.js';
+import { closesAt, type HandlerContext } from './handler-context.js';
 import { createInbound } from './inbound.js';
 import { connectionLog } from './log.js';
 import { encodeReply } from './protocol.js';
 import { userRoom } from './rooms.js';
-import { joinPersonal } from './sequenced.js';
 import { closeWith, type Session, type SessionSocket, type Socket, type UserData } from './session.js';
 import type { WebSocketBehavior } from './uws.js';
 
@@ -51,18 +49,16 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     }
   };
 
-  /** An admitted socket: indexed, its personal room joined, `connected` sent, then any early frames. */
+  /** An admitted socket: indexed, `connected` sent, its personal room joined, then any early frames. */
   const welcome = (ws: SessionSocket, early: readonly EarlyFrame[]): void => {
     const data = ws.getUserData();
     sessions.add(ws);
     metrics.connectionOpened();
     ctx.expiry.add(ws, closesAt(ctx, data));
     const personal = userRoom(data.userId);
-    const sequencedPersonal = isSequenced(ctx, personal);
-    if (!sequencedPersonal) {
-      ctx.delivery.flush();
-      ws.subscribe(personal);
-    }
+    // A plain personal room is in the topic at once (`connected` lists it); a sequenced one once its
+    // position is known, announced by a room_joined without id.
+    ctx.membership.opened(ws, data);
     ctx.delivery.send(
       ws,
       encodeReply(
@@ -80,8 +76,6 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         undefined,
       ),
     );
-    // Sequenced: joined once its position is known, announced by a room_joined without id.
-    if (sequencedPersonal) joinPersonal(ctx, ws, data);
     if (log.isLevelEnabled('debug')) connectionLog(log, data).debug({ event: 'connection_open', remote: data.remoteAddress }, 'connection opened');
     // Admitted while the drain began: counted like any other, then sent elsewhere.
     if (ctx.isDraining()) return closeWith(ws, CLOSES.service_restart);
@@ -122,28 +116,12 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
 
     // Called for every socket joining or leaving a topic, also for each topic of a closing socket.
     subscription(ws, topic, newCount, oldCount) {
-      if (newCount > oldCount) {
-        if (oldCount > 0) return;
-        const room = textDecoder.decode(topic);
-        metrics.roomAdded();
-        // A sequenced room's channel is subscribed by its stream, before the first member joins.
-        if (!isSequenced(ctx, room)) ctx.broker.subscribe(room);
-        return;
+      if (newCount < oldCount) {
+        const data = ws.getUserData();
+        if (!ctx.droppedHandler && data.kind === 'session' && !data.slow) countLegacyDrop(ws as SessionSocket, data);
       }
-      const data = ws.getUserData();
-      if (!ctx.droppedHandler && data.kind === 'session' && !data.slow) countLegacyDrop(ws as SessionSocket, data);
-      const room = textDecoder.decode(topic);
-      const sequenced = isSequenced(ctx, room);
-      if (newCount === 0) {
-        metrics.roomRemoved();
-        if (sequenced) ctx.streams.release(room, 0);
-        else ctx.broker.unsubscribe(room);
-      }
-      // A member left (leave_room, a revoked room, or a close): tell the others. Only the socket's
-      // own user: room can be a user: topic, and its loss is not announced; nor is a rejoin's.
-      if (data.kind === 'session' && !room.startsWith('user:') && !(sequenced && ctx.streams.isJoining(ws as SessionSocket, room))) {
-        announceMembership(ctx, data, room, 'user_left');
-      }
+      // Only a topic's first member and its last matter: one decode for those.
+      if ((oldCount === 0 && newCount > 0) || (newCount === 0 && oldCount > 0)) ctx.membership.topic(textDecoder.decode(topic), newCount, oldCount);
     },
 
     // Only the official build calls this; closeOnBackpressureLimit closes the socket either way.
@@ -162,9 +140,8 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       ctx.addressCounts.release(data.remoteAddress);
       // Never admitted: its slot is given back when the registry answers (admission.ts).
       if (data.kind === 'pending') return;
-      for (const room of ctx.streams.joinsOf(sws)) ctx.streams.cancel(sws, room);
       sessions.delete(sws);
-      sessionClosed(ctx, data, code);
+      ctx.membership.closed(sws, data, code);
       ctx.slots.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';

@@ -1,50 +1,97 @@
 /**
- * One small function per client message type. A handler validates with `rooms`, changes uWS
- * subscriptions, publishes through the broker, and answers the socket directly. Refusals are error
- * envelopes (the socket stays open); only refresh_token with a bad token closes (4401). Sequenced
- * rooms take the paths of sequenced.ts.
+ * One small function per client message type. A handler validates, hands room changes to the
+ * membership (membership.ts), publishes through the room-publish seam, and answers the socket.
+ * Refusals are error envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
  */
 import { isRejection, messageError, REJECTIONS, type Rejection } from './errors.js';
-import { cancelledJoin, cancelPendingAuth, claimBound, forgetAdmission, revoke, withAccess } from './access.js';
-import { closesAt, isSequenced, leaveRoom, publish, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import { closesAt, type Handler, type HandlerContext } from './handler-context.js';
+import { readPage } from './history.js';
 import { connectionLog } from './log.js';
+import { isSequenced } from './membership.js';
 import type { ClientMessage } from './messages.js';
-import { encodeEvent, encodeReply } from './protocol.js';
-import { canJoin, isValidRoom, userRoom } from './rooms.js';
+import { encodeEvent, encodeHistory, encodeReply } from './protocol.js';
 import { presence, presenceStats, signal } from './presence-handlers.js';
-import { history, joinPlain, joinSequenced, resume, sendSequenced } from './sequenced.js';
+import { sendError } from './replies.js';
+import { isValidRoom, userRoom } from './rooms.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
 const joinRoom: Handler<'join_room'> = (ctx, ws, session, { room, since, grant, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
-  withAccess(ctx, ws, session, room, grant, id, undefined, () => {
-    if (isSequenced(ctx, room)) joinSequenced(ctx, ws, session, room, since, id, () => {});
-    else joinPlain(ctx, ws, session, room, id, since);
-  });
+  ctx.membership.join(ws, session, { room, since, grant, id });
+};
+
+/**
+ * Every room of a reconnecting client in one frame (one frame for the rate limit): each is joined
+ * (and recovered from its `since`) and answered on its own, then `resumed` follows.
+ */
+const resume: Handler<'resume'> = (ctx, ws, session, { rooms, id }) => {
+  // The personal room may be named on top of WS_MAX_ROOMS_PER_CONNECTION.
+  const personal = userRoom(session.userId);
+  if (rooms.filter((r) => r.room !== personal).length > ctx.config.maxRoomsPerConnection) {
+    return sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), id);
+  }
+  let pending = rooms.length + 1;
+  const settled = (): void => {
+    pending -= 1;
+    if (pending === 0 && !session.closed) ctx.delivery.send(ws, encodeReply('resumed', { data: { rooms: rooms.length } }, id));
+  };
+  for (const { room, since, grant } of rooms) {
+    if (!isValidRoom(room)) {
+      sendError(ctx, ws, messageError('invalid_room'), id, room);
+      settled();
+    } else ctx.membership.join(ws, session, { room, since, grant, id, about: room, settled });
+  }
+  settled();
 };
 
 const leave: Handler<'leave_room'> = (ctx, ws, session, { room, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
-  if (room === userRoom(session.userId)) return sendError(ctx, ws, messageError('personal_room'), id);
-  // A join still waiting for the room's position (it counted as joined) or for the callback is dropped.
-  if (ctx.streams.cancel(ws, room)) cancelledJoin(ctx, session, room, 'left');
-  else if (!cancelPendingAuth(session, room)) {
-    if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('not_a_member'), id);
-    leaveRoom(ctx, ws, session, room, 'left');
-  }
-  forgetAdmission(ctx, session, room);
-  ctx.delivery.send(ws, encodeReply('room_left', { room }, id));
+  ctx.membership.leave(ws, session, room, id);
 };
 
-/** The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`. */
+/** `history`: a joined sequenced room's kept events, as they were delivered; at most WS_HISTORY_SIZE. */
+const history: Handler<'history'> = (ctx, ws, session, { room, since, limit, reverse, id }) => {
+  if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
+  if (!isSequenced(ctx, room)) return sendError(ctx, ws, messageError('no_history'), id);
+  if (!ctx.membership.isMember(ws, room)) return sendError(ctx, ws, messageError('history_not_joined'), id);
+  const size = ctx.config.history.size;
+  readPage(ctx.history, room, since, Math.min(limit ?? size, size), reverse).then(
+    (page) => {
+      if (!session.closed) ctx.delivery.send(ws, encodeHistory(room, page, page.entries.map((e) => e.payload), id));
+    },
+    () => {
+      if (!session.closed) sendError(ctx, ws, messageError('unavailable'), id);
+    },
+  );
+};
+
+/**
+ * The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`, in a
+ * sequenced room with the event's position once the event reached this node's members.
+ */
 const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
   // Joined rooms and the personal room are the socket's topics.
-  if (!ws.isSubscribed(room)) return sendError(ctx, ws, messageError('send_not_joined'), id);
-  const envelope = encodeEvent('message.new', room, data, session.username);
-  if (isSequenced(ctx, room)) return sendSequenced(ctx, ws, session, room, envelope, id);
-  publish(ctx, room, envelope, 'client');
-  if (id !== undefined) ctx.delivery.send(ws, encodeReply('message_sent', { room }, id));
+  if (!ctx.membership.isMember(ws, room)) return sendError(ctx, ws, messageError('send_not_joined'), id);
+  const appended = ctx.publish(room, encodeEvent('message.new', room, data, session.username));
+  if (appended === undefined) {
+    ctx.metrics.published('client');
+    if (id !== undefined) ctx.delivery.send(ws, encodeReply('message_sent', { room }, id));
+    return;
+  }
+  appended.then(
+    (position) => {
+      ctx.metrics.published('client');
+      if (id === undefined) return;
+      ctx.streams.afterDelivered(room, position, () => {
+        if (!session.closed) ctx.delivery.send(ws, encodeReply('message_sent', { room, epoch: position.epoch, offset: position.offset }, id));
+      });
+    },
+    () => {
+      ctx.metrics.brokerPublishError('down');
+      if (!session.closed) sendError(ctx, ws, messageError('unavailable'), id);
+    },
+  );
 };
 
 const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
@@ -75,13 +122,7 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   session.expiresAt = result.expiresAt;
   session.grant = result.grant;
   ctx.expiry.add(ws, closesAt(ctx, session));
-  // Rooms the claim let in and no longer does, joined or still waiting for their position; not those a grant, the callback or a backend let in.
-  for (const room of [...ws.getTopics(), ...ctx.streams.joinsOf(ws)]) {
-    const covered = canJoin(session.userId, session.grant, room, ctx.config.roomAccess);
-    // A room the claim now covers is the claim's: a grant's expiry no longer ends it.
-    if (covered) forgetAdmission(ctx, session, room);
-    else if (claimBound(session, room)) revoke(ctx, ws, session, room, 'access_revoked', 'token');
-  }
+  ctx.membership.refreshed(ws, session);
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));
 };
 

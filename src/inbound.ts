@@ -6,7 +6,8 @@
 import type { Admission } from './admission.js';
 import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from './config.js';
 import { CLOSES, messageError, type MessageError } from './errors.js';
-import { sendError, type HandlerContext } from './handler-context.js';
+import type { HandlerContext } from './handler-context.js';
+import { sendError } from './replies.js';
 import { handle } from './handlers.js';
 import { newStrikes, strike, takeToken } from './limits.js';
 import { connectionLog } from './log.js';

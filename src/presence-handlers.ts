@@ -4,7 +4,9 @@
  * room's other members: not echoed, not sequenced, not stored, not recovered).
  */
 import { messageError } from './errors.js';
-import { isPresenceRoom, sendError, type Handler, type HandlerContext } from './handler-context.js';
+import type { Handler, HandlerContext } from './handler-context.js';
+import { isPresenceRoom } from './membership.js';
+import { sendError } from './replies.js';
 import { newBucket, takeToken } from './limits.js';
 import { MAX_PRESENCE_USERS } from './messages.js';
 import type { SignalOutcome } from './metrics.js';
@@ -16,7 +18,7 @@ import type { Session, SessionSocket } from './session.js';
 function presenceRoom(ctx: HandlerContext, ws: SessionSocket, room: string, id: string | undefined): boolean {
   if (!isValidRoom(room)) sendError(ctx, ws, messageError('invalid_room'), id);
   else if (!isPresenceRoom(ctx, room)) sendError(ctx, ws, messageError('no_presence'), id);
-  else if (!ws.isSubscribed(room)) sendError(ctx, ws, messageError('presence_not_joined'), id);
+  else if (!ctx.membership.isMember(ws, room)) sendError(ctx, ws, messageError('presence_not_joined'), id);
   else return true;
   return false;
 }
@@ -57,7 +59,7 @@ function takeSignal(ctx: HandlerContext, session: Session): boolean {
 export const signal: Handler<'signal'> = (ctx, ws, session, { room, name, data, id }) => {
   if (!isValidRoom(room)) return refuseSignal(ctx, ws, 'invalid', 'invalid_room', id);
   if (!ctx.config.signals.names.has(name)) return refuseSignal(ctx, ws, 'unknown_name', 'unknown_signal', id);
-  if (!ws.isSubscribed(room)) return refuseSignal(ctx, ws, 'not_joined', 'signal_not_joined', id);
+  if (!ctx.membership.isMember(ws, room)) return refuseSignal(ctx, ws, 'not_joined', 'signal_not_joined', id);
   if (!takeSignal(ctx, session)) return refuseSignal(ctx, ws, 'rate_limited', 'signal_rate_limited', id, ctx.config.signals.rate);
   const payload = encodeSignal(name, room, data, session.username, session.userId);
   ctx.delivery.publishExcept(ws, room, payload);

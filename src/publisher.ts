@@ -14,7 +14,8 @@ import type { AccessChange } from './broker.js';
 import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { loadConfig } from './config.js';
 import { createEventsWith, type Events } from './events.js';
-import { headOf, IDEMPOTENCY_KEY, type Position } from './history.js';
+import { IDEMPOTENCY_KEY, type Position } from './history.js';
+import { createRoomPublish } from './publish.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
@@ -113,14 +114,14 @@ export function createPublisher(options: PublisherOptions): Publisher {
     await send(channels.control, 'a', change.userId, encodeAccess(change));
   };
 
+  const publish = createRoomPublish({
+    sequenced: (room) => covers(history.rooms, room),
+    broadcast: (room, envelope) => send(channels.room(room), 'r', room, envelope),
+    append: (room, head, key) => connected().then(() => rooms.append(room, head, key)),
+  });
   const toRoom = async (room: string, payload: string): Promise<Published> => {
-    if (!covers(history.rooms, room)) {
-      await send(channels.room(room), 'r', room, payload);
-      return { positions: {} };
-    }
-    await connected();
-    const { epoch, offset } = await rooms.append(room, headOf(payload));
-    return { positions: { [room]: { epoch, offset } } };
+    const appended = await publish(room, payload);
+    return appended === undefined ? { positions: {} } : { positions: { [room]: { epoch: appended.epoch, offset: appended.offset } } };
   };
   const events = createEventsWith<Promise<Published>>(toRoom, (both) =>
     Promise.all(both).then(([a, b]) => ({ positions: { ...a.positions, ...b.positions } })),
@@ -132,8 +133,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
       if (!isValidRoom(room) || !covers(history.rooms, room)) throw new TypeError(`not a sequenced room: ${JSON.stringify(room)}`);
       if (!IDEMPOTENCY_KEY.test(idempotencyKey)) throw new TypeError(`invalid idempotency key: ${JSON.stringify(idempotencyKey)}`);
       if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
-      const head = headOf(encodeEvent(type, room, data ?? null, sender));
-      return connected().then(() => rooms.append(room, head, idempotencyKey));
+      return publish(room, encodeEvent(type, room, data ?? null, sender), idempotencyKey) as Promise<PublishedOnce>;
     },
     async sendToConnection(connectionId, type, data, sender = null) {
       if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);

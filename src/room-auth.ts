@@ -79,8 +79,8 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
   let running = 0;
   let failing = false;
 
-  // A call waits for a slot at most WS_ROOM_AUTH_TIMEOUT too: a hung backend never queues joins for minutes.
-  const slot = (): Promise<void> => {
+  // The wait for a slot is part of WS_ROOM_AUTH_TIMEOUT: a hung backend never queues joins for minutes.
+  const slot = (deadline: number): Promise<void> => {
     if (running < config.concurrency) {
       running += 1;
       return Promise.resolve();
@@ -94,7 +94,7 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
       const timer = setTimeout(() => {
         waiting.splice(waiting.indexOf(turn), 1);
         reject(new CallbackError(`no slot within ${config.timeoutMs} ms`));
-      }, config.timeoutMs);
+      }, deadline - Date.now());
       waiting.push(turn);
     });
   };
@@ -106,11 +106,19 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
   };
 
   async function call(req: AuthRequest, key: string, ticket: { revoked: boolean }): Promise<boolean> {
+    // One deadline for the wait and the call together.
+    const deadline = Date.now() + config.timeoutMs;
     try {
-      await slot();
+      await slot(deadline);
     } catch (err) {
       metrics.roomAuthCall('error', 0);
       throw err;
+    }
+    // A slot handed over at the deadline is no time left for a call.
+    if (Date.now() >= deadline) {
+      release();
+      metrics.roomAuthCall('error', 0);
+      throw new CallbackError(`no slot within ${config.timeoutMs} ms`);
     }
     const started = process.hrtime.bigint();
     try {
@@ -118,7 +126,7 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${config.key}` },
         body: JSON.stringify({ user_id: req.userId, username: req.username, room: req.room, connection_id: req.connectionId }),
-        signal: AbortSignal.timeout(config.timeoutMs),
+        signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
         redirect: 'error',
       });
       const { allow, ttl } = decide(res.status, await readCapped(res));

@@ -1,7 +1,7 @@
 /**
- * Room names, lists of rooms and patterns (a token's `rooms` claim, WS_HISTORY_ROOMS), and the access
- * policy. Pure functions: a later issue can put a callback to the product backend behind `canJoin`
- * without touching the socket code.
+ * Room names, lists of rooms and patterns (a token's `rooms` claim, WS_HISTORY_ROOMS), and what the
+ * token alone lets in (`canJoin`). Pure functions; the whole decision, grants and the callback
+ * included, is access.ts's.
  */
 
 export const ROOM_KINDS = ['project', 'channel', 'task', 'user'] as const;

@@ -13,13 +13,12 @@ import { createDelivery, type Delivery } from './delivery.js';
 import { CLOSES } from './errors.js';
 import { createEvents, type Events } from './events.js';
 import { createExpiryScheduler } from './expiry.js';
-import { headOf, type History, type SequencedDelivery } from './history.js';
+import type { History, SequencedDelivery } from './history.js';
 import { createMemoryHistory } from './history-memory.js';
 import type { PresenceStore } from './presence.js';
 import { createMemoryPresence } from './presence-memory.js';
 import { createPresenceTracker } from './presence-tracker.js';
 import { WS_PATH } from './messages.js';
-import { grantExpired } from './access.js';
 import { applyAccessChange } from './access-changes.js';
 import { addDemoRoutes } from './demo.js';
 import { createRoomAuthorizer } from './room-auth.js';
@@ -34,9 +33,10 @@ import { createRedisHistory } from './redis/history.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
 import { createRedisSlots } from './redis/registry.js';
+import { createMembership, isSequenced, type Membership } from './membership.js';
+import { createRoomPublish, type RoomPublish } from './publish.js';
 import { closeWith, type GrantItem, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
-import { covers } from './rooms.js';
 import { createShutdown } from './shutdown.js';
 import { createStreams, type Streams } from './streams.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
@@ -66,14 +66,14 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
 
 /**
  * What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets;
- * sequenced rooms' events and confirmations go to the streams (created after the broker they use).
+ * sequenced rooms' events go to the streams, confirmations to the membership (both created after the broker they use).
  */
-function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, access: () => (change: AccessChange) => void): BrokerTarget {
+function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, membership: () => Membership, access: () => (change: AccessChange) => void): BrokerTarget {
   return {
     changeAccess: (change) => access()(change),
     deliver: delivery.publish,
     deliverSequenced: (room, epoch, offset, payload) => streams().deliver(room, epoch, offset, payload),
-    subscribed: (room) => streams().subscribed(room),
+    subscribed: (room) => membership().confirmed(room),
     deliverToConnection(connectionId, payload) {
       const ws = sessions.byConnection(connectionId);
       if (ws !== undefined) delivery.send(ws, payload);
@@ -88,12 +88,11 @@ function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () =>
   };
 }
 
-/** `node.events`: sequenced rooms through the history (a failure is counted: the helpers return nothing), others through the broker. */
-function serverPublisher(config: Config, broker: Broker, history: History, metrics: Metrics): { publish(room: string, payload: string): void } {
+/** `node.events` through the room-publish seam: a sequenced room's failed append is counted (the helpers return nothing). */
+function serverPublisher(publish: RoomPublish, metrics: Metrics): { publish(room: string, payload: string): void } {
   return {
     publish(room, payload) {
-      if (!covers(config.history.rooms, room)) return broker.publish(room, payload);
-      history.append(room, headOf(payload)).catch(() => metrics.brokerPublishError('down'));
+      publish(room, payload)?.catch(() => metrics.brokerPublishError('down'));
     },
   };
 }
@@ -146,7 +145,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const target = brokerTarget(delivery, sessions, () => streams, () => accessChange);
+  const target = brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange);
   const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
   const history: History =
@@ -155,14 +154,17 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const presence = createPresenceTracker({ config: config.presence, store: presenceStore(config, redis), broker, metrics, log });
   metrics.presenceEntriesFrom(presence.entries);
   const slots = connectionSlots(config, localSlots, redis, sessions, log);
-  const events = createEvents(serverPublisher(config, broker, history, metrics), () => metrics.published('server'));
+  const publish = createRoomPublish({ sequenced: (room) => isSequenced({ config }, room), broadcast: (room, envelope) => broker.publish(room, envelope), append: (room, head, key) => history.append(room, head, key) });
+  const events = createEvents(serverPublisher(publish, metrics), () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;
     metrics.policyClose('token_expired');
     closeWith(ws, CLOSES.token_lapsed);
   });
 
-  const grants = createExpiryScheduler<GrantItem>((item) => grantExpired(ctx, item));
+  const roomAuth = config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log);
+  const grants = createExpiryScheduler<GrantItem>((item) => membership.grantExpired(item));
+  const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants });
   const ctx: ConnectionContext = {
     config,
     auth,
@@ -183,8 +185,9 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     clientAddress: createClientAddress(config.trustedProxies),
     addressCounts: createAddressCounts(config.maxConnectionsPerIp),
     authFailures: createFailureLimiter(config.authFailureLimit),
-    roomAuth: config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log),
-    grants,
+    roomAuth,
+    membership,
+    publish,
   };
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);
@@ -195,7 +198,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   metrics.readinessFrom(() => health.state() === 'ready');
   if (options.demoToken !== undefined) addDemoRoutes(app, options.demoToken);
   addPublicRoutes(app, health);
-  addApiRoutes(internal, { config, broker, events, history, presence, metrics, log });
+  addApiRoutes(internal, { config, broker, events, publish, presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);

@@ -5,6 +5,7 @@
  */
 import type { Grant } from './rooms.js';
 import type { Close, Rejection } from './errors.js';
+import type { StreamPosition } from './messages.js';
 import type { Bucket, Strikes } from './limits.js';
 import type { WebSocket } from './uws.js';
 
@@ -24,27 +25,49 @@ export interface Session extends Bucket {
   /** Epoch ms of the token's `exp`; replaced by refresh_token. */
   expiresAt: number;
   readonly remoteAddress: string;
-  /**
-   * Rooms joined with join_room, bounded by WS_MAX_ROOMS_PER_CONNECTION; the personal `user:` room
-   * is not counted. The rooms themselves are the socket's uWS topics (`isSubscribed`, `getTopics`).
-   */
+  /** The connection's rooms, joined or being joined, the personal room included; membership.ts alone changes them. */
+  readonly rooms: Map<string, Member>;
+  /** Members of `rooms` but the personal room, bounded by WS_MAX_ROOMS_PER_CONNECTION; membership.ts alone writes it. */
   roomCount: number;
   /** Created on the first strike: most connections never get one. */
   rateStrikes: Strikes | undefined;
   invalidStrikes: Strikes | undefined;
   /** The signal rate limit (WS_SIGNAL_RATE), made on the first signal. */
   signals: Bucket | undefined;
-  /** Rooms let in by a grant, the callback or a backend, not by the token's claim (access.ts); made on the first. */
-  admissions: Map<string, Admission> | undefined;
-  /** Joins waiting for the authorization callback, by room, each with its ticket; made on the first. */
-  authPending: Map<string, object> | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
   slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */
   closed: boolean;
 }
 
-/** A membership that came from a room grant, as the grant expiry scheduler holds it (access.ts). */
+/**
+ * A connection's place in one room, from the join request to its end (membership.ts owns it).
+ * `deciding`: the authorization callback is asked; `joining`: a sequenced join waits for the room's
+ * position (a rejoin has left the topic meanwhile); `confirming`: in the topic, answered once the
+ * node's broker subscription is confirmed; `joined`.
+ */
+export interface Member {
+  phase: 'deciding' | 'joining' | 'confirming' | 'joined';
+  /** The other members were told it came in (user_joined, when announced at all): its end is told too. */
+  entered: boolean;
+  /** How a room the token's claim does not cover was let in; undefined: the claim, open access or the personal room. */
+  permit: Permit | undefined;
+  /** Requests waiting for this join's outcome, each answered exactly once. */
+  replies: JoinReply[];
+  /** Where a sequenced join recovers from: the latest request's `since`. */
+  since: StreamPosition | undefined;
+}
+
+/** A join_room, a resume's room, a backend's subscribe or the personal room's own join, waiting for its answer. */
+export interface JoinReply {
+  readonly id: string | undefined;
+  /** The room a resume's error names. */
+  readonly about: string | undefined;
+  /** Called once the request was answered, whatever the answer (a resume counts its rooms). */
+  readonly settled: (() => void) | undefined;
+}
+
+/** A membership that came from a room grant, as the grant expiry scheduler holds it. */
 export interface GrantItem {
   readonly ws: SessionSocket;
   readonly session: Session;
@@ -52,8 +75,8 @@ export interface GrantItem {
   readonly expiresAt: number;
 }
 
-/** How a room not covered by the token's claim was let in: kept per connection and room. */
-export type Admission = { readonly source: 'grant'; readonly item: GrantItem } | { readonly source: 'callback' | 'server' };
+/** How a room the token's claim does not cover was let in: a room grant (ends at its `exp`), the callback, or a backend's subscribe. */
+export type Permit = { readonly source: 'grant'; readonly item: GrantItem } | { readonly source: 'callback' | 'server' };
 
 export interface RejectedUpgrade {
   readonly kind: 'rejected';

@@ -98,10 +98,6 @@ export interface Streams {
    * everything after `since` again, in order.
    */
   join(room: string, request: JoinRequest): void;
-  /** Whether `ws` has a join of `room` under way (its unsubscribe before a rejoin is no leave). */
-  isJoining(ws: SessionSocket, room: string): boolean;
-  /** Rooms `ws` has joins under way for. */
-  joinsOf(ws: SessionSocket): string[];
   /** Drops a join under way (answered `cancelled`); true when there was one. */
   cancel(ws: SessionSocket, room: string): boolean;
   /** The room's last local member left (`members`: how many remain): forgets the room unless joins are under way. */
@@ -123,8 +119,6 @@ const sizeOf = (payload: Payload): number => (typeof payload === 'string' ? payl
 interface Core {
   readonly deps: StreamsDeps;
   readonly rooms: Map<string, RoomStream>;
-  /** Rooms with joins under way, so a socket's joins are found without walking every room. */
-  readonly joining: Set<string>;
 }
 
 /** Runs the waiters whose event was delivered, and (`stale`) those of an epoch the stream left. */
@@ -237,7 +231,6 @@ function remove(core: Core, room: string, stream: RoomStream, join: Join): boole
   if (at < 0) return false;
   stream.joins.splice(at, 1);
   if (join.timer) clearTimeout(join.timer);
-  if (stream.joins.length === 0) core.joining.delete(room);
   return true;
 }
 
@@ -358,13 +351,12 @@ function addJoin(core: Core, room: string, stream: RoomStream, request: JoinRequ
     if (join.caught === undefined) drop(core, room, stream, join, 'unavailable');
   }, JOIN_TIMEOUT_MS).unref();
   stream.joins.push(join);
-  core.joining.add(room);
   return join;
 }
 
 export function createStreams(deps: StreamsDeps): Streams {
-  const core: Core = { deps, rooms: new Map(), joining: new Set() };
-  const { rooms, joining } = core;
+  const core: Core = { deps, rooms: new Map() };
+  const { rooms } = core;
   const joinOf = (ws: SessionSocket, room: string): { stream: RoomStream; join: Join } | undefined => {
     const stream = rooms.get(room);
     const join = stream?.joins.find((j) => j.ws === ws);
@@ -398,8 +390,6 @@ export function createStreams(deps: StreamsDeps): Streams {
       }
       if (stream.epoch !== undefined && !stream.reading) startJoin(core, room, stream, join);
     },
-    isJoining: (ws, room) => joinOf(ws, room) !== undefined,
-    joinsOf: (ws) => [...joining].filter((room) => joinOf(ws, room) !== undefined),
     cancel(ws, room) {
       const found = joinOf(ws, room);
       if (found === undefined) return false;

@@ -4,7 +4,7 @@
  * behind src/redis/. scripts/layout.mjs prints the same numbers.
  */
 import { describe, expect, it } from 'vitest';
-import { functionLengths, importCycles, importsOf, sourceFiles } from '../../scripts/layout.mjs';
+import { functionLengths, functionParameters, importCycles, importsOf, membershipWrites, sourceFiles } from '../../scripts/layout.mjs';
 
 const files = sourceFiles();
 
@@ -21,6 +21,19 @@ describe('source layout', () => {
   it('has no function longer than 150 lines', () => {
     const longest = functionLengths(files)[0]!;
     expect(longest.lines, `${longest.file} ${longest.name}`).toBeLessThanOrEqual(150);
+  });
+
+  it('has no function taking more than 6 parameters (an options object instead)', () => {
+    const most = functionParameters(files)[0]!;
+    expect(most.parameters, `${most.file} ${most.name}`).toBeLessThanOrEqual(6);
+  });
+
+  it('changes a connection\'s rooms only in the membership module (the stream engine finishes sequenced joins for it)', () => {
+    const writes = membershipWrites(files);
+    expect(writes.filter((w) => w.startsWith('src/membership.ts:')).length).toBeGreaterThan(0);
+    const elsewhere = writes.filter((w) => !w.startsWith('src/membership.ts:') && !w.startsWith('src/streams.ts: ws.'));
+    // The upgrade creates the empty state a session starts with, which is no write.
+    expect(elsewhere).toEqual([]);
   });
 
   it('imports ioredis only under src/redis/', () => {
