@@ -5,13 +5,19 @@
  * kill -9 (leaves within TTL + refresh, once each, no entry left behind), a drain whose clients
  * come back within the grace (no flapping), and 2,000 users joining one room at once (frames
  * counted). Signals: delivered to the others only, never stored or recovered, bad input answered.
+ *
+ * Cross-node events reach a node only once Redis has confirmed its subscription to the room's
+ * channel, and a plain room's room_joined does not wait for that: a watcher's node may still be
+ * subscribing when the next user's join is published. The multi-node tests therefore wait until
+ * Redis counts the watcher's node (and each next one) as a subscriber before anyone else joins.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
+import { numsub, waitSubscribed } from '../helpers/broker-checks.js';
 import { startBrokerNodes } from '../helpers/broker-nodes.js';
 import { startTestNode, stopAllNodes, stopTestNode } from '../helpers/node.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
-import { startRedisCluster, stopAllClusters } from '../helpers/redis-cluster.js';
+import { shardNumsub, startRedisCluster, stopAllClusters } from '../helpers/redis-cluster.js';
 import { query } from '../helpers/redis-process.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
@@ -40,8 +46,14 @@ const summary = (events: Envelope[]) => events.map((e) => `${e.type === 'presenc
 async function ask(c: TestClient, type: 'presence' | 'presence_stats', room: string): Promise<Envelope> {
   const id = `${type}-${Math.random()}`;
   c.send({ type, room, id });
-  return c.next((e) => e.id === id);
+  return c.next((e) => e.id === id, 10_000);
 }
+
+/** Generous bounds for what must happen: on two busy cores a wait may take seconds, never forever. */
+const EVENTUALLY_MS = 15_000;
+
+/** The broker channel of `room` under `prefix` (README "Redis"). */
+const channelOf = (prefix: string, room: string) => `${prefix}room:${room}`;
 
 describe('presence on one node (memory store)', () => {
   it('a user with two tabs is present once: one join, one leave after the last tab; snapshot, stats and the API agree', async () => {
@@ -50,7 +62,7 @@ describe('presence on one node (memory store)', () => {
     const observer = await member(node.url, 'olive', room);
     const tab1 = await member(node.url, 'pat', room);
     const tab2 = await member(node.url, 'pat', room);
-    await waitFor('pat joined', () => summary(presenceEvents(observer, room)).includes('+pat'), 2000);
+    await waitFor('pat joined', () => summary(presenceEvents(observer, room)).includes('+pat'), EVENTUALLY_MS);
     const snapshot = await ask(observer, 'presence', room);
     expect(snapshot.data).toMatchObject({ count: 2, truncated: false, users: [{ user_id: 'olive', connections: 1 }, { user_id: 'pat', connections: 2 }] });
     expect((await ask(observer, 'presence_stats', room)).data).toMatchObject({ users: 2, connections: 3, version: snapshot.data.version });
@@ -62,7 +74,7 @@ describe('presence on one node (memory store)', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(summary(presenceEvents(observer, room))).toEqual(['+olive', '+pat']);
     tab2.close();
-    await waitFor('pat left', () => summary(presenceEvents(observer, room)).includes('-pat'), 2000);
+    await waitFor('pat left', () => summary(presenceEvents(observer, room)).includes('-pat'), EVENTUALLY_MS);
     const events = presenceEvents(observer, room);
     expect(summary(events)).toEqual(['+olive', '+pat', '-pat']);
     expect(events.at(-1)!.data).toMatchObject({ reason: 'left', users: 1 });
@@ -97,7 +109,7 @@ describe('presence on one node (memory store)', () => {
     // Three signals a second: the fourth is refused, not delivered, and the socket stays.
     for (let i = 0; i < 4; i++) alice.send({ type: 'signal', room, name: 'typing', data: { i }, id: `s${i}` });
     expect((await alice.next((e) => e.id === 's3')).data).toMatchObject({ code: 'rate_limited' });
-    await waitFor('three signals', () => bob.received.filter((e) => e.type === 'signal.typing').length === 3, 2000);
+    await waitFor('three signals', () => bob.received.filter((e) => e.type === 'signal.typing').length === 3, EVENTUALLY_MS);
     const signal = bob.received.find((e) => e.type === 'signal.typing')!;
     expect(signal).toMatchObject({ room, data: { i: 0 }, sender: 'alice', user_id: 'alice' });
     expect(signal.offset).toBeUndefined();
@@ -112,26 +124,56 @@ describe('presence on one node (memory store)', () => {
   });
 });
 
+/** A topology for three in-process nodes: their environment, and how many subscribers Redis counts on a channel. */
+interface Topology {
+  readonly env: Record<string, string>;
+  subscribers(channel: string): Promise<number>;
+}
+
 describe.each([
-  ['one redis-server', async () => ({ REDIS_URL: (await startRedis()).url })],
-  ['a 3-master Redis Cluster', async () => ({ REDIS_CLUSTER_NODES: (await startRedisCluster({ replicasPerMaster: 0 })).seeds })],
-])('presence across three nodes on %s', (_name, topology) => {
-  it('a user with two tabs on two nodes appears once; one join and one leave per user, seen on every node; snapshots agree', { timeout: 60_000 }, async () => {
-    const nodes = await startBrokerNodes(await topology(), uniquePrefix(), ['pa', 'pb', 'pc'], { WS_PRESENCE_ROOMS: 'project:*' });
+  [
+    'one redis-server',
+    async (): Promise<Topology> => {
+      const redis = await startRedis();
+      return { env: { REDIS_URL: redis.url }, subscribers: (channel) => numsub(redis.port, channel) };
+    },
+  ],
+  [
+    'a 3-master Redis Cluster',
+    async (): Promise<Topology> => {
+      const cluster = await startRedisCluster({ replicasPerMaster: 0 });
+      return { env: { REDIS_CLUSTER_NODES: cluster.seeds }, subscribers: async (channel) => shardNumsub(await cluster.masterForKey(channel), channel) };
+    },
+  ],
+])('presence across three nodes on %s', (_name, makeTopology) => {
+  it('a user with two tabs on two nodes appears once; one join and one leave per user, seen on every node; snapshots agree', { timeout: 90_000 }, async () => {
+    const topology = await makeTopology();
+    const prefix = uniquePrefix();
+    const nodes = await startBrokerNodes(topology.env, prefix, ['pa', 'pb', 'pc'], { WS_PRESENCE_ROOMS: 'project:*' });
     const room = 'project:cluster';
+    const channel = channelOf(prefix, room);
+    /** Until Redis counts `count` nodes subscribed to the room: from then on, every join published reaches them. */
+    const subscribedBy = (count: number) =>
+      waitFor(`${count} node(s) subscribed to ${channel}`, async () => (await topology.subscribers(channel)) === count, EVENTUALLY_MS, 50);
     const watcher = await member(nodes[2]!.url, 'watcher', room);
+    await subscribedBy(1);
     const tabA = await member(nodes[0]!.url, 'quinn', room);
+    await subscribedBy(2);
     const tabB = await member(nodes[1]!.url, 'quinn', room);
+    await subscribedBy(3);
     const other = await member(nodes[1]!.url, 'rosa', room);
-    await waitFor('both joined', () => summary(presenceEvents(watcher, room)).filter((s) => s.startsWith('+')).length === 3, 5000);
+    await waitFor('both joined', () => summary(presenceEvents(watcher, room)).filter((s) => s.startsWith('+')).length === 3, EVENTUALLY_MS);
     const snapshots = await Promise.all([tabA, tabB, watcher].map((c) => ask(c, 'presence', room)));
     for (const s of snapshots) expect(s.data).toEqual(snapshots[0]!.data);
     expect(snapshots[0]!.data.users.map((u: { user_id: string; connections: number }) => `${u.user_id}:${u.connections}`).sort()).toEqual(['quinn:2', 'rosa:1', 'watcher:1']);
     tabA.close();
-    await new Promise((r) => setTimeout(r, 300));
+    // Tab A's entry is gone before tab B closes: quinn is still present through tab B, and not seen leaving.
+    await waitFor('tab A’s entry removed', async () => (await ask(watcher, 'presence_stats', room)).data.connections === 3, EVENTUALLY_MS, 50);
+    expect(summary(presenceEvents(watcher, room))).not.toContain('-quinn');
     tabB.close();
     other.close();
-    await waitFor('both left', () => summary(presenceEvents(watcher, room)).filter((s) => s.startsWith('-')).length === 2, 5000);
+    await waitFor('both left', () => summary(presenceEvents(watcher, room)).filter((s) => s.startsWith('-')).length === 2, EVENTUALLY_MS);
+    // A window in which no further presence event may arrive.
     await new Promise((r) => setTimeout(r, 300));
     // Everyone else saw the same: one join and one leave per user, in version order.
     const seen = presenceEvents(watcher, room);
@@ -158,8 +200,9 @@ describe('presence on node processes behind one Redis', () => {
     const [victim, survivor] = await Promise.all([startNodeProcess(env), startNodeProcess(env)]);
     const room = 'channel:crash';
     const watcher = await member(survivor!.url, 'watcher', room);
+    await waitSubscribed(redis.port, channelOf(prefix, room), 1, EVENTUALLY_MS);
     const doomed = await Promise.all(['v1', 'v2', 'v3'].map((u) => member(victim!.url, u, room)));
-    await waitFor('joined', () => presenceEvents(watcher, room).length === 4, 5000);
+    await waitFor('joined', () => presenceEvents(watcher, room).length === 4, EVENTUALLY_MS);
     const killedAt = Date.now();
     await victim!.kill9();
     await waitFor('the victim’s users left', () => presenceEvents(watcher, room).filter((e) => e.type === 'presence.leave').length === 3, 10_000);
@@ -182,21 +225,25 @@ describe('presence on node processes behind one Redis', () => {
 
   it('a drain (1012) whose clients reconnect elsewhere within the grace: no leave and no second join for them', { timeout: 60_000 }, async () => {
     const redis = await startRedis();
-    const env = { REDIS_URL: redis.url, REDIS_PREFIX: uniquePrefix(), ...PRESENCE, WS_DRAIN_TIMEOUT: '1' };
+    const prefix = uniquePrefix();
+    const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, ...PRESENCE, WS_DRAIN_TIMEOUT: '1' };
     const [drained, other] = await Promise.all([startNodeProcess(env), startNodeProcess(env)]);
     const room = 'channel:deploy';
     const watcher = await member(other!.url, 'watcher', room);
+    await waitSubscribed(redis.port, channelOf(prefix, room), 1, EVENTUALLY_MS);
     const users = Array.from({ length: 10 }, (_, i) => `mover${i}`);
     const movers = await Promise.all(users.map((u) => member(drained!.url, u, room)));
-    await waitFor('joined', () => presenceEvents(watcher, room).length === users.length + 1, 5000);
+    await waitFor('joined', () => presenceEvents(watcher, room).length === users.length + 1, EVENTUALLY_MS);
     const closes = movers.map((m) => m.closed);
     const stopping = drained!.stop();
     // Each reconnects to the other node as soon as it sees 1012, as the client library does (0-5 s later).
     const back = await Promise.all(closes.map(async (closed, i) => (await closed).code === 1012 && member(other!.url, users[i]!, room)));
     await stopping;
     expect(back.every(Boolean)).toBe(true);
-    // Past the grace: the old entries expire, the users stay.
-    await new Promise((r) => setTimeout(r, 6000));
+    // Past the grace: the old entries expire (the stats call sweeps them too), the users stay.
+    await waitFor('the drained node’s entries expired', async () => (await ask(watcher, 'presence_stats', room)).data.connections === users.length + 1, EVENTUALLY_MS, 200);
+    // A window in which a leave or join of a mover, had there been one, would have arrived.
+    await new Promise((r) => setTimeout(r, 300));
     const flaps = presenceEvents(watcher, room).filter((e) => e.data.user_id !== 'watcher').length - users.length;
     console.log(JSON.stringify({ scenario: 'presence-drain', users: users.length, flapping_events: flaps }));
     expect(flaps).toBe(0);
