@@ -37,14 +37,14 @@ function checkGrant(ctx: AccessContext, session: Session, room: string, token: s
 
 /** Whether the token alone lets the connection in (its own personal room, open access, or the `rooms` claim). */
 export function claimCovers(ctx: AccessContext, session: Session, room: string): boolean {
-  return canJoin(session.userId, session.grant, room, ctx.config.roomAccess);
+  return canJoin(session.userId, session.claim, room, ctx.config.roomAccess);
 }
 
 /** The decision for a valid room name; a promise only when the callback is asked. */
 export function decide(ctx: AccessContext, session: Session, room: string, grant: string | undefined): Decision | Promise<Decision> {
   if (room.startsWith('user:')) return room === userRoom(session.userId) ? allow('personal') : refuse('personal', 'not_granted');
   if (ctx.config.roomAccess === 'open') return allow('open');
-  if (session.grant !== undefined && covers(session.grant, room)) return allow('claim');
+  if (session.claim !== undefined && covers(session.claim, room)) return allow('claim');
   if (grant !== undefined) return checkGrant(ctx, session, room, grant);
   if (ctx.roomAuth === undefined) return refuse('claim', 'not_granted');
   return ctx.roomAuth.ask({ userId: session.userId, username: session.username, room, connectionId: session.connectionId }).then(

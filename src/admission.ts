@@ -1,6 +1,6 @@
 /**
  * The upgrade path: copy what is needed out of `req`, check origin and token, take the address and
- * user slots, and `res.upgrade` before the upgrade callback returns, always. When the user slot
+ * user seats, and `res.upgrade` before the upgrade callback returns, always. When the user seat
  * needs the Redis connection registry, the socket opens first and waits unadmitted: `connected`
  * (or the 4429 refusal) follows when the registry answers. An `HttpResponse` is never written after
  * its callback returned, because upgrading one inside a later `res.cork` is unsafe on both uWS
@@ -13,7 +13,7 @@ import type { Config } from './config.js';
 import { isRejection, REJECTIONS, UPGRADE_REFUSALS, type Rejection } from './errors.js';
 import { checkOrigin, extractToken, refusalProtocol } from './handshake.js';
 import { sendRefusal } from './http.js';
-import type { AddressCounts, ConnectionSlots, FailureLimiter } from './limits.js';
+import type { AddressCounts, ConnectionSeats, FailureLimiter } from './limits.js';
 import { connectionLog, type Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { ClientAddress } from './proxies.js';
@@ -26,7 +26,7 @@ export interface AdmissionContext {
   readonly log: Logger;
   readonly auth: Authenticator;
   readonly metrics: Metrics;
-  readonly slots: ConnectionSlots;
+  readonly seats: ConnectionSeats;
   readonly sessions: SessionIndex;
   readonly isDraining: () => boolean;
   readonly nextConnectionId: () => string;
@@ -57,7 +57,7 @@ export interface Admission {
   /** The uWS `upgrade` handler. */
   upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void;
   /**
-   * For a `pending` socket (opened before its user slot was granted): runs `welcome` with the
+   * For a `pending` socket (opened before its user seat was granted): runs `welcome` with the
    * frames it sent meanwhile once granted, or closes it with 4429 (4500 when the registry failed).
    */
   settle(ws: SessionSocket, welcome: (ws: SessionSocket, early: readonly EarlyFrame[]) => void): void;
@@ -93,7 +93,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     connectionId,
     userId: identity.userId,
     username: identity.username,
-    grant: identity.grant,
+    claim: identity.claim,
     expiresAt: identity.expiresAt,
     remoteAddress,
     rooms: new Map(),
@@ -136,18 +136,18 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     if (!ctx.addressCounts.acquire(remoteAddress)) return refuse(REJECTIONS.ip_limit, identity.userId);
 
     const connectionId = ctx.nextConnectionId();
-    const slot = ctx.slots.acquire(identity.userId, connectionId);
-    if (typeof slot === 'boolean') {
+    const seat = ctx.seats.acquire(identity.userId, connectionId);
+    if (typeof seat === 'boolean') {
       // The node's own count answers at once.
-      if (slot) return open(newSession(identity, connectionId, remoteAddress, 'session'), found.protocol);
+      if (seat) return open(newSession(identity, connectionId, remoteAddress, 'session'), found.protocol);
       ctx.addressCounts.release(remoteAddress);
       return refuse(REJECTIONS.user_limit, identity.userId);
     }
     const session = newSession(identity, connectionId, remoteAddress, 'pending');
-    waiting.set(connectionId, { admission: slot, early: [] });
+    waiting.set(connectionId, { admission: seat, early: [] });
     // Forgotten when the registry answers, whatever became of the socket.
     const forget = (): void => void waiting.delete(connectionId);
-    slot.then(forget, forget);
+    seat.then(forget, forget);
     open(session, found.protocol);
   }
 
@@ -156,7 +156,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const { admission, early } = waiting.get(session.connectionId)!;
     const finish = (granted: boolean | Error): void => {
       if (session.closed) {
-        if (granted === true) ctx.slots.release(session.userId, session.connectionId);
+        if (granted === true) ctx.seats.release(session.userId, session.connectionId);
         return;
       }
       if (granted === true) {
@@ -165,7 +165,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
         return;
       }
       const rej = granted === false ? REJECTIONS.user_limit : REJECTIONS.internal;
-      if (granted !== false) connectionLog(log, session).error({ err: granted }, 'connection slot lookup failed');
+      if (granted !== false) connectionLog(log, session).error({ err: granted }, 'connection seat lookup failed');
       rejected(rej, session.remoteAddress, session.userId);
       closeWith(ws, rej);
     };

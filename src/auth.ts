@@ -11,14 +11,14 @@ import type { JwtConfig } from './config.js';
 import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
 import { REJECTIONS, type Rejection } from './errors.js';
 export { isRejection } from './errors.js';
-import { compileGrant, isValidId, isValidRoom, type Grant } from './rooms.js';
+import { compileRooms, isValidId, isValidRoom, type RoomPatterns } from './rooms.js';
 
 export interface Identity {
   readonly userId: string;
   /** Display name used as `sender`: the `username` claim, else `sub`. */
   readonly username: string;
   /** From the `rooms` claim; undefined when the token has none. */
-  readonly grant: Grant | undefined;
+  readonly claim: RoomPatterns | undefined;
   /** Epoch milliseconds of `exp`. */
   readonly expiresAt: number;
 }
@@ -154,9 +154,9 @@ function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
   if (username !== undefined && (typeof username !== 'string' || username === '' || username.length > MAX_USERNAME_LENGTH)) {
     return REJECTIONS.token_username;
   }
-  const grant = compileGrant(claims['rooms']);
-  if (grant === null) return REJECTIONS.token_rooms;
-  return { userId: sub, username: username ?? sub, grant, expiresAt: exp * 1000 };
+  const claim = compileRooms(claims['rooms']);
+  if (claim === null) return REJECTIONS.token_rooms;
+  return { userId: sub, username: username ?? sub, claim, expiresAt: exp * 1000 };
 }
 
 export interface TokenRequest {

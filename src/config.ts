@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isAddressOrCidr } from './proxies.js';
-import { compileGrant, NO_GRANT, type Grant, type RoomAccess } from './rooms.js';
+import { compileRooms, NO_ROOMS, type RoomPatterns, type RoomAccess } from './rooms.js';
 
 export type { RoomAccess };
 
@@ -81,8 +81,8 @@ export interface Config {
 export interface HistoryConfig {
   /** WS_HISTORY_ROOMS as given (logged at start)… */
   readonly patterns: readonly string[];
-  /** …and compiled like a `rooms` claim; NO_GRANT (the default) sequences no room. */
-  readonly rooms: Grant;
+  /** …and compiled like a `rooms` claim; NO_ROOMS (the default) sequences no room. */
+  readonly rooms: RoomPatterns;
   /** Events kept per room. */
   readonly size: number;
   /** Seconds without a publish after which a room's history and position are dropped (a new epoch follows). */
@@ -108,8 +108,8 @@ export interface RoomAuthConfig {
 export interface PresenceConfig {
   /** WS_PRESENCE_ROOMS as given… */
   readonly patterns: readonly string[];
-  /** …and compiled; NO_GRANT (the default) tracks no room. */
-  readonly rooms: Grant;
+  /** …and compiled; NO_ROOMS (the default) tracks no room. */
+  readonly rooms: RoomPatterns;
   /** Seconds an entry lives without a refresh from its node. */
   readonly ttl: number;
   /** Seconds between a node's refreshes of its entries (and sweeps of expired ones). */
@@ -146,7 +146,7 @@ export interface RedisConfig {
   /** Seconds a room stays subscribed after its last local member left. */
   readonly unsubscribeDelay: number;
   /** Seconds a connection's registry entry lives unless its node refreshes it. */
-  readonly slotTtl: number;
+  readonly seatTtl: number;
   /** Seconds of subscriber silence after which the node probes its own link. */
   readonly probeInterval: number;
   /** Seconds a probe may take before the subscriber connection is rebuilt. */
@@ -302,11 +302,11 @@ export function loadConfig(env: Env = process.env): Config {
 
 function readHistory(r: Reader, problems: string[]): HistoryConfig {
   const patterns = r.list('WS_HISTORY_ROOMS');
-  const rooms = compileGrant(patterns);
+  const rooms = compileRooms(patterns);
   if (rooms === null) problems.push('WS_HISTORY_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
   return {
     patterns,
-    rooms: rooms ?? NO_GRANT,
+    rooms: rooms ?? NO_ROOMS,
     size: r.int('WS_HISTORY_SIZE', 100, 1, 10_000),
     ttl: r.int('WS_HISTORY_TTL', 300, 1, 604_800),
     recoverMax: r.int('WS_HISTORY_RECOVER_MAX', 300, 1, 10_000),
@@ -335,12 +335,12 @@ function readRoomAuth(r: Reader, problems: string[]): RoomAuthConfig | undefined
 
 function readPresence(r: Reader, problems: string[]): PresenceConfig {
   const patterns = r.list('WS_PRESENCE_ROOMS');
-  const rooms = compileGrant(patterns);
+  const rooms = compileRooms(patterns);
   if (rooms === null) problems.push('WS_PRESENCE_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
   const ttl = r.int('WS_PRESENCE_TTL', 30, 2, 3600);
   const refresh = r.int('WS_PRESENCE_REFRESH', 10, 1, 3600);
   if (refresh >= ttl) problems.push('WS_PRESENCE_REFRESH: must be less than WS_PRESENCE_TTL (entries would expire between refreshes)');
-  return { patterns, rooms: rooms ?? NO_GRANT, ttl, refresh, grace: r.int('WS_PRESENCE_GRACE', 10, 0, 3600), eventsMaxUsers: r.int('WS_PRESENCE_EVENTS_MAX_USERS', 100, 0, 100_000) };
+  return { patterns, rooms: rooms ?? NO_ROOMS, ttl, refresh, grace: r.int('WS_PRESENCE_GRACE', 10, 0, 3600), eventsMaxUsers: r.int('WS_PRESENCE_EVENTS_MAX_USERS', 100, 0, 100_000) };
 }
 
 /** Signal names: the same grammar as event names' last part, so `signal.<name>` is a valid event type. */
@@ -402,7 +402,7 @@ function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
   const settings = {
     prefix,
     unsubscribeDelay: r.int('REDIS_UNSUBSCRIBE_DELAY', 5, 0, 3600),
-    slotTtl: r.int('REDIS_SLOT_TTL', 30, 3, 3600),
+    seatTtl: r.int('REDIS_SLOT_TTL', 30, 3, 3600),
     probeInterval: r.int('REDIS_PROBE_INTERVAL', 5, 1, 3600),
     probeTimeout: r.int('REDIS_PROBE_TIMEOUT', 3, 1, 600),
   };

@@ -1,6 +1,6 @@
 /**
  * The uWS WebSocket behaviour, handlers in lifecycle order: upgrade (admission.ts), open (admitted
- * at once, or once the user slot is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
+ * at once, or once the user seat is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
  * subscription (to the membership: room gauge and broker interest), dropped, close (release everything).
  */
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
@@ -138,11 +138,11 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       const sws = ws as SessionSocket;
       data.closed = true;
       ctx.addressCounts.release(data.remoteAddress);
-      // Never admitted: its slot is given back when the registry answers (admission.ts).
+      // Never admitted: its seat is given back when the registry answers (admission.ts).
       if (data.kind === 'pending') return;
       sessions.delete(sws);
       ctx.membership.closed(sws, data, code);
-      ctx.slots.release(data.userId, data.connectionId);
+      ctx.seats.release(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';
       if (code === 1006 && reason === UWS_TOO_BIG) metrics.messageTooBig('ceiling');

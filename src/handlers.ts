@@ -10,7 +10,8 @@ import { connectionLog } from './log.js';
 import { isSequenced } from './membership.js';
 import type { ClientMessage } from './messages.js';
 import { encodeEvent, encodeHistory, encodeReply } from './protocol.js';
-import { presence, presenceStats, signal } from './presence-handlers.js';
+import { presence, presenceStats } from './presence-handlers.js';
+import { signal } from './signals.js';
 import { sendError } from './replies.js';
 import { isValidRoom, userRoom } from './rooms.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
@@ -120,7 +121,7 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   }
   ctx.expiry.remove(ws, closesAt(ctx, session));
   session.expiresAt = result.expiresAt;
-  session.grant = result.grant;
+  session.claim = result.claim;
   ctx.expiry.add(ws, closesAt(ctx, session));
   ctx.membership.refreshed(ws, session);
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));

@@ -7,10 +7,10 @@
  * Who may hold another connection. The node's own count answers at once; the cluster-wide one
  * (Redis) answers with a Promise, and the upgrade waits for it.
  */
-export interface ConnectionSlots {
-  /** Reserves a slot for `userId`; false when the user already holds the maximum. */
+export interface ConnectionSeats {
+  /** Reserves a seat for `userId`; false when the user already holds the maximum. */
   acquire(userId: string, connectionId: string): boolean | Promise<boolean>;
-  /** Frees the slot at once; a no-op for an unknown connection. */
+  /** Frees the seat at once; a no-op for an unknown connection. */
   release(userId: string, connectionId: string): void;
 }
 
@@ -18,7 +18,7 @@ export interface ConnectionSlots {
  * Per-node counting. Entries exist only for users with at least one connection; a user's ids are
  * an array (at most WS_MAX_CONNECTIONS_PER_USER, usually a handful: smaller than a Set).
  */
-export function createLocalSlots(maxPerUser: number): LocalSlots {
+export function createLocalSeats(maxPerUser: number): LocalSeats {
   const held = new Map<string, string[]>();
   return {
     acquire(userId, connectionId) {
@@ -44,7 +44,7 @@ export function createLocalSlots(maxPerUser: number): LocalSlots {
   };
 }
 
-export interface LocalSlots extends ConnectionSlots {
+export interface LocalSeats extends ConnectionSeats {
   acquire(userId: string, connectionId: string): boolean;
   /** The user's connection ids: open, or granted and still upgrading. */
   connectionsOf(userId: string): readonly string[] | undefined;
@@ -98,7 +98,7 @@ export function strike(strikes: Strikes, now: number, windowMs: number, max: num
 export function createAddressCounts(max: number) {
   const counts = new Map<string, number>();
   return {
-    /** Takes a slot; false when the address already holds `max` (0: unlimited). */
+    /** Takes a place; false when the address already holds `max` (0: unlimited). */
     acquire(address: string): boolean {
       const held = counts.get(address) ?? 0;
       if (max > 0 && held >= max) return false;

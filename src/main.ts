@@ -125,7 +125,7 @@ function logStart(
       uws: { package: uws.source, version: uws.version, binary: uws.binary, dropped_handler: uws.droppedHandler },
       node: process.version,
       broker: config.redis === undefined ? 'memory' : 'redis',
-      redis: config.redis === undefined ? null : { mode: config.redis.topology.mode, prefix: config.redis.prefix, unsubscribe_delay_s: config.redis.unsubscribeDelay, slot_ttl_s: config.redis.slotTtl, probe_interval_s: config.redis.probeInterval, probe_timeout_s: config.redis.probeTimeout },
+      redis: config.redis === undefined ? null : { mode: config.redis.topology.mode, prefix: config.redis.prefix, unsubscribe_delay_s: config.redis.unsubscribeDelay, slot_ttl_s: config.redis.seatTtl, probe_interval_s: config.redis.probeInterval, probe_timeout_s: config.redis.probeTimeout },
       publish_api: config.publishApiKey !== undefined,
       ready_requires_broker: config.readyRequiresBroker,
       jwt: {

@@ -152,13 +152,13 @@ function parseSince(value: unknown): StreamPosition | undefined | null {
   return { epoch, offset };
 }
 
-/** The rooms of a resume, each named once; the name of the failure otherwise. */
 /** `grant` of join_room and resume: absent, a token, or malformed (null). */
 function parseGrant(value: unknown): string | undefined | null {
   if (value === undefined || value === null) return undefined;
   return typeof value === 'string' && value !== '' && value.length <= MAX_TOKEN_LENGTH ? value : null;
 }
 
+/** The rooms of a resume, each named once; the name of the failure otherwise. */
 function parseResumeRooms(value: unknown): ResumeRoom[] | 'bad_rooms' | 'bad_since' | 'bad_grant' | 'duplicate_room' {
   if (!Array.isArray(value) || value.length > MAX_RESUME_ROOMS) return 'bad_rooms';
   const rooms: ResumeRoom[] = [];

@@ -15,7 +15,7 @@ import type { Metrics } from './metrics.js';
 export const MAX_ANSWER_BYTES = 4096;
 /** Cached (user, room) answers per node; the oldest go first. */
 const MAX_CACHED = 100_000;
-/** Calls waiting for a slot beyond the concurrency cap; more fail at once. */
+/** Calls waiting for a turn beyond the concurrency cap; more fail at once. */
 const MAX_WAITING = 10_000;
 /** The longest `ttl` an allow may ask for. */
 const MAX_TTL_S = 86_400;
@@ -79,8 +79,8 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
   let running = 0;
   let failing = false;
 
-  // The wait for a slot is part of WS_ROOM_AUTH_TIMEOUT: a hung backend never queues joins for minutes.
-  const slot = (deadline: number): Promise<void> => {
+  // The wait for a turn is part of WS_ROOM_AUTH_TIMEOUT: a hung backend never queues joins for minutes.
+  const turn = (deadline: number): Promise<void> => {
     if (running < config.concurrency) {
       running += 1;
       return Promise.resolve();
@@ -93,12 +93,12 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
       };
       const timer = setTimeout(() => {
         waiting.splice(waiting.indexOf(turn), 1);
-        reject(new CallbackError(`no slot within ${config.timeoutMs} ms`));
+        reject(new CallbackError(`no turn within ${config.timeoutMs} ms`));
       }, deadline - Date.now());
       waiting.push(turn);
     });
   };
-  // A finished call hands its slot straight to the next waiting one.
+  // A finished call hands its turn straight to the next waiting one.
   const release = (): void => {
     const next = waiting.shift();
     if (next !== undefined) next();
@@ -109,16 +109,16 @@ export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, l
     // One deadline for the wait and the call together.
     const deadline = Date.now() + config.timeoutMs;
     try {
-      await slot(deadline);
+      await turn(deadline);
     } catch (err) {
       metrics.roomAuthCall('error', 0);
       throw err;
     }
-    // A slot handed over at the deadline is no time left for a call.
+    // A turn handed over at the deadline is no time left for a call.
     if (Date.now() >= deadline) {
       release();
       metrics.roomAuthCall('error', 0);
-      throw new CallbackError(`no slot within ${config.timeoutMs} ms`);
+      throw new CallbackError(`no turn within ${config.timeoutMs} ms`);
     }
     const started = process.hrtime.bigint();
     try {

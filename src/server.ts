@@ -23,7 +23,7 @@ import { applyAccessChange } from './access-changes.js';
 import { addDemoRoutes } from './demo.js';
 import { createRoomAuthorizer } from './room-auth.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
-import { createAddressCounts, createFailureLimiter, createLocalSlots, type ConnectionSlots, type LocalSlots } from './limits.js';
+import { createAddressCounts, createFailureLimiter, createLocalSeats, type ConnectionSeats, type LocalSeats } from './limits.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createClientAddress } from './proxies.js';
@@ -32,7 +32,7 @@ import { createRedisClients } from './redis/clients.js';
 import { createRedisHistory } from './redis/history.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
-import { createRedisSlots } from './redis/registry.js';
+import { createRedisSeats } from './redis/registry.js';
 import { createMembership, isSequenced, type Membership } from './membership.js';
 import { createRoomPublish, type RoomPublish } from './publish.js';
 import { closeWith, type GrantItem, type SessionSocket } from './session.js';
@@ -97,13 +97,13 @@ function serverPublisher(publish: RoomPublish, metrics: Metrics): { publish(room
   };
 }
 
-function connectionSlots(config: Config, local: LocalSlots, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSlots & { stop(): void } {
+function connectionSeats(config: Config, local: LocalSeats, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSeats & { stop(): void } {
   if (redis === undefined) return { acquire: local.acquire, release: local.release, stop() {} };
-  return createRedisSlots({
+  return createRedisSeats({
     redis: redis.command,
     prefix: config.redis!.prefix,
     maxPerUser: config.maxConnectionsPerUser,
-    ttlSeconds: config.redis!.slotTtl,
+    ttlSeconds: config.redis!.seatTtl,
     local,
     liveByUser: function* () {
       const byUser = new Map<string, string[]>();
@@ -137,8 +137,8 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const metrics = createMetrics();
   const app = uws.uws.App();
   const internal = uws.uws.App();
-  const localSlots = createLocalSlots(config.maxConnectionsPerUser);
-  const sessions = createSessionIndex(localSlots.connectionsOf);
+  const localSeats = createLocalSeats(config.maxConnectionsPerUser);
+  const sessions = createSessionIndex(localSeats.connectionsOf);
   const delivery = createDelivery(app);
   let state: NodeState = 'starting';
   // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
@@ -153,7 +153,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const streams = createStreams({ history, broker, delivery, metrics, log, members: (room) => app.numSubscribers(room), recoverMax: config.history.recoverMax });
   const presence = createPresenceTracker({ config: config.presence, store: presenceStore(config, redis), broker, metrics, log });
   metrics.presenceEntriesFrom(presence.entries);
-  const slots = connectionSlots(config, localSlots, redis, sessions, log);
+  const seats = connectionSeats(config, localSeats, redis, sessions, log);
   const publish = createRoomPublish({ sequenced: (room) => isSequenced({ config }, room), broadcast: (room, envelope) => broker.publish(room, envelope), append: (room, head, key) => history.append(room, head, key) });
   const events = createEvents(serverPublisher(publish, metrics), () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
@@ -177,7 +177,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     streams,
     presence,
     log,
-    slots,
+    seats,
     sessions,
     isDraining: () => state === 'draining',
     droppedHandler: uws.droppedHandler,
@@ -221,7 +221,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     closeBroker: async () => {
       expiry.stop();
       grants.stop();
-      slots.stop();
+      seats.stop();
       presence.stop();
       await broker.close();
     },

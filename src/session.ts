@@ -3,7 +3,7 @@
  * An upgrade that was refused still becomes a socket (so the browser can read the close code);
  * its UserData is a RejectedUpgrade and it is closed in `open`.
  */
-import type { Grant } from './rooms.js';
+import type { RoomPatterns } from './rooms.js';
 import type { Close, Rejection } from './errors.js';
 import type { StreamPosition } from './messages.js';
 import type { Bucket, Strikes } from './limits.js';
@@ -12,7 +12,7 @@ import type { WebSocket } from './uws.js';
 /** The token bucket (`tokens`, `refilledAt`) lives inline: one object per connection, not two. */
 export interface Session extends Bucket {
   /**
-   * `pending` while the user slot waits for the Redis connection registry (admission.ts): the
+   * `pending` while the user seat waits for the Redis connection registry (admission.ts): the
    * socket is open but not admitted (no `connected`, not in the session index, its frames kept).
    * A state rather than a field of its own: two more fields per session cost more heap than they hold.
    */
@@ -20,8 +20,8 @@ export interface Session extends Bucket {
   readonly connectionId: string;
   readonly userId: string;
   readonly username: string;
-  /** Replaced by refresh_token. */
-  grant: Grant | undefined;
+  /** The token's compiled `rooms` claim; replaced by refresh_token. */
+  claim: RoomPatterns | undefined;
   /** Epoch ms of the token's `exp`; replaced by refresh_token. */
   expiresAt: number;
   readonly remoteAddress: string;

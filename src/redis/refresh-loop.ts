@@ -1,6 +1,5 @@
 /**
- * A node's periodic rewrite of what it owns in Redis (its connections in the registry; later its
- * presence entries): every `intervalMs`, and at once whenever the command connection is ready again,
+ * A node's periodic rewrite of what it owns in Redis (its connections in the seat registry): every `intervalMs`, and at once whenever the command connection is ready again,
  * so state lost with a restarted Redis comes back from the live sockets. Runs never overlap.
  */
 import type { Logger } from '../log.js';

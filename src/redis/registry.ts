@@ -1,24 +1,24 @@
 /**
  * The cluster-wide per-user connection limit. Each user has a sorted set `<prefix>conns:{<user>}`
- * of connection ids scored by expiry (Redis time, ms). Acquire is one script (lua/acquire-slot.lua):
+ * of connection ids scored by expiry (Redis time, ms). Acquire is one script (lua/acquire-seat.lua):
  * drop expired entries, check the count, add. Every node refreshes its own live entries every
- * third of the TTL (lua/refresh-slots.lua), so a node that dies (kill -9) leaks nothing past
+ * third of the TTL (lua/refresh-seats.lua), so a node that dies (kill -9) leaks nothing past
  * REDIS_SLOT_TTL. While Redis is away the limit falls back to per-node counting; on reconnect the
  * refresh re-adds every live connection. The `{user}` hash tag keeps a user's key in one cluster slot.
  */
-import type { ConnectionSlots } from '../limits.js';
+import type { ConnectionSeats } from '../limits.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from './links.js';
 import { startRefreshLoop } from './refresh-loop.js';
 import { runScript } from './scripts.js';
 
-export interface RedisSlotsOptions {
+export interface RedisSeatsOptions {
   readonly redis: RedisClient;
   readonly prefix: string;
   readonly maxPerUser: number;
   readonly ttlSeconds: number;
   /** Per-node counting: always kept, used alone while Redis is away. */
-  readonly local: ConnectionSlots;
+  readonly local: ConnectionSeats;
   /** This node's live connections, grouped by user, for the refresh. */
   readonly liveByUser: () => Iterable<[userId: string, connectionIds: string[]]>;
   readonly log: Logger;
@@ -28,12 +28,12 @@ function userKey(prefix: string, userId: string): string {
   return `${prefix}conns:{${userId}}`;
 }
 
-export function createRedisSlots(opts: RedisSlotsOptions): ConnectionSlots & { stop(): void } {
+export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { stop(): void } {
   const { redis, prefix } = opts;
   const ttlMs = opts.ttlSeconds * 1000;
   // Issued together, so ioredis writes them in batches; one script per user key, since the keys of
   // different users live in different cluster slots.
-  const refresh = () => Promise.all([...opts.liveByUser()].map(([userId, ids]) => runScript(redis, 'refresh-slots', [userKey(prefix, userId)], [ttlMs, ...ids])));
+  const refresh = () => Promise.all([...opts.liveByUser()].map(([userId, ids]) => runScript(redis, 'refresh-seats', [userKey(prefix, userId)], [ttlMs, ...ids])));
   const loop = startRefreshLoop(redis, ttlMs / 3, 'connection registry', opts.log, refresh);
 
   return {
@@ -41,7 +41,7 @@ export function createRedisSlots(opts: RedisSlotsOptions): ConnectionSlots & { s
       if (redis.status !== 'ready') return opts.local.acquire(userId, connectionId);
       let granted: boolean;
       try {
-        granted = (await runScript(redis, 'acquire-slot', [userKey(prefix, userId)], [connectionId, opts.maxPerUser, ttlMs])) === 1;
+        granted = (await runScript(redis, 'acquire-seat', [userKey(prefix, userId)], [connectionId, opts.maxPerUser, ttlMs])) === 1;
       } catch {
         return opts.local.acquire(userId, connectionId);
       }

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { RedisClient } from './links.js';
 
 export type ScriptName =
-  | 'acquire-slot'
-  | 'refresh-slots'
+  | 'acquire-seat'
+  | 'refresh-seats'
   | 'append-history'
   | 'read-history'
   | 'presence-add'
@@ -39,7 +39,7 @@ function source(name: ScriptName): string {
   return lua;
 }
 
-/** The ioredis command a script is defined as: `acquire-slot` becomes `wsedgeAcquireSlot`. */
+/** The ioredis command a script is defined as: `acquire-slot` becomes `wsedgeAcquireSeat`. */
 function commandName(name: ScriptName): string {
   return `wsedge-${name}`.replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
 }

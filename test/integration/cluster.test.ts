@@ -2,7 +2,7 @@
  * The multi-node deployment as it runs: three `ws-edge serve` processes sharing one redis-server,
  * behind the shipped HAProxy config (leastconn). Cross-node fan-out from clients and from every
  * node's publish API, membership events across nodes, no duplicates and per-publisher order,
- * user-targeted events, and kill -9 of a node (its clients move to the survivors, its user slots
+ * user-targeted events, and kill -9 of a node (its clients move to the survivors, its user seats
  * expire within REDIS_SLOT_TTL). HAProxy's access log never carries a token.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -265,7 +265,7 @@ describe('three nodes behind HAProxy', () => {
     await Promise.all(others.map((m) => m.client.expectNothing(ofType('notification.new'), 0)));
   });
 
-  it('kill -9 of a node: its clients see 1006, reconnect through HAProxy to the survivors, rejoin and receive again; its user slots expire within the TTL', async () => {
+  it('kill -9 of a node: its clients see 1006, reconnect through HAProxy to the survivors, rejoin and receive again; its user seats expire within the TTL', async () => {
     const room = 'project:survive';
     const members: Member[] = [];
     for (let i = 0; i < 6; i++) members.push(await viaHaproxy(`k${i}`));

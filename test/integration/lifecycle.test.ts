@@ -123,7 +123,7 @@ describe('cleanup on close', () => {
     expect(node.connections()).toBe(0);
   });
 
-  it('frees the per-user slots at once: after closing 5 connections of a user, 5 new ones are accepted', async () => {
+  it('frees the per-user seats at once: after closing 5 connections of a user, 5 new ones are accepted', async () => {
     const node = await startTestNode();
     const first = await Promise.all([1, 2, 3, 4, 5].map(() => connect(node.url, 'alice')));
     await closeAll(first);

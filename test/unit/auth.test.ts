@@ -60,7 +60,7 @@ describe('HMAC verification', () => {
     expect(result).toEqual({
       userId: 'alice',
       username: 'Alice A.',
-      grant: { all: false, prefixes: ['project:'], exact: new Set(['channel:42']) },
+      claim: { all: false, prefixes: ['project:'], exact: new Set(['channel:42']) },
       expiresAt: (payloadOf(token)['exp'] as number) * 1000,
     });
     expect(result.expiresAt).toBeGreaterThan(Date.now() + 590_000);
@@ -71,7 +71,7 @@ describe('HMAC verification', () => {
     const result = identity(auth.verify(signToken({ secret: SECRET, userId: 'bob_2', ttlSeconds: 60 })));
     expect(result.userId).toBe('bob_2');
     expect(result.username).toBe('bob_2');
-    expect(result.grant).toBeUndefined();
+    expect(result.claim).toBeUndefined();
   });
 
   it('accepts HS384 and HS512 when JWT_ALGORITHMS is unset', () => {
@@ -166,7 +166,7 @@ describe('HMAC verification', () => {
     const result = auth.verify(token);
     if (Array.isArray(rooms) && rooms[0] === '*') {
       // The control: a well-formed claim passes.
-      expect(identity(result).grant?.all).toBe(true);
+      expect(identity(result).claim?.all).toBe(true);
     } else {
       expect(result).toEqual({ reason: 'token_invalid', code: 4401, message: 'invalid token: rooms' });
     }

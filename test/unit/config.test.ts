@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { covers, NO_GRANT } from '../../src/rooms.js';
+import { covers, NO_ROOMS } from '../../src/rooms.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -44,8 +44,8 @@ describe('loadConfig defaults', () => {
       maxConnectionsPerUser: 5,
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
-      history: { patterns: [], rooms: NO_GRANT, size: 100, ttl: 300, recoverMax: 300 },
-      presence: { patterns: [], rooms: NO_GRANT, ttl: 30, refresh: 10, grace: 10, eventsMaxUsers: 100 },
+      history: { patterns: [], rooms: NO_ROOMS, size: 100, ttl: 300, recoverMax: 300 },
+      presence: { patterns: [], rooms: NO_ROOMS, ttl: 30, refresh: 10, grace: 10, eventsMaxUsers: 100 },
       signals: { names: new Set(['typing', 'typing_stop', 'read']), rate: 10 },
       messageMaxSize: 1_048_576,
       httpMaxHeadersSize: 16_384,

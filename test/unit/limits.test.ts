@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { INVALID_WINDOW_MS, RATE_STRIKE_WINDOW_MS } from '../../src/config.js';
-import { createLocalSlots, newBucket, newStrikes, strike, takeToken } from '../../src/limits.js';
+import { createLocalSeats, newBucket, newStrikes, strike, takeToken } from '../../src/limits.js';
 
-describe('createLocalSlots', () => {
+describe('createLocalSeats', () => {
   it('grants up to the limit per user and refuses the next', async () => {
-    const slots = createLocalSlots(2);
+    const slots = createLocalSeats(2);
     expect(await slots.acquire('alice', 'c1')).toBe(true);
     expect(await slots.acquire('alice', 'c2')).toBe(true);
     expect(await slots.acquire('alice', 'c3')).toBe(false);
@@ -13,7 +13,7 @@ describe('createLocalSlots', () => {
   });
 
   it('does not take a slot on a refused acquire', async () => {
-    const slots = createLocalSlots(1);
+    const slots = createLocalSeats(1);
     expect(await slots.acquire('alice', 'c1')).toBe(true);
     expect(await slots.acquire('alice', 'c2')).toBe(false);
     expect(await slots.acquire('alice', 'c3')).toBe(false);
@@ -23,14 +23,14 @@ describe('createLocalSlots', () => {
   });
 
   it('frees a slot at once on release', async () => {
-    const slots = createLocalSlots(1);
+    const slots = createLocalSeats(1);
     expect(await slots.acquire('alice', 'c1')).toBe(true);
     slots.release('alice', 'c1');
     expect(await slots.acquire('alice', 'c2')).toBe(true);
   });
 
   it('keeps map entries only for users holding a connection', async () => {
-    const slots = createLocalSlots(5);
+    const slots = createLocalSeats(5);
     await slots.acquire('alice', 'c1');
     await slots.acquire('alice', 'c2');
     await slots.acquire('bob', 'c3');
@@ -44,17 +44,17 @@ describe('createLocalSlots', () => {
   });
 
   it('treats release for an unknown user as a no-op', async () => {
-    const slots = createLocalSlots(1);
+    const slots = createLocalSeats(1);
     slots.release('nobody', 'c0');
     expect(slots.users()).toBe(0);
     expect(await slots.acquire('nobody', 'c1')).toBe(true);
     expect(await slots.acquire('nobody', 'c2')).toBe(false);
   });
 
-  // ConnectionSlots.release documents "a no-op for an unknown connection"; a stray or repeated
+  // ConnectionSeats.release documents "a no-op for an unknown connection"; a stray or repeated
   // release must not free a slot another live connection holds.
   it('treats release of a connection that holds no slot as a no-op', async () => {
-    const slots = createLocalSlots(2);
+    const slots = createLocalSeats(2);
     expect(await slots.acquire('alice', 'c1')).toBe(true);
     expect(await slots.acquire('alice', 'c2')).toBe(true);
     slots.release('alice', 'never-acquired');
@@ -62,7 +62,7 @@ describe('createLocalSlots', () => {
   });
 
   it('frees a slot only once when the same connection is released twice', async () => {
-    const slots = createLocalSlots(2);
+    const slots = createLocalSeats(2);
     expect(await slots.acquire('alice', 'c1')).toBe(true);
     expect(await slots.acquire('alice', 'c2')).toBe(true);
     slots.release('alice', 'c1');

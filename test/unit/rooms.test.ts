@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_GRANT_ENTRIES, NO_GRANT, canJoin, compileGrant, isValidId, isValidRoom, userRoom, type Grant } from '../../src/rooms.js';
+import { MAX_ROOM_PATTERNS, NO_ROOMS, canJoin, compileRooms, isValidId, isValidRoom, userRoom, type RoomPatterns } from '../../src/rooms.js';
 
 const id64 = 'a'.repeat(64);
 const id65 = 'a'.repeat(65);
 
-/** compileGrant for a claim the test knows is well formed. */
-function grant(claim: unknown): Grant {
-  const compiled = compileGrant(claim);
+/** compileRooms for a claim the test knows is well formed. */
+function grant(claim: unknown): RoomPatterns {
+  const compiled = compileRooms(claim);
   if (compiled === null || compiled === undefined) throw new Error(`claim ${JSON.stringify(claim)} did not compile`);
   return compiled;
 }
@@ -60,21 +60,21 @@ describe('isValidId and userRoom', () => {
   });
 });
 
-describe('compileGrant', () => {
+describe('compileRooms', () => {
   it('returns undefined for an absent claim', () => {
-    expect(compileGrant(undefined)).toBeUndefined();
+    expect(compileRooms(undefined)).toBeUndefined();
   });
 
   it('compiles *', () => {
-    expect(compileGrant(['*'])).toEqual({ all: true, prefixes: [], exact: new Set() });
+    expect(compileRooms(['*'])).toEqual({ all: true, prefixes: [], exact: new Set() });
   });
 
   it('compiles kind wildcards into prefixes', () => {
-    expect(compileGrant(['project:*', 'user:*'])).toEqual({ all: false, prefixes: ['project:', 'user:'], exact: new Set() });
+    expect(compileRooms(['project:*', 'user:*'])).toEqual({ all: false, prefixes: ['project:', 'user:'], exact: new Set() });
   });
 
   it('compiles exact rooms', () => {
-    expect(compileGrant(['channel:42', 'task:7', 'channel:42'])).toEqual({
+    expect(compileRooms(['channel:42', 'task:7', 'channel:42'])).toEqual({
       all: false,
       prefixes: [],
       exact: new Set(['channel:42', 'task:7']),
@@ -83,9 +83,9 @@ describe('compileGrant', () => {
 
   it('compiles a mixed claim and an empty one', () => {
     // `*` covers the rest: every claim holding it shares one grant object (no per-connection copy).
-    expect(compileGrant(['*', 'task:*', 'channel:1'])).toEqual({ all: true, prefixes: [], exact: new Set() });
-    expect(compileGrant(['task:*', '*'])).toBe(compileGrant(['*']));
-    expect(compileGrant([])).toEqual(NO_GRANT);
+    expect(compileRooms(['*', 'task:*', 'channel:1'])).toEqual({ all: true, prefixes: [], exact: new Set() });
+    expect(compileRooms(['task:*', '*'])).toBe(compileRooms(['*']));
+    expect(compileRooms([])).toEqual(NO_ROOMS);
   });
 
   it.each([
@@ -104,20 +104,20 @@ describe('compileGrant', () => {
     ['an invalid room among valid ones', ['project:1', 'project:a b']],
     ['a nested array', [['*']]],
   ])('returns null for %s', (_what, claim) => {
-    expect(compileGrant(claim)).toBeNull();
+    expect(compileRooms(claim)).toBeNull();
   });
 
-  it(`accepts ${MAX_GRANT_ENTRIES} entries and refuses one more`, () => {
-    const rooms = Array.from({ length: MAX_GRANT_ENTRIES }, (_, i) => `task:${i}`);
-    expect(compileGrant(rooms)?.exact.size).toBe(MAX_GRANT_ENTRIES);
-    expect(compileGrant([...rooms, 'task:extra'])).toBeNull();
+  it(`accepts ${MAX_ROOM_PATTERNS} entries and refuses one more`, () => {
+    const rooms = Array.from({ length: MAX_ROOM_PATTERNS }, (_, i) => `task:${i}`);
+    expect(compileRooms(rooms)?.exact.size).toBe(MAX_ROOM_PATTERNS);
+    expect(compileRooms([...rooms, 'task:extra'])).toBeNull();
   });
 });
 
 describe('canJoin', () => {
   it('lets a user join their own user room with no grant, under either policy', () => {
     expect(canJoin('alice', undefined, 'user:alice', 'token')).toBe(true);
-    expect(canJoin('alice', NO_GRANT, 'user:alice', 'token')).toBe(true);
+    expect(canJoin('alice', NO_ROOMS, 'user:alice', 'token')).toBe(true);
     expect(canJoin('alice', undefined, 'user:alice', 'open')).toBe(true);
   });
 
@@ -131,12 +131,12 @@ describe('canJoin', () => {
 
   it('refuses every other room without a rooms claim under the token policy', () => {
     expect(canJoin('alice', undefined, 'project:1', 'token')).toBe(false);
-    expect(canJoin('alice', NO_GRANT, 'channel:1', 'token')).toBe(false);
+    expect(canJoin('alice', NO_ROOMS, 'channel:1', 'token')).toBe(false);
   });
 
   it('allows every non-user room under the open policy, even without a claim', () => {
     expect(canJoin('alice', undefined, 'project:1', 'open')).toBe(true);
-    expect(canJoin('alice', NO_GRANT, 'task:9', 'open')).toBe(true);
+    expect(canJoin('alice', NO_ROOMS, 'task:9', 'open')).toBe(true);
   });
 
   it('allows every non-user room with *', () => {
