@@ -103,6 +103,8 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     rateStrikes: undefined,
     invalidStrikes: undefined,
     signals: undefined,
+    sends: undefined,
+    pending: 0,
     slow: false,
     closed: false,
   });

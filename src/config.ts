@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isAddressOrCidr } from './proxies.js';
+import { isPublishableType } from './protocol.js';
 import { compileRooms, NO_ROOMS, type RoomPatterns, type RoomAccess } from './rooms.js';
 
 export type { RoomAccess };
@@ -42,6 +43,7 @@ export interface Config {
   readonly roomAccess: RoomAccess;
   /** WS_ROOM_ACCESS=callback: the backend that authorizes joins. */
   readonly roomAuth: RoomAuthConfig | undefined;
+  readonly backend: BackendConfig | undefined;
   /** 0 means unlimited. */
   readonly maxConnections: number;
   readonly maxConnectionsPerUser: number;
@@ -89,6 +91,20 @@ export interface HistoryConfig {
   readonly ttl: number;
   /** The most events one recovery replays; a client further behind gets `recovered: false`. */
   readonly recoverMax: number;
+}
+
+/** Client messages and RPC through the product backend (WS_PUBLISH_PROXY_URL, WS_RPC_URL); undefined when neither is set. */
+export interface BackendConfig {
+  /** WS_BACKEND_KEY, sent as `Authorization: Bearer <key>`. */
+  readonly key: string;
+  /** WS_BACKEND_TIMEOUT: one deadline for the wait for a turn and the call. */
+  readonly timeoutMs: number;
+  /** WS_BACKEND_CONCURRENCY: calls in flight per node and kind. */
+  readonly concurrency: number;
+  /** WS_BACKEND_MAX_PER_CONNECTION: one connection's calls in flight (sends through the proxy and rpc). */
+  readonly perConnection: number;
+  readonly publish: { readonly url: string; readonly patterns: readonly string[]; readonly rooms: RoomPatterns; readonly types: ReadonlySet<string> } | undefined;
+  readonly rpcUrl: string | undefined;
 }
 
 /** The authorization callback (WS_ROOM_ACCESS=callback). */
@@ -272,6 +288,7 @@ export function loadConfig(env: Env = process.env): Config {
     authFailureLimit: r.int('WS_AUTH_FAILURE_LIMIT', 60, 0, 1_000_000),
     roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open', 'callback']),
     roomAuth: readRoomAuth(r, problems),
+    backend: readBackend(r, problems),
     maxConnections: r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
     maxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 5, 1, 10_000),
     maxRoomsPerConnection: r.int('WS_MAX_ROOMS_PER_CONNECTION', 100, 1, 10_000),
@@ -330,6 +347,33 @@ function readRoomAuth(r: Reader, problems: string[]): RoomAuthConfig | undefined
     concurrency: r.int('WS_ROOM_AUTH_CONCURRENCY', 32, 1, 10_000),
     allowTtl: r.int('WS_ROOM_AUTH_ALLOW_TTL', 60, 0, 86_400),
     denyTtl: r.int('WS_ROOM_AUTH_DENY_TTL', 10, 0, 86_400),
+  };
+}
+
+const HTTP_URL = /^https?:\/\/[^\s]+$/;
+
+function readBackend(r: Reader, problems: string[]): BackendConfig | undefined {
+  const publishUrl = r.optional('WS_PUBLISH_PROXY_URL');
+  const rpcUrl = r.optional('WS_RPC_URL');
+  if (publishUrl === undefined && rpcUrl === undefined) return undefined;
+  for (const [name, url] of [['WS_PUBLISH_PROXY_URL', publishUrl], ['WS_RPC_URL', rpcUrl]] as const) {
+    if (url !== undefined && !HTTP_URL.test(url)) problems.push(`${name}: must be an http:// or https:// URL`);
+  }
+  const key = r.optional('WS_BACKEND_KEY');
+  if (key === undefined || key.length < 16) problems.push('WS_BACKEND_KEY: WS_PUBLISH_PROXY_URL and WS_RPC_URL need a key of at least 16 characters');
+  const patterns = r.list('WS_PUBLISH_PROXY_ROOMS');
+  const rooms = compileRooms(patterns.length === 0 ? ['*'] : patterns);
+  if (rooms === null) problems.push('WS_PUBLISH_PROXY_ROOMS: use *, <kind>:* or room names (project, channel, task, user), comma-separated');
+  const types = r.list('WS_PUBLISH_PROXY_TYPES');
+  const bad = types.find((t) => !isPublishableType(t));
+  if (bad !== undefined) problems.push(`WS_PUBLISH_PROXY_TYPES: ${bad} is not a publishable event type`);
+  return {
+    key: key ?? '',
+    timeoutMs: r.int('WS_BACKEND_TIMEOUT', 2000, 50, 30_000),
+    concurrency: r.int('WS_BACKEND_CONCURRENCY', 64, 1, 10_000),
+    perConnection: r.int('WS_BACKEND_MAX_PER_CONNECTION', 16, 1, 1000),
+    publish: publishUrl === undefined ? undefined : { url: publishUrl, patterns: patterns.length === 0 ? ['*'] : patterns, rooms: rooms ?? NO_ROOMS, types: new Set(types.length === 0 ? ['message.new'] : types) },
+    rpcUrl,
   };
 }
 

@@ -41,6 +41,7 @@ export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boole
   no_history: { invalid: false },
   no_presence: { invalid: false },
   unknown_signal: { invalid: false },
+  rejected: { invalid: false },
   internal_error: { invalid: false },
 };
 
@@ -48,6 +49,8 @@ export const ERROR_CODES: { readonly [C in ErrorCode]: { readonly invalid: boole
 export interface MessageError {
   readonly code: ErrorCode;
   readonly message: string;
+  /** With `rejected`: the backend's own code for the refusal. */
+  readonly detail?: string;
 }
 
 const MESSAGE_ERRORS = {
@@ -63,6 +66,9 @@ const MESSAGE_ERRORS = {
   bad_since: { code: 'invalid_message', message: '"since" must be {"epoch": string, "offset": non-negative integer}' },
   bad_rooms: { code: 'invalid_message', message: '"rooms" must be an array of {"room", "since"} objects' },
   duplicate_room: { code: 'invalid_message', message: '"rooms" names a room twice' },
+  bad_idempotency_key: { code: 'invalid_message', message: '"idempotency_key" must be 1-128 printable ASCII characters' },
+  bad_method: { code: 'invalid_message', message: '"method" must be dotted lowercase of at most 64 characters ([a-z][a-z0-9_.]*)' },
+  rpc_needs_id: { code: 'invalid_message', message: 'an rpc needs an "id" for its reply' },
   bad_limit: { code: 'invalid_message', message: '"limit" must be an integer of 1 to {limit}' },
   bad_reverse: { code: 'invalid_message', message: '"reverse" must be a boolean' },
   unknown_type: { code: 'unknown_type', message: 'unknown message type' },
@@ -93,6 +99,10 @@ const MESSAGE_ERRORS = {
   bad_signal_name: { code: 'invalid_message', message: '"name" must be a string' },
   signal_too_big: { code: 'invalid_message', message: 'a signal frame may be at most {limit} bytes' },
   signal_rate_limited: { code: 'rate_limited', message: 'at most {limit} signals per second' },
+  send_pending: { code: 'unavailable', message: 'a send with this idempotency_key is still under way; try again' },
+  backend_unavailable: { code: 'unavailable', message: 'the backend is unreachable; try again' },
+  backend_busy: { code: 'rate_limited', message: 'at most {limit} backend calls in flight per connection' },
+  no_rpc: { code: 'unknown_type', message: 'rpc is not enabled on this node (WS_RPC_URL)' },
   internal_error: { code: 'internal_error', message: 'internal error' },
 } as const satisfies Record<string, MessageError>;
 export type MessageErrorName = keyof typeof MESSAGE_ERRORS;

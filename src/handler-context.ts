@@ -3,6 +3,7 @@
  * the token-expiry instant shared by the connection and refresh_token.
  */
 import type { Authenticator } from './auth.js';
+import type { BackendCaller } from './backend.js';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
@@ -13,6 +14,7 @@ import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
 import type { ClientMessage } from './messages.js';
 import type { RoomPublish } from './publish.js';
+import type { Sends } from './sends.js';
 import type { Session, SessionSocket } from './session.js';
 import type { PresenceTracker } from './presence-tracker.js';
 import type { RoomAuthorizer } from './room-auth.js';
@@ -41,6 +43,10 @@ export interface HandlerContext {
   readonly membership: Membership;
   /** The one way an event enters a room, plain or sequenced. */
   readonly publish: RoomPublish;
+  /** Client sends: idempotency, the publish proxy, order per connection and room. */
+  readonly sends: Sends;
+  /** WS_RPC_URL's caller; undefined when RPC is off. */
+  readonly rpc: BackendCaller | undefined;
 }
 
 export type Handler<T extends ClientMessage['type']> = (

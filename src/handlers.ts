@@ -3,13 +3,13 @@
  * membership (membership.ts), publishes through the room-publish seam, and answers the socket.
  * Refusals are error envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
  */
-import { isRejection, messageError, REJECTIONS, type Rejection } from './errors.js';
+import { isRejection, messageError, REJECTIONS, type MessageError, type Rejection } from './errors.js';
 import { closesAt, type Handler, type HandlerContext } from './handler-context.js';
 import { readPage } from './history.js';
 import { connectionLog } from './log.js';
 import { isSequenced } from './membership.js';
 import type { ClientMessage } from './messages.js';
-import { encodeEvent, encodeHistory, encodeReply } from './protocol.js';
+import { encodeHistory, encodeReply } from './protocol.js';
 import { presence, presenceStats } from './presence-handlers.js';
 import { signal } from './signals.js';
 import { sendError } from './replies.js';
@@ -68,31 +68,48 @@ const history: Handler<'history'> = (ctx, ws, session, { room, since, limit, rev
 
 /**
  * The sender receives its own copy (it is a member); with an `id` it also gets `message_sent`, in a
- * sequenced room with the event's position once the event reached this node's members.
+ * sequenced room with the event's position once the event reached this node's members (sends.ts).
  */
-const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id }) => {
+const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, idempotency_key: key, id }) => {
   if (!isValidRoom(room)) return sendError(ctx, ws, messageError('invalid_room'), id);
   // Joined rooms and the personal room are the socket's topics.
   if (!ctx.membership.isMember(ws, room)) return sendError(ctx, ws, messageError('send_not_joined'), id);
-  const appended = ctx.publish(room, encodeEvent('message.new', room, data, session.username));
-  if (appended === undefined) {
-    ctx.metrics.published('client');
-    if (id !== undefined) ctx.delivery.send(ws, encodeReply('message_sent', { room }, id));
-    return;
-  }
-  appended.then(
-    (position) => {
-      ctx.metrics.published('client');
-      if (id === undefined) return;
-      ctx.streams.afterDelivered(room, position, () => {
-        if (!session.closed) ctx.delivery.send(ws, encodeReply('message_sent', { room, epoch: position.epoch, offset: position.offset }, id));
-      });
+  ctx.sends.send(ws, session, { room, data, key, id });
+};
+
+const MAX_RPC_ERROR_CODE = /^[a-z0-9_.-]{1,64}$/;
+
+/** The backend's answer to an rpc: its data, or its refusal; undefined for an answer of another shape. */
+function rpcAnswer(answer: Record<string, unknown>): { data: unknown } | { error: MessageError } | undefined {
+  const { error } = answer;
+  if (error === undefined) return { data: answer['data'] ?? null };
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { code, message } = error as Record<string, unknown>;
+  if (typeof code !== 'string' || !MAX_RPC_ERROR_CODE.test(code) || typeof message !== 'string' || message.length > 256) return undefined;
+  return { error: { code: 'rejected', message, detail: code } };
+}
+
+/** `rpc`: the method and data to WS_RPC_URL with the caller's identity; the backend's data comes back as `rpc_result`. */
+const rpc: Handler<'rpc'> = (ctx, ws, session, { method, data, id }) => {
+  if (ctx.rpc === undefined) return sendError(ctx, ws, messageError('no_rpc'), id);
+  const max = ctx.config.backend!.perConnection;
+  if (session.pending >= max) return sendError(ctx, ws, messageError('backend_busy', max), id);
+  session.pending += 1;
+  const body = { user_id: session.userId, username: session.username, connection_id: session.connectionId, method, data };
+  const answered = (reply: { data: unknown } | { error: MessageError }): void => {
+    if (session.closed) return;
+    if ('data' in reply) ctx.delivery.send(ws, encodeReply('rpc_result', { data: reply.data }, id));
+    else sendError(ctx, ws, reply.error, id);
+  };
+  ctx.rpc.call(body).then(
+    (answer) => {
+      const reply = rpcAnswer(answer);
+      if (reply === undefined) ctx.metrics.backendCall('rpc', 'bad_answer', 0);
+      else if ('error' in reply) ctx.metrics.backendRefusal('rpc');
+      answered(reply ?? { error: messageError('backend_unavailable') });
     },
-    () => {
-      ctx.metrics.brokerPublishError('down');
-      if (!session.closed) sendError(ctx, ws, messageError('unavailable'), id);
-    },
-  );
+    () => answered({ error: messageError('backend_unavailable') }),
+  ).finally(() => (session.pending -= 1));
 };
 
 const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
@@ -136,6 +153,7 @@ const handlers: { [T in ClientMessage['type']]: Handler<T> } = {
   presence,
   presence_stats: presenceStats,
   signal,
+  rpc,
   ping,
   refresh_token: refreshToken,
 };

@@ -40,7 +40,7 @@ export interface Appended extends Position {
 /** How long a publish's idempotency key is remembered, per room. */
 export const IDEMPOTENCY_WINDOW_S = 300;
 /** Idempotency keys: 1-128 printable ASCII characters without spaces. */
-export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
+export { IDEMPOTENCY_KEY_PATTERN as IDEMPOTENCY_KEY } from './messages.js';
 
 export interface History {
   /**

@@ -40,9 +40,15 @@ export type ErrorCode =
   | 'no_history'
   | 'no_presence'
   | 'unknown_signal'
+  | 'rejected'
   | 'internal_error';
 
 /** A `signal` frame may be at most this many bytes, `data` included. */
+/** An `rpc` method: dotted lowercase, at most 64 characters. */
+export const RPC_METHOD = /^[a-z][a-z0-9_.]{0,63}$/;
+/** An `idempotency_key`: 1-128 printable ASCII characters, no space. */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
 export const MAX_SIGNAL_BYTES = 4096;
 /** A `presence` reply lists at most this many users (`truncated` when the room has more). */
 export const MAX_PRESENCE_USERS = 1000;
@@ -83,7 +89,9 @@ export type ClientMessage =
       readonly id: string | undefined;
     }
   | { readonly type: 'leave_room'; readonly room: string; readonly id: string | undefined }
-  | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly id: string | undefined }
+  | { readonly type: 'send_message'; readonly room: string; readonly data: unknown; readonly idempotency_key: string | undefined; readonly id: string | undefined }
+  /** A call to the product backend over the socket (WS_RPC_URL); `method` matches RPC_METHOD. */
+  | { readonly type: 'rpc'; readonly method: string; readonly data: unknown; readonly id: string }
   | { readonly type: 'presence'; readonly room: string; readonly id: string | undefined }
   | { readonly type: 'presence_stats'; readonly room: string; readonly id: string | undefined }
   /** An ephemeral event to the room's other members: `name` from WS_SIGNALS, delivered as `signal.<name>`. */
@@ -103,6 +111,7 @@ const CLIENT_TYPES: { readonly [T in ClientMessageType]: true } = {
   presence: true,
   presence_stats: true,
   signal: true,
+  rpc: true,
   ping: true,
   refresh_token: true,
 };
@@ -118,6 +127,8 @@ export interface Envelope<T extends string = string, D = unknown> {
   readonly data: D;
   /** Display name of the user who caused it; null for the system. */
   readonly sender: string | null;
+  /** The user id of a client who caused it (`message.new`, signals); absent on backend events. */
+  readonly user_id?: string;
   /** ISO 8601 UTC with milliseconds. */
   readonly timestamp: string;
   /** In sequenced rooms only: the event's position in the room's stream. */
@@ -163,11 +174,15 @@ export type Resumed = Reply<'resumed'> & { readonly data: { readonly rooms: numb
 export type RoomLeftReason = 'access_revoked' | 'grant_expired';
 export type RoomLeft = Reply<'room_left'> & { readonly room: string; readonly reason?: RoomLeftReason };
 /** In a sequenced room with the event's position. */
-export type MessageSent = Reply<'message_sent'> & { readonly room: string; readonly epoch?: string; readonly offset?: number };
+/** `data`: what the backend's publish proxy published instead of the client's; `duplicate`: an `idempotency_key` seen before, answered with the first result. */
+export type MessageSent = Reply<'message_sent'> & { readonly room: string; readonly epoch?: string; readonly offset?: number; readonly data?: unknown; readonly duplicate?: true };
+/** The backend's answer to an `rpc`. */
+export type RpcResult = Reply<'rpc_result'> & { readonly data: unknown };
 export type Pong = Reply<'pong'>;
 export type TokenRefreshed = Reply<'token_refreshed'> & { readonly data: { readonly expires_at: string } };
 /** `room` when the refusal is about one room of a `resume`. */
-export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly data: { readonly error: string; readonly code: ErrorCode } };
+/** `detail`: with `rejected`, the backend's own code for the refusal. */
+export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly data: { readonly error: string; readonly code: ErrorCode; readonly detail?: string } };
 
 export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
 
@@ -204,6 +219,7 @@ export type ServerReply =
   | RoomHistory
   | RoomLeft
   | MessageSent
+  | RpcResult
   | PresenceReply
   | PresenceStatsReply
   | Pong
@@ -230,6 +246,7 @@ const SERVER_TYPES: { readonly [T in ServerReplyType | MembershipEvent['type'] |
   'presence.leave': true,
   token_refreshed: true,
   message_sent: true,
+  rpc_result: true,
   presence: true,
   presence_stats: true,
 };
@@ -259,6 +276,7 @@ export interface WireMessage {
   readonly offset?: number;
   readonly epoch?: string;
   readonly recovered?: boolean;
-  /** Signals: the sender's user id. */
+  /** Client-caused events (`message.new`, signals): the sender's user id. */
   readonly user_id?: string;
+  readonly duplicate?: boolean;
 }

@@ -293,6 +293,45 @@ function accessMetrics(registers: Registers) {
   };
 }
 
+export type BackendKind = 'room_auth' | 'publish' | 'rpc';
+/** `busy`: no turn before the deadline (the node's calls in flight at the cap); `bad_answer`: not a 200 with a JSON object of at most 4 KB. */
+export type BackendOutcome = 'ok' | 'timeout' | 'down' | 'bad_answer' | 'busy';
+
+function backendMetrics(registers: Registers) {
+  const calls = new Counter({
+    name: 'wsedge_backend_calls_total',
+    help: 'Calls to the product backend by kind (room_auth, publish, rpc) and outcome (ok, timeout, down, bad_answer, busy: no turn before the deadline).',
+    labelNames: ['kind', 'outcome'],
+    registers,
+  });
+  const latency = new Histogram({
+    name: 'wsedge_backend_call_seconds',
+    help: 'Calls to the product backend by kind, the wait for a turn included.',
+    labelNames: ['kind'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers,
+  });
+  const refused = new Counter({
+    name: 'wsedge_backend_refusals_total',
+    help: 'Client requests the backend refused (publish proxy denies, rpc errors), by kind.',
+    labelNames: ['kind'],
+    registers,
+  });
+  for (const kind of ['room_auth', 'publish', 'rpc']) {
+    for (const outcome of ['ok', 'timeout', 'down', 'bad_answer', 'busy']) calls.labels(kind, outcome);
+    refused.labels(kind);
+  }
+  return {
+    backendCall(kind: BackendKind, outcome: BackendOutcome, seconds: number) {
+      calls.labels(kind, outcome).inc();
+      latency.labels(kind).observe(seconds);
+    },
+    backendRefusal(kind: BackendKind) {
+      refused.labels(kind).inc();
+    },
+  };
+}
+
 export type SignalOutcome = 'delivered' | 'unknown_name' | 'not_joined' | 'rate_limited' | 'invalid';
 
 function presenceMetrics(registers: Registers) {
@@ -362,6 +401,7 @@ export function createMetrics() {
     ...historyMetrics(registers),
     ...presenceMetrics(registers),
     ...accessMetrics(registers),
+    ...backendMetrics(registers),
   };
 }
 

@@ -14,6 +14,8 @@ import {
   MAX_RESUME_ROOMS,
   MAX_TOKEN_LENGTH,
   MAX_SIGNAL_BYTES,
+  IDEMPOTENCY_KEY_PATTERN,
+  RPC_METHOD,
   isReservedType,
   type ClientMessage,
   type ClientMessageType,
@@ -97,7 +99,18 @@ export function parseFrame(text: string): ClientMessage | ParseFailure {
       if (data === undefined) return fail('no_data', id, type);
       const problem = checkDataBounds(data);
       if (problem !== undefined) return fail(problem.name, id, type, problem.limit);
-      return { type, room, data, id };
+      const key = msg['idempotency_key'];
+      if (key !== undefined && (typeof key !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(key))) return fail('bad_idempotency_key', id, type);
+      return { type, room, data, idempotency_key: key, id };
+    }
+    case 'rpc': {
+      if (id === undefined) return fail('rpc_needs_id', id, type);
+      const method = msg['method'];
+      if (typeof method !== 'string' || !RPC_METHOD.test(method)) return fail('bad_method', id, type);
+      const data = msg['data'] ?? null;
+      const problem = checkDataBounds(data);
+      if (problem !== undefined) return fail(problem.name, id, type, problem.limit);
+      return { type, method, data, id };
     }
     case 'presence':
     case 'presence_stats': {
@@ -214,6 +227,11 @@ export function encodeEvent(type: string, room: string | null, data: unknown, se
   return JSON.stringify({ type, room, data, sender, timestamp: timestamp() });
 }
 
+/** An event a client caused (`message.new`): with the sender's user id beside its display name. */
+export function encodeClientEvent(type: string, room: string, data: unknown, sender: string, userId: string): string {
+  return JSON.stringify({ type, room, data, sender, user_id: userId, timestamp: timestamp() });
+}
+
 /** A client's signal as the room's other members get it: `signal.<name>`, with the sender's user id. */
 export function encodeSignal(name: string, room: string, data: unknown, sender: string, userId: string): string {
   return JSON.stringify({ type: `signal.${name}`, room, data, sender, user_id: userId, timestamp: timestamp() });
@@ -236,7 +254,7 @@ export function encodeHistory(room: string, position: { epoch: string; offset: n
 
 /** `room` names the room of a `resume` the error is about. */
 export function encodeError(error: MessageError, id: string | undefined, room?: string): string {
-  const data = { error: error.message, code: error.code };
+  const data = error.detail === undefined ? { error: error.message, code: error.code } : { error: error.message, code: error.code, detail: error.detail };
   return encodeReply('error', room === undefined ? { data } : { room, data }, id);
 }
 

@@ -4,19 +4,16 @@
  * connection_id}; a 200 with {"allow": boolean, "ttl"?: seconds} decides. Bounded everywhere: a
  * timeout, at most WS_ROOM_AUTH_CONCURRENCY calls in flight per node (the rest wait, at most
  * MAX_WAITING), one call per (user, room) at a time, answers cached per (user, room) with separate
- * allow and deny lifetimes. It fails closed: a slow, down or wrong backend is an error (the join
- * is answered `unavailable`), never an allow.
+ * allow and deny lifetimes. The call itself is backend.ts's, like the publish proxy's and RPC's. It
+ * fails closed: a slow, down or wrong backend is an error (the join is answered `unavailable`), never an allow.
  */
+import { BackendError, createBackendCaller } from './backend.js';
 import type { RoomAuthConfig } from './config.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
-/** An answer body larger than this is an error, not a decision. */
-export const MAX_ANSWER_BYTES = 4096;
 /** Cached (user, room) answers per node; the oldest go first. */
 const MAX_CACHED = 100_000;
-/** Calls waiting for a turn beyond the concurrency cap; more fail at once. */
-const MAX_WAITING = 10_000;
 /** The longest `ttl` an allow may ask for. */
 const MAX_TTL_S = 86_400;
 
@@ -34,120 +31,37 @@ export interface RoomAuthorizer {
   forget(userId: string, room: string): void;
 }
 
-class CallbackError extends Error {}
-
-/** The body, at most MAX_ANSWER_BYTES, read as it streams in. */
-async function readCapped(res: Response): Promise<string> {
-  const reader = res.body?.getReader();
-  if (reader === undefined) return '';
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_ANSWER_BYTES) {
-      await reader.cancel();
-      throw new CallbackError(`answer larger than ${MAX_ANSWER_BYTES} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /** The decision and its cache lifetime in seconds (undefined: the configured one). */
-function decide(status: number, body: string): { allow: boolean; ttl: number | undefined } {
-  if (status !== 200) throw new CallbackError(`status ${status}`);
-  let answer: unknown;
-  try {
-    answer = JSON.parse(body);
-  } catch {
-    throw new CallbackError('answer is not JSON');
-  }
-  const { allow, ttl } = (typeof answer === 'object' && answer !== null ? answer : {}) as Record<string, unknown>;
-  if (typeof allow !== 'boolean') throw new CallbackError('answer has no boolean "allow"');
-  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_S)) throw new CallbackError('"ttl" is not an integer of 0 to 86400');
+function decide(answer: Record<string, unknown>): { allow: boolean; ttl: number | undefined } {
+  const { allow, ttl } = answer;
+  if (typeof allow !== 'boolean') throw new BackendError('bad_answer', 'answer has no boolean "allow"');
+  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_S)) throw new BackendError('bad_answer', '"ttl" is not an integer of 0 to 86400');
   return { allow, ttl };
 }
 
 export function createRoomAuthorizer(config: RoomAuthConfig, metrics: Metrics, log: Logger): RoomAuthorizer {
+  const backend = createBackendCaller('room_auth', config, metrics, log);
   const cache = new Map<string, { allow: boolean; until: number }>();
   const inFlight = new Map<string, Promise<boolean>>();
   /** The call in flight per key; `forget` marks it revoked: its answer is then neither cached nor used. */
   const tickets = new Map<string, { revoked: boolean }>();
-  const waiting: Array<() => void> = [];
-  let running = 0;
-  let failing = false;
-
-  // The wait for a turn is part of WS_ROOM_AUTH_TIMEOUT: a hung backend never queues joins for minutes.
-  const turn = (deadline: number): Promise<void> => {
-    if (running < config.concurrency) {
-      running += 1;
-      return Promise.resolve();
-    }
-    if (waiting.length >= MAX_WAITING) return Promise.reject(new CallbackError('too many calls waiting'));
-    return new Promise((resolve, reject) => {
-      const turn = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        waiting.splice(waiting.indexOf(turn), 1);
-        reject(new CallbackError(`no turn within ${config.timeoutMs} ms`));
-      }, deadline - Date.now());
-      waiting.push(turn);
-    });
-  };
-  // A finished call hands its turn straight to the next waiting one.
-  const release = (): void => {
-    const next = waiting.shift();
-    if (next !== undefined) next();
-    else running -= 1;
-  };
 
   async function call(req: AuthRequest, key: string, ticket: { revoked: boolean }): Promise<boolean> {
-    // One deadline for the wait and the call together.
-    const deadline = Date.now() + config.timeoutMs;
-    try {
-      await turn(deadline);
-    } catch (err) {
-      metrics.roomAuthCall('error', 0);
-      throw err;
-    }
-    // A turn handed over at the deadline is no time left for a call.
-    if (Date.now() >= deadline) {
-      release();
-      metrics.roomAuthCall('error', 0);
-      throw new CallbackError(`no turn within ${config.timeoutMs} ms`);
-    }
     const started = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     try {
-      const res = await fetch(config.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${config.key}` },
-        body: JSON.stringify({ user_id: req.userId, username: req.username, room: req.room, connection_id: req.connectionId }),
-        signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
-        redirect: 'error',
-      });
-      const { allow, ttl } = decide(res.status, await readCapped(res));
-      if (ticket.revoked) throw new CallbackError('revoked while the call was in flight');
+      const { allow, ttl } = decide(await backend.call({ user_id: req.userId, username: req.username, room: req.room, connection_id: req.connectionId }));
+      if (ticket.revoked) throw new BackendError('bad_answer', 'revoked while the call was in flight');
       const lifetime = allow ? (ttl ?? config.allowTtl) : config.denyTtl;
       if (lifetime > 0) {
         if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
         cache.set(key, { allow, until: Date.now() + lifetime * 1000 });
       }
-      if (failing) log.info({ event: 'room_auth_recovered' }, 'room authorization callback answering again');
-      failing = false;
-      metrics.roomAuthCall(allow ? 'allow' : 'deny', Number(process.hrtime.bigint() - started) / 1e9);
+      metrics.roomAuthCall(allow ? 'allow' : 'deny', seconds());
       return allow;
     } catch (err) {
-      metrics.roomAuthCall('error', Number(process.hrtime.bigint() - started) / 1e9);
-      const reason = err instanceof CallbackError ? err.message : (err as Error).name === 'TimeoutError' ? `no answer within ${config.timeoutMs} ms` : 'unreachable';
-      if (!failing) log.warn({ event: 'room_auth_failed', reason }, 'room authorization callback failed; joins that need it are refused with unavailable');
-      failing = true;
-      throw new CallbackError(reason);
-    } finally {
-      release();
+      metrics.roomAuthCall('error', seconds());
+      throw err;
     }
   }
 

@@ -35,6 +35,10 @@ import type { RedisClients } from './redis/links.js';
 import { createRedisSeats } from './redis/registry.js';
 import { createMembership, isSequenced, type Membership } from './membership.js';
 import { createRoomPublish, type RoomPublish } from './publish.js';
+import { createBackendCaller } from './backend.js';
+import { createSends } from './sends.js';
+import { createMemorySendKeys } from './send-keys.js';
+import { createRedisSendKeys } from './redis/send-keys.js';
 import { closeWith, type GrantItem, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
@@ -165,6 +169,10 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const roomAuth = config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log);
   const grants = createExpiryScheduler<GrantItem>((item) => membership.grantExpired(item));
   const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants });
+  const backend = config.backend;
+  const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
+  const keys = redis === undefined ? createMemorySendKeys() : createRedisSendKeys(redis.command, config.redis!.prefix);
+  const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
   const ctx: ConnectionContext = {
     config,
     auth,
@@ -188,6 +196,8 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     roomAuth,
     membership,
     publish,
+    sends,
+    rpc: caller('rpc', backend?.rpcUrl),
   };
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);

@@ -4,7 +4,7 @@
  * its UserData is a RejectedUpgrade and it is closed in `open`.
  */
 import type { RoomPatterns } from './rooms.js';
-import type { Close, Rejection } from './errors.js';
+import type { Close, MessageError, Rejection } from './errors.js';
 import type { StreamPosition } from './messages.js';
 import type { Bucket, Strikes } from './limits.js';
 import type { WebSocket } from './uws.js';
@@ -32,6 +32,10 @@ export interface Session extends Bucket {
   /** Created on the first strike: most connections never get one. */
   rateStrikes: Strikes | undefined;
   invalidStrikes: Strikes | undefined;
+  /** Sends waiting for an idempotency record or the publish proxy, per room in send order (sends.ts); made on the first. */
+  sends: Map<string, QueuedSend[]> | undefined;
+  /** Calls to the backend and sends under way for this connection, bounded by WS_BACKEND_MAX_PER_CONNECTION. */
+  pending: number;
   /** The signal rate limit (WS_SIGNAL_RATE), made on the first signal. */
   signals: Bucket | undefined;
   /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
@@ -66,6 +70,21 @@ export interface JoinReply {
   /** Called once the request was answered, whatever the answer (a resume counts its rooms). */
   readonly settled: (() => void) | undefined;
 }
+
+/** A send_message waiting for its turn in its room (sends.ts): `outcome` is set once its idempotency record or the publish proxy answered. */
+export interface QueuedSend {
+  readonly room: string;
+  readonly data: unknown;
+  readonly key: string | undefined;
+  readonly id: string | undefined;
+  outcome: SendOutcome | undefined;
+}
+
+/** What a send does at its turn: publish (the backend may have replaced its type and data), answer a repeat with the first result, or refuse. */
+export type SendOutcome =
+  | { readonly kind: 'publish'; readonly type: string; readonly data: unknown; readonly replaced: boolean }
+  | { readonly kind: 'duplicate'; readonly result: Record<string, unknown> }
+  | { readonly kind: 'refuse'; readonly error: MessageError };
 
 /** A membership that came from a room grant, as the grant expiry scheduler holds it. */
 export interface GrantItem {
