@@ -164,7 +164,7 @@ describe('three nodes behind HAProxy', () => {
         expect(got.map((e) => e.data.from).sort()).toEqual(nodes.map((n) => n.nodeId).sort());
         for (const e of got) {
           const from = senders.find((s) => s.nodeId === e.data.from)!;
-          expect(e).toEqual({ type: 'message.new', room, data: { from: from.nodeId }, sender: from.userId, timestamp: expect.stringMatching(ISO) });
+          expect(e).toEqual({ type: 'message.new', room, data: { from: from.nodeId }, sender: from.userId, user_id: from.userId, timestamp: expect.stringMatching(ISO) });
         }
       }),
     );
@@ -325,7 +325,7 @@ describe('three nodes behind HAProxy', () => {
     await Promise.all(
       current.map(async (m) => {
         expect(await receiveExactly(m.client, ofType('message.new', room), 1)).toEqual([
-          { type: 'message.new', room, data: { after: 'kill' }, sender: speaker.userId, timestamp: expect.stringMatching(ISO) },
+          { type: 'message.new', room, data: { after: 'kill' }, sender: speaker.userId, user_id: speaker.userId, timestamp: expect.stringMatching(ISO) },
         ]);
         expect(await receiveExactly(m.client, ofType('project.updated', room), 1)).toEqual([
           { type: 'project.updated', room, data: { after: 'kill' }, sender: 'backend', timestamp: expect.stringMatching(ISO) },

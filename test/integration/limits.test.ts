@@ -128,6 +128,7 @@ describe('message size', () => {
       room: 'channel:1',
       data: JSON.parse(frame).data,
       sender: 'alice',
+      user_id: 'alice',
       timestamp: expect.stringMatching(ISO),
     });
     expect(await ping(sender, 'still-open')).toMatchObject({ type: 'pong' });

@@ -40,7 +40,7 @@ describe('send_message', () => {
 
     const data = { text: 'hello', n: 1, nested: { list: [1, 'two', null], ok: true } };
     alice.send({ type: 'send_message', room: 'channel:7', data });
-    const expected = event('message.new', 'channel:7', data, 'Alice A.');
+    const expected = { ...event('message.new', 'channel:7', data, 'Alice A.'), user_id: 'alice' };
     for (const member of [alice, alice2, bob]) expect(await member.next(ofType('message.new'))).toEqual(expected);
     for (const other of [carol, alice3]) await other.expectNothing(ofType('message.new'));
     await alice.expectNothing(ofType('message.new'), 50); // exactly one copy for the sender
@@ -54,7 +54,7 @@ describe('send_message', () => {
     await join(alice, 'project:1');
     for (const data of ['a string', 42, 0, false, null, [1, { a: 'b' }], { 'unicode ✓': 'ünïcödé 🎉' }]) {
       alice.send({ type: 'send_message', room: 'project:1', data });
-      expect(await alice.next(ofType('message.new'))).toEqual(event('message.new', 'project:1', data, 'alice'));
+      expect(await alice.next(ofType('message.new'))).toEqual({ ...event('message.new', 'project:1', data, 'alice'), user_id: 'alice' });
     }
   });
 
@@ -67,7 +67,7 @@ describe('send_message', () => {
     const data = { text: 'hi', sender: 'mallory', user_id: 'mallory' };
     alice.send({ type: 'send_message', room: 'project:1', data, sender: 'mallory', user_id: 'mallory', username: 'Mallory', timestamp: '1999-01-01T00:00:00Z' });
     const got = await bob.next(ofType('message.new'));
-    expect(got).toEqual(event('message.new', 'project:1', data, 'Alice A.'));
+    expect(got).toEqual({ ...event('message.new', 'project:1', data, 'Alice A.'), user_id: 'alice' });
     expect(got.timestamp).not.toBe('1999-01-01T00:00:00Z');
   });
 
@@ -113,7 +113,7 @@ describe('send_message', () => {
       timestamp: expect.stringMatching(ISO_UTC),
     });
     // The broadcast copy never carries the client's id.
-    expect(await alice.next(ofType('message.new'))).toEqual(event('message.new', 'task:3', 'with id', 'alice'));
+    expect(await alice.next(ofType('message.new'))).toEqual({ ...event('message.new', 'task:3', 'with id', 'alice'), user_id: 'alice' });
   });
 });
 
