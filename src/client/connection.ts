@@ -6,7 +6,7 @@
  * listener that calls close() or connect() always has the last word.
  */
 import { BEARER_PREFIX, PROTOCOL } from '../messages.js';
-import { afterClose, clampTimer, lifeLeft, tokenTimes, type Backoff, type Random } from './policy.js';
+import { afterClose, clampTimer, lifeLeft, mayResend, tokenTimes, type Backoff, type Random } from './policy.js';
 
 export type ClientState = 'disconnected' | 'connecting' | 'connected' | 'closed';
 
@@ -55,8 +55,8 @@ export interface ConnectionOptions {
 
 export interface ConnectionHooks {
   frame(text: string): void;
-  /** The socket is gone; `state` says whether another follows. */
-  down(state: ClientState): void;
+  /** The socket is gone; `state` says whether another follows; `resend` false: its close code says not to send a message in flight again (1009). */
+  down(state: ClientState, resend: boolean): void;
   state(change: StateChange): void;
   ping(): void;
   /** Sends `refresh_token`; resolves once the server took it. */
@@ -242,10 +242,10 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
     const stuck = next.retry && next.newToken && typeof opts.token === 'string';
     if (!next.retry || stuck) {
       listen(false);
-      hooks.down('closed');
+      hooks.down('closed', false);
       return setState('closed', { code, reason });
     }
-    hooks.down('disconnected');
+    hooks.down('disconnected', mayResend(code));
     attempt += 1;
     if (offline()) return setState('disconnected', { code, reason });
     timers.retry = setTimeout(() => void open(), next.delay);
@@ -274,7 +274,7 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
     () => {
       if (state !== 'connected' && state !== 'connecting' && timers.retry === undefined) return;
       drop();
-      hooks.down('disconnected');
+      hooks.down('disconnected', true);
       setState('disconnected', { code: 1006, reason: 'offline' });
     },
   );
@@ -302,7 +302,7 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
       if (state === 'closed') return;
       drop();
       listen(false);
-      hooks.down('closed');
+      hooks.down('closed', false);
       setState('closed', { code: 1000, reason: 'closed by the client' });
     },
     /** False when there is no open socket. */

@@ -1,9 +1,11 @@
 /**
  * ws-edge/client: the official client for browsers and Node. One logical connection that
  * reconnects by the close-code policy, refreshes its token in band, rejoins every room in one
- * `resume` with its stream position, hands events to the app once and in order, and answers every
- * request with a promise. docs/WEBSOCKET_API.md ("Client library") describes it.
+ * `resume` with its stream position, hands events to the app once and in order, sends every message
+ * with an idempotency key (resent after a loss, delivered once), and answers every request with a
+ * promise. docs/WEBSOCKET_API.md ("Client library") describes it.
  */
+import { IDEMPOTENCY_KEY_PATTERN, RPC_METHOD } from '../messages.js';
 import type {
   ConnectedData,
   Envelope,
@@ -16,6 +18,7 @@ import type {
   RoomJoined,
   RoomLeft,
   RoomReset,
+  RpcResult,
   ServerMessage,
   SignalEvent,
   StreamPosition,
@@ -23,7 +26,8 @@ import type {
 } from '../messages.js';
 import { createConnection, type ClientState, type StateChange, type TokenSource, type WebSocketConstructor } from './connection.js';
 import { DEFAULT_BACKOFF, type Backoff } from './policy.js';
-import { ClientError, createRequests, replyError, type Requests } from './requests.js';
+import { ClientError, createRequests, replyError } from './requests.js';
+import { createSends, newKey } from './sends.js';
 import { createGrants, type GrantSource } from './grants.js';
 import { createJoins } from './joins.js';
 import { call, createRooms, type RoomHandlers, type Rooms } from './rooms.js';
@@ -58,8 +62,20 @@ export interface ClientOptions {
   readonly refreshAt?: number;
   /** `send` while not connected: queue up to this many messages, sent after the rejoin (default 0: reject at once). */
   readonly queueSize?: number;
+  /** Sends in flight at a connection loss kept to be sent again after the rejoin (default 100); the oldest beyond are rejected with `disconnected`. */
+  readonly resendLimit?: number;
   /** For tests: the jitter's source (default Math.random). */
   readonly random?: () => number;
+}
+
+export interface SendOptions {
+  /** The send's idempotency key (1-128 printable ASCII characters, no spaces); default: a random one. */
+  readonly idempotencyKey?: string;
+}
+
+export interface RpcOptions {
+  /** How long to wait for the reply (ms, default `requestTimeout`). */
+  readonly timeout?: number;
 }
 
 export interface HistoryOptions {
@@ -88,8 +104,8 @@ interface Routes {
   emit: ReturnType<typeof listeners>['emit'];
 }
 
-/** One JSON.parse per frame; an event goes straight to its room's handler. */
-function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string) => void {
+/** One JSON.parse per frame; an event goes straight to its room's handler. `settle`: answers the request or send a reply is for. */
+function router(rooms: Rooms, settle: (reply: WireMessage) => boolean, routes: Routes): (text: string) => void {
   return (text) => {
     const msg = JSON.parse(text) as WireMessage;
     switch (msg.type) {
@@ -108,7 +124,7 @@ function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string
         const room = typeof msg.room === 'string' ? msg.room : undefined;
         if (room !== undefined && rooms.has(room)) routes.refused(room, err, msg.id);
         // A refusal that answers no request (a signal's, a dropped frame's) goes to `error`.
-        if (!requests.settle(msg) && (room === undefined || !rooms.has(room))) routes.emit('error', err);
+        if (!settle(msg) && (room === undefined || !rooms.has(room))) routes.emit('error', err);
         return;
       }
       case 'resumed':
@@ -118,6 +134,7 @@ function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string
       case 'presence_stats':
       case 'pong':
       case 'token_refreshed':
+      case 'rpc_result':
         break;
       default: {
         // The type's family is read once: presence events and signals go to their own handlers.
@@ -128,7 +145,7 @@ function router(rooms: Rooms, requests: Requests, routes: Routes): (text: string
         return;
       }
     }
-    requests.settle(msg);
+    settle(msg);
   };
 }
 
@@ -145,31 +162,13 @@ function listeners() {
   };
 }
 
-/** Sends made while not connected, when `queueSize` allows: never sent before, so sending them later cannot duplicate. */
-function sendQueue(size: number) {
-  const queued: Array<{ message: Record<string, unknown>; resolve: (reply: MessageSent) => void; reject: (err: ClientError) => void }> = [];
-  return {
-    size,
-    push(message: Record<string, unknown>): Promise<MessageSent> {
-      if (queued.length >= size) return Promise.reject(new ClientError('disconnected', size === 0 ? 'not connected' : `the send queue is full (${size})`));
-      return new Promise((resolve, reject) => queued.push({ message, resolve, reject }));
-    },
-    flush(send: (message: Record<string, unknown>) => Promise<MessageSent>): void {
-      for (const q of queued.splice(0)) send(q.message).then(q.resolve, q.reject);
-    },
-    fail(err: ClientError): void {
-      for (const q of queued.splice(0)) q.reject(err);
-    },
-  };
-}
-
 export function createClient(options: ClientOptions) {
   const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   if (WebSocket === undefined) throw new TypeError('no global WebSocket: pass options.WebSocket (the ws package in Node 20)');
   const rooms = createRooms();
   const requests = createRequests(options.requestTimeout ?? 10_000);
   const { on, emit } = listeners();
-  const queue = sendQueue(options.queueSize ?? 0);
+  const queueSize = options.queueSize ?? 0;
   let info: ConnectedData | undefined;
   /** Connected, and every wanted room answered: queued sends may go. */
   let ready = false;
@@ -188,14 +187,14 @@ export function createClient(options: ClientOptions) {
       refreshAt: options.refreshAt ?? 0.8,
     },
     {
-      frame: router(rooms, requests, { connected, joined: afterJoins, refused: (room, err, id) => joins.refused(room, err, id), emit }),
-      down(state) {
+      frame: router(rooms, (reply) => requests.settle(reply) || sends.settle(reply), { connected, joined: afterJoins, refused: (room, err, id) => joins.refused(room, err, id), emit }),
+      down(state, resend) {
         ready = false;
         joins.reset();
         const err = new ClientError(state === 'closed' ? 'closed' : 'disconnected', state === 'closed' ? 'the client is closed' : 'the connection was lost');
         requests.failAll(err);
         rooms.disconnected(state === 'closed' ? err : undefined);
-        if (state === 'closed') queue.fail(err);
+        sends.down(state === 'closed', resend);
       },
       state: (change) => emit('state', change),
       ping: () => void request({ type: 'ping' }, 'pong').catch(() => {}),
@@ -210,9 +209,11 @@ export function createClient(options: ClientOptions) {
     if (!conn.send(frame)) throw new ClientError('disconnected', 'not connected');
   }
 
-  function request<T>(message: Record<string, unknown>, until: string): Promise<T> {
-    return requests.request<T>(message, until, transmit);
+  function request<T>(message: Record<string, unknown>, until: string, timeoutMs?: number): Promise<T> {
+    return requests.request<T>(message, until, transmit, timeoutMs);
   }
+
+  const sends = createSends({ nextId: requests.nextId, ready: () => ready, transmit, timeout: options.requestTimeout ?? 10_000, queueSize, resendLimit: options.resendLimit ?? 100 });
 
   const grants = createGrants((room, grant) => request({ type: 'join_room', room, grant }, 'room_joined'), rooms.grantOf);
   const joins = createJoins({ rooms, requests, grants, request, connected: () => conn.state === 'connected', personal: () => `user:${info!.user_id}`, settled: afterJoins });
@@ -231,7 +232,7 @@ export function createClient(options: ClientOptions) {
   function afterJoins(): void {
     if (ready || conn.state !== 'connected' || rooms.pending() > 0) return;
     ready = true;
-    queue.flush((message) => request<MessageSent>(message, 'message_sent'));
+    sends.flush();
   }
 
   return {
@@ -245,7 +246,7 @@ export function createClient(options: ClientOptions) {
     on,
     /** Opens the connection (again, after `close` or a terminal close code). */
     connect: (): void => conn.connect(),
-    /** Closes for good (1000): requests in flight and queued sends are rejected with `closed`. */
+    /** Closes for good (1000): requests in flight and sends not yet answered are rejected with `closed`. */
     close: (): void => conn.close(),
     /** Joins a room, now and after every reconnect; resolves with the first `room_joined`. `grant`: a room grant, or a provider of fresh ones. */
     join(room: string, handlers: RoomHandlers = {}, options: { readonly grant?: GrantSource } = {}): Promise<RoomJoined> {
@@ -263,12 +264,25 @@ export function createClient(options: ClientOptions) {
         if (err.code !== 'not_joined' && err.code !== 'disconnected') throw err;
       });
     },
-    /** send_message; resolves with `message_sent` (its position in a sequenced room). */
-    send(room: string, data: unknown): Promise<MessageSent> {
-      const message = { type: 'send_message', room, data };
-      if (ready || (conn.state === 'connected' && queue.size === 0)) return request<MessageSent>(message, 'message_sent');
+    /**
+     * send_message with an idempotency key; resolves once with `message_sent` (its position in a
+     * sequenced room, `duplicate` when it was a repeat). A send whose reply a lost connection took is
+     * sent again with the same key after the rejoin, and delivered once.
+     */
+    send(room: string, data: unknown, opts: SendOptions = {}): Promise<MessageSent> {
+      const key = opts.idempotencyKey ?? newKey();
+      if (!IDEMPOTENCY_KEY_PATTERN.test(key)) return Promise.reject(new ClientError('invalid_message', `invalid idempotencyKey: ${key}`));
       if (conn.state === 'closed') return Promise.reject(new ClientError('closed', 'the client is closed'));
-      return queue.push(message);
+      return sends.add({ type: 'send_message', room, data, idempotency_key: key }, ready || (conn.state === 'connected' && queueSize === 0));
+    },
+    /**
+     * A call to the product backend through the node; resolves with its data. Refused: a ClientError
+     * (`rejected` with the backend's code in `detail`; `unavailable` when it was slow or down). Never
+     * sent again: one in flight at a connection loss is rejected with `disconnected`.
+     */
+    rpc<T = unknown>(method: string, data: unknown = null, opts: RpcOptions = {}): Promise<T> {
+      if (!RPC_METHOD.test(method)) return Promise.reject(new ClientError('invalid_message', `invalid rpc method: ${method}`));
+      return request<RpcResult>({ type: 'rpc', method, data }, 'rpc_result', opts.timeout).then((reply) => reply.data as T);
     },
     history(room: string, opts: HistoryOptions = {}): Promise<RoomHistory> {
       return request({ type: 'history', room, ...opts }, 'room_history');

@@ -47,6 +47,9 @@ export function afterClose(code: number, attempt: number, backoff: Backoff, rand
   }
 }
 
+/** Whether a message in flight at a close with `code` may be sent again (not after 1009: it may be the one refused). */
+export const mayResend = (code: number): boolean => reconnectAfter(code) !== 'backoff_no_resend';
+
 /** The longest timer setTimeout keeps (a longer one fires at once). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 

@@ -12,13 +12,15 @@ export class ClientError extends Error {
   constructor(
     readonly code: ClientErrorCode,
     message: string,
+    /** With `rejected`: the backend's own code. */
+    readonly detail?: string,
   ) {
     super(message);
   }
 }
 
 export function replyError(reply: ErrorReply): ClientError {
-  return new ClientError(reply.data.code, reply.data.error);
+  return new ClientError(reply.data.code, reply.data.error, reply.data.detail);
 }
 
 interface Pending {
@@ -32,21 +34,21 @@ interface Pending {
 export interface Requests {
   /** A fresh request id, for a message whose id must be known before it goes out. */
   nextId(): string;
-  /** Sends `message` with its `id`, or a fresh one; resolves with the reply of type `until`. */
-  request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void): Promise<T>;
+  /** Sends `message` with its `id`, or a fresh one; resolves with the reply of type `until` (or rejects with `timeout` after `timeoutMs`). */
+  request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void, timeoutMs?: number): Promise<T>;
   /** Settles the request a reply answers; false when the reply answers none. */
   settle(reply: WireMessage): boolean;
   /** Rejects every request in flight (their outcome is unknown: they are never sent again). */
   failAll(err: ClientError): void;
 }
 
-export function createRequests(timeoutMs: number): Requests {
+export function createRequests(defaultTimeoutMs: number): Requests {
   const pending = new Map<string, Pending>();
   let seq = 0;
 
   return {
     nextId: () => String(++seq),
-    request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void): Promise<T> {
+    request<T>(message: Record<string, unknown>, until: string, send: (frame: string) => void, timeoutMs = defaultTimeoutMs): Promise<T> {
       const id = (message['id'] as string | undefined) ?? String(++seq);
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createClient, type ClientOptions, type StateChange, type WebSocketLike } from '../../src/client/index.js';
 import { afterClose, backoffDelay, clampTimer, DEFAULT_BACKOFF, lifeLeft, LONG_BACKOFF_MS, MAX_TIMER_MS, RESTART_SPREAD_MS, tokenTimes } from '../../src/client/policy.js';
 import { createRooms } from '../../src/client/rooms.js';
+import { RESEND_RETRIES, RESEND_WINDOW_MS } from '../../src/client/sends.js';
 import { RECONNECT } from '../../src/errors.js';
 
 const max = () => 0.999999;
@@ -316,6 +317,293 @@ describe('room replies matched by request id (fake timers)', () => {
     sockets[1]!.server(CONNECTED);
     await vi.advanceTimersByTimeAsync(0);
     expect(JSON.parse(sockets[1]!.sent[0]!)).toMatchObject({ type: 'join_room', room: 'task:keep' });
+    c.close();
+  });
+});
+
+describe('sends with idempotency keys, resent after a loss (fake timers)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  type Socket = ReturnType<typeof scriptedSockets>['sockets'][number];
+  const framesOf = (socket: Socket, type?: string) => socket.sent.map((f) => JSON.parse(f)).filter((f) => type === undefined || f.type === type);
+
+  /** Answers the (re)join of task:1 on `socket`: room_joined in a sequenced room, and `resumed` for a resume. */
+  async function answerJoin(socket: Socket, offset = 0) {
+    await vi.advanceTimersByTimeAsync(0);
+    const frame = framesOf(socket).find((f) => f.type === 'join_room' || f.type === 'resume');
+    socket.server({ type: 'room_joined', id: frame.id, room: 'task:1', epoch: 'e', offset, ...(frame.type === 'resume' ? { recovered: true } : {}), timestamp: '' });
+    if (frame.type === 'resume') socket.server({ type: 'resumed', id: frame.id, data: { rooms: 1 }, timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+  }
+
+  /** A client connected on sockets[0] with task:1 joined. */
+  async function joined(options: Partial<ClientOptions> = {}) {
+    const fake = await fakeClient('tok', options);
+    fake.sockets[0]!.server(CONNECTED);
+    const join = fake.c.join('task:1');
+    await answerJoin(fake.sockets[0]!);
+    await join;
+    return fake;
+  }
+
+  /** Drops sockets[n] with `code` and connects sockets[n + 1] (jitter at its maximum: 1 s for the first backoff step). */
+  async function reconnect(sockets: Socket[], n: number, code = 1006) {
+    sockets[n]!.drop(code);
+    await vi.advanceTimersByTimeAsync(1000);
+    sockets[n + 1]!.server(CONNECTED);
+  }
+
+  /** The promise's outcome so far: 'pending', or how many times and how it settled. */
+  function track<T>(p: Promise<T>) {
+    const out = { settled: 0, value: undefined as T | undefined, error: undefined as { code?: string; detail?: string } | undefined };
+    p.then(
+      (v) => ((out.settled += 1), (out.value = v)),
+      (e) => ((out.settled += 1), (out.error = e)),
+    );
+    return out;
+  }
+
+  it('gives every send an idempotency key: a random one, or the app’s; refuses a bad key without sending it', async () => {
+    const { c, sockets } = await joined();
+    const a = track(c.send('task:1', { n: 1 }));
+    const b = track(c.send('task:1', { n: 2 }));
+    const own = track(c.send('task:1', { n: 3 }, { idempotencyKey: 'order-77/line-1' }));
+    await expect(c.send('task:1', {}, { idempotencyKey: 'has space' })).rejects.toMatchObject({ code: 'invalid_message' });
+    await expect(c.send('task:1', {}, { idempotencyKey: 'k'.repeat(129) })).rejects.toMatchObject({ code: 'invalid_message' });
+    const sent = framesOf(sockets[0]!, 'send_message');
+    expect(sent).toHaveLength(3);
+    expect(sent[0].idempotency_key).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(sent[1].idempotency_key).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(sent[0].idempotency_key).not.toBe(sent[1].idempotency_key);
+    expect(sent[2].idempotency_key).toBe('order-77/line-1');
+    sent.forEach((f, i) => sockets[0]!.server({ type: 'message_sent', id: f.id, room: 'task:1', epoch: 'e', offset: i + 1, timestamp: '' }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect([a, b, own].map((t) => t.value?.offset)).toEqual([1, 2, 3]);
+    c.close();
+  });
+
+  it('gives queued sends (made while disconnected, queueSize) keys too', async () => {
+    const { c, sockets } = await joined({ queueSize: 5 });
+    sockets[0]!.drop(1006);
+    const queued = track(c.send('task:1', { n: 1 }));
+    await vi.advanceTimersByTimeAsync(1000);
+    sockets[1]!.server(CONNECTED);
+    expect(framesOf(sockets[1]!, 'send_message')).toEqual([]);
+    await answerJoin(sockets[1]!);
+    const [frame] = framesOf(sockets[1]!, 'send_message');
+    expect(frame.idempotency_key).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    sockets[1]!.server({ type: 'message_sent', id: frame.id, room: 'task:1', epoch: 'e', offset: 1, timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(queued).toMatchObject({ settled: 1, value: { offset: 1 } });
+    c.close();
+  });
+
+  it('keeps a send in flight at a drop and sends it again with the same key after the resume is answered; it resolves once, duplicate or not', async () => {
+    const { c, sockets } = await joined();
+    const first = track(c.send('task:1', { n: 1 }));
+    const second = track(c.send('task:1', { n: 2 }));
+    const [f1, f2] = framesOf(sockets[0]!, 'send_message');
+    await reconnect(sockets, 0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect([first.settled, second.settled]).toEqual([0, 0]);
+    // Not before the rejoin: the server would refuse a send to a room not joined yet.
+    expect(framesOf(sockets[1]!, 'send_message')).toEqual([]);
+    await answerJoin(sockets[1]!, 1);
+    const resent = framesOf(sockets[1]!, 'send_message');
+    expect(resent.map((f) => [f.idempotency_key, f.data])).toEqual([
+      [f1.idempotency_key, { n: 1 }],
+      [f2.idempotency_key, { n: 2 }],
+    ]);
+    expect(resent[0].id).not.toBe(f1.id);
+    // The first had reached the server: the first result again, marked duplicate. The second had not.
+    sockets[1]!.server({ type: 'message_sent', id: resent[0].id, room: 'task:1', epoch: 'e', offset: 1, duplicate: true, timestamp: '' });
+    sockets[1]!.server({ type: 'message_sent', id: resent[1].id, room: 'task:1', epoch: 'e', offset: 2, timestamp: '' });
+    // A stray second answer to the same id changes nothing.
+    sockets[1]!.server({ type: 'message_sent', id: resent[0].id, room: 'task:1', epoch: 'e', offset: 1, duplicate: true, timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(first).toMatchObject({ settled: 1, value: { offset: 1, duplicate: true } });
+    expect(second).toMatchObject({ settled: 1, value: { offset: 2 } });
+    expect(second.value).not.toHaveProperty('duplicate');
+    // Answered: not sent again after a later loss.
+    await reconnect(sockets, 1);
+    await answerJoin(sockets[2]!, 2);
+    expect(framesOf(sockets[2]!, 'send_message')).toEqual([]);
+    c.close();
+  });
+
+  it('settles a send answered with an error with that error (a backend’s refusal with its detail) and never sends it again', async () => {
+    const { c, sockets } = await joined();
+    const refused = c.send('task:1', { n: 1 });
+    const denied = c.send('task:1', { n: 2 });
+    const [f1, f2] = framesOf(sockets[0]!, 'send_message');
+    sockets[0]!.server({ type: 'error', id: f1.id, data: { code: 'rate_limited', error: 'slow down' }, timestamp: '' });
+    sockets[0]!.server({ type: 'error', id: f2.id, data: { code: 'rejected', error: 'links are not allowed here', detail: 'no_links' }, timestamp: '' });
+    await expect(refused).rejects.toMatchObject({ code: 'rate_limited' });
+    await expect(denied).rejects.toMatchObject({ name: 'ClientError', code: 'rejected', detail: 'no_links', message: 'links are not allowed here' });
+    await reconnect(sockets, 0);
+    await answerJoin(sockets[1]!);
+    expect(framesOf(sockets[1]!, 'send_message')).toEqual([]);
+    c.close();
+  });
+
+  it('tries a resend answered unavailable again with the same key (its first try may hold the key still), but settles a first try’s unavailable', async () => {
+    const { c, sockets } = await joined();
+    const first = track(c.send('task:1', { n: 1 }));
+    const [f1] = framesOf(sockets[0]!, 'send_message');
+    await reconnect(sockets, 0);
+    await answerJoin(sockets[1]!, 1);
+    const pendingKey = { type: 'error', data: { code: 'unavailable', error: 'a send with this idempotency_key is still under way; try again' }, timestamp: '' };
+    sockets[1]!.server({ ...pendingKey, id: framesOf(sockets[1]!, 'send_message')[0].id });
+    await vi.advanceTimersByTimeAsync(999);
+    expect(framesOf(sockets[1]!, 'send_message')).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    const tries = framesOf(sockets[1]!, 'send_message');
+    expect(tries.map((f) => f.idempotency_key)).toEqual([f1.idempotency_key, f1.idempotency_key]);
+    // Again after 2 s, then the key's claim has lapsed and the send is published.
+    sockets[1]!.server({ ...pendingKey, id: tries[1].id });
+    await vi.advanceTimersByTimeAsync(2000);
+    const third = framesOf(sockets[1]!, 'send_message')[2];
+    expect(third.idempotency_key).toBe(f1.idempotency_key);
+    sockets[1]!.server({ type: 'message_sent', id: third.id, room: 'task:1', timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(first).toMatchObject({ settled: 1, value: { type: 'message_sent' } });
+
+    const fresh = c.send('task:1', { n: 2 });
+    sockets[1]!.server({ ...pendingKey, id: framesOf(sockets[1]!, 'send_message')[3].id });
+    await expect(fresh).rejects.toMatchObject({ code: 'unavailable' });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(framesOf(sockets[1]!, 'send_message')).toHaveLength(4);
+    c.close();
+  });
+
+  it('gives up retrying a resend that stays unavailable after RESEND_RETRIES tries', async () => {
+    const { c, sockets } = await joined();
+    const kept = track(c.send('task:1', { n: 1 }));
+    await reconnect(sockets, 0);
+    await answerJoin(sockets[1]!, 1);
+    for (let i = 0; i <= RESEND_RETRIES; i++) {
+      const last = framesOf(sockets[1]!, 'send_message').at(-1);
+      sockets[1]!.server({ type: 'error', id: last.id, data: { code: 'unavailable', error: 'down' }, timestamp: '' });
+      await vi.advanceTimersByTimeAsync(8000);
+    }
+    expect(framesOf(sockets[1]!, 'send_message')).toHaveLength(RESEND_RETRIES + 1);
+    expect(kept).toMatchObject({ settled: 1, error: { code: 'unavailable' } });
+    c.close();
+  });
+
+  it('keeps at most resendLimit sends for a resend: the oldest beyond are rejected with disconnected', async () => {
+    const { c, sockets } = await joined({ resendLimit: 2 });
+    const sends = [1, 2, 3].map((n) => track(c.send('task:1', { n })));
+    const keys = framesOf(sockets[0]!, 'send_message').map((f) => f.idempotency_key);
+    await reconnect(sockets, 0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends.map((s) => s.error?.code)).toEqual(['disconnected', undefined, undefined]);
+    await answerJoin(sockets[1]!);
+    const resent = framesOf(sockets[1]!, 'send_message');
+    expect(resent.map((f) => f.idempotency_key)).toEqual(keys.slice(1));
+    resent.forEach((f, i) => sockets[1]!.server({ type: 'message_sent', id: f.id, room: 'task:1', epoch: 'e', offset: i + 1, timestamp: '' }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends.map((s) => s.settled)).toEqual([1, 1, 1]);
+    c.close();
+  });
+
+  it('gives up a kept send at the end of its resend window, before the server forgets its key', async () => {
+    const { c, sockets } = await joined({ connectTimeout: 5000 });
+    const kept = track(c.send('task:1', { n: 1 }));
+    sockets[0]!.drop(1006);
+    // No connection comes back: every attempt times out.
+    await vi.advanceTimersByTimeAsync(RESEND_WINDOW_MS - 1);
+    expect(kept.settled).toBe(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(kept).toMatchObject({ settled: 1, error: { code: 'disconnected' } });
+    expect(sockets.length).toBeGreaterThan(2);
+    c.close();
+  });
+
+  it('rejects sends in flight after a 1009 (one of them may be the refused frame), and every unanswered send at close()', async () => {
+    const { c, sockets } = await joined({ queueSize: 5 });
+    const inFlight = track(c.send('task:1', { n: 1 }));
+    await reconnect(sockets, 0, 1009);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(inFlight).toMatchObject({ settled: 1, error: { code: 'disconnected' } });
+    await answerJoin(sockets[1]!);
+    expect(framesOf(sockets[1]!, 'send_message')).toEqual([]);
+
+    const kept = track(c.send('task:1', { n: 2 }));
+    sockets[1]!.drop(1006);
+    const queued = track(c.send('task:1', { n: 3 }));
+    c.close();
+    await vi.advanceTimersByTimeAsync(0);
+    expect([kept.error?.code, queued.error?.code]).toEqual(['closed', 'closed']);
+    await expect(c.send('task:1', {})).rejects.toMatchObject({ code: 'closed' });
+  });
+});
+
+describe('rpc (fake timers)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  async function connected() {
+    const fake = await fakeClient('tok', { requestTimeout: 1000 });
+    fake.sockets[0]!.server(CONNECTED);
+    const rpcs = () => fake.sockets.flatMap((s) => s.sent.map((f) => JSON.parse(f)).filter((f) => f.type === 'rpc'));
+    return { ...fake, rpcs };
+  }
+
+  it('resolves with the reply’s data; the reply is no event', async () => {
+    const { c, sockets, rpcs } = await connected();
+    const messages: unknown[] = [];
+    c.on('message', (m) => messages.push(m));
+    const result = c.rpc('mark_read', { room: 'task:1', offset: 7 });
+    const [frame] = rpcs();
+    expect(frame).toEqual({ type: 'rpc', id: expect.any(String), method: 'mark_read', data: { room: 'task:1', offset: 7 } });
+    sockets[0]!.server({ type: 'rpc_result', id: frame.id, data: { unread: 0 }, timestamp: '' });
+    await expect(result).resolves.toEqual({ unread: 0 });
+    expect(messages).toEqual([]);
+    c.close();
+  });
+
+  it('rejects with the error envelope’s code, and the backend’s code in detail', async () => {
+    const { c, sockets, rpcs } = await connected();
+    const rejected = c.rpc('tasks.assign', { task: 1 });
+    const slow = c.rpc('tasks.assign', { task: 2 });
+    const [r1, r2] = rpcs();
+    sockets[0]!.server({ type: 'error', id: r1.id, data: { code: 'rejected', error: 'task is closed', detail: 'task_closed' }, timestamp: '' });
+    sockets[0]!.server({ type: 'error', id: r2.id, data: { code: 'unavailable', error: 'the backend did not answer in time' }, timestamp: '' });
+    await expect(rejected).rejects.toMatchObject({ name: 'ClientError', code: 'rejected', detail: 'task_closed', message: 'task is closed' });
+    await expect(slow).rejects.toMatchObject({ code: 'unavailable', detail: undefined });
+    c.close();
+  });
+
+  it('refuses a method outside the grammar without sending it', async () => {
+    const { c, rpcs } = await connected();
+    for (const method of ['Mark_read', '1x', '', 'mark-read', 'a'.repeat(65), '.x']) {
+      await expect(c.rpc(method, {})).rejects.toMatchObject({ code: 'invalid_message' });
+    }
+    const longest = c.rpc('a'.repeat(64));
+    expect(rpcs().map((f) => f.method)).toEqual(['a'.repeat(64)]);
+    c.close();
+    await expect(longest).rejects.toMatchObject({ code: 'closed' });
+  });
+
+  it('rejects an rpc in flight at a drop with disconnected and never sends it again; times out by its own timeout', async () => {
+    const { c, sockets, rpcs } = await connected();
+    const lost = c.rpc('mark_read', { offset: 1 });
+    sockets[0]!.drop(1006);
+    await expect(lost).rejects.toMatchObject({ code: 'disconnected' });
+    await vi.advanceTimersByTimeAsync(1000);
+    sockets[1]!.server(CONNECTED);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(rpcs()).toHaveLength(1);
+    const slow = c.rpc('reports.build', null, { timeout: 5000 });
+    const outcome = slow.catch((e: { code: string }) => e.code);
+    await vi.advanceTimersByTimeAsync(4999);
+    await vi.advanceTimersByTimeAsync(1);
+    await expect(outcome).resolves.toBe('timeout');
+    expect(rpcs().at(-1)).toMatchObject({ method: 'reports.build', data: null });
     c.close();
   });
 });

@@ -1,11 +1,11 @@
 /**
  * The browser bundle of ws-edge/client (minified ESM, gzip -9, as scripts/bundle-client.mjs builds
- * it) stays at or under 6 KB, and carries nothing of the server. A size check, not a timing.
+ * it) stays at or under 7 KB, and carries nothing of the server. A size check, not a timing.
  */
 import { describe, expect, it } from 'vitest';
 import { bundleClient } from '../../scripts/bundle-client.mjs';
 
-const BUDGET_GZIP_BYTES = 6 * 1024;
+const BUDGET_GZIP_BYTES = 7 * 1024;
 
 describe('the client bundle', () => {
   it(`is at most ${BUDGET_GZIP_BYTES} bytes gzip`, async () => {
