@@ -105,6 +105,8 @@ export interface BackendConfig {
   readonly perConnection: number;
   readonly publish: { readonly url: string; readonly patterns: readonly string[]; readonly rooms: RoomPatterns; readonly types: ReadonlySet<string> } | undefined;
   readonly rpcUrl: string | undefined;
+  /** WS_SIGNALS_TO_BACKEND: signals also sent to WS_RPC_URL (as method `signal.<name>`), fire and forget. */
+  readonly signals: ReadonlySet<string>;
 }
 
 /** The authorization callback (WS_ROOM_ACCESS=callback). */
@@ -374,7 +376,16 @@ function readBackend(r: Reader, problems: string[]): BackendConfig | undefined {
     perConnection: r.int('WS_BACKEND_MAX_PER_CONNECTION', 16, 1, 1000),
     publish: publishUrl === undefined ? undefined : { url: publishUrl, patterns: patterns.length === 0 ? ['*'] : patterns, rooms: rooms ?? NO_ROOMS, types: new Set(types.length === 0 ? ['message.new'] : types) },
     rpcUrl,
+    signals: readBackendSignals(r, problems, rpcUrl),
   };
+}
+
+function readBackendSignals(r: Reader, problems: string[], rpcUrl: string | undefined): ReadonlySet<string> {
+  const names = r.list('WS_SIGNALS_TO_BACKEND');
+  if (names.length > 0 && rpcUrl === undefined) problems.push('WS_SIGNALS_TO_BACKEND: needs WS_RPC_URL');
+  const bad = names.filter((n) => !SIGNAL_NAME.test(n));
+  if (bad.length > 0) problems.push(`WS_SIGNALS_TO_BACKEND: names are [a-z][a-z0-9_]{0,31}, comma-separated: ${bad.join(', ')}`);
+  return new Set(names);
 }
 
 function readPresence(r: Reader, problems: string[]): PresenceConfig {

@@ -47,6 +47,8 @@ export interface HandlerContext {
   readonly sends: Sends;
   /** WS_RPC_URL's caller; undefined when RPC is off. */
   readonly rpc: BackendCaller | undefined;
+  /** The caller for WS_SIGNALS_TO_BACKEND (to WS_RPC_URL, turns of its own); undefined when none are. */
+  readonly backendSignals: BackendCaller | undefined;
 }
 
 export type Handler<T extends ClientMessage['type']> = (

@@ -12,6 +12,27 @@ export interface ConnectionSeats {
   acquire(userId: string, connectionId: string): boolean | Promise<boolean>;
   /** Frees the seat at once; a no-op for an unknown connection. */
   release(userId: string, connectionId: string): void;
+  /** Whether each user is connected anywhere, with how many connections and when last seen (for the status API). */
+  status(userIds: readonly string[]): Promise<UserStatus[]>;
+}
+
+/** A user's presence on the whole deployment, as POST /api/v1/users/status answers it. */
+export interface UserStatus {
+  readonly user_id: string;
+  readonly online: boolean;
+  readonly connections: number;
+  /** When the last connection closed (ISO 8601); null while online or when never seen (or longer ago than LAST_SEEN_KEPT_MS). */
+  readonly last_seen: string | null;
+}
+
+/** How long a user's last-seen time is kept after their last connection. */
+export const LAST_SEEN_KEPT_MS = 30 * 86_400_000;
+/** Last-seen times kept in memory at most (one node); the oldest go first. */
+const MAX_SEEN = 100_000;
+
+export function userStatus(userId: string, connections: number, seenAt: number | undefined): UserStatus {
+  const online = connections > 0;
+  return { user_id: userId, online, connections, last_seen: online || seenAt === undefined ? null : new Date(seenAt).toISOString() };
 }
 
 /**
@@ -20,6 +41,7 @@ export interface ConnectionSeats {
  */
 export function createLocalSeats(maxPerUser: number): LocalSeats {
   const held = new Map<string, string[]>();
+  const seen = new Map<string, number>();
   return {
     acquire(userId, connectionId) {
       const connections = held.get(userId);
@@ -38,7 +60,11 @@ export function createLocalSeats(maxPerUser: number): LocalSeats {
       if (index < 0) return;
       if (connections!.length === 1) held.delete(userId);
       else connections!.splice(index, 1);
+      seen.delete(userId);
+      if (seen.size >= MAX_SEEN) seen.delete(seen.keys().next().value!);
+      seen.set(userId, Date.now());
     },
+    status: async (userIds) => userIds.map((id) => userStatus(id, held.get(id)?.length ?? 0, seen.get(id))),
     connectionsOf: (userId) => held.get(userId),
     users: () => held.size,
   };

@@ -293,14 +293,14 @@ function accessMetrics(registers: Registers) {
   };
 }
 
-export type BackendKind = 'room_auth' | 'publish' | 'rpc';
+export type BackendKind = 'room_auth' | 'publish' | 'rpc' | 'signal';
 /** `busy`: no turn before the deadline (the node's calls in flight at the cap); `bad_answer`: not a 200 with a JSON object of at most 4 KB. */
 export type BackendOutcome = 'ok' | 'timeout' | 'down' | 'bad_answer' | 'busy';
 
 function backendMetrics(registers: Registers) {
   const calls = new Counter({
     name: 'wsedge_backend_calls_total',
-    help: 'Calls to the product backend by kind (room_auth, publish, rpc) and outcome (ok, timeout, down, bad_answer, busy: no turn before the deadline).',
+    help: 'Calls to the product backend by kind (room_auth, publish, rpc, signal) and outcome (ok, timeout, down, bad_answer, busy: no turn before the deadline).',
     labelNames: ['kind', 'outcome'],
     registers,
   });
@@ -317,7 +317,7 @@ function backendMetrics(registers: Registers) {
     labelNames: ['kind'],
     registers,
   });
-  for (const kind of ['room_auth', 'publish', 'rpc']) {
+  for (const kind of ['room_auth', 'publish', 'rpc', 'signal']) {
     for (const outcome of ['ok', 'timeout', 'down', 'bad_answer', 'busy']) calls.labels(kind, outcome);
     refused.labels(kind);
   }

@@ -44,7 +44,7 @@ export interface SendsContext {
   readonly isSequenced: (room: string) => boolean;
 }
 
-export type SendRequest = Omit<QueuedSend, 'outcome'>;
+export type SendRequest = Omit<QueuedSend, 'outcome' | 'claimed'>;
 
 export interface Sends {
   send(ws: SessionSocket, session: Session, request: SendRequest): void;
@@ -100,9 +100,10 @@ export function createSends(ctx: SendsContext): Sends {
   };
 
   /** Runs a send whose turn it is. */
-  const settle = (ws: SessionSocket, session: Session, request: SendRequest, outcome: SendOutcome): void => {
+  const settle = (ws: SessionSocket, session: Session, request: QueuedSend, outcome: SendOutcome): void => {
     if (outcome.kind === 'publish') return publish(ws, session, request, outcome);
-    if (request.key !== undefined && outcome.kind === 'refuse' && !ctx.isSequenced(request.room)) ctx.keys.release(session.userId, request.room, request.key);
+    // Nothing was published: a claim this send made is freed (never another send's, still under way).
+    if (request.claimed && request.key !== undefined) ctx.keys.release(session.userId, request.room, request.key);
     if (outcome.kind === 'duplicate') return answer(ws, session, request.id, { room: request.room, ...outcome.result, duplicate: true });
     refuse(ws, session, outcome.error, request.id);
   };
@@ -119,7 +120,7 @@ export function createSends(ctx: SendsContext): Sends {
   };
 
   /** What the key's record says, then what the backend says: the send's outcome. */
-  const decide = async (session: Session, request: SendRequest): Promise<SendOutcome> => {
+  const decide = async (session: Session, request: QueuedSend): Promise<SendOutcome> => {
     const { room, key } = request;
     if (key !== undefined && !ctx.isSequenced(room)) {
       let claim: Claim;
@@ -130,6 +131,7 @@ export function createSends(ctx: SendsContext): Sends {
       }
       if (claim === 'pending') return { kind: 'refuse', error: messageError('send_pending') };
       if (claim !== 'new') return { kind: 'duplicate', result: claim.result };
+      request.claimed = true;
     }
     if (!proxied(room)) return { kind: 'publish', type: 'message.new', data: request.data, replaced: false };
     const body = { user_id: session.userId, username: session.username, connection_id: session.connectionId, room, type: 'message.new', data: request.data, idempotency_key: key ?? null };
@@ -153,10 +155,10 @@ export function createSends(ctx: SendsContext): Sends {
       }
       if (session.pending >= maxPending) return refuse(ws, session, messageError('backend_busy', maxPending), id);
       session.pending += 1;
-      const queued: QueuedSend = { ...request, outcome: undefined };
+      const queued: QueuedSend = { ...request, claimed: false, outcome: undefined };
       if (queue === undefined) (session.sends ??= new Map()).set(room, [queued]);
       else queue.push(queued);
-      void decide(session, request).then((outcome) => {
+      void decide(session, queued).then((outcome) => {
         queued.outcome = outcome;
         drain(ws, session, room);
       });

@@ -102,7 +102,7 @@ function serverPublisher(publish: RoomPublish, metrics: Metrics): { publish(room
 }
 
 function connectionSeats(config: Config, local: LocalSeats, redis: RedisClients | undefined, sessions: SessionIndex, log: Logger): ConnectionSeats & { stop(): void } {
-  if (redis === undefined) return { acquire: local.acquire, release: local.release, stop() {} };
+  if (redis === undefined) return { acquire: local.acquire, release: local.release, status: local.status, stop() {} };
   return createRedisSeats({
     redis: redis.command,
     prefix: config.redis!.prefix,
@@ -170,7 +170,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const grants = createExpiryScheduler<GrantItem>((item) => membership.grantExpired(item));
   const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants });
   const backend = config.backend;
-  const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
+  const caller = (kind: 'publish' | 'rpc' | 'signal', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
   const keys = redis === undefined ? createMemorySendKeys() : createRedisSendKeys(redis.command, config.redis!.prefix);
   const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
   const ctx: ConnectionContext = {
@@ -198,6 +198,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     publish,
     sends,
     rpc: caller('rpc', backend?.rpcUrl),
+    backendSignals: backend !== undefined && backend.signals.size > 0 ? caller('signal', backend.rpcUrl) : undefined,
   };
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);

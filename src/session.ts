@@ -77,6 +77,8 @@ export interface QueuedSend {
   readonly data: unknown;
   readonly key: string | undefined;
   readonly id: string | undefined;
+  /** This send claimed its plain room's idempotency record: only then may it free it again. */
+  claimed: boolean;
   outcome: SendOutcome | undefined;
 }
 

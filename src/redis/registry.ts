@@ -6,7 +6,7 @@
  * REDIS_SLOT_TTL. While Redis is away the limit falls back to per-node counting; on reconnect the
  * refresh re-adds every live connection. The `{user}` hash tag keeps a user's key in one cluster slot.
  */
-import type { ConnectionSeats } from '../limits.js';
+import { LAST_SEEN_KEPT_MS, userStatus, type ConnectionSeats } from '../limits.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from './links.js';
 import { startRefreshLoop } from './refresh-loop.js';
@@ -26,6 +26,11 @@ export interface RedisSeatsOptions {
 
 function userKey(prefix: string, userId: string): string {
   return `${prefix}conns:{${userId}}`;
+}
+
+/** When the user was last seen (ms), in the same slot as their connections. */
+function seenKey(prefix: string, userId: string): string {
+  return `${prefix}seen:{${userId}}`;
 }
 
 export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { stop(): void } {
@@ -51,8 +56,16 @@ export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { s
     },
     release(userId, connectionId) {
       opts.local.release(userId, connectionId);
-      if (redis.status === 'ready') redis.zrem(userKey(prefix, userId), connectionId).catch(() => {});
+      if (redis.status === 'ready') runScript(redis, 'release-seat', [userKey(prefix, userId), seenKey(prefix, userId)], [connectionId, LAST_SEEN_KEPT_MS]).catch(() => {});
     },
+    // One script per user, issued together (pipelined; per shard in a Cluster). Rejects while Redis is away.
+    status: (userIds) =>
+      Promise.all(
+        userIds.map(async (userId) => {
+          const [count, seen] = (await runScript(redis, 'seat-status', [userKey(prefix, userId), seenKey(prefix, userId)], [ttlMs, LAST_SEEN_KEPT_MS])) as [number, number | null];
+          return userStatus(userId, count, seen ?? undefined);
+        }),
+      ),
     stop: () => loop.stop(),
   };
 }

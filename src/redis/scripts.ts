@@ -9,6 +9,8 @@ import type { RedisClient } from './links.js';
 export type ScriptName =
   | 'acquire-seat'
   | 'refresh-seats'
+  | 'release-seat'
+  | 'seat-status'
   | 'append-history'
   | 'read-history'
   | 'presence-add'

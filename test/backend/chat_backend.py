@@ -4,7 +4,8 @@ Standard library only. `python3 chat_backend.py <sqlite file> <bearer key>` list
 port of 127.0.0.1 and prints `listening <port>` once it accepts calls. Behaviour by message text:
 `deny` is refused (code `spam`), `boom` answers 500, `garbage` answers a body that is not JSON,
 `slow:<ms>` waits that long first. Everything else is stored (the idempotency key unique per user)
-and allowed with the stored row's `message_id` and `stored_at`. GET /stats answers the row count.
+and allowed with the stored row's `message_id` and `stored_at`. RPC `signal.read` (a forwarded
+`read` signal) is stored as a read receipt. GET /stats answers the row and read counts.
 """
 import json
 import sqlite3
@@ -50,6 +51,11 @@ def rpc(body):
         with lock:
             (count,) = db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (data.get("room"),)).fetchone()
         return {"data": {"count": count}}
+    if method == "signal.read":  # WS_SIGNALS_TO_BACKEND=read: {room, data} of the signal
+        with lock:
+            db.execute("INSERT INTO reads VALUES (?, ?, ?)", (body["user_id"], data.get("room"), (data.get("data") or {}).get("message_id")))
+            db.commit()
+        return {"data": None}
     if method == "messages.mark_read":
         with lock:
             db.execute("INSERT INTO reads VALUES (?, ?, ?)", (body["user_id"], data.get("room"), data.get("message_id")))
@@ -78,7 +84,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         with lock:
             (count,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
-        self.reply(200, {"rows": count, "max_in_flight": max_in_flight})
+            (reads,) = db.execute("SELECT COUNT(*) FROM reads").fetchone()
+        self.reply(200, {"rows": count, "reads": reads, "max_in_flight": max_in_flight})
 
     def do_POST(self):
         global in_flight, max_in_flight

@@ -17,7 +17,7 @@ export interface ChatBackend {
   /** http://127.0.0.1:<port> */
   readonly url: string;
   /** Rows stored and the most calls it had in flight at once. */
-  stats(): Promise<{ rows: number; max_in_flight: number }>;
+  stats(): Promise<{ rows: number; reads: number; max_in_flight: number }>;
   stop(): void;
 }
 
@@ -40,7 +40,7 @@ export async function startChatBackend(): Promise<ChatBackend> {
   const url = `http://127.0.0.1:${port}`;
   return {
     url,
-    stats: async () => (await (await fetch(`${url}/stats`)).json()) as { rows: number; max_in_flight: number },
+    stats: async () => (await (await fetch(`${url}/stats`)).json()) as { rows: number; reads: number; max_in_flight: number },
     stop() {
       child.kill('SIGKILL');
       running.delete(child);

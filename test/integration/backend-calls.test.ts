@@ -157,6 +157,19 @@ describe('rpc over the socket', () => {
   });
 });
 
+describe('signals the backend should hear (WS_SIGNALS_TO_BACKEND)', () => {
+  it('a read signal reaches the other members live and is recorded by the backend; typing is not sent to it', async () => {
+    const backend = await startChatBackend();
+    const node = await startTestNode(backendEnv(backend, { WS_SIGNALS_TO_BACKEND: 'read' }));
+    const [alice, bob] = await Promise.all([member(node, 'alice', ['channel:1']), member(node, 'bob', ['channel:1'])]);
+    alice.send({ type: 'signal', room: 'channel:1', name: 'typing' });
+    alice.send({ type: 'signal', room: 'channel:1', name: 'read', data: { message_id: 7 } });
+    expect(await bob.next((e) => e.type === 'signal.read')).toMatchObject({ room: 'channel:1', user_id: 'alice', data: { message_id: 7 } });
+    await waitFor('the read receipt stored', async () => (await backend.stats()).reads === 1, 10_000);
+    expect(await node.metric('wsedge_backend_calls_total', { kind: 'signal', outcome: 'ok' })).toBe(1);
+  });
+});
+
 describe('counted: numbered messages through the proxy on three nodes on Redis', () => {
   it('every message is stored once and every member receives each once, with its message_id, in each sender’s order', { timeout: 90_000 }, async () => {
     const backend = await startChatBackend();
