@@ -14,6 +14,8 @@ import type { BackendKind, BackendOutcome, Metrics } from './metrics.js';
 export const MAX_ANSWER_BYTES = 4096;
 /** Calls waiting for a turn beyond the concurrency cap; more fail at once. */
 const MAX_WAITING = 10_000;
+/** A call is started only with at least this much of its deadline left: less could not be answered in time. */
+const MIN_CALL_MS = 10;
 
 export interface BackendEndpoint {
   readonly url: string;
@@ -141,8 +143,8 @@ export function createBackendCaller(kind: BackendKind, endpoint: BackendEndpoint
         throw err;
       }
       try {
-        // A turn handed over at the deadline is no time left for a call.
-        if (Date.now() >= deadline) throw new BackendError('busy', 'no turn before the deadline');
+        // A turn handed over at (or just before) the deadline is no time left for a call.
+        if (deadline - Date.now() < MIN_CALL_MS) throw new BackendError('busy', 'no turn before the deadline');
         const answer = await post(body, deadline);
         record('ok', started);
         return answer;
