@@ -361,8 +361,8 @@ function topic(core: Core, room: string, occupied: boolean): void {
   if (waiting !== undefined) clearTimeout(waiting.timer);
   unconfirmed.delete(room);
   if (!occupied) return ctx.broker.unsubscribe(room);
-  const timer = setTimeout(() => confirmed(core, room), CONFIRM_TIMEOUT_MS).unref();
-  unconfirmed.set(room, { answers: [], timer });
+  // Personal rooms are joined by `connected`, which waits for nothing: no answer to hold back.
+  if (!room.startsWith('user:')) unconfirmed.set(room, { answers: [], timer: setTimeout(() => confirmed(core, room), CONFIRM_TIMEOUT_MS).unref() });
   ctx.broker.subscribe(room);
 }
 
