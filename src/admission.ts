@@ -85,7 +85,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
   const rejected = (rej: Rejection, remoteAddress: string, userId?: string): void => {
     metrics.connectionRejected(rej.reason);
     if (AUTH_FAILURES.has(rej.reason)) ctx.authFailures.fail(remoteAddress, Date.now());
-    log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, user_id: userId, remote: remoteAddress }, 'connection rejected');
+    log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, close_reason: rej.message, user_id: userId, remote: remoteAddress }, 'connection rejected');
   };
 
   const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => ({
@@ -121,6 +121,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const protocols = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
     const origin = req.getHeader('origin');
+    const authorization = req.getHeader('authorization');
     const query = req.getQuery() ?? '';
 
     const open = (data: UserData, protocol: string): void => res.upgrade<UserData>(data, key, protocol, extensions, context);
@@ -131,7 +132,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
 
     const originProblem = checkOrigin(origin, config.allowedOrigins);
     if (originProblem) return refuse(originProblem);
-    const found = extractToken({ query, protocols, origin });
+    const found = extractToken({ query, protocols, origin, authorization });
     if (isRejection(found)) return refuse(found);
     const identity = ctx.auth.verify(found.token);
     if (isRejection(identity)) return refuse(identity);

@@ -1,6 +1,6 @@
 /**
  * The server API for backends, on the internal port only: POST /api/v1/publish,
- * /api/v1/disconnect, /api/v1/unsubscribe and /api/v1/subscribe, and GET
+ * /api/v1/publish/batch, /api/v1/disconnect, /api/v1/unsubscribe and /api/v1/subscribe, and GET
  * /api/v1/rooms/<room>/{history,presence,presence_stats}, with `Authorization: Bearer
  * <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while
  * they stream in, before any parsing.
@@ -8,11 +8,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Broker } from './broker.js';
 import type { Config } from './config.js';
-import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, type ApiRefusalName } from './errors.js';
+import { API_REFUSALS, CLOSES, isApplicationCloseCode, isCloseReason, refusalBody, type ApiRefusalName } from './errors.js';
 import type { Events } from './events.js';
 import { IDEMPOTENCY_KEY, readPage, type History } from './history.js';
 import { isPresenceRoom, isSequenced } from './membership.js';
-import type { RoomPublish } from './publish.js';
+import { eventEncoder, isConnectionId, listTargets, MAX_PUBLICATIONS, MAX_TARGETS, publishTargets, type ConnectionCount, type RoomPublish, type Target, type TargetOutcome, type WritesTogether } from './publish.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -29,6 +29,10 @@ export interface ApiDeps {
   readonly events: Events;
   /** The room-publish seam (publish.ts): plain rooms through the broker, sequenced ones through their history. */
   readonly publish: RoomPublish;
+  /** Each user's live connections on every node (this node's without Redis), for the answer to a user target. */
+  readonly connections: ConnectionCount;
+  /** Hands the Redis commands a multi-target publish issues to the socket in one write; absent without Redis. */
+  readonly together?: WritesTogether;
   readonly history: History;
   readonly presence: PresenceTracker;
   readonly metrics: Metrics;
@@ -36,7 +40,7 @@ export interface ApiDeps {
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'disconnect' | 'unsubscribe' | 'subscribe';
+type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe';
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
@@ -49,7 +53,6 @@ class ApiError extends Error {
 }
 
 const badRequest = (name: ApiRefusalName, limit?: number) => new ApiError(name, limit);
-const CONNECTION_ID = /^[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,16}$/;
 const MAX_SENDER_LENGTH = 128;
 
 function digest(value: string): Buffer {
@@ -91,53 +94,122 @@ function parseObject(body: Buffer): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/**
- * One room's event: through the history when the room is sequenced, answered with its position
- * (`duplicate: true` when its idempotency key was seen: nothing was published again).
- */
-function publishTo(deps: ApiDeps, room: string, envelope: string, key: string | undefined, answer: Answer): Answer | Promise<Answer> {
-  if (key !== undefined && !isSequenced(deps, room)) throw badRequest('invalid_idempotency_key');
-  const appended = deps.publish(room, envelope, key);
-  if (appended === undefined) {
-    deps.metrics.published('api');
-    return answer;
-  }
-  return appended.then(
-    ({ epoch, offset, duplicate }) => {
-      if (duplicate) deps.metrics.duplicatePublish();
-      else deps.metrics.published('api');
-      return { ...answer, epoch, offset, ...(duplicate && { duplicate }) };
-    },
-    () => {
-      throw badRequest('history_unavailable');
-    },
-  );
+/** The refusal body of an item or target that failed on its own (a batch item, one of many targets). */
+function refusalOf(err: ApiError): Answer {
+  return refusalBody(API_REFUSALS[err.refusal], err.limit);
 }
 
-function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
-  const { room, user_id: userId, connection_id: connectionId, type, data, sender, idempotency_key: key } = body;
-  const targets = [room, userId, connectionId].filter((t) => t !== undefined);
-  if (targets.length !== 1) throw badRequest('invalid_target');
+/** A publication checked and ready: how many targets it has, and what publishes it. */
+interface Prepared {
+  readonly targets: number;
+  run(): Answer | Promise<Answer>;
+}
+
+/** A target's answer fields: its room or user, and what publishing gave it. */
+function targetAnswer(deps: ApiDeps, outcome: TargetOutcome): Answer {
+  const { target } = outcome;
+  const id = target.userId === undefined ? { room: target.room } : { user_id: target.userId };
+  if (!outcome.ok) return { ...id, ...refusalOf(badRequest('history_unavailable')) };
+  const { appended, connections } = outcome;
+  if (appended?.duplicate) deps.metrics.duplicatePublish();
+  else deps.metrics.published('api');
+  return {
+    status: 'published',
+    ...id,
+    ...(connections !== undefined && { connections }),
+    ...(appended !== undefined && { epoch: appended.epoch, offset: appended.offset, ...(appended.duplicate && { duplicate: true }) }),
+  };
+}
+
+/**
+ * Checks a publish body (`room`, `user_id` or `connection_id`; or `rooms` and/or `user_ids`) and
+ * returns what publishes it; throws the first refusal. One target answers as it always has; a list
+ * answers a result per target, 503 only when every target failed (nothing was published).
+ */
+function prepare(deps: ApiDeps, body: Record<string, unknown>): Prepared {
+  const { room, user_id: userId, connection_id: connectionId, rooms, user_ids: userIds, type, data, sender, idempotency_key: key, exclude_connection: excludeConnection } = body;
+  const single = [room, userId, connectionId].filter((t) => t !== undefined).length;
+  const listed = rooms !== undefined || userIds !== undefined;
+  if (single + (listed ? 1 : 0) !== 1) throw badRequest('invalid_target');
+  const targets = listed ? listTargets(rooms, userIds) : undefined;
+  if (typeof targets === 'string') throw badRequest(targets, targets === 'too_many_targets' ? MAX_TARGETS : undefined);
   if (!isPublishableType(type)) throw badRequest('invalid_type');
   if (sender !== undefined && sender !== null && (typeof sender !== 'string' || sender.length > MAX_SENDER_LENGTH)) {
     throw badRequest('invalid_sender', MAX_SENDER_LENGTH);
   }
   const from = (sender as string | null | undefined) ?? null;
   if (key !== undefined && (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key))) throw badRequest('invalid_idempotency_key');
-  if (room !== undefined) {
-    if (!isValidRoom(room)) throw badRequest('invalid_room');
-    return publishTo(deps, room, encodeEvent(type, room, data ?? null, from), key, { status: 'published', room });
+  const except = excludeConnection ?? undefined;
+  const excluded = isConnectionId(except) ? except : undefined;
+  if (connectionId !== undefined) {
+    if (key !== undefined) throw badRequest('invalid_idempotency_key');
+    if (!isConnectionId(connectionId)) throw badRequest('invalid_connection_id');
+    if (except !== undefined) throw badRequest('invalid_exclude_connection');
+    return {
+      targets: 1,
+      run() {
+        deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
+        deps.metrics.published('api');
+        return { status: 'published', connection_id: connectionId };
+      },
+    };
   }
-  if (userId !== undefined) {
-    if (!isValidId(userId)) throw badRequest('invalid_user_id');
-    const target = userRoom(userId);
-    return publishTo(deps, target, encodeEvent(type, target, data ?? null, from), key, { status: 'published', user_id: userId });
-  }
-  if (key !== undefined) throw badRequest('invalid_idempotency_key');
-  if (typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId)) throw badRequest('invalid_connection_id');
-  deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
-  deps.metrics.published('api');
-  return { status: 'published', connection_id: connectionId };
+  if (room !== undefined && !isValidRoom(room)) throw badRequest('invalid_room');
+  if (userId !== undefined && !isValidId(userId)) throw badRequest('invalid_user_id');
+  const list: readonly Target[] = targets ?? (room !== undefined ? [{ room: room as string }] : [{ room: userRoom(userId as string), userId: userId as string }]);
+  if (key !== undefined && !list.every((t) => isSequenced(deps, t.room))) throw badRequest('invalid_idempotency_key');
+  if (except !== excluded) throw badRequest('invalid_exclude_connection');
+  const publication = { targets: list, encode: eventEncoder(type, data, from), key: key as string | undefined, except: excluded };
+  return {
+    targets: list.length,
+    async run() {
+      const outcomes = await publishTargets(deps.publish, deps.connections, publication, deps.together);
+      if (outcomes.every((o) => !o.ok)) throw badRequest('history_unavailable');
+      const answers = outcomes.map((o) => targetAnswer(deps, o));
+      if (targets === undefined) return answers[0]!;
+      return { status: outcomes.every((o) => o.ok) ? 'published' : 'partial', results: answers };
+    },
+  };
+}
+
+function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
+  return prepare(deps, body).run();
+}
+
+/**
+ * POST /api/v1/publish/batch: `{"publications": [publish bodies]}`, 1 to 100 of them, their targets
+ * together at most 1,000. Each item is answered on its own, in order: what a publish of it answers,
+ * or its refusal (`{"error", "reason"}`); a bad item does not stop the others.
+ */
+function publishBatch(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
+  const { publications } = body;
+  if (!Array.isArray(publications) || publications.length === 0 || publications.length > MAX_PUBLICATIONS) throw badRequest('invalid_batch', MAX_PUBLICATIONS);
+  const items = publications.map((item: unknown): Prepared | ApiError => {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) return badRequest('invalid_body');
+    try {
+      return prepare(deps, item as Record<string, unknown>);
+    } catch (err) {
+      if (err instanceof ApiError) return err;
+      throw err;
+    }
+  });
+  const total = items.reduce((sum, item) => sum + (item instanceof ApiError ? 0 : item.targets), 0);
+  if (total > MAX_TARGETS) throw badRequest('too_many_targets', MAX_TARGETS);
+  // Each run issues its Redis commands before its first await: the whole batch leaves in one write.
+  const together = deps.together ?? ((fn) => fn());
+  const answered = together(() =>
+    items.map(async (item): Promise<Answer> => {
+      if (item instanceof ApiError) return refusalOf(item);
+      try {
+        return await item.run();
+      } catch (err) {
+        if (err instanceof ApiError) return refusalOf(err);
+        deps.log.error({ err, endpoint: 'publish_batch' }, 'API request failed');
+        return refusalOf(badRequest('internal_error'));
+      }
+    }),
+  );
+  return Promise.all(answered).then((results) => ({ results }));
 }
 
 function disconnect(deps: ApiDeps, body: Record<string, unknown>): Answer {
@@ -159,7 +231,7 @@ function changeAccess(op: 'unsubscribe' | 'subscribe') {
     const { user_id: userId, room, connection_id: connectionId } = body;
     if (!isValidId(userId)) throw badRequest('invalid_user_id');
     if (!isValidRoom(room) || room.startsWith('user:')) throw badRequest('invalid_access_room');
-    if (connectionId !== undefined && (op === 'subscribe' || typeof connectionId !== 'string' || !CONNECTION_ID.test(connectionId))) throw badRequest('invalid_connection_id');
+    if (connectionId !== undefined && (op === 'subscribe' || !isConnectionId(connectionId))) throw badRequest('invalid_connection_id');
     if (!deps.broker.isUp() || !(await deps.broker.changeAccess({ op, userId, room, connectionId: connectionId as string | undefined }))) throw badRequest('broker_unavailable');
     return { status: op === 'subscribe' ? 'subscribed' : 'unsubscribed', user_id: userId, room, ...(connectionId === undefined ? {} : { connection_id: connectionId }) };
   };
@@ -167,6 +239,7 @@ function changeAccess(op: 'unsubscribe' | 'subscribe') {
 
 const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = {
   publish,
+  publish_batch: publishBatch,
   disconnect,
   unsubscribe: changeAccess('unsubscribe'),
   subscribe: changeAccess('subscribe'),
@@ -251,8 +324,8 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const expected = key === undefined ? undefined : digest(key);
   addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
   for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
-  for (const endpoint of ['publish', 'disconnect', 'unsubscribe', 'subscribe'] as const) {
-    app.post(`/api/v1/${endpoint}`, (res: HttpResponse, req: HttpRequest) => {
+  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe'] as const) {
+    app.post(`/api/v1/${endpoint === 'publish_batch' ? 'publish/batch' : endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;
       res.onAborted(() => {
         aborted = true;

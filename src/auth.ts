@@ -1,12 +1,14 @@
 /**
  * Token -> identity, or a Rejection carrying close code 4401. Verification uses fast-jwt with an
  * explicit algorithm list derived from the configured key (fast-jwt would otherwise accept any),
- * so `alg: none` and algorithm confusion are impossible. Public-key results are cached by token,
- * never past `exp`; HMAC is verified every time (cheaper than the cache's own token hash).
+ * so `alg: none` and algorithm confusion are impossible. A refusal names the check that failed
+ * (`invalid token: signature`), which tells a client what to fix without echoing the token.
+ * Public-key results are cached by token, never past `exp`; HMAC is verified every time (cheaper
+ * than the cache's own token hash).
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt';
+import { createDecoder, createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt';
 import type { JwtConfig } from './config.js';
 import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
 import { REJECTIONS, type Rejection } from './errors.js';
@@ -50,8 +52,64 @@ const MAX_USERNAME_LENGTH = 128;
  */
 export const MAX_EXP_SECONDS = 253_402_300_799;
 
-const INVALID = REJECTIONS.token_invalid;
 const EXPIRED = REJECTIONS.token_expired;
+
+/** The refusal of a claim fast-jwt found missing (`requiredClaims`), by claim. */
+const MISSING_CLAIM: Readonly<Record<string, Rejection>> = {
+  exp: REJECTIONS.token_no_exp,
+  sub: REJECTIONS.token_no_sub,
+  iss: REJECTIONS.token_no_iss,
+  aud: REJECTIONS.token_no_aud,
+};
+/** The refusal of a claim fast-jwt found of the wrong type or value, by claim. */
+const BAD_CLAIM: Readonly<Record<string, Rejection>> = {
+  nbf: REJECTIONS.token_nbf,
+  exp: REJECTIONS.token_exp,
+  aud: REJECTIONS.token_aud,
+  iss: REJECTIONS.token_iss,
+};
+
+const decodeHeader = createDecoder({ complete: true });
+
+/**
+ * Names the check a token failed, for the close reason and the log (never the token). fast-jwt
+ * checks in this order: format, signature present, algorithm, signature, required claims (exp,
+ * sub, iss, aud), then nbf, exp, aud and iss; its messages name the claim ("The iss claim ...").
+ */
+function failedCheck(err: unknown, token: string, algorithms: readonly string[]): Rejection {
+  if (!(err instanceof TokenError)) return REJECTIONS.token_invalid;
+  const claim = /\b(\w+) claim/.exec(err.message)?.[1] ?? '';
+  switch (err.code) {
+    case TokenError.codes.expired:
+      return EXPIRED;
+    case TokenError.codes.inactive:
+      return REJECTIONS.token_nbf;
+    case TokenError.codes.invalidAlgorithm:
+      return REJECTIONS.token_algorithm;
+    case TokenError.codes.invalidSignature:
+      return REJECTIONS.token_signature;
+    case TokenError.codes.missingSignature:
+      // Checked before the algorithm: an unsigned `alg: none` token is refused for its algorithm.
+      return algorithms.includes(headerAlg(token)) ? REJECTIONS.token_signature : REJECTIONS.token_algorithm;
+    case TokenError.codes.missingRequiredClaim:
+      return MISSING_CLAIM[claim] ?? REJECTIONS.token_invalid;
+    case TokenError.codes.invalidClaimType:
+    case TokenError.codes.invalidClaimValue:
+      return BAD_CLAIM[claim] ?? REJECTIONS.token_invalid;
+    default:
+      return REJECTIONS.token_invalid;
+  }
+}
+
+/** The `alg` of a token fast-jwt could decode; '' when it has none. */
+function headerAlg(token: string): string {
+  try {
+    const { header } = decodeHeader(token) as { header: { alg?: unknown } };
+    return typeof header.alg === 'string' ? header.alg : '';
+  } catch {
+    return '';
+  }
+}
 
 /** Algorithms that fit a PEM public key, by key type and curve. */
 function algorithmsForPublicKey(pem: string): string[] {
@@ -128,7 +186,7 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
       try {
         claims = verifier(token) as Record<string, unknown>;
       } catch (err) {
-        return err instanceof TokenError && err.code === TokenError.codes.expired ? EXPIRED : INVALID;
+        return failedCheck(err, token, algorithms);
       }
       return identityFrom(claims);
     },
@@ -149,8 +207,9 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
 function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
   const { sub, username, exp } = claims;
   if (!isValidId(sub)) return REJECTIONS.token_sub;
-  if (typeof exp !== 'number' || !Number.isFinite(exp)) return INVALID;
-  if (exp > MAX_EXP_SECONDS) return REJECTIONS.token_exp_too_far;
+  // fast-jwt checked that exp is a number; JSON's 1e999 is Infinity, past any year.
+  if (typeof exp !== 'number') return REJECTIONS.token_exp;
+  if (!(exp <= MAX_EXP_SECONDS)) return REJECTIONS.token_exp_too_far;
   if (username !== undefined && (typeof username !== 'string' || username === '' || username.length > MAX_USERNAME_LENGTH)) {
     return REJECTIONS.token_username;
   }

@@ -8,8 +8,8 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
   let closed = false;
   return {
     kind: 'memory',
-    publish(room, payload) {
-      if (!closed) target.deliver(room, payload);
+    publish(room, payload, except) {
+      if (!closed) target.deliver(room, payload, except);
     },
     // There are no other nodes.
     relay() {},

@@ -20,13 +20,20 @@
 /** Encoded envelope bytes as uWS takes them. */
 export type Payload = string | Uint8Array;
 
-/** An event of a sequenced room with its position (history.ts), in offset order per room. */
-export type SequencedDelivery = (room: string, epoch: string, offset: number, payload: Payload) => void;
+/**
+ * An event of a sequenced room with its position (history.ts), in offset order per room. `except`:
+ * a connection id that must not receive it (see BrokerTarget.deliver).
+ */
+export type SequencedDelivery = (room: string, epoch: string, offset: number, payload: Payload, except?: string) => void;
 
 /** What a node does with what the broker brings it. */
 export interface BrokerTarget {
-  /** Hands an event to the local uWS topic `room` (uWS fans out in C++). */
-  deliver(room: string, payload: Payload): void;
+  /**
+   * Hands an event to the local uWS topic `room` (uWS fans out in C++). `except`: a connection id
+   * of this node that must not receive it (published from that socket, which uWS skips); the
+   * broker passes only ids whose node part is this node's.
+   */
+  deliver(room: string, payload: Payload, except?: string): void;
   /** An event of a sequenced room with its position, as the history assigned it. */
   deliverSequenced: SequencedDelivery;
   /**
@@ -52,7 +59,8 @@ export interface AccessChange {
 
 export interface Broker {
   readonly kind: 'memory' | 'redis';
-  publish(room: string, payload: string): void;
+  /** `except`: one connection id, on whichever node, that must not receive it (the others all do). */
+  publish(room: string, payload: string, except?: string): void;
   /** To the room's members on the other nodes only (the caller delivers here itself); best effort, never stored. */
   relay(room: string, payload: string): void;
   /** Delivers to the connection wherever it lives (its id names its node). */

@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { signToken } from './auth.js';
 import { runDemo, runInteractive } from './cli-client.js';
+import { DEV_TOKEN_PATH } from './demo.js';
 import { WS_PATH } from './messages.js';
 import { isValidRoom } from './rooms.js';
 import { serve } from './main.js';
@@ -16,7 +17,8 @@ const USAGE = `usage:
                                      mint a room grant for join_room's "grant" (ttl default 300)
   ws-edge client [--url <ws-url>] [--token <jwt> | --user <id>] [--demo] [--room <room>] [--query-token]
                                      interactive test client, or a scripted demo that exits 0 on success
-                                     (--user mints a token with JWT_SECRET)`;
+                                     (token: --token, else WS_EDGE_TOKEN, else minted for --user with
+                                     JWT_SECRET, else asked of a dev-mode node's /dev/token)`;
 
 function fail(message: string): never {
   process.stderr.write(`ws-edge: ${message}\n${USAGE}\n`);
@@ -41,6 +43,21 @@ function tokenFromFlags(values: { user?: string; username?: string; rooms?: stri
     issuer: process.env['JWT_ISSUER'] || undefined,
     audience: process.env['JWT_AUDIENCE'] || undefined,
   });
+}
+
+/**
+ * A token from a node in dev mode (no JWT key: `ws-edge serve` with zero configuration), whose
+ * public port hands them out at /dev/token; the URL's host and port, the user from --user or "dev".
+ */
+async function devModeToken(wsUrl: string, user: string | undefined): Promise<string> {
+  const url = new URL(DEV_TOKEN_PATH, wsUrl.replace(/^ws/, 'http'));
+  url.searchParams.set('user', user ?? 'dev');
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) }).catch(() => undefined);
+  const body = res?.ok === true ? ((await res.json()) as { token?: unknown }) : undefined;
+  if (typeof body?.token !== 'string') {
+    fail(`no token: pass --token or WS_EDGE_TOKEN, or --user with JWT_SECRET (${url.origin} hands out none at ${DEV_TOKEN_PATH}: ${res === undefined ? 'no answer' : `HTTP ${res.status}`}; only a node in dev mode does)`);
+  }
+  return body.token;
 }
 
 const tokenFlags = {
@@ -69,7 +86,7 @@ async function main(argv: string[]): Promise<void> {
         args: rest,
         options: {
           ...tokenFlags,
-          url: { type: 'string', default: `ws://localhost:${process.env['PORT'] || 8080}${WS_PATH}` },
+          url: { type: 'string', default: `ws://127.0.0.1:${process.env['PORT'] || 8080}${WS_PATH}` },
           token: { type: 'string' },
           demo: { type: 'boolean', default: false },
           room: { type: 'string', default: 'channel:demo' },
@@ -78,9 +95,11 @@ async function main(argv: string[]): Promise<void> {
         },
         strict: true,
       });
+      const given = values.token ?? process.env['WS_EDGE_TOKEN'];
+      const canMint = Boolean(values.secret ?? process.env['JWT_SECRET']);
       const opts = {
         url: values.url,
-        token: values.token ?? process.env['WS_EDGE_TOKEN'] ?? tokenFromFlags(values),
+        token: given ?? (canMint ? tokenFromFlags(values) : await devModeToken(values.url, values.user)),
         queryToken: values['query-token'],
         room: values.room,
         timeoutMs: Number(values.timeout),

@@ -82,7 +82,8 @@ const MAX_RPC_ERROR_CODE = /^[a-z0-9_.-]{1,64}$/;
 /** The backend's answer to an rpc: its data, or its refusal; undefined for an answer of another shape. */
 function rpcAnswer(answer: Record<string, unknown>): { data: unknown } | { error: MessageError } | undefined {
   const { error } = answer;
-  if (error === undefined) return { data: answer['data'] ?? null };
+  // A null `error` is an absent one (response models write them).
+  if (error == null) return { data: answer['data'] ?? null };
   if (typeof error !== 'object' || error === null) return undefined;
   const { code, message } = error as Record<string, unknown>;
   if (typeof code !== 'string' || !MAX_RPC_ERROR_CODE.test(code) || typeof message !== 'string' || message.length > 256) return undefined;
@@ -119,7 +120,7 @@ const ping: Handler<'ping'> = (ctx, ws, _session, { id }) => {
 /** A refused refresh closes the socket with 4401 and is logged once as a security event. */
 function refuseRefresh(ctx: HandlerContext, ws: SessionSocket, session: Session, refusal: Rejection): void {
   ctx.metrics.connectionRejected(refusal.reason);
-  connectionLog(ctx.log, session).warn({ event: 'token_refresh_rejected', reason: refusal.reason, remote: session.remoteAddress }, 'token refresh rejected');
+  connectionLog(ctx.log, session).warn({ event: 'token_refresh_rejected', reason: refusal.reason, close_reason: refusal.message, remote: session.remoteAddress }, 'token refresh rejected');
   closeWith(ws, refusal);
 }
 

@@ -1,6 +1,7 @@
 /**
  * What an upgrade request asks for, read from its headers and query before any socket exists:
- * the token (query `token` or subprotocol `wsedge.bearer.<token>`, never both) and the origin check.
+ * the token (query `token`, subprotocol `wsedge.bearer.<token>`, or an `Authorization: Bearer`
+ * header for non-browser clients; exactly one of them) and the origin check.
  */
 import { REJECTIONS, type Rejection } from './errors.js';
 import { BEARER_PREFIX, MAX_TOKEN_LENGTH, PROTOCOL } from './messages.js';
@@ -9,6 +10,8 @@ export interface UpgradeRequest {
   readonly query: string;
   readonly protocols: string;
   readonly origin: string;
+  /** The Authorization header ('' when absent); only its Bearer scheme carries a token. */
+  readonly authorization?: string;
 }
 
 export interface TokenFound {
@@ -28,16 +31,24 @@ export function refusalProtocol(protocols: string): string {
   return offered.includes(PROTOCOL) ? PROTOCOL : (offered[0] ?? '');
 }
 
+/** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive); other schemes carry none. */
+function headerToken(authorization: string | undefined): string[] {
+  const match = /^bearer(?:\s+(.*))?$/i.exec(authorization?.trim() ?? '');
+  const token = match?.[1]?.trim() ?? '';
+  return token === '' ? [] : [token];
+}
+
 /**
- * Finds exactly one token; two tokens anywhere are refused, never guessed. An empty value (`?token=`
- * or a bare `wsedge.bearer.`) counts as absent.
+ * Finds exactly one token; two tokens anywhere (query, subprotocol, Authorization header) are
+ * refused, never guessed. An empty value (`?token=`, a bare `wsedge.bearer.`, `Bearer ` alone)
+ * counts as absent.
  */
 export function extractToken(req: UpgradeRequest): TokenFound | Rejection {
   const offered = req.protocols.split(',').map((p) => p.trim());
   const bearers = offered.filter((p) => p.startsWith(BEARER_PREFIX) && p.length > BEARER_PREFIX.length).map((p) => p.slice(BEARER_PREFIX.length));
   const queried = req.query === '' ? [] : new URLSearchParams(req.query).getAll('token').filter((t) => t !== '');
   const protocol = offered.includes(PROTOCOL) ? PROTOCOL : '';
-  const all = [...queried, ...bearers];
+  const all = [...queried, ...bearers, ...headerToken(req.authorization)];
   if (all.length > 1) return REJECTIONS.token_ambiguous;
   const token = all[0];
   if (token === undefined) return REJECTIONS.token_missing;

@@ -58,7 +58,7 @@ export function createMemoryHistory(config: HistoryConfig, deliver: SequencedDel
   const positionOf = (stream: Stream, entries: HistoryEntry[]) => Promise.resolve({ epoch: stream.epoch, offset: stream.offset, entries });
 
   return {
-    append(room, head, idempotencyKey) {
+    append(room, head, idempotencyKey, except) {
       const at = now();
       const key = idempotencyKey === undefined ? undefined : `${room}\n${idempotencyKey}`;
       const first = key === undefined ? undefined : seen.get(key);
@@ -74,7 +74,7 @@ export function createMemoryHistory(config: HistoryConfig, deliver: SequencedDel
         seen.set(key, { position, at });
         sweep(seen, (s) => at - s.at > IDEMPOTENCY_WINDOW_S * 1000 || seen.size > MAX_KEYS);
       }
-      deliver(room, stream.epoch, stream.offset, payload);
+      deliver(room, stream.epoch, stream.offset, payload, except);
       return Promise.resolve({ ...position, duplicate: false });
     },
     read(room, after, limit) {

@@ -46,9 +46,10 @@ export interface History {
   /**
    * Gives the event the room's next offset, keeps it, and hands it to every node that subscribes
    * the room (this one included) as `deliverSequenced`. Rejects when the store cannot be reached:
-   * a sequenced event is never delivered without a position.
+   * a sequenced event is never delivered without a position. `except`: a connection id that must
+   * not receive it live (delivered with the event; the kept event is the same for everyone).
    */
-  append(room: string, head: string, idempotencyKey?: string): Promise<Appended>;
+  append(room: string, head: string, idempotencyKey?: string, except?: string): Promise<Appended>;
   /** The position and at most `limit` kept events with an offset above `after`, oldest first. */
   read(room: string, after: number, limit: number): Promise<HistoryRead>;
   /** The position and at most `limit` kept events with an offset below `before` (0: from the newest), newest first. */

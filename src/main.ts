@@ -1,22 +1,59 @@
 /**
  * `ws-edge serve`: configuration, logger, node, signals. A bad configuration exits 1 with one
- * line per problem. Without a JWT key outside production, an ephemeral secret is generated and a
- * ready-to-use dev token printed (to stderr, never through the logger).
+ * line per problem. Without a JWT key outside production the node starts in dev mode: an
+ * ephemeral secret, a ready-to-use dev token, the demo's routes and a few defaults for a first
+ * look, all printed to stderr (never through the logger).
  */
 import { ephemeralSecret, signToken } from './auth.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { DEMO_PATH } from './demo.js';
+import { DEMO_PATH, DEMO_ROOM, DEV_TOKEN_PATH, internalPublisher, reachableHost, type DevMode } from './demo.js';
 import { WS_PATH } from './messages.js';
 import { createLogger, type Logger } from './log.js';
+import { compileRooms } from './rooms.js';
 import { startNode, type EdgeNode } from './server.js';
 
 /** Lifetime of the token printed at a zero-config start. */
 const DEV_TOKEN_TTL_SECONDS = 24 * 3600;
 
-function withDevSecret(config: Config): { config: Config; devSecret: string | undefined } {
-  if (config.jwt.secret !== undefined || config.jwt.publicKeyFile !== undefined) return { config, devSecret: undefined };
-  const secret = ephemeralSecret();
-  return { config: { ...config, jwt: { ...config.jwt, secret, algorithms: ['HS256'] } }, devSecret: secret };
+/** What dev mode changed: the secret, the publish API key when it made one, the defaults it applied. */
+interface DevStart {
+  readonly secret: string;
+  /** Made for this start and printed; undefined when PUBLISH_API_KEY is set. */
+  readonly generatedKey: string | undefined;
+  /** The public port stayed on loopback because HOST is unset. */
+  readonly loopback: boolean;
+  /** Presence and history turned on for the demo room because their variables are unset. */
+  readonly presence: boolean;
+  readonly history: boolean;
+}
+
+/**
+ * Dev mode (no JWT_SECRET or JWT_PUBLIC_KEY_FILE; loadConfig refuses that in production): an
+ * ephemeral HS256 secret, the public port on 127.0.0.1 unless HOST is set, the publish API on with
+ * a key made per start unless PUBLISH_API_KEY is set, presence and history in channel:demo unless
+ * WS_PRESENCE_ROOMS / WS_HISTORY_ROOMS are set.
+ */
+function withDevMode(config: Config, env: NodeJS.ProcessEnv): { config: Config; dev: DevStart | undefined } {
+  if (config.jwt.secret !== undefined || config.jwt.publicKeyFile !== undefined) return { config, dev: undefined };
+  const demo = compileRooms([DEMO_ROOM])!;
+  const dev: DevStart = {
+    secret: ephemeralSecret(),
+    generatedKey: config.publishApiKey === undefined ? ephemeralSecret() : undefined,
+    loopback: (env['HOST']?.trim() ?? '') === '',
+    presence: config.presence.patterns.length === 0,
+    history: config.history.patterns.length === 0,
+  };
+  return {
+    config: {
+      ...config,
+      jwt: { ...config.jwt, secret: dev.secret, algorithms: ['HS256'] },
+      host: dev.loopback ? '127.0.0.1' : config.host,
+      publishApiKey: config.publishApiKey ?? dev.generatedKey,
+      presence: dev.presence ? { ...config.presence, patterns: [DEMO_ROOM], rooms: demo } : config.presence,
+      history: dev.history ? { ...config.history, patterns: [DEMO_ROOM], rooms: demo } : config.history,
+    },
+    dev,
+  };
 }
 
 function devToken(config: Config, secret: string): string {
@@ -31,9 +68,17 @@ function devToken(config: Config, secret: string): string {
   });
 }
 
-function printDevBanner(config: Config, token: string): void {
-  const host = config.host === '0.0.0.0' ? 'localhost' : config.host;
-  const url = `ws://${host}:${config.port}${WS_PATH}`;
+function printDevBanner(config: Config, internalPort: number, token: string, dev: DevStart): void {
+  const http = `http://${reachableHost(config.host)}:${config.port}`;
+  const url = `ws://${reachableHost(config.host)}:${config.port}${WS_PATH}`;
+  const key = dev.generatedKey ?? '$PUBLISH_API_KEY';
+  const publish = JSON.stringify({ room: DEMO_ROOM, type: 'message.new', data: { text: 'hello from the backend' }, sender: 'backend' });
+  const defaults = [
+    ...(dev.loopback ? ['the public port on 127.0.0.1 only (HOST=0.0.0.0 opens it)'] : []),
+    ...(dev.generatedKey !== undefined ? ['the publish API on with the key above'] : []),
+    ...(dev.presence ? [`presence in ${DEMO_ROOM} (WS_PRESENCE_ROOMS)`] : []),
+    ...(dev.history ? [`history in ${DEMO_ROOM} (WS_HISTORY_ROOMS)`] : []),
+  ];
   process.stderr.write(
     [
       '',
@@ -44,10 +89,15 @@ function printDevBanner(config: Config, token: string): void {
       '',
       'Connect:',
       `  npx ws-edge client --url ${url} --token ${token}`,
-      `  websocat "${url}?token=${token}"`,
       '',
-      `Browser demo (dev mode only): http://${host}:${config.port}${DEMO_PATH}`,
+      `Browser demo (dev mode only): ${http}${DEMO_PATH}`,
+      `Tokens for other users (dev mode only): ${http}${DEV_TOKEN_PATH}?user=<name>`,
       '',
+      dev.generatedKey !== undefined ? `Publish API key (dev, new each start): ${dev.generatedKey}` : 'Publish API key: the PUBLISH_API_KEY you set',
+      `Publish into ${DEMO_ROOM} as a backend does:`,
+      `  curl -sS http://${reachableHost(config.internalHost)}:${internalPort}/api/v1/publish -H "Authorization: Bearer ${key}" -H 'Content-Type: application/json' -d '${publish}'`,
+      '',
+      ...(defaults.length === 0 ? [] : [`Dev defaults, each while its variable is unset: ${defaults.join('; ')}.`, '']),
     ].join('\n') + '\n',
   );
 }
@@ -63,8 +113,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     }
     throw err;
   }
-  const { config, devSecret } = withDevSecret(loaded);
-  const demoToken = devSecret === undefined ? undefined : devToken(config, devSecret);
+  const { config, dev } = withDevMode(loaded, env);
   const log = createLogger(config.logLevel, { node_id: config.nodeId });
 
   // Installed before the node starts: a signal during start-up drains once the node exists.
@@ -73,16 +122,22 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 
+  const devMode: DevMode | undefined = dev && {
+    secret: dev.secret,
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+    publishAsBackend: internalPublisher({ host: config.internalHost, port: () => node?.internalPort, key: config.publishApiKey! }),
+  };
   try {
-    node = await startNode(config, log, demoToken === undefined ? {} : { demoToken });
+    node = await startNode(config, log, devMode === undefined ? {} : { dev: devMode });
   } catch (err) {
     log.fatal({ err }, 'start failed');
     log.flush();
     process.stderr.write(`ws-edge: ${(err as Error).message}\n`);
     process.exit(1);
   }
-  logStart(log, config, node.port, node.internalPort, node.uws, devSecret !== undefined);
-  if (demoToken !== undefined) printDevBanner({ ...config, port: node.port }, demoToken);
+  logStart(log, config, node.port, node.internalPort, node.uws, dev !== undefined);
+  if (dev !== undefined) printDevBanner({ ...config, port: node.port }, node.internalPort, devToken(config, dev.secret), dev);
   if (stopping !== undefined) drain(node, stopping);
 
   function stop(signal: string): void {

@@ -7,6 +7,7 @@
  *
  *   const publisher = createPublisher({ redisUrl: 'redis://redis:6379', historyRooms: 'project:*,task:*' });
  *   const { positions } = await publisher.taskCreated({ projectId: 7, taskId: 42, task: { title: 'Ship it' }, by: 'alice' });
+ *   const { results } = await publisher.publishMany({ userIds: ['alice', 'bob'], type: 'notification.new', data: { title: 'Hi' } });
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
@@ -15,10 +16,11 @@ import { CLOSES, isApplicationCloseCode, isCloseReason } from './errors.js';
 import { loadConfig } from './config.js';
 import { createEventsWith, type Events } from './events.js';
 import { IDEMPOTENCY_KEY, type Position } from './history.js';
-import { createRoomPublish } from './publish.js';
+import { createRoomPublish, eventEncoder, isConnectionId, listTargets, MAX_PUBLICATIONS, MAX_TARGETS, publishTargets, type Publication, type TargetOutcome } from './publish.js';
 import { encodeEvent, isPublishableType } from './protocol.js';
-import { publisherConnection } from './redis/connections.js';
+import { publisherConnection, writesTogether } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
+import { countConnections } from './redis/registry.js';
 import { channelsOf, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
 import { covers, isValidId, isValidRoom } from './rooms.js';
 
@@ -45,6 +47,42 @@ export interface PublishedOnce extends Position {
   readonly duplicate: boolean;
 }
 
+/** One event to many rooms and users, as POST /api/v1/publish with `rooms` and `user_ids`. */
+export interface ManyTargets {
+  /** Rooms, each valid, none twice. */
+  readonly rooms?: readonly string[];
+  /** Users (their personal rooms `user:<id>`); with `rooms` at most 1,000 targets, none twice. */
+  readonly userIds?: readonly string[];
+  readonly type: string;
+  readonly data?: unknown;
+  readonly sender?: string | null;
+  /** A connection id (from its `connected` message) that must not receive the event; an unknown one excludes nobody. */
+  readonly excludeConnection?: string;
+  /** Every target must be sequenced (`historyRooms`): each room keeps the key, as publishOnce does. */
+  readonly idempotencyKey?: string;
+}
+
+/** One target's result, in the order given (rooms, then users). */
+export type TargetResult =
+  | {
+      readonly status: 'published';
+      readonly room: string;
+      /** For a user target; `room` is then `user:<id>`. */
+      readonly userId?: string;
+      /** A sequenced room's position for the event (the first publish's when `duplicate`). */
+      readonly position?: Position;
+      readonly duplicate?: boolean;
+      /** For a user target: the user's live connections on every node (the registry in Redis), the excluded one not counted. */
+      readonly connections?: number;
+    }
+  | { readonly status: 'failed'; readonly room: string; readonly userId?: string; readonly error: Error };
+
+/** What `publishMany` resolves with: `partial` when some targets failed (they carry their error). */
+export interface PublishedMany {
+  readonly status: 'published' | 'partial';
+  readonly results: readonly TargetResult[];
+}
+
 export interface Publisher extends Events<Promise<Published>> {
   /**
    * Publishes to a sequenced room at most once per `idempotencyKey` (1-128 printable ASCII
@@ -52,6 +90,19 @@ export interface Publisher extends Events<Promise<Published>> {
    * first publish's position. Throws a TypeError for a plain room, a bad key, room or type.
    */
   publishOnce(idempotencyKey: string, room: string, type: string, data: unknown, sender?: string | null): Promise<PublishedOnce>;
+  /**
+   * One event to every room and user named (1 to 1,000 targets): the envelope is encoded once per
+   * room, and every PUBLISH and history append goes to Redis before any reply is awaited.
+   * Resolves with a result per target; rejects with the first target's error only when every
+   * target failed (nothing was published). Throws a TypeError for bad arguments, before anything is sent.
+   */
+  publishMany(targets: ManyTargets): Promise<PublishedMany>;
+  /**
+   * Up to 100 publications (their targets together at most 1,000), all sent at once: each resolves
+   * to its own PublishedMany or its own Error (a TypeError for a bad item), one bad item failing
+   * none of the others. Throws a TypeError when the batch itself is malformed.
+   */
+  publishBatch(publications: readonly ManyTargets[]): Promise<Array<PublishedMany | Error>>;
   /** Sends to one connection, wherever it lives. */
   sendToConnection(connectionId: string, type: string, data: unknown, sender?: string | null): Promise<void>;
   /** Closes every connection of the user on every node (default 4403). */
@@ -68,6 +119,22 @@ function checkAccessChange(change: AccessChange): void {
   if (!isValidId(change.userId)) throw new TypeError(`invalid user id: ${JSON.stringify(change.userId)}`);
   if (!isValidRoom(change.room) || change.room.startsWith('user:')) throw new TypeError(`invalid room: ${JSON.stringify(change.room)}`);
   if (change.connectionId !== undefined && nodeOfConnection(change.connectionId) === '') throw new TypeError(`invalid connection id: ${JSON.stringify(change.connectionId)}`);
+}
+
+const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+function resultOf(outcome: TargetOutcome): TargetResult {
+  const { room, userId } = outcome.target;
+  const id = userId === undefined ? { room } : { room, userId };
+  if (!outcome.ok) return { status: 'failed', ...id, error: asError(outcome.error) };
+  const { appended, connections } = outcome;
+  return {
+    status: 'published',
+    ...id,
+    ...(appended !== undefined && { position: { epoch: appended.epoch, offset: appended.offset } }),
+    ...(appended?.duplicate && { duplicate: true }),
+    ...(connections !== undefined && { connections }),
+  };
 }
 
 export function createPublisher(options: PublisherOptions): Publisher {
@@ -101,13 +168,14 @@ export function createPublisher(options: PublisherOptions): Publisher {
   });
   firstConnect.catch(() => {});
   // Calls made while the first connection is being set up wait for that attempt only; later
-  // calls fail at once while Redis is away. Nothing is queued to be sent late.
-  const connected = async (): Promise<void> => {
+  // calls fail at once while Redis is away. Nothing is queued to be sent late. Once connected the
+  // command is issued at once (in the caller's turn), so a publishMany's commands leave together.
+  const connected = async <T>(issue: () => Promise<T>): Promise<T> => {
     if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
+    return issue();
   };
-  const send = async (channel: string, kind: 'r' | 'c' | 'd' | 'a', target: string, payload: string): Promise<void> => {
-    await connected();
-    await redis.publish(channel, encodeFrame(origin, kind, target, payload));
+  const send = async (channel: string, kind: 'r' | 'c' | 'd' | 'a', target: string, payload: string, except?: string): Promise<void> => {
+    await connected(() => redis.publish(channel, encodeFrame(origin, kind, target, payload, except)));
   };
   const changeAccess = async (change: AccessChange): Promise<void> => {
     checkAccessChange(change);
@@ -116,9 +184,33 @@ export function createPublisher(options: PublisherOptions): Publisher {
 
   const publish = createRoomPublish({
     sequenced: (room) => covers(history.rooms, room),
-    broadcast: (room, envelope) => send(channels.room(room), 'r', room, envelope),
-    append: (room, head, key) => connected().then(() => rooms.append(room, head, key)),
+    broadcast: (room, envelope, except) => send(channels.room(room), 'r', room, envelope, except),
+    append: (room, head, key, except) => connected(() => rooms.append(room, head, key, except)),
   });
+  const count = (userIds: readonly string[], except: string | undefined) => connected(() => countConnections(redis, prefix, userIds, except));
+  const together = writesTogether(redis);
+  /** The checks of POST /api/v1/publish with `rooms` and `user_ids`, as TypeErrors. */
+  const prepareMany = (many: ManyTargets): Publication => {
+    if (typeof many !== 'object' || many === null) throw new TypeError('a publication is an object: { rooms?, userIds?, type, data?, sender?, excludeConnection?, idempotencyKey? }');
+    const { rooms: roomList, userIds, type, data, sender = null, excludeConnection, idempotencyKey } = many;
+    const targets = listTargets(roomList, userIds);
+    if (typeof targets === 'string') throw new TypeError(`${targets}: rooms and userIds must be arrays of valid rooms and user ids, 1 to ${MAX_TARGETS} in all, none named twice`);
+    if (!isPublishableType(type)) throw new TypeError(`reserved or malformed event type: ${JSON.stringify(type)}`);
+    if (sender !== null && (typeof sender !== 'string' || sender.length > 128)) throw new TypeError('sender must be null or a string of at most 128 characters');
+    if (idempotencyKey !== undefined) {
+      if (typeof idempotencyKey !== 'string' || !IDEMPOTENCY_KEY.test(idempotencyKey)) throw new TypeError(`invalid idempotency key: ${JSON.stringify(idempotencyKey)}`);
+      const plain = targets.find((t) => !covers(history.rooms, t.room));
+      if (plain !== undefined) throw new TypeError(`an idempotency key needs every target sequenced: ${JSON.stringify(plain.room)} is not`);
+    }
+    if (excludeConnection !== undefined && !isConnectionId(excludeConnection)) throw new TypeError(`invalid connection id: ${JSON.stringify(excludeConnection)}`);
+    return { targets, encode: eventEncoder(type, data, sender), key: idempotencyKey, except: excludeConnection };
+  };
+  const runMany = async (publication: Publication): Promise<PublishedMany> => {
+    const outcomes = await publishTargets(publish, count, publication, together);
+    const failed = outcomes.find((o) => !o.ok);
+    if (failed !== undefined && outcomes.every((o) => !o.ok)) throw asError(failed.error);
+    return { status: failed === undefined ? 'published' : 'partial', results: outcomes.map(resultOf) };
+  };
   const toRoom = async (room: string, payload: string): Promise<Published> => {
     const appended = await publish(room, payload);
     return appended === undefined ? { positions: {} } : { positions: { [room]: { epoch: appended.epoch, offset: appended.offset } } };
@@ -129,6 +221,21 @@ export function createPublisher(options: PublisherOptions): Publisher {
 
   return {
     ...events,
+    publishMany: (targets) => runMany(prepareMany(targets)),
+    publishBatch(publications) {
+      if (!Array.isArray(publications) || publications.length === 0 || publications.length > MAX_PUBLICATIONS) throw new TypeError(`a batch is an array of 1 to ${MAX_PUBLICATIONS} publications`);
+      const items = publications.map((many: ManyTargets): Publication | Error => {
+        try {
+          return prepareMany(many);
+        } catch (err) {
+          return asError(err);
+        }
+      });
+      const total = items.reduce((sum, item) => sum + (item instanceof Error ? 0 : item.targets.length), 0);
+      if (total > MAX_TARGETS) throw new TypeError(`a batch publishes to at most ${MAX_TARGETS} targets in all, not ${total}`);
+      // Each publication issues its commands before its first await: the whole batch leaves in one write.
+      return Promise.all(together(() => items.map((item) => (item instanceof Error ? item : runMany(item).catch(asError)))));
+    },
     publishOnce(idempotencyKey, room, type, data, sender = null) {
       if (!isValidRoom(room) || !covers(history.rooms, room)) throw new TypeError(`not a sequenced room: ${JSON.stringify(room)}`);
       if (!IDEMPOTENCY_KEY.test(idempotencyKey)) throw new TypeError(`invalid idempotency key: ${JSON.stringify(idempotencyKey)}`);

@@ -2,7 +2,8 @@
  * A client's `send_message`, from the frame to `message_sent`. The event carries the sender's user
  * id beside its name. With an `idempotency_key`, a repeat by the same user in the same room within
  * IDEMPOTENCY_WINDOW_S is answered with the first result (`duplicate: true`) and never published
- * again: a sequenced room keeps the key atomically with its history, a plain room in send-keys.ts.
+ * again: a sequenced room keeps the key atomically with its history, a plain room with its publish
+ * (send-keys.ts), so a node dying mid-send leaves both or neither.
  * In a room under WS_PUBLISH_PROXY_ROOMS the backend decides first (backend.ts): it may replace the
  * data (and the type, from WS_PUBLISH_PROXY_TYPES) or refuse with its own code; a slow, failing or
  * garbled backend is `unavailable` and nothing is published.
@@ -52,11 +53,12 @@ export interface Sends {
 
 /** The backend's answer to a proxied send, checked: anything else is a bad answer (unavailable). */
 function readProxyAnswer(answer: Record<string, unknown>, types: ReadonlySet<string>, request: SendRequest): SendOutcome | undefined {
+  // A null field is an absent one (response models write them).
   const { allow, data, type, code, reason } = answer;
   if (allow === true) {
-    if (type !== undefined && (typeof type !== 'string' || !types.has(type))) return undefined;
-    const replaced = data !== undefined;
-    return { kind: 'publish', type: (type as string | undefined) ?? 'message.new', data: replaced ? data : request.data, replaced };
+    if (type != null && (typeof type !== 'string' || !types.has(type))) return undefined;
+    const replaced = data != null;
+    return { kind: 'publish', type: (type as string | null | undefined) ?? 'message.new', data: replaced ? data : request.data, replaced };
   }
   if (allow !== false || typeof code !== 'string' || !DENY_CODE.test(code) || typeof reason !== 'string' || reason.length > MAX_REASON_LENGTH) return undefined;
   return { kind: 'refuse', error: { code: 'rejected', message: reason, detail: code } };
@@ -74,16 +76,41 @@ export function createSends(ctx: SendsContext): Sends {
     if (id !== undefined && !session.closed) delivery.send(ws, encodeReply('message_sent', fields, id));
   };
 
+  /** A keyed send to a plain room: published and recorded in one step, or answered as a repeat. */
+  const publishOnce = (ws: SessionSocket, session: Session, request: QueuedSend, envelope: string, extra: Record<string, unknown>): void => {
+    const { room, key, id } = request;
+    const done = (claim: Claim): void => {
+      if (claim === 'new') {
+        metrics.published('client');
+        return answer(ws, session, id, { room, ...extra });
+      }
+      if (claim === 'pending') return refuse(ws, session, messageError('send_pending'), id);
+      answer(ws, session, id, { room, ...claim.result, duplicate: true });
+    };
+    const failed = (): void => {
+      metrics.brokerPublishError('down');
+      if (request.claimed) ctx.keys.release(session.userId, room, key!);
+      refuse(ws, session, messageError('unavailable'), id);
+    };
+    try {
+      const claim = ctx.keys.publishOnce({ userId: session.userId, room, key: key!, result: { room, ...extra }, claimed: request.claimed, envelope });
+      if (claim instanceof Promise) claim.then(done, failed);
+      else done(claim);
+    } catch {
+      failed();
+    }
+  };
+
   /** Publishes through the seam; the result is what `message_sent` (and a repeat of the key) carries. */
-  const publish = (ws: SessionSocket, session: Session, request: SendRequest, outcome: SendOutcome & { kind: 'publish' }): void => {
+  const publish = (ws: SessionSocket, session: Session, request: QueuedSend, outcome: SendOutcome & { kind: 'publish' }): void => {
     const { room, key, id } = request;
     const envelope = encodeClientEvent(outcome.type, room, outcome.data, session.username, session.userId);
     const extra = outcome.replaced ? { data: outcome.data } : {};
     const sequenced = ctx.isSequenced(room);
+    if (!sequenced && key !== undefined) return publishOnce(ws, session, request, envelope, extra);
     const appended = ctx.publish(room, envelope, sequenced && key !== undefined ? `c:${session.userId}:${key}` : undefined);
     if (appended === undefined) {
       metrics.published('client');
-      if (key !== undefined) ctx.keys.settle(session.userId, room, key, extra);
       return answer(ws, session, id, { room, ...extra });
     }
     appended.then(
@@ -119,10 +146,10 @@ export function createSends(ctx: SendsContext): Sends {
     if (queue?.length === 0) session.sends!.delete(room);
   };
 
-  /** What the key's record says, then what the backend says: the send's outcome. */
+  /** What the key's claim says (a proxied send to a plain room), then what the backend says: the send's outcome. */
   const decide = async (session: Session, request: QueuedSend): Promise<SendOutcome> => {
     const { room, key } = request;
-    if (key !== undefined && !ctx.isSequenced(room)) {
+    if (key !== undefined && !ctx.isSequenced(room) && proxied(room)) {
       let claim: Claim;
       try {
         claim = await ctx.keys.claim(session.userId, room, key);
@@ -147,11 +174,11 @@ export function createSends(ctx: SendsContext): Sends {
 
   return {
     send(ws, session, request) {
-      const { room, key, id } = request;
+      const { room, id } = request;
       const queue = session.sends?.get(room);
-      // Nothing to wait for and nothing waiting: published at once, as a plain send always was.
-      if (queue === undefined && (key === undefined || ctx.isSequenced(room)) && !proxied(room)) {
-        return publish(ws, session, request, { kind: 'publish', type: 'message.new', data: request.data, replaced: false });
+      // Nothing to ask and nothing waiting: published at once (a keyed send in one step with its record, in send order on Redis's one connection).
+      if (queue === undefined && !proxied(room)) {
+        return publish(ws, session, { ...request, claimed: false, outcome: undefined }, { kind: 'publish', type: 'message.new', data: request.data, replaced: false });
       }
       if (session.pending >= maxPending) return refuse(ws, session, messageError('backend_busy', maxPending), id);
       session.pending += 1;

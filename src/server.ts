@@ -20,7 +20,7 @@ import { createMemoryPresence } from './presence-memory.js';
 import { createPresenceTracker } from './presence-tracker.js';
 import { WS_PATH } from './messages.js';
 import { applyAccessChange } from './access-changes.js';
-import { addDemoRoutes } from './demo.js';
+import { addDemoRoutes, type DevMode } from './demo.js';
 import { createRoomAuthorizer } from './room-auth.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSeats, type ConnectionSeats, type LocalSeats } from './limits.js';
@@ -29,10 +29,11 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { createClientAddress } from './proxies.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
+import { writesTogether } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
-import { createRedisSeats } from './redis/registry.js';
+import { connectionCounter, createRedisSeats } from './redis/registry.js';
 import { createMembership, isSequenced, type Membership } from './membership.js';
 import { createRoomPublish, type RoomPublish } from './publish.js';
 import { createBackendCaller } from './backend.js';
@@ -75,8 +76,12 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
 function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, membership: () => Membership, access: () => (change: AccessChange) => void): BrokerTarget {
   return {
     changeAccess: (change) => access()(change),
-    deliver: delivery.publish,
-    deliverSequenced: (room, epoch, offset, payload) => streams().deliver(room, epoch, offset, payload),
+    deliver(room, payload, except) {
+      const sender = except === undefined ? undefined : sessions.byConnection(except);
+      if (sender === undefined) delivery.publish(room, payload);
+      else delivery.publishExcept(sender, room, payload);
+    },
+    deliverSequenced: (room, epoch, offset, payload, except) => streams().deliver(room, epoch, offset, payload, except === undefined ? undefined : sessions.byConnection(except)),
     subscribed: (room) => membership().confirmed(room),
     deliverToConnection(connectionId, payload) {
       const ws = sessions.byConnection(connectionId);
@@ -131,8 +136,8 @@ function presenceStore(config: Config, redis: RedisClients | undefined): Presenc
 }
 
 export interface NodeOptions {
-  /** Dev mode: serve the browser demo (GET /dev/demo) with this token. */
-  readonly demoToken?: string;
+  /** Dev mode: serve the browser demo, /dev/token and /dev/publish on the public port (src/demo.ts). */
+  readonly dev?: DevMode;
 }
 
 export async function startNode(config: Config, log: Logger, options: NodeOptions = {}): Promise<EdgeNode> {
@@ -150,7 +155,8 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
   const target = brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange);
-  const broker = redis === undefined ? createMemoryBroker(target) : createRedisBroker({ config, target, log, metrics, redis });
+  const redisBroker = redis === undefined ? undefined : createRedisBroker({ config, target, log, metrics, redis });
+  const broker: Broker = redisBroker ?? createMemoryBroker(target);
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
   const history: History =
     redis === undefined ? createMemoryHistory(config.history, sequenced) : createRedisHistory({ command: redis.command, cluster: redis.mode === 'cluster', prefix: config.redis!.prefix, nodeId: config.nodeId, history: config.history });
@@ -158,7 +164,11 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const presence = createPresenceTracker({ config: config.presence, store: presenceStore(config, redis), broker, metrics, log });
   metrics.presenceEntriesFrom(presence.entries);
   const seats = connectionSeats(config, localSeats, redis, sessions, log);
-  const publish = createRoomPublish({ sequenced: (room) => isSequenced({ config }, room), broadcast: (room, envelope) => broker.publish(room, envelope), append: (room, head, key) => history.append(room, head, key) });
+  const publish = createRoomPublish({
+    sequenced: (room) => isSequenced({ config }, room),
+    broadcast: (room, envelope, except) => broker.publish(room, envelope, except),
+    append: (room, head, key, except) => history.append(room, head, key, except),
+  });
   const events = createEvents(serverPublisher(publish, metrics), () => metrics.published('server'));
   const expiry = createExpiryScheduler<SessionSocket>((ws) => {
     if (ws.getUserData().closed) return;
@@ -171,7 +181,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants });
   const backend = config.backend;
   const caller = (kind: 'publish' | 'rpc' | 'signal', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
-  const keys = redis === undefined ? createMemorySendKeys() : createRedisSendKeys(redis.command, config.redis!.prefix);
+  const keys = redis === undefined || redisBroker === undefined ? createMemorySendKeys((room, envelope) => broker.publish(room, envelope)) : createRedisSendKeys(redis.command, redisBroker);
   const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
   const ctx: ConnectionContext = {
     config,
@@ -207,9 +217,10 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
   };
   metrics.readinessFrom(() => health.state() === 'ready');
-  if (options.demoToken !== undefined) addDemoRoutes(app, options.demoToken);
+  if (options.dev !== undefined) addDemoRoutes(app, options.dev);
   addPublicRoutes(app, health);
-  addApiRoutes(internal, { config, broker, events, publish, presence, history, metrics, log });
+  const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
+  addApiRoutes(internal, { config, broker, events, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);

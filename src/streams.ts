@@ -54,6 +54,8 @@ interface Held {
   readonly epoch: string;
   readonly offset: number;
   readonly payload: Payload;
+  /** A local socket that must not receive it (a publish's exclude_connection). */
+  readonly except?: SessionSocket;
 }
 
 interface RoomStream {
@@ -88,8 +90,11 @@ export interface StreamsDeps {
 }
 
 export interface Streams {
-  /** From the broker: an event with its position. */
-  deliver(room: string, epoch: string, offset: number, payload: Payload): void;
+  /**
+   * From the broker: an event with its position. `except`: a local socket that must not receive
+   * it live (an event that reaches this node only through a history read goes to every member).
+   */
+  deliver(room: string, epoch: string, offset: number, payload: Payload, except?: SessionSocket): void;
   /** From the broker: the room's subscription is confirmed (again): read its position. */
   subscribed(room: string): void;
   /**
@@ -132,9 +137,10 @@ function settleWaiters(stream: RoomStream, stale: boolean): void {
   }
 }
 
-function publish(core: Core, room: string, stream: RoomStream, offset: number, payload: Payload): void {
+function publish(core: Core, room: string, stream: RoomStream, offset: number, payload: Payload, except?: SessionSocket): void {
   stream.offset = offset;
-  core.deps.delivery.publish(room, payload);
+  if (except === undefined) core.deps.delivery.publish(room, payload);
+  else core.deps.delivery.publishExcept(except, room, payload);
   for (const join of stream.joins) join.caught?.push({ offset, payload });
   if (stream.waiters.length > 0) settleWaiters(stream, false);
 }
@@ -153,7 +159,7 @@ function hold(stream: RoomStream, event: Held): void {
 function accept(core: Core, room: string, stream: RoomStream, event: Held): void {
   if (event.epoch === stream.epoch) {
     if (event.offset <= stream.offset) return core.deps.metrics.duplicateEvent();
-    if (event.offset === stream.offset + 1) return publish(core, room, stream, event.offset, event.payload);
+    if (event.offset === stream.offset + 1) return publish(core, room, stream, event.offset, event.payload, event.except);
   }
   hold(stream, event);
   read(core, room, stream);
@@ -363,11 +369,12 @@ export function createStreams(deps: StreamsDeps): Streams {
     return stream === undefined || join === undefined ? undefined : { stream, join };
   };
   return {
-    deliver(room, epoch, offset, payload) {
+    deliver(room, epoch, offset, payload, except) {
       const stream = rooms.get(room);
       if (stream === undefined) return; // no local interest (a lingering subscription)
-      if (stream.reading || stream.epoch === undefined) return hold(stream, { epoch, offset, payload });
-      accept(core, room, stream, { epoch, offset, payload });
+      const event = except === undefined ? { epoch, offset, payload } : { epoch, offset, payload, except };
+      if (stream.reading || stream.epoch === undefined) return hold(stream, event);
+      accept(core, room, stream, event);
     },
     subscribed(room) {
       const stream = rooms.get(room);

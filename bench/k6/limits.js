@@ -11,7 +11,7 @@
 //                  "message too big"
 //   rate_limit     a burst above WS_RATE_BURST gets `rate_limited` errors while the burst itself is
 //                  served; the connection stays open and is served again once the bucket refills
-//   invalid_token  a token signed with another secret closes 4401 "invalid token", an expired one
+//   invalid_token  a token signed with another secret closes 4401 "invalid token: signature", an expired one
 //                  4401 "token expired", both without `connected`
 //
 //   k6 run -e JWT_SECRET="$JWT_SECRET" bench/k6/limits.js
@@ -238,7 +238,7 @@ export async function invalidToken() {
     expired.close(1000, 'done');
     return {
       'a token signed with another secret is closed 4401': forgedClose?.code === 4401,
-      'with reason "invalid token"': forgedClose?.reason === 'invalid token',
+      'with reason "invalid token: signature"': forgedClose?.reason === 'invalid token: signature',
       'an expired token is closed 4401 "token expired"': expiredClose?.code === 4401 && expiredClose.reason === 'token expired',
       'neither gets connected': (forgedConnected ?? null) === null && (expiredConnected ?? null) === null,
     };

@@ -11,6 +11,8 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RedisClients } from './links.js';
 import { probeReturned, startProbe } from './probe.js';
+import { runScript } from './scripts.js';
+import { slotOf, tagFor } from './slots.js';
 import { shardOf, type LinkState } from './link-states.js';
 import { createSubscriptions } from './subscriptions.js';
 import { channelsOf, decodeAccess, decodeDisconnect, decodeFrame, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection, type Frame, type FrameKind } from './wire.js';
@@ -26,15 +28,20 @@ export interface RedisBrokerDeps {
   readonly redis: RedisClients;
 }
 
+/** A room event's excluded connection when this node owns it: every other node delivers to all. */
+function localExcept(except: string, nodeId: string): string | undefined {
+  return except !== '' && nodeOfConnection(except) === nodeId ? except : undefined;
+}
+
 /** A frame from another node (or a publisher), handed on as it came. */
-function receive(frame: Frame, target: BrokerTarget, metrics: Metrics): void {
+function receive(frame: Frame, target: BrokerTarget, metrics: Metrics, nodeId: string): void {
   switch (frame.kind) {
     case 'r':
-      target.deliver(frame.target, frame.payload);
+      target.deliver(frame.target, frame.payload, localExcept(frame.except, nodeId));
       metrics.crossNodeLatency((Date.now() - frame.sentAt) / 1000);
       return;
     case 's':
-      target.deliverSequenced(frame.target, frame.epoch, frame.offset, frame.payload);
+      target.deliverSequenced(frame.target, frame.epoch, frame.offset, frame.payload, localExcept(frame.except, nodeId));
       metrics.crossNodeLatency((Date.now() - frame.sentAt) / 1000);
       return;
     case 'c':
@@ -60,7 +67,52 @@ function dropped(metrics: Metrics, reason: 'down' | 'backlog' | 'error'): Promis
   return Promise.resolve(false);
 }
 
-export function createRedisBroker({ config, target, log, metrics, redis }: RedisBrokerDeps): Broker {
+/** A client send's idempotency record, written in the same step as its publish (send-keys.ts). */
+export interface SendRecord {
+  /** The record's name after the room's hash tag: the record lives in the room channel's slot. */
+  readonly name: string;
+  readonly value: string;
+  readonly ttlMs: number;
+  /** This send holds the record's claim (made before the publish proxy was asked). */
+  readonly claimed: boolean;
+}
+
+export interface RedisBroker extends Broker {
+  /** The key of a record about `room`, in the room channel's slot (a script may write both). */
+  recordKey(room: string, name: string): string;
+  /**
+   * Publishes to a plain room and writes its record in one step, unless the record holds a result
+   * (resolves with it: a repeat) or another send's claim (resolves ''); resolves undefined once
+   * published, after the local members got it. Rejects when Redis cannot be reached.
+   */
+  publishRecorded(room: string, payload: string, record: SendRecord): Promise<string | undefined>;
+}
+
+export function createRedisBroker(deps: RedisBrokerDeps): RedisBroker {
+  return { ...createBroker(deps), ...sendRecords(deps) };
+}
+
+/** Client sends' idempotency records, each in its room channel's slot and written with the publish. */
+function sendRecords({ config, target, redis }: RedisBrokerDeps): Pick<RedisBroker, 'recordKey' | 'publishRecorded'> {
+  const { nodeId } = config;
+  const channels = channelsOf(config.redis!.prefix, nodeId);
+  const recordKey = (room: string, name: string): string => `${config.redis!.prefix}{${tagFor(slotOf(channels.room(room)))}}${name}`;
+  return {
+    recordKey,
+    async publishRecorded(room, payload, record) {
+      if (redis.command.status !== 'ready') throw new Error('redis unreachable');
+      const frame = encodeFrame(nodeId, 'r', room, payload);
+      const publishCommand = redis.mode === 'cluster' ? 'SPUBLISH' : 'PUBLISH';
+      const args = [record.value, record.ttlMs, record.claimed ? 1 : 0, channels.room(room), frame, publishCommand];
+      const found = (await runScript(redis.command, 'publish-recorded', [recordKey(room, record.name)], args)) as string | null;
+      if (found !== null) return found;
+      target.deliver(room, payload);
+      return undefined;
+    },
+  };
+}
+
+function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps): Broker {
   const settings = config.redis!;
   const nodeId = config.nodeId;
   const channels = channelsOf(settings.prefix, nodeId);
@@ -94,11 +146,11 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
   };
 
   /** Resolves whether Redis took the frame (it never rejects; a dropped frame is counted). */
-  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string): Promise<boolean> => {
+  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<boolean> => {
     if (command.status !== 'ready') return dropped(metrics, 'down');
     if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog');
     pending += 1;
-    return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload)).then(
+    return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload, except)).then(
       () => ((pending -= 1), true),
       () => {
         pending -= 1;
@@ -126,7 +178,7 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
       const frame = decodeFrame(message);
       if (frame === undefined) return metrics.brokerFrameDropped('malformed');
       // Our own echo: already delivered locally, but for sequenced events, which every node takes from Redis.
-      if (frame.origin !== nodeId || frame.kind === 's') receive(frame, target, metrics);
+      if (frame.origin !== nodeId || frame.kind === 's') receive(frame, target, metrics, nodeId);
       else if (frame.kind === 'p') probeReturned(state, frame.target);
     },
   });
@@ -158,10 +210,10 @@ export function createRedisBroker({ config, target, log, metrics, redis }: Redis
 
   return {
     kind: 'redis',
-    publish(room, payload) {
+    publish(room, payload, except) {
       if (closed) return;
-      target.deliver(room, payload);
-      send(channels.room(room), 'r', room, payload);
+      target.deliver(room, payload, except === undefined ? undefined : localExcept(except, nodeId));
+      send(channels.room(room), 'r', room, payload, except);
     },
     relay: (room, payload) => void (closed || send(channels.room(room), 'r', room, payload)),
     sendToConnection(connectionId, payload) {

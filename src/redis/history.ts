@@ -43,9 +43,9 @@ export function createRedisHistory({ command, cluster, prefix, nodeId, history }
   };
 
   return {
-    async append(room, head, idempotencyKey = '') {
+    async append(room, head, idempotencyKey = '', except = '') {
       const { channel, keys } = keysOf(room, idempotencyKey);
-      const args = [channel, publishCommand, sequencedHeader(nodeId, room), head, history.size, history.ttl, nextEpoch(), idempotencyKey, IDEMPOTENCY_WINDOW_S];
+      const args = [channel, publishCommand, sequencedHeader(nodeId, room), head, history.size, history.ttl, nextEpoch(), idempotencyKey, IDEMPOTENCY_WINDOW_S, except];
       const [epoch, offset, duplicate] = (await runScript(command, 'append-history', keys, args)) as [string, number, number];
       return { epoch, offset, duplicate: duplicate === 1 };
     },

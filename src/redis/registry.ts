@@ -28,6 +28,31 @@ function userKey(prefix: string, userId: string): string {
   return `${prefix}conns:{${userId}}`;
 }
 
+/**
+ * Each user's live connections on every node (entries not expired by this clock), `except` not
+ * counted: one ZCOUNT per user (and a ZSCORE with `except`), all issued before any reply is
+ * awaited, so ioredis writes them back to back (per shard in a cluster). Rejects when Redis does.
+ */
+export async function countConnections(redis: RedisClient, prefix: string, userIds: readonly string[], except: string | undefined): Promise<number[]> {
+  const now = Date.now();
+  const counts = userIds.map((userId) => redis.zcount(userKey(prefix, userId), `(${now}`, '+inf'));
+  const excluded = except === undefined ? [] : userIds.map((userId) => redis.zscore(userKey(prefix, userId), except));
+  const [all, scores] = await Promise.all([Promise.all(counts), Promise.all(excluded)]);
+  return all.map((count, i) => count - (scores[i] != null && Number(scores[i]) > now ? 1 : 0));
+}
+
+/**
+ * How many connections each user has, `except` not counted: every node's from the registry while
+ * Redis is ready, this node's own (`local`) without Redis, while it is away, or when it fails.
+ */
+export function connectionCounter(redis: RedisClient | undefined, prefix: string, local: (userId: string) => readonly string[] | undefined) {
+  const here = (userIds: readonly string[], except: string | undefined): number[] => userIds.map((userId) => (local(userId) ?? []).filter((id) => id !== except).length);
+  return (userIds: readonly string[], except: string | undefined): Promise<number[]> => {
+    if (redis === undefined || redis.status !== 'ready' || userIds.length === 0) return Promise.resolve(here(userIds, except));
+    return countConnections(redis, prefix, userIds, except).catch(() => here(userIds, except));
+  };
+}
+
 /** When the user was last seen (ms), in the same slot as their connections. */
 function seenKey(prefix: string, userId: string): string {
   return `${prefix}seen:{${userId}}`;

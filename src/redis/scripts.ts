@@ -11,6 +11,7 @@ export type ScriptName =
   | 'refresh-seats'
   | 'release-seat'
   | 'seat-status'
+  | 'publish-recorded'
   | 'append-history'
   | 'read-history'
   | 'presence-add'

@@ -1,22 +1,30 @@
-/** Idempotency records of client sends to plain rooms in Redis (send-keys.ts): one key each, a lease while the send is under way. */
+/**
+ * Idempotency records of client sends to plain rooms in Redis (send-keys.ts): one key each in the
+ * room channel's slot, so the publish and its record are one script (publish-recorded.lua); a claim
+ * is the same key holding '' for a lease.
+ */
 import { IDEMPOTENCY_WINDOW_S } from '../history.js';
-import { CLAIM_LEASE_MS, type SendKeys } from '../send-keys.js';
+import { CLAIM_LEASE_MS, recordName, type Claim, type SendKeys } from '../send-keys.js';
+import type { RedisBroker } from './broker.js';
 import type { RedisClient } from './links.js';
 
 const PENDING = '';
 
-export function createRedisSendKeys(redis: RedisClient, prefix: string): SendKeys {
-  const keyOf = (userId: string, room: string, key: string): string => `${prefix}sent:${room}:${userId}:${key}`;
+const claimOf = (found: string | undefined): Claim => (found === undefined ? 'new' : found === PENDING ? 'pending' : { result: JSON.parse(found) as Record<string, unknown> });
+
+export function createRedisSendKeys(redis: RedisClient, broker: RedisBroker): SendKeys {
+  const keyOf = (userId: string, room: string, key: string): string => broker.recordKey(room, recordName(userId, room, key));
   return {
     async claim(userId, room, key) {
       const id = keyOf(userId, room, key);
       if ((await redis.set(id, PENDING, 'PX', CLAIM_LEASE_MS, 'NX')) === 'OK') return 'new';
       const found = await redis.get(id);
       if (found === null) return (await redis.set(id, PENDING, 'PX', CLAIM_LEASE_MS, 'NX')) === 'OK' ? 'new' : 'pending';
-      return found === PENDING ? 'pending' : { result: JSON.parse(found) as Record<string, unknown> };
+      return claimOf(found);
     },
-    settle(userId, room, key, result) {
-      void redis.set(keyOf(userId, room, key), JSON.stringify(result), 'PX', IDEMPOTENCY_WINDOW_S * 1000).catch(() => {});
+    async publishOnce({ userId, room, key, result, claimed, envelope }) {
+      const record = { name: recordName(userId, room, key), value: JSON.stringify(result), ttlMs: IDEMPOTENCY_WINDOW_S * 1000, claimed };
+      return claimOf(await broker.publishRecorded(room, envelope, record));
     },
     release(userId, room, key) {
       void redis.del(keyOf(userId, room, key)).catch(() => {});

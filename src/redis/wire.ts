@@ -3,12 +3,15 @@
  * channel: one short text header line, then the encoded envelope untouched. Receivers read the header and hand the rest to uWS without parsing it.
  *
  *   <origin node id> <origin epoch ms> <kind> <target>\n<payload>
- *   <origin node id> <origin epoch ms> s <room> <stream epoch> <offset>\n<payload>
+ *   <origin node id> <origin epoch ms> r <room> <excluded connection id>\n<payload>
+ *   <origin node id> <origin epoch ms> s <room> <stream epoch> <offset>[ <excluded connection id>]\n<payload>
  *
  * kind: `r` room event (target: room), `s` sequenced room event (written by lua/append-history.lua,
  * which adds the position), `c` one connection (target: connection id), `d` disconnect a user
  * (target: user id; payload: close code, space, reason), `a` access change (target: user id;
- * payload: op, room, optional connection id), `p` probe (target: nonce).
+ * payload: op, room, optional connection id), `p` probe (target: nonce). A room event (`r` or `s`)
+ * may name one connection that must not receive it (a publish's `exclude_connection`): only the node
+ * that owns it (the id's node part) reads it, and publishes from that socket so uWS skips it.
  * Node ids, rooms, ids, epochs and nonces contain no space or newline, so the header splits cleanly.
  */
 import type { AccessChange } from '../broker.js';
@@ -24,6 +27,8 @@ export interface Frame {
   /** Of an `s` frame: the stream's epoch and the event's offset; else '' and 0. */
   readonly epoch: string;
   readonly offset: number;
+  /** Of an `r` or `s` frame: the connection that must not receive it; else ''. */
+  readonly except: string;
   /** A view into the received buffer: no copy. */
   readonly payload: Buffer;
 }
@@ -32,8 +37,9 @@ const NEWLINE = 0x0a;
 const MAX_HEADER = 512;
 const KINDS = new Set<string>(['r', 's', 'c', 'd', 'a', 'p']);
 
-export function encodeFrame(origin: string, kind: FrameKind, target: string, payload: string): string {
-  return `${origin} ${Date.now()} ${kind} ${target}\n${payload}`;
+/** `except`: for an `r` frame, the connection id that must not receive it. */
+export function encodeFrame(origin: string, kind: FrameKind, target: string, payload: string, except?: string): string {
+  return except === undefined ? `${origin} ${Date.now()} ${kind} ${target}\n${payload}` : `${origin} ${Date.now()} ${kind} ${target} ${except}\n${payload}`;
 }
 
 /** The header of an `s` frame up to the room; the script that assigns the position appends it. */
@@ -45,15 +51,20 @@ export function sequencedHeader(origin: string, room: string): string {
 export function decodeFrame(bytes: Buffer): Frame | undefined {
   const end = bytes.indexOf(NEWLINE);
   if (end < 0 || end > MAX_HEADER) return undefined;
-  const [origin, sentAt, kind, target, epoch, offset, extra] = bytes.toString('latin1', 0, end).split(' ');
+  const [origin, sentAt, kind, target, epoch, offset, except, extra] = bytes.toString('latin1', 0, end).split(' ');
   if (origin === undefined || target === undefined || kind === undefined || !KINDS.has(kind) || extra !== undefined) return undefined;
   const time = Number(sentAt);
   if (!Number.isFinite(time)) return undefined;
   const payload = bytes.subarray(end + 1);
-  if (kind !== 's') return epoch === undefined ? { origin, sentAt: time, kind: kind as FrameKind, target, epoch: '', offset: 0, payload } : undefined;
+  if (kind === 'r' && epoch !== undefined) {
+    // `r <room> <excluded connection id>`
+    return offset === undefined && nodeOfConnection(epoch) !== '' ? { origin, sentAt: time, kind, target, epoch: '', offset: 0, except: epoch, payload } : undefined;
+  }
+  if (kind !== 's') return epoch === undefined ? { origin, sentAt: time, kind: kind as FrameKind, target, epoch: '', offset: 0, except: '', payload } : undefined;
   const position = Number(offset);
   if (epoch === undefined || epoch === '' || !Number.isSafeInteger(position) || position < 1) return undefined;
-  return { origin, sentAt: time, kind, target, epoch, offset: position, payload };
+  if (except !== undefined && nodeOfConnection(except) === '') return undefined;
+  return { origin, sentAt: time, kind, target, epoch, offset: position, except: except ?? '', payload };
 }
 
 /** The channels of one node (`nodeId`) under the nodes' REDIS_PREFIX. */

@@ -19,7 +19,7 @@ lock = threading.Lock()
 db = sqlite3.connect(DB_PATH, check_same_thread=False)
 db.execute(
     "CREATE TABLE IF NOT EXISTS messages (message_id INTEGER PRIMARY KEY, room TEXT, user_id TEXT, text TEXT,"
-    " idempotency_key TEXT, stored_at REAL, UNIQUE (user_id, idempotency_key))"
+    " idempotency_key TEXT, stored_at REAL, UNIQUE (user_id, room, idempotency_key))"
 )
 db.execute("CREATE TABLE IF NOT EXISTS reads (user_id TEXT, room TEXT, message_id INTEGER)")
 db.commit()
@@ -40,7 +40,7 @@ def store(body):
             row = (cur.lastrowid, time.time())
         except sqlite3.IntegrityError:  # the same key again: the first row is the answer
             row = db.execute(
-                "SELECT message_id, stored_at FROM messages WHERE user_id = ? AND idempotency_key = ?", (body["user_id"], key)
+                "SELECT message_id, stored_at FROM messages WHERE user_id = ? AND room = ? AND idempotency_key = ?", (body["user_id"], body["room"], key)
             ).fetchone()
     return {"allow": True, "data": {**data, "message_id": row[0], "stored_at": row[1]}}
 

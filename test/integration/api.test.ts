@@ -167,7 +167,7 @@ describe('POST /api/v1/publish', () => {
     expect(await publish({ user_id: 'uid', type: 'notification.new', data: { n: 1 } })).toEqual({
       status: 200,
       contentType: 'application/json',
-      body: { status: 'published', user_id: 'uid' },
+      body: { status: 'published', user_id: 'uid', connections: 3 },
     });
     const expected = { type: 'notification.new', room: 'user:uid', data: { n: 1 }, sender: null, timestamp: expect.stringMatching(ISO) };
     for (const c of mine) expect(await receiveExactly(c, ofType('notification.new'), 1)).toEqual([expected]);

@@ -3,6 +3,7 @@
  * closes at once with a code the client can read, counted by reason and logged once at warn without
  * the token; token expiry closes by timer; refresh_token extends a connection or closes it.
  */
+import { createHmac } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, join, open, token, upgradeStatus, type TestClient } from '../helpers/client.js';
@@ -32,6 +33,8 @@ interface Refusal {
 
 const MISSING: Refusal = { code: 4401, message: 'missing token', reason: 'token_missing' };
 const INVALID: Refusal = { code: 4401, message: 'invalid token', reason: 'token_invalid' };
+/** `invalid token: <check>`: the check that failed, in the close reason and the log. */
+const failed = (check: string): Refusal => ({ code: 4401, message: `invalid token: ${check}`, reason: 'token_invalid' });
 const EXPIRED: Refusal = { code: 4401, message: 'token expired', reason: 'token_expired' };
 const AMBIGUOUS: Refusal = { code: 4401, message: 'more than one token in the request', reason: 'token_ambiguous' };
 const ORIGIN: Refusal = { code: 4403, message: 'origin not allowed', reason: 'origin' };
@@ -51,7 +54,7 @@ async function expectRefused(node: TestNode, client: TestClient, refusal: Refusa
   expect(await node.metric('wsedge_connections')).toBe(0);
   const logs = rejectionLogs(node);
   expect(logs).toHaveLength(1);
-  expect(logs[0]).toMatchObject({ level: 'warn', event: 'connection_rejected', reason: refusal.reason, code: refusal.code });
+  expect(logs[0]).toMatchObject({ level: 'warn', event: 'connection_rejected', reason: refusal.reason, code: refusal.code, close_reason: refusal.message });
   expect(typeof logs[0]!['remote']).toBe('string');
   if (secret !== undefined) expectNotLogged(node, secret);
 }
@@ -142,22 +145,22 @@ describe('refused at the upgrade', () => {
     await expectRefused(node, open(node.url, bad), INVALID, bad);
   });
 
-  it('closes 4401 for a token signed with another secret', async () => {
+  it('closes 4401 "invalid token: signature" for a token signed with another secret', async () => {
     const node = await startTestNode();
     const forged = token('alice', { secret: 'another-secret-that-is-long-enough-for-hs256-xyz' });
-    await expectRefused(node, open(node.url, forged), INVALID, forged);
+    await expectRefused(node, open(node.url, forged), failed('signature'), forged);
   });
 
-  it('closes 4401 for an `alg: none` token', async () => {
+  it('closes 4401 "invalid token: algorithm" for an `alg: none` token', async () => {
     const node = await startTestNode();
     const unsigned = `${base64url({ alg: 'none', typ: 'JWT' })}.${base64url({ sub: 'alice', rooms: ['*'], exp: nowSeconds() + 3600 })}.`;
-    await expectRefused(node, open(node.url, unsigned), INVALID, unsigned);
+    await expectRefused(node, open(node.url, unsigned), failed('algorithm'), unsigned);
   });
 
-  it('closes 4401 for an HS512 token when JWT_ALGORITHMS=HS256, and accepts HS256', async () => {
+  it('closes 4401 "invalid token: algorithm" for an HS512 token when JWT_ALGORITHMS=HS256, and accepts HS256', async () => {
     const node = await startTestNode({ JWT_ALGORITHMS: 'HS256' });
     const hs512 = token('alice', { algorithm: 'HS512' });
-    await expectRefused(node, open(node.url, hs512), INVALID, hs512);
+    await expectRefused(node, open(node.url, hs512), failed('algorithm'), hs512);
     const ok = await connect(node.url, 'alice', { algorithm: 'HS256' });
     ok.close();
   });
@@ -168,16 +171,30 @@ describe('refused at the upgrade', () => {
     await expectRefused(node, open(node.url, expired), EXPIRED, expired);
   });
 
-  it('closes 4401 for a token without exp', async () => {
+  it('closes 4401 "invalid token: missing exp" for a token without exp', async () => {
     const node = await startTestNode();
     const forever = signRaw({ sub: 'alice', rooms: ['*'] });
-    await expectRefused(node, open(node.url, forever), INVALID, forever);
+    await expectRefused(node, open(node.url, forever), failed('missing exp'), forever);
   });
 
-  it('closes 4401 for a token without sub', async () => {
+  it('closes 4401 "invalid token: missing sub" for a token without sub', async () => {
     const node = await startTestNode();
     const anonymous = signRaw({ rooms: ['*'], exp: nowSeconds() + 3600 });
-    await expectRefused(node, open(node.url, anonymous), INVALID, anonymous);
+    await expectRefused(node, open(node.url, anonymous), failed('missing sub'), anonymous);
+  });
+
+  it('closes 4401 "invalid token: nbf" for a token not valid yet', async () => {
+    const node = await startTestNode();
+    const early = signRaw({ sub: 'alice', rooms: ['*'], nbf: nowSeconds() + 120, exp: nowSeconds() + 3600 });
+    await expectRefused(node, open(node.url, early), failed('nbf'), early);
+  });
+
+  it('closes 4401 "invalid token: exp must be a number" for a string exp', async () => {
+    const node = await startTestNode();
+    // Signed by hand: fast-jwt's signer refuses such an exp.
+    const input = `${base64url({ alg: 'HS256', typ: 'JWT' })}.${base64url({ sub: 'alice', rooms: ['*'], exp: 'tomorrow' })}`;
+    const odd = `${input}.${createHmac('sha256', TEST_SECRET).update(input).digest('base64url')}`;
+    await expectRefused(node, open(node.url, odd), failed('exp must be a number'), odd);
   });
 
   describe('with JWT_ISSUER and JWT_AUDIENCE', () => {
@@ -189,41 +206,49 @@ describe('refused at the upgrade', () => {
       client.close();
     });
 
-    it('closes 4401 for a wrong iss', async () => {
+    it('closes 4401 "invalid token: iss" for a wrong iss', async () => {
       const node = await startTestNode(env);
       const tok = token('alice', { issuer: 'https://evil.example.com', audience: env.JWT_AUDIENCE });
-      await expectRefused(node, open(node.url, tok), INVALID, tok);
+      await expectRefused(node, open(node.url, tok), failed('iss'), tok);
     });
 
-    it('closes 4401 for a wrong aud', async () => {
+    it('closes 4401 "invalid token: aud" for a wrong aud', async () => {
       const node = await startTestNode(env);
       const tok = token('alice', { issuer: env.JWT_ISSUER, audience: 'another-service' });
-      await expectRefused(node, open(node.url, tok), INVALID, tok);
+      await expectRefused(node, open(node.url, tok), failed('aud'), tok);
     });
 
     it('closes 4401 for an iss that only matches as a pattern', async () => {
       const node = await startTestNode(env);
       const tok = token('alice', { issuer: 'https://authXexample.com', audience: env.JWT_AUDIENCE });
-      await expectRefused(node, open(node.url, tok), INVALID, tok);
+      await expectRefused(node, open(node.url, tok), failed('iss'), tok);
     });
 
-    it('closes 4401 for a token without iss', async () => {
+    it('closes 4401 "invalid token: missing iss" for a token without iss', async () => {
       const node = await startTestNode(env);
       const tok = token('alice', { audience: env.JWT_AUDIENCE });
-      await expectRefused(node, open(node.url, tok), INVALID, tok);
+      await expectRefused(node, open(node.url, tok), failed('missing iss'), tok);
     });
 
-    it('closes 4401 for a token without aud', async () => {
+    it('closes 4401 "invalid token: missing aud" for a token without aud', async () => {
       const node = await startTestNode(env);
       const tok = token('alice', { issuer: env.JWT_ISSUER });
-      await expectRefused(node, open(node.url, tok), INVALID, tok);
+      await expectRefused(node, open(node.url, tok), failed('missing aud'), tok);
     });
   });
 
-  it('closes 4401 "invalid token: sub" for a sub outside [A-Za-z0-9_-]', async () => {
+  const SUB: Refusal = failed('sub must be a string of 1-64 [A-Za-z0-9_-]');
+
+  it('closes 4401 "invalid token: sub must be a string ..." for a sub outside [A-Za-z0-9_-]', async () => {
     const node = await startTestNode();
     const tok = token('alice:admin');
-    await expectRefused(node, open(node.url, tok), { code: 4401, message: 'invalid token: sub', reason: 'token_invalid' }, tok);
+    await expectRefused(node, open(node.url, tok), SUB, tok);
+  });
+
+  it('closes 4401 "invalid token: sub must be a string ..." for a numeric sub (a backend that forgot str(user.id))', async () => {
+    const node = await startTestNode();
+    const tok = signRaw({ sub: 42, rooms: ['*'], exp: nowSeconds() + 3600 });
+    await expectRefused(node, open(node.url, tok), SUB, tok);
   });
 
   describe('with WS_ALLOWED_ORIGINS', () => {
@@ -309,6 +334,47 @@ describe('refused at the upgrade', () => {
     });
   });
 
+  describe('token in an Authorization: Bearer header (non-browser clients)', () => {
+    it('connects with the token in the header alone, and never logs it', async () => {
+      const node = await startTestNode();
+      const tok = token('alice');
+      const client = open(node.url, undefined, { headers: { Authorization: `Bearer ${tok}` } });
+      expect(await client.next((e) => e.type === 'connected')).toMatchObject({ data: { user_id: 'alice' } });
+      expect(client.ws.protocol).toBe('');
+      expectNotLogged(node, tok);
+      client.close();
+    });
+
+    it('answers wsedge.v1 when offered next to the header', async () => {
+      const node = await startTestNode();
+      const client = open(node.url, undefined, { protocols: ['wsedge.v1'], headers: { Authorization: `Bearer ${token('alice')}` } });
+      await client.next((e) => e.type === 'connected');
+      expect(client.ws.protocol).toBe('wsedge.v1');
+      client.close();
+    });
+
+    it('closes 4401 "more than one token in the request" for a header token next to a query token', async () => {
+      const node = await startTestNode();
+      const tok = token('alice');
+      await expectRefused(node, open(node.url, tok, { headers: { Authorization: `Bearer ${tok}` } }), AMBIGUOUS, tok);
+    });
+
+    it('closes 4401 "more than one token in the request" for a header token next to a bearer subprotocol', async () => {
+      const node = await startTestNode();
+      const tok = token('alice');
+      const client = open(node.url, undefined, { protocols: ['wsedge.v1', `wsedge.bearer.${tok}`], headers: { Authorization: `Bearer ${token('bob')}` } });
+      await expectRefused(node, client, AMBIGUOUS, tok);
+    });
+
+    it('names the failed check for a header token too, and ignores other schemes', async () => {
+      const node = await startTestNode();
+      const forged = token('alice', { secret: 'another-secret-that-is-long-enough-for-hs256-xyz' });
+      await expectRefused(node, open(node.url, undefined, { headers: { Authorization: `Bearer ${forged}` } }), failed('signature'), forged);
+      const basic = open(node.url, undefined, { headers: { Authorization: 'Basic YWxpY2U6c2VjcmV0' } });
+      expect(await closedWithin(basic)).toEqual({ code: 4401, reason: 'missing token' });
+    });
+  });
+
   it('closes 4401 for two token query parameters', async () => {
     const node = await startTestNode();
     const first = token('alice');
@@ -369,12 +435,12 @@ describe('token expiry during the connection', () => {
     client.close();
   });
 
-  it('refresh_token with a bad token closes 4401 "invalid token"', async () => {
+  it('refresh_token with a bad token closes 4401 "invalid token: signature"', async () => {
     const node = await startTestNode();
     const client = await connect(node.url, 'alice');
     const forged = token('alice', { secret: 'another-secret-that-is-long-enough-for-hs256-xyz' });
     client.send({ type: 'refresh_token', token: forged });
-    expect(await closedWithin(client)).toEqual({ code: 4401, reason: 'invalid token' });
+    expect(await closedWithin(client)).toEqual({ code: 4401, reason: 'invalid token: signature' });
     expect(client.received.filter((e) => e.type === 'token_refreshed')).toEqual([]);
     expect(await node.metric('wsedge_auth_failures_total', { reason: 'token_invalid' })).toBe(1);
     expectNotLogged(node, forged);
@@ -433,7 +499,7 @@ describe('token expiry during the connection', () => {
     await closedWithin(client);
     const warns = node.logs.filter((l) => l['level'] === 'warn');
     expect(warns).toHaveLength(1);
-    expect(warns[0]).toMatchObject({ reason: 'token_invalid', user_id: 'alice' });
+    expect(warns[0]).toMatchObject({ reason: 'token_invalid', close_reason: 'token is for another user', user_id: 'alice' });
     expectNotLogged(node, bobs);
   });
 });

@@ -259,7 +259,7 @@ describe('three nodes behind HAProxy', () => {
 
     const res = await publishVia(n3, { user_id: 'multi', type: 'notification.new', data: { n: 1 } });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: 'published', user_id: 'multi' });
+    expect(await res.json()).toEqual({ status: 'published', user_id: 'multi', connections: 4 });
     const expected = { type: 'notification.new', room: 'user:multi', data: { n: 1 }, sender: null, timestamp: expect.stringMatching(ISO) };
     await Promise.all(mine.map(async (m) => expect(await receiveExactly(m.client, ofType('notification.new'), 1)).toEqual([expected])));
     await Promise.all(others.map((m) => m.client.expectNothing(ofType('notification.new'), 0)));

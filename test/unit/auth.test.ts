@@ -6,13 +6,17 @@ import { createSigner } from 'fast-jwt';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAuthenticator, ephemeralSecret, isRejection, resolveKey, signToken, type Identity } from '../../src/auth.js';
 import type { JwtConfig } from '../../src/config.js';
-import type { Rejection } from '../../src/errors.js';
+import { isCloseReason, REJECTIONS, type Rejection } from '../../src/errors.js';
 
 const SECRET = 'unit-test-secret-of-at-least-32-bytes!';
 const OTHER_SECRET = 'another-secret-of-at-least-32-bytes!!';
 
 const INVALID: Rejection = { reason: 'token_invalid', code: 4401, message: 'invalid token' };
 const EXPIRED: Rejection = { reason: 'token_expired', code: 4401, message: 'token expired' };
+/** A refusal naming the check that failed: `invalid token: <check>`. */
+const failed = (check: string): Rejection => ({ reason: 'token_invalid', code: 4401, message: `invalid token: ${check}` });
+const ALGORITHM = failed('algorithm');
+const SIGNATURE = failed('signature');
 
 function jwtConfig(overrides: Partial<JwtConfig> = {}): JwtConfig {
   return {
@@ -82,7 +86,7 @@ describe('HMAC verification', () => {
   it('refuses an HS512 token when JWT_ALGORITHMS=HS256', () => {
     const narrow = createAuthenticator(jwtConfig({ secret: SECRET, algorithms: ['HS256'] }));
     expect(narrow.algorithms).toEqual(['HS256']);
-    expect(narrow.verify(signToken({ secret: SECRET, userId: 'u', ttlSeconds: 60, algorithm: 'HS512' }))).toEqual(INVALID);
+    expect(narrow.verify(signToken({ secret: SECRET, userId: 'u', ttlSeconds: 60, algorithm: 'HS512' }))).toEqual(ALGORITHM);
     expect(identity(narrow.verify(signToken({ secret: SECRET, userId: 'u', ttlSeconds: 60 }))).userId).toBe('u');
   });
 
@@ -121,44 +125,72 @@ describe('HMAC verification', () => {
     }
   });
 
-  it('refuses a token signed with another secret', () => {
-    expect(auth.verify(signToken({ secret: OTHER_SECRET, userId: 'alice', ttlSeconds: 60 }))).toEqual(INVALID);
+  it('refuses a token signed with another secret: "invalid token: signature"', () => {
+    expect(auth.verify(signToken({ secret: OTHER_SECRET, userId: 'alice', ttlSeconds: 60 }))).toEqual(SIGNATURE);
   });
 
   it('refuses a token whose payload was changed after signing', () => {
     const token = signToken({ secret: SECRET, userId: 'alice', ttlSeconds: 60 });
     const [header, , signature] = token.split('.');
     const forged = `${header}.${b64url({ ...payloadOf(token), sub: 'mallory' })}.${signature}`;
-    expect(auth.verify(forged)).toEqual(INVALID);
+    expect(auth.verify(forged)).toEqual(SIGNATURE);
   });
 
   it.each(['', 'not-a-jwt', 'a.b.c', 'a.b', '...', `${b64url({ alg: 'HS256' })}.not-base64-json.sig`])('refuses the malformed token %j', (token) => {
     expect(auth.verify(token)).toEqual(INVALID);
   });
 
-  it('refuses an alg: none token', () => {
+  it('refuses an alg: none token for its algorithm, signed or not', () => {
     const token = `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: 'alice', exp: nowSeconds() + 600 })}.`;
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(ALGORITHM);
+    expect(auth.verify(`${token}c2ln`)).toEqual(ALGORITHM);
   });
 
-  it('refuses a token without exp', () => {
+  it('refuses an HS256 token without its signature: "invalid token: signature"', () => {
+    const token = signToken({ secret: SECRET, userId: 'alice', ttlSeconds: 60 });
+    expect(auth.verify(token.slice(0, token.lastIndexOf('.') + 1))).toEqual(SIGNATURE);
+  });
+
+  it('refuses a token without exp: "invalid token: missing exp"', () => {
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice' }, SECRET);
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(failed('missing exp'));
   });
 
-  it('refuses a token with a non-numeric exp', () => {
+  it('refuses a token with a non-numeric exp: "invalid token: exp must be a number"', () => {
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: 'tomorrow' }, SECRET);
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(failed('exp must be a number'));
   });
 
-  it('refuses a token without sub', () => {
+  it('refuses a token without sub: "invalid token: missing sub"', () => {
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { exp: nowSeconds() + 600 }, SECRET);
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(failed('missing sub'));
   });
 
-  it.each(['alice smith', 'a:b', 'user/1', '', 'x'.repeat(65), 42])('refuses the sub %j', (sub) => {
+  it('refuses a token not valid yet (nbf past the clock tolerance), or with a non-numeric nbf: "invalid token: nbf"', () => {
+    const early = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', nbf: nowSeconds() + 60, exp: nowSeconds() + 600 }, SECRET);
+    expect(auth.verify(early)).toEqual(failed('nbf'));
+    const odd = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', nbf: 'now', exp: nowSeconds() + 600 }, SECRET);
+    expect(auth.verify(odd)).toEqual(failed('nbf'));
+    // Within the tolerance (5 s) it passes.
+    const soon = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', nbf: nowSeconds() + 2, exp: nowSeconds() + 600 }, SECRET);
+    expect(identity(auth.verify(soon)).userId).toBe('alice');
+  });
+
+  it('refuses an exp of JSON 1e999 (Infinity) as after year 9999', () => {
+    const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${Buffer.from('{"sub":"alice","exp":1e999}').toString('base64url')}`;
+    const token = `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
+    expect(auth.verify(token)).toEqual(failed('exp after year 9999'));
+  });
+
+  it.each(['alice smith', 'a:b', 'user/1', '', 'x'.repeat(65), 42, null, ['alice']])('refuses the sub %j: it must be a string of 1-64 [A-Za-z0-9_-]', (sub) => {
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub, exp: nowSeconds() + 600 }, SECRET);
-    expect(auth.verify(token)).toEqual({ reason: 'token_invalid', code: 4401, message: 'invalid token: sub' });
+    expect(auth.verify(token)).toEqual({ reason: 'token_invalid', code: 4401, message: 'invalid token: sub must be a string of 1-64 [A-Za-z0-9_-]' });
+  });
+
+  it('names every failed check in one line of at most 123 bytes, the close frame\'s limit', () => {
+    const texts = Object.values(REJECTIONS).map((r) => r.message);
+    expect(texts.filter((t) => t.startsWith('invalid token: ')).length).toBeGreaterThanOrEqual(14);
+    expect(texts.filter((t) => !isCloseReason(t))).toEqual([]);
   });
 
   it.each([['*'], [1], 'project:*', ['room:*'], { all: true }])('refuses the malformed rooms claim %j', (rooms) => {
@@ -187,27 +219,43 @@ describe('issuer and audience', () => {
     expect(identity(auth.verify(mint({ issuer: 'https://auth.example', audience: 'ws-edge' }))).userId).toBe('alice');
   });
 
-  it('refuses a wrong iss', () => {
-    expect(auth.verify(mint({ issuer: 'https://evil.example', audience: 'ws-edge' }))).toEqual(INVALID);
+  it('refuses a wrong iss: "invalid token: iss"', () => {
+    expect(auth.verify(mint({ issuer: 'https://evil.example', audience: 'ws-edge' }))).toEqual(failed('iss'));
   });
 
-  it('refuses a wrong aud', () => {
-    expect(auth.verify(mint({ issuer: 'https://auth.example', audience: 'other' }))).toEqual(INVALID);
+  it('refuses a wrong aud: "invalid token: aud", also as an array without it', () => {
+    expect(auth.verify(mint({ issuer: 'https://auth.example', audience: 'other' }))).toEqual(failed('aud'));
+    const listed = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', iss: 'https://auth.example', aud: ['a', 'b'], exp: nowSeconds() + 600 }, SECRET);
+    expect(auth.verify(listed)).toEqual(failed('aud'));
+  });
+
+  it('refuses an iss that is no string: "invalid token: iss"', () => {
+    const numeric = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', iss: 7, aud: 'ws-edge', exp: nowSeconds() + 600 }, SECRET);
+    expect(auth.verify(numeric)).toEqual(failed('iss'));
   });
 
   it('compares plain strings, not patterns', () => {
     const dotted = createAuthenticator(jwtConfig({ secret: SECRET, issuer: 'a.b' }));
-    expect(dotted.verify(signToken({ secret: SECRET, userId: 'alice', ttlSeconds: 60, issuer: 'aXb' }))).toEqual(INVALID);
+    expect(dotted.verify(signToken({ secret: SECRET, userId: 'alice', ttlSeconds: 60, issuer: 'aXb' }))).toEqual(failed('iss'));
   });
 
   // The contract: iss/aud are enforced when JWT_ISSUER/JWT_AUDIENCE are set. fast-jwt skips
   // allowedIss/allowedAud for a claim that is absent unless it is also in requiredClaims.
-  it('refuses a token without iss when JWT_ISSUER is set', () => {
-    expect(auth.verify(mint({ audience: 'ws-edge' }))).toEqual(INVALID);
+  it('refuses a token without iss when JWT_ISSUER is set: "invalid token: missing iss"', () => {
+    expect(auth.verify(mint({ audience: 'ws-edge' }))).toEqual(failed('missing iss'));
   });
 
-  it('refuses a token without aud when JWT_AUDIENCE is set', () => {
-    expect(auth.verify(mint({ issuer: 'https://auth.example' }))).toEqual(INVALID);
+  it('refuses a token without aud when JWT_AUDIENCE is set: "invalid token: missing aud"', () => {
+    expect(auth.verify(mint({ issuer: 'https://auth.example' }))).toEqual(failed('missing aud'));
+  });
+
+  it('names the first failed check in the documented order: missing claims, nbf, exp, aud, iss', () => {
+    const claims = (extra: object) => handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: nowSeconds() + 600, ...extra }, SECRET);
+    expect(auth.verify(claims({ aud: 'other' }))).toEqual(failed('missing iss'));
+    expect(auth.verify(claims({ iss: 'x', aud: 'y', nbf: nowSeconds() + 60 }))).toEqual(failed('nbf'));
+    expect(auth.verify(claims({ iss: 'x', aud: 'y', exp: nowSeconds() - 60 }))).toEqual(EXPIRED);
+    expect(auth.verify(claims({ iss: 'x', aud: 'y' }))).toEqual(failed('aud'));
+    expect(auth.verify(claims({ iss: 'x', aud: 'ws-edge', sub: 42 }))).toEqual(failed('iss'));
   });
 
   it('ignores iss and aud when none is configured', () => {
@@ -260,12 +308,12 @@ describe('public-key verification', () => {
   it('narrows the RSA algorithms with JWT_ALGORITHMS', () => {
     const auth = createAuthenticator(jwtConfig({ publicKeyFile: rsaFile, algorithms: ['RS256'] }));
     expect(auth.algorithms).toEqual(['RS256']);
-    expect(auth.verify(sign(rsa.privateKey, 'PS256'))).toEqual(INVALID);
+    expect(auth.verify(sign(rsa.privateKey, 'PS256'))).toEqual(ALGORITHM);
   });
 
   it('refuses an RS256 token signed with another key', () => {
     const auth = createAuthenticator(jwtConfig({ publicKeyFile: rsaFile }));
-    expect(auth.verify(sign(otherRsa.privateKey, 'RS256'))).toEqual(INVALID);
+    expect(auth.verify(sign(otherRsa.privateKey, 'RS256'))).toEqual(SIGNATURE);
   });
 
   it('verifies ES256 with a P-256 public key', () => {
@@ -282,21 +330,21 @@ describe('public-key verification', () => {
 
   it('refuses a token of another key type', () => {
     const auth = createAuthenticator(jwtConfig({ publicKeyFile: ecFile }));
-    expect(auth.verify(sign(rsa.privateKey, 'RS256'))).toEqual(INVALID);
-    expect(auth.verify(sign(ed.privateKey, 'EdDSA'))).toEqual(INVALID);
+    expect(auth.verify(sign(rsa.privateKey, 'RS256'))).toEqual(ALGORITHM);
+    expect(auth.verify(sign(ed.privateKey, 'EdDSA'))).toEqual(ALGORITHM);
   });
 
   it('refuses an HS256 token signed with the public key as HMAC secret (algorithm confusion)', () => {
     const auth = createAuthenticator(jwtConfig({ publicKeyFile: rsaFile }));
     const publicPem = rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string;
     const token = handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'mallory', exp: nowSeconds() + 600 }, publicPem);
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(ALGORITHM);
   });
 
   it('refuses an alg: none token with a public key configured', () => {
     const auth = createAuthenticator(jwtConfig({ publicKeyFile: edFile }));
     const token = `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: 'alice', exp: nowSeconds() + 600 })}.`;
-    expect(auth.verify(token)).toEqual(INVALID);
+    expect(auth.verify(token)).toEqual(ALGORITHM);
   });
 
   it('refuses an expired ES256 token with token_expired', () => {

@@ -55,6 +55,31 @@ describe('extractToken', () => {
     expect(extractToken(request({ query: `token=${'a'.repeat(8192)}` }))).toEqual({ token: 'a'.repeat(8192), protocol: '' });
   });
 
+  it('takes the token from an Authorization: Bearer header (non-browser clients), answering wsedge.v1 only when offered', () => {
+    expect(extractToken(request({ authorization: 'Bearer abc.def.ghi' }))).toEqual({ token: 'abc.def.ghi', protocol: '' });
+    expect(extractToken(request({ authorization: 'bearer   abc.def.ghi  ', protocols: 'wsedge.v1' }))).toEqual({ token: 'abc.def.ghi', protocol: 'wsedge.v1' });
+  });
+
+  it('counts the Authorization header as a third place: a token there and in the query or the subprotocol is refused', () => {
+    expect(extractToken(request({ authorization: 'Bearer a', query: 'token=b' }))).toEqual(AMBIGUOUS);
+    expect(extractToken(request({ authorization: 'Bearer a', protocols: 'wsedge.v1, wsedge.bearer.a' }))).toEqual(AMBIGUOUS);
+    expect(extractToken(request({ authorization: 'Bearer a', query: 'token=a', protocols: 'wsedge.v1, wsedge.bearer.a' }))).toEqual(AMBIGUOUS);
+  });
+
+  it('reads no token from other Authorization schemes or an empty Bearer', () => {
+    expect(extractToken(request({ authorization: 'Basic YWxpY2U6c2VjcmV0' }))).toEqual(MISSING);
+    expect(extractToken(request({ authorization: 'Bearer' }))).toEqual(MISSING);
+    expect(extractToken(request({ authorization: 'Bearer   ' }))).toEqual(MISSING);
+    expect(extractToken(request({ authorization: 'Bearertoken' }))).toEqual(MISSING);
+    // Next to a token given another way, they change nothing.
+    expect(extractToken(request({ authorization: 'Basic YWxpY2U6c2VjcmV0', query: 'token=q' }))).toEqual({ token: 'q', protocol: '' });
+    expect(extractToken(request({ authorization: 'Bearer ', query: 'token=q' }))).toEqual({ token: 'q', protocol: '' });
+  });
+
+  it('refuses an Authorization token longer than 8192 characters', () => {
+    expect(extractToken(request({ authorization: `Bearer ${'a'.repeat(8193)}` }))).toEqual({ reason: 'token_invalid', code: 4401, message: 'token longer than 8192 characters' });
+  });
+
   it('refuses two bearer subprotocols', () => {
     expect(extractToken(request({ protocols: 'wsedge.v1, wsedge.bearer.a, wsedge.bearer.b' }))).toEqual(AMBIGUOUS);
   });

@@ -80,7 +80,7 @@ def check_id(value: Any, what: str = "user_id") -> str:
 
 def coerce_user_id(value: Any, what: str = "user_id") -> str:
     """Like check_id, but an int id (a database primary key) becomes its decimal string: the node
-    refuses a numeric `sub` (4401 `invalid token: sub`) and room names are strings anyway."""
+    refuses a numeric `sub` (4401 `invalid token: sub must be a string of 1-64 [A-Za-z0-9_-]`) and room names are strings anyway."""
     if isinstance(value, bool):
         raise TypeError(f"{what} must be a str or an int, not bool")
     if isinstance(value, int):

@@ -6,11 +6,14 @@ for backends"). Standard library only.
     pub = Publisher("http://ws-edge-1:9090", api_key=os.environ["PUBLISH_API_KEY"])
     pub.publish("project:42", "task.updated", {"task_id": 7, "changes": {"title": "Ship it"}}, sender="alice")
     pub.publish_once(f"task-7-v{version}", "project:42", "task.updated", {...})  # sequenced rooms: at most once per key
+    pub.publish_many(rooms=["project:42", "task:7"], user_ids=[7, 9], type="task.assigned", data={...},
+                     exclude_connection=tab_id)  # one call, one result per target
 
 Every call is one request (a few retries aside) and returns the node's JSON answer as a dict. The
 routes and their checks are those of src/api.ts:
 
-    POST /api/v1/publish       publish, publish_once, publish_to_user, send_to_connection
+    POST /api/v1/publish       publish, publish_once, publish_to_user, publish_many, send_to_connection
+    POST /api/v1/publish/batch publish_batch
     POST /api/v1/disconnect    disconnect
     POST /api/v1/subscribe     subscribe
     POST /api/v1/unsubscribe   unsubscribe
@@ -41,7 +44,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _rules
 
@@ -49,6 +52,11 @@ __all__ = ["Publisher", "WsEdgeError"]
 
 # An HTTP status the node answers with "nothing was done, try again".
 _RETRY_STATUSES = frozenset({503})
+
+# The node's limits for one request (src/publish.ts): targets of a publish, or of a batch's
+# publications together, and publications in a batch.
+MAX_TARGETS = 1000
+MAX_PUBLICATIONS = 100
 
 
 class WsEdgeError(Exception):
@@ -87,6 +95,13 @@ class _Unknown(Exception):
     def __init__(self, code: str, reason: str):
         super().__init__(reason)
         self.code = code
+
+
+def _sequence(what: str, value: Any) -> Sequence[Any]:
+    """A list or tuple (or other iterable) of items; a str or a mapping is refused, not iterated."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a list of items, not {type(value).__name__}")
+    return list(value)
 
 
 def _json_body(body: Mapping[str, Any]) -> bytes:
@@ -146,18 +161,20 @@ class Publisher:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def publish(self, room: str, type: str, data: Any = None, sender: str | None = None, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def publish(self, room: str, type: str, data: Any = None, sender: str | None = None, *, idempotency_key: str | None = None, exclude_connection: str | None = None) -> dict[str, Any]:
         """Publishes one event to every member of `room`, on every node.
 
         Answer: ``{"status": "published", "room": ...}``; in a sequenced room (WS_HISTORY_ROOMS) also
         ``epoch`` and ``offset``, the event's position (and it means Redis numbered and kept it).
-        With `idempotency_key` see publish_once. A task event for ``project:<id>`` and
-        ``task:<id>`` takes two calls.
+        With `idempotency_key` see publish_once. `exclude_connection`: a connection id (from its
+        `connected` message) that does not receive the event, e.g. the tab of the user the backend
+        posts for; one that names no live connection excludes nobody. A task event for
+        ``project:<id>`` and ``task:<id>`` is one publish_many.
         """
         _rules.check_room(room)
-        return self._publish({"room": room}, type, data, sender, idempotency_key)
+        return self._publish({"room": room}, type, data, sender, idempotency_key, exclude_connection)
 
-    def publish_once(self, idempotency_key: str, room: str, type: str, data: Any = None, sender: str | None = None) -> dict[str, Any]:
+    def publish_once(self, idempotency_key: str, room: str, type: str, data: Any = None, sender: str | None = None, *, exclude_connection: str | None = None) -> dict[str, Any]:
         """Publishes to a sequenced room at most once per `idempotency_key` (1-128 printable ASCII
         characters, no spaces) within 5 minutes, like ws-edge/publisher's publishOnce: a repeat (a
         retry after a timeout, a job run twice) publishes nothing and answers the first publish's
@@ -169,16 +186,17 @@ class Publisher:
         """
         _rules.check_idempotency_key(idempotency_key)
         _rules.check_room(room)
-        answer = self._publish({"room": room}, type, data, sender, idempotency_key)
+        answer = self._publish({"room": room}, type, data, sender, idempotency_key, exclude_connection)
         answer.setdefault("duplicate", False)
         return answer
 
-    def publish_to_user(self, user_id: str | int, type: str, data: Any = None, sender: str | None = None, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def publish_to_user(self, user_id: str | int, type: str, data: Any = None, sender: str | None = None, *, idempotency_key: str | None = None, exclude_connection: str | None = None) -> dict[str, Any]:
         """Publishes to every connection of the user, on every node: their personal room
-        ``user:<id>`` (the envelope's `room`). `idempotency_key` as for publish_once, when the
-        personal rooms are sequenced. An int id is sent as its decimal string."""
+        ``user:<id>`` (the envelope's `room`). The answer's ``connections`` is how many connections
+        the user holds on every node (the excluded one not counted). `idempotency_key` as for
+        publish_once, when the personal rooms are sequenced. An int id is sent as its decimal string."""
         user = _rules.coerce_user_id(user_id)
-        answer = self._publish({"user_id": user}, type, data, sender, idempotency_key)
+        answer = self._publish({"user_id": user}, type, data, sender, idempotency_key, exclude_connection)
         if idempotency_key is not None:
             answer.setdefault("duplicate", False)
         return answer
@@ -190,13 +208,87 @@ class Publisher:
         _rules.check_connection_id(connection_id)
         return self._publish({"connection_id": connection_id}, type, data, sender, None)
 
-    def _publish(self, target: dict[str, Any], type: str, data: Any, sender: str | None, key: str | None) -> dict[str, Any]:
+    def publish_many(
+        self,
+        *,
+        type: str,
+        rooms: Iterable[str] = (),
+        user_ids: Iterable[str | int] = (),
+        data: Any = None,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        exclude_connection: str | None = None,
+    ) -> dict[str, Any]:
+        """Publishes one event to every room in `rooms` and every user in `user_ids` (their personal
+        rooms ``user:<id>``) in one request: 1 to 1,000 targets together, none named twice. The node
+        encodes the envelope once per room and sends every Redis publish before awaiting any.
+
+        Answer: ``{"status": "published" | "partial", "results": [...]}``, one result per target,
+        rooms first, in the order given: ``{"status": "published", "room": ...}`` (with ``epoch``
+        and ``offset`` in a sequenced room), ``{"status": "published", "user_id": ...,
+        "connections": n}``, or for a target that failed (a sequenced room whose history was
+        unreachable) ``{"room": ..., "error": "unavailable", "reason": ...}``; ``partial`` when
+        any did. When every target failed nothing was published: WsEdgeError(503, "unavailable"),
+        retried. `idempotency_key`: every target must be sequenced (else WsEdgeError(400,
+        "invalid_idempotency_key")); each room keeps it, so a repeat answers ``"duplicate": true``
+        per target. `exclude_connection` as for publish. Int user ids are sent as decimal strings.
+        """
+        room_list = [_rules.check_room(r) for r in _sequence("rooms", rooms)]
+        user_list = [_rules.coerce_user_id(u, "user id") for u in _sequence("user_ids", user_ids)]
+        count = len(room_list) + len(user_list)
+        if count == 0:
+            raise ValueError("publish_many needs at least one room or user id")
+        if count > MAX_TARGETS:
+            raise ValueError(f"publish_many takes at most {MAX_TARGETS} targets, not {count}")
+        named = room_list + [f"user:{u}" for u in user_list]
+        if len(set(named)) != count:
+            twice = sorted({n for n in named if named.count(n) > 1})
+            raise ValueError(f"targets named twice (a user id names the room user:<id>): {twice}")
+        target: dict[str, Any] = {}
+        if room_list:
+            target["rooms"] = room_list
+        if user_list:
+            target["user_ids"] = user_list
+        return self._publish(target, type, data, sender, idempotency_key, exclude_connection)
+
+    def publish_batch(self, publications: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Sends up to 100 publish bodies in one request (``POST /api/v1/publish/batch``), their
+        targets together at most 1,000. Each is a mapping with the node's field names, as POST
+        /api/v1/publish takes it: one of ``room``, ``user_id``, ``connection_id``, or ``rooms``
+        and/or ``user_ids``; ``type``; optionally ``data``, ``sender``, ``idempotency_key``,
+        ``exclude_connection``.
+
+        Returns one dict per publication, in order: what a publish of it answers, or its own
+        refusal ``{"error": code, "reason": ...}`` (`invalid_room`, `unavailable`, ...): a bad
+        publication does not stop the others, so check each for ``"error"``. Only the batch's
+        shape is checked here (the node checks each publication); a malformed batch is
+        WsEdgeError(400, "invalid_batch" or "too_many_targets"). An unknown outcome (a timeout) is
+        retried only when every publication has an idempotency_key.
+        """
+        items = list(_sequence("publications", publications))
+        if not 1 <= len(items) <= MAX_PUBLICATIONS:
+            raise ValueError(f"a batch holds 1 to {MAX_PUBLICATIONS} publications, not {len(items)}")
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise TypeError(f"each publication must be a mapping, not {type(item).__name__}")
+            _rules.check_data(item.get("data"), bounded=False)
+        body = {"publications": [dict(item) for item in items]}
+        idempotent = all(item.get("idempotency_key") is not None for item in items)
+        answer = self._request("POST", "publish/batch", body, idempotent=idempotent)
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(items):
+            raise WsEdgeError(200, "invalid_response", f"a batch answer without one result per publication: {str(answer)[:200]}", body=answer)
+        return results
+
+    def _publish(self, target: dict[str, Any], type: str, data: Any, sender: str | None, key: str | None, exclude: str | None = None) -> dict[str, Any]:
         _rules.check_type(type)
         _rules.check_sender(sender)
         _rules.check_data(data, bounded=False)
         body = {**target, "type": type, "data": data, "sender": sender}
         if key is not None:
             body["idempotency_key"] = _rules.check_idempotency_key(key)
+        if exclude is not None:
+            body["exclude_connection"] = _rules.check_connection_id(exclude)
         # With a key a repeat is harmless; without one an unknown outcome must not be sent again.
         return self._request("POST", "publish", body, idempotent=key is not None)
 

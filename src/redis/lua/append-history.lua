@@ -3,7 +3,8 @@
 -- hash tag of the room channel's slot.
 -- ARGV: the room channel, PUBLISH or SPUBLISH, the frame header up to the room, the envelope head
 -- (no closing brace), events kept, ttl s, an epoch for a new stream, the idempotency key ('' for
--- none), its window s.
+-- none), its window s, and optionally the connection id that must not receive the event (the
+-- publish's exclude_connection: appended to the frame header, never stored).
 -- Appends, publishes the frame and returns {epoch, offset, 0}: one order per room for every node.
 -- A key seen within its window returns the first publish's {epoch, offset, 1} and publishes nothing.
 if ARGV[8] ~= '' then
@@ -23,5 +24,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 if ARGV[8] ~= '' then
   redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'EX', ARGV[9])
 end
-redis.call(ARGV[2], ARGV[1], ARGV[3] .. ' ' .. epoch .. ' ' .. offset .. '\n' .. payload)
+local except = ''
+if ARGV[10] and ARGV[10] ~= '' then
+  except = ' ' .. ARGV[10]
+end
+redis.call(ARGV[2], ARGV[1], ARGV[3] .. ' ' .. epoch .. ' ' .. offset .. except .. '\n' .. payload)
 return {epoch, offset, 0}
