@@ -84,12 +84,13 @@ export function membershipWrites(files = sourceFiles()) {
     const visit = (node) => {
       const counted = (target) => ts.isPropertyAccessExpression(target) && target.name.text === 'roomCount';
       if (ts.isBinaryExpression(node) && ASSIGNMENTS.has(node.operatorToken.kind) && counted(node.left)) found.push(`${file}: roomCount`);
+      if (ts.isBinaryExpression(node) && node.operatorToken.kind !== ts.SyntaxKind.EqualsEqualsEqualsToken && /\bsession\.rooms$/.test(node.left.getText()) && node.operatorToken.getText().endsWith('=') && !['===', '!=='].includes(node.operatorToken.getText())) found.push(`${file}: session.rooms =`);
       if ((ts.isPrefixUnaryExpression(node) || ts.isPostfixUnaryExpression(node)) && COUNTS.has(node.operator) && counted(node.operand)) found.push(`${file}: roomCount`);
       if (ts.isCallExpression(node) && ts.isPropertyAccessExpression(node.expression)) {
         const method = node.expression.name.text;
         const receiver = node.expression.expression.getText();
         if ((method === 'subscribe' || method === 'unsubscribe') && /\bws$/.test(receiver)) found.push(`${file}: ws.${method}`);
-        if (['set', 'delete', 'clear'].includes(method) && /\bsession\.rooms$/.test(receiver)) found.push(`${file}: session.rooms.${method}`);
+        if (['set', 'delete', 'clear'].includes(method) && /\bsession\.rooms\b/.test(receiver)) found.push(`${file}: session.rooms.${method}`);
       }
       node.forEachChild(visit);
     };

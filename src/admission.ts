@@ -96,7 +96,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     claim: identity.claim,
     expiresAt: identity.expiresAt,
     remoteAddress,
-    rooms: new Map(),
+    rooms: undefined,
     roomCount: 0,
     tokens: config.rateBurst,
     refilledAt: Date.now(),

@@ -14,6 +14,7 @@ import { IDEMPOTENCY_KEY, readPage, type History } from './history.js';
 import { isPresenceRoom, isSequenced } from './membership.js';
 import { eventEncoder, isConnectionId, listTargets, MAX_PUBLICATIONS, MAX_TARGETS, publishTargets, type ConnectionCount, type RoomPublish, type Target, type TargetOutcome, type WritesTogether } from './publish.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
+import type { UserStatus } from './limits.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from './messages.js';
@@ -33,6 +34,8 @@ export interface ApiDeps {
   readonly connections: ConnectionCount;
   /** Hands the Redis commands a multi-target publish issues to the socket in one write; absent without Redis. */
   readonly together?: WritesTogether;
+  /** Whether each user is connected anywhere (the seat registry, limits.ts); rejects while Redis is away. */
+  readonly status: (userIds: readonly string[]) => Promise<UserStatus[]>;
   readonly history: History;
   readonly presence: PresenceTracker;
   readonly metrics: Metrics;
@@ -40,7 +43,10 @@ export interface ApiDeps {
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe';
+type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status';
+
+/** At most this many user ids in one status question. */
+export const MAX_STATUS_USERS = 500;
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
 class ApiError extends Error {
@@ -237,12 +243,24 @@ function changeAccess(op: 'unsubscribe' | 'subscribe') {
   };
 }
 
+/** POST /api/v1/users/status: online, connections and last_seen for each user, cluster-wide. */
+async function usersStatus(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
+  const ids = body['user_ids'];
+  if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_STATUS_USERS || !ids.every(isValidId) || new Set(ids).size !== ids.length) throw badRequest('invalid_user_ids', MAX_STATUS_USERS);
+  try {
+    return { users: await deps.status(ids as string[]) };
+  } catch {
+    throw badRequest('status_unavailable');
+  }
+}
+
 const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = {
   publish,
   publish_batch: publishBatch,
   disconnect,
   unsubscribe: changeAccess('unsubscribe'),
   subscribe: changeAccess('subscribe'),
+  users_status: usersStatus,
 };
 
 /** The query of GET .../history: since_epoch with since_offset, limit, reverse; undefined when malformed. */
@@ -324,8 +342,8 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const expected = key === undefined ? undefined : digest(key);
   addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
   for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
-  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe'] as const) {
-    app.post(`/api/v1/${endpoint === 'publish_batch' ? 'publish/batch' : endpoint}`, (res: HttpResponse, req: HttpRequest) => {
+  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe', 'users_status'] as const) {
+    app.post(`/api/v1/${endpoint === 'publish_batch' ? 'publish/batch' : endpoint === 'users_status' ? 'users/status' : endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;
       res.onAborted(() => {
         aborted = true;

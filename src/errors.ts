@@ -258,6 +258,8 @@ export const API_REFUSALS = {
   no_history: { status: 400, error: 'no_history', reason: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
   invalid_access_room: { status: 400, error: 'invalid_room', reason: '"room" must be a project:, channel: or task: room' },
   broker_unavailable: { status: 503, error: 'unavailable', reason: 'Redis is unreachable: the change would reach this node only; retry' },
+  invalid_user_ids: { status: 400, error: 'invalid_user_ids', reason: '"user_ids" must be an array of 1 to {limit} user ids (1-64 of [A-Za-z0-9_-]), none twice' },
+  status_unavailable: { status: 503, error: 'unavailable', reason: 'Redis is unreachable: the cluster-wide status cannot be read; retry' },
   no_presence: { status: 400, error: 'no_presence', reason: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
   presence_unavailable: { status: 503, error: 'unavailable', reason: 'presence is unreachable; retry' },
   invalid_query: { status: 400, error: 'invalid_query', reason: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },

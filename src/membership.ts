@@ -107,6 +107,16 @@ interface Place {
 }
 
 const isPersonal = (session: Session, room: string): boolean => room === userRoom(session.userId);
+
+/** A connection's rooms are made on its first member and dropped with its last: an idle connection holds none. */
+function keepMember(session: Session, room: string, member: Member): void {
+  (session.rooms ??= new Map()).set(room, member);
+}
+
+function dropMember(session: Session, room: string): void {
+  session.rooms?.delete(room);
+  if (session.rooms?.size === 0) session.rooms = undefined;
+}
 const newMember = (phase: Member['phase'], replies: JoinReply[], since?: StreamPosition): Member => ({ phase, entered: false, permit: undefined, replies, since });
 const presenceEntry = (session: Session) => ({ connectionId: session.connectionId, userId: session.userId, username: session.username });
 
@@ -161,7 +171,7 @@ function permit(core: Core, { ws, session, room, member }: Place, decision: Deci
 function end(core: Core, place: Place, reason: 'left' | 'revoked', error = messageError('join_cancelled')): void {
   const { ctx } = core;
   const { ws, session, room, member } = place;
-  session.rooms.delete(room);
+  dropMember(session, room);
   if (!isPersonal(session, room)) session.roomCount -= 1;
   if (member.phase === 'joining') ctx.streams.cancel(ws, room);
   else if (member.phase !== 'deciding') {
@@ -182,7 +192,7 @@ function answerSubscribed(core: Core, place: Place, fields: Record<string, unkno
   const { session, room, member } = place;
   member.phase = 'confirming';
   waiting.answers.push(() => {
-    if (!session.closed && session.rooms.get(room) === member && member.phase === 'confirming') answerJoined(core, place, fields);
+    if (!session.closed && session.rooms?.get(room) === member && member.phase === 'confirming') answerJoined(core, place, fields);
   });
 }
 
@@ -201,13 +211,13 @@ function joinPlain(core: Core, place: Place): void {
 function streamDone(core: Core, place: Place, outcome: JoinOutcome): void {
   const { session, room, member } = place;
   // Cancelled: whoever cancelled (a leave, a revocation, a close, a newer `since`) has answered.
-  if (outcome.kind === 'cancelled' || session.closed || session.rooms.get(room) !== member) return;
+  if (outcome.kind === 'cancelled' || session.closed || session.rooms?.get(room) !== member) return;
   if (outcome.kind === 'joined') {
     if (isPresenceRoom(core.ctx, room)) core.ctx.presence.entered(room, presenceEntry(session));
     return answerJoined(core, place, { ...outcome.position, ...(outcome.recovered === undefined ? {} : { recovered: outcome.recovered }) });
   }
   if (!isPersonal(session, room)) return end(core, place, 'left', messageError('unavailable'));
-  session.rooms.delete(room);
+  dropMember(session, room);
   refuseAll(core, place, messageError('unavailable'));
   retryPersonal(core, place.ws, session);
 }
@@ -243,7 +253,7 @@ function decided(core: Core, place: Place, decision: Decision): void {
   core.ctx.metrics.roomAuthorization(decision.source, decision.ok ? 'allow' : decision.result);
   if (!decision.ok) {
     if (member.phase === 'deciding') {
-      session.rooms.delete(room);
+      dropMember(session, room);
       if (!isPersonal(session, room)) session.roomCount -= 1;
     }
     return refuseAll(core, place, decision.error);
@@ -286,15 +296,19 @@ function join(core: Core, ws: SessionSocket, session: Session, request: JoinRequ
   const { ctx } = core;
   const { room } = request;
   const reply: JoinReply = { id: request.id, about: request.about, settled: request.settled };
-  const existing = session.rooms.get(room);
+  const existing = session.rooms?.get(room);
   if (existing !== undefined) return again(core, { ws, session, room, member: existing }, request, reply);
   const personal = isPersonal(session, room);
+  if (personal && !isSequenced(ctx, room) && request.server !== true) {
+    ctx.delivery.send(ws, encodeReply('room_joined', request.since === undefined ? { room } : { room, recovered: false }, reply.id));
+    return reply.settled?.();
+  }
   if (!personal && session.roomCount >= ctx.config.maxRoomsPerConnection) {
     sendError(ctx, ws, messageError('too_many_rooms', ctx.config.maxRoomsPerConnection), reply.id, reply.about);
     return reply.settled?.();
   }
   const place: Place = { ws, session, room, member: newMember('deciding', [reply], request.since) };
-  session.rooms.set(room, place.member);
+  keepMember(session, room, place.member);
   if (!personal) session.roomCount += 1;
   if (request.server === true) {
     place.member.permit = { source: 'server' };
@@ -304,7 +318,7 @@ function join(core: Core, ws: SessionSocket, session: Session, request: JoinRequ
   if (!(decision instanceof Promise)) return decided(core, place, decision);
   // A slow callback delays this join only; its answer counts only while the join still waits for it.
   void decision.then((d) => {
-    if (!session.closed && session.rooms.get(room) === place.member && place.member.phase === 'deciding') decided(core, place, d);
+    if (!session.closed && session.rooms?.get(room) === place.member && place.member.phase === 'deciding') decided(core, place, d);
   });
 }
 
@@ -313,10 +327,10 @@ function joinPersonal(core: Core, ws: SessionSocket, session: Session): void {
   const room = userRoom(session.userId);
   if (isSequenced(core.ctx, room)) {
     const member = newMember('joining', [{ id: undefined, about: undefined, settled: undefined }]);
-    session.rooms.set(room, member);
+    keepMember(session, room, member);
     return joinStream(core, { ws, session, room, member });
   }
-  session.rooms.set(room, newMember('joined', []));
+  // A plain personal room is joined for the connection's whole life: it keeps no Member.
   core.ctx.delivery.flush();
   ws.subscribe(room);
 }
@@ -324,7 +338,7 @@ function joinPersonal(core: Core, ws: SessionSocket, session: Session): void {
 /** The personal room could not be joined (its history unreachable): tried again until it is, or the socket closes. */
 function retryPersonal(core: Core, ws: SessionSocket, session: Session): void {
   setTimeout(() => {
-    if (!session.closed && !session.rooms.has(userRoom(session.userId))) joinPersonal(core, ws, session);
+    if (!session.closed && !(session.rooms?.has(userRoom(session.userId)) ?? false)) joinPersonal(core, ws, session);
   }, PERSONAL_RETRY_MS).unref();
 }
 
@@ -337,14 +351,14 @@ function revoke(core: Core, place: Place, reason: RoomLeftReason, cause: 'unsubs
 /** Ends every membership of a closing socket; the others are told once uWS has freed its topics. */
 function closed(core: Core, ws: SessionSocket, session: Session): void {
   const left: string[] = [];
-  for (const [room, member] of session.rooms) {
+  for (const [room, member] of session.rooms ?? []) {
     if (member.phase === 'joining') core.ctx.streams.cancel(ws, room);
     if (member.entered) left.push(room);
     forgetPermit(core, member);
   }
   // Whether uWS frees the topics before or after `close` differs by build: told a turn later, the closer is not counted.
   if (left.length > 0) setImmediate(() => left.forEach((room) => announce(core, session, room, 'user_left')));
-  session.rooms.clear();
+  session.rooms = undefined;
   session.roomCount = 0;
 }
 
@@ -379,7 +393,7 @@ function confirmed(core: Core, room: string): void {
 export function createMembership(ctx: MembershipContext): Membership {
   const core: Core = { ctx, unconfirmed: new Map() };
   const placeOf = (ws: SessionSocket, session: Session, room: string): Place | undefined => {
-    const member = session.rooms.get(room);
+    const member = session.rooms?.get(room);
     return member === undefined ? undefined : { ws, session, room, member };
   };
   return {
@@ -397,7 +411,7 @@ export function createMembership(ctx: MembershipContext): Membership {
       if (place !== undefined && !isPersonal(session, room)) revoke(core, place, reason, cause);
     },
     refreshed(ws, session) {
-      for (const [room, member] of [...session.rooms]) {
+      for (const [room, member] of [...(session.rooms ?? [])]) {
         if (member.phase === 'deciding') continue;
         // A room the claim now covers is the claim's: a grant's expiry no longer ends it.
         if (claimCovers(ctx, session, room)) forgetPermit(core, member);

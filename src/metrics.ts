@@ -200,7 +200,7 @@ function apiMetrics(registers: Registers) {
     registers,
   });
   return {
-    apiRequest(endpoint: 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'history' | 'presence' | 'presence_stats', status: number) {
+    apiRequest(endpoint: 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status' | 'history' | 'presence' | 'presence_stats', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
   };

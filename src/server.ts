@@ -220,7 +220,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   if (options.dev !== undefined) addDemoRoutes(app, options.dev);
   addPublicRoutes(app, health);
   const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
-  addApiRoutes(internal, { config, broker, events, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
+  addApiRoutes(internal, { config, broker, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);

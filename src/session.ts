@@ -25,8 +25,8 @@ export interface Session extends Bucket {
   /** Epoch ms of the token's `exp`; replaced by refresh_token. */
   expiresAt: number;
   readonly remoteAddress: string;
-  /** The connection's rooms, joined or being joined, the personal room included; membership.ts alone changes them. */
-  readonly rooms: Map<string, Member>;
+  /** The connection's rooms, joined or being joined (a plain personal room is always joined and not listed); made on the first, dropped with the last; membership.ts alone changes them. */
+  rooms: Map<string, Member> | undefined;
   /** Members of `rooms` but the personal room, bounded by WS_MAX_ROOMS_PER_CONNECTION; membership.ts alone writes it. */
   roomCount: number;
   /** Created on the first strike: most connections never get one. */

@@ -63,7 +63,7 @@ export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { s
   const ttlMs = opts.ttlSeconds * 1000;
   // Issued together, so ioredis writes them in batches; one script per user key, since the keys of
   // different users live in different cluster slots.
-  const refresh = () => Promise.all([...opts.liveByUser()].map(([userId, ids]) => runScript(redis, 'refresh-seats', [userKey(prefix, userId)], [ttlMs, ...ids])));
+  const refresh = () => Promise.all([...opts.liveByUser()].map(([userId, ids]) => runScript(redis, 'refresh-seats', [userKey(prefix, userId), seenKey(prefix, userId)], [ttlMs, LAST_SEEN_KEPT_MS, ...ids])));
   const loop = startRefreshLoop(redis, ttlMs / 3, 'connection registry', opts.log, refresh);
 
   return {
@@ -71,7 +71,7 @@ export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { s
       if (redis.status !== 'ready') return opts.local.acquire(userId, connectionId);
       let granted: boolean;
       try {
-        granted = (await runScript(redis, 'acquire-seat', [userKey(prefix, userId)], [connectionId, opts.maxPerUser, ttlMs])) === 1;
+        granted = (await runScript(redis, 'acquire-seat', [userKey(prefix, userId), seenKey(prefix, userId)], [connectionId, opts.maxPerUser, ttlMs, LAST_SEEN_KEPT_MS])) === 1;
       } catch {
         return opts.local.acquire(userId, connectionId);
       }
@@ -87,7 +87,7 @@ export function createRedisSeats(opts: RedisSeatsOptions): ConnectionSeats & { s
     status: (userIds) =>
       Promise.all(
         userIds.map(async (userId) => {
-          const [count, seen] = (await runScript(redis, 'seat-status', [userKey(prefix, userId), seenKey(prefix, userId)], [ttlMs, LAST_SEEN_KEPT_MS])) as [number, number | null];
+          const [count, seen] = (await runScript(redis, 'seat-status', [userKey(prefix, userId), seenKey(prefix, userId)], [])) as [number, number | null];
           return userStatus(userId, count, seen ?? undefined);
         }),
       ),
