@@ -163,6 +163,15 @@ class LiveTest(unittest.IsolatedAsyncioTestCase):
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.pub, method), *args, **kwargs)
 
+    async def test_users_status(self):
+        await self.client("py-status", [])
+        users = await self.call("users_status", ["py-status", "py-never"])
+        self.assertEqual([(u["user_id"], u["online"], u["connections"], u["last_seen"]) for u in users], [("py-status", True, 1, None), ("py-never", False, 0, None)])
+        with self.assertRaises(ValueError):
+            self.pub.users_status([])
+        with self.assertRaises(ValueError):
+            self.pub.users_status(["a", "a"])
+
     async def test_publish_many_and_exclude_connection(self):
         tab1, got1 = await self.client("py-sender", ["channel:py-a", "project:py-s"])
         _tab2, got2 = await self.client("py-sender", ["channel:py-a"])
@@ -219,3 +228,4 @@ class LiveTest(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(WsEdgeError) as caught:
             await self.call("publish_batch", [{"user_ids": [str(i) for i in range(600)], "type": "a.b"}, {"user_ids": [str(i) for i in range(401)], "type": "a.b"}])
         self.assertEqual((caught.exception.status, caught.exception.code), (400, "too_many_targets"))
+

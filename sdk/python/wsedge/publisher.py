@@ -319,6 +319,16 @@ class Publisher:
             body["connection_id"] = _rules.check_connection_id(connection_id)
         return self._request("POST", "unsubscribe", body, idempotent=True)
 
+    def users_status(self, user_ids: Iterable[str | int]) -> list[dict[str, Any]]:
+        """Whether each user is connected anywhere: ``[{"user_id", "online", "connections",
+        "last_seen"}]`` in the order asked (1 to 500 ids, none twice). ``last_seen`` (ISO 8601) is
+        when an offline user's last connection closed; None while online or never seen. 503
+        `unavailable` (retried) while the node cannot reach Redis."""
+        users = [_rules.coerce_user_id(u) for u in user_ids]
+        if not 1 <= len(users) <= 500 or len(set(users)) != len(users):
+            raise ValueError("user_ids: 1 to 500 user ids, none twice")
+        return self._request("POST", "users/status", {"user_ids": users}, idempotent=True)["users"]
+
     # -- rooms --------------------------------------------------------------------------------
 
     def history(self, room: str, since: Any = None, limit: int | None = None, reverse: bool = False) -> dict[str, Any]:
