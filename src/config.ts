@@ -371,7 +371,8 @@ function readBackend(r: Reader, problems: string[]): BackendConfig | undefined {
   if (bad !== undefined) problems.push(`WS_PUBLISH_PROXY_TYPES: ${bad} is not a publishable event type`);
   return {
     key: key ?? '',
-    timeoutMs: r.int('WS_BACKEND_TIMEOUT', 2000, 50, 30_000),
+    // At most a third of a send's claim lease (30 s): a claim never lapses while its send still waits.
+    timeoutMs: r.int('WS_BACKEND_TIMEOUT', 2000, 50, 10_000),
     concurrency: r.int('WS_BACKEND_CONCURRENCY', 64, 1, 10_000),
     perConnection: r.int('WS_BACKEND_MAX_PER_CONNECTION', 16, 1, 1000),
     publish: publishUrl === undefined ? undefined : { url: publishUrl, patterns: patterns.length === 0 ? ['*'] : patterns, rooms: rooms ?? NO_ROOMS, types: new Set(types.length === 0 ? ['message.new'] : types) },

@@ -16,7 +16,7 @@ import { signToken } from './auth.js';
 import { API_REFUSALS, HTTP_STATUS_TEXT, ROUTE_REFUSALS } from './errors.js';
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import { isValidId } from './rooms.js';
-import type { HttpResponse, TemplatedApp } from './uws.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export const DEMO_PATH = '/dev/demo';
 export const DEV_TOKEN_PATH = '/dev/token';
@@ -33,9 +33,14 @@ export interface DevMode {
   readonly secret: string;
   readonly issuer: string | undefined;
   readonly audience: string | undefined;
-  /** Publishes `text` to `room` as a message.new from "backend"; resolves with the API's answer. */
-  readonly publishAsBackend: (room: string, text: string) => Promise<{ readonly status: number; readonly body: string }>;
+  /** Publishes `text` to `room` as a message.new from "backend"; resolves with the API's answer. Absent when the operator set PUBLISH_API_KEY: dev mode never relays with a key it did not make. */
+  readonly publishAsBackend: ((room: string, text: string) => Promise<{ readonly status: number; readonly body: string }>) | undefined;
+  /** The public port is on loopback: the dev routes then answer only requests naming a loopback host (no DNS rebinding). */
+  readonly loopback: boolean;
 }
+
+/** `localhost`, `127.0.0.1`, `[::1]`, with or without a port. */
+const LOOPBACK_HOST = /^(?:localhost|127\.0\.0\.1|\[::1\])(?::\d+)?$/i;
 
 /** The address to reach a bound host at: a wildcard bind is reached on loopback; IPv6 in brackets. */
 export function reachableHost(bind: string): string {
@@ -250,7 +255,7 @@ function relayPublish(res: Res, contentType: string, dev: DevMode): void {
       return answer(() => sendRefusal(res, API_REFUSALS.invalid_json));
     }
     if (typeof body?.room !== 'string' || typeof body.text !== 'string') return answer(() => sendRefusal(res, API_REFUSALS.invalid_body, { reason: 'send {"room","text"}: two strings' }));
-    dev.publishAsBackend(body.room, body.text).then(
+    dev.publishAsBackend!(body.room, body.text).then(
       ({ status, body: json }) => answer(() => sendEncodedJson(res, status === 200 ? '200 OK' : `${status} ${HTTP_STATUS_TEXT[status] ?? 'Error'}`, json)),
       (err: unknown) => answer(() => sendRefusal(res, API_REFUSALS.internal_error, { reason: `the node's publish API did not answer: ${(err as Error).message}` })),
     );
@@ -260,9 +265,12 @@ function relayPublish(res: Res, contentType: string, dev: DevMode): void {
 /** Adds the dev routes; call before the public port's catch-all 404, and only in dev mode. */
 export function addDemoRoutes(app: TemplatedApp, dev: DevMode): void {
   const files = new Map(modules().map((path) => [`/dev/${path}`, readFileSync(new URL(path, import.meta.url), 'utf8')]));
-  app.get(DEMO_PATH, (res) => sendPage(res, 'text/html; charset=utf-8', PAGE));
-  app.get(DEV_TOKEN_PATH, (res, req) => mintDevToken(res, req.getQuery() ?? '', dev));
-  app.post(DEV_PUBLISH_PATH, (res, req) => relayPublish(res, req.getHeader('content-type'), dev));
+  // A page on another site that rebinds its name to 127.0.0.1 still sends its own name as Host.
+  const foreign = (req: HttpRequest): boolean => dev.loopback && !LOOPBACK_HOST.test(req.getHeader('host'));
+  const notFound = (res: Res): void => sendRefusal(res, ROUTE_REFUSALS.not_found);
+  app.get(DEMO_PATH, (res, req) => (foreign(req) ? notFound(res) : sendPage(res, 'text/html; charset=utf-8', PAGE)));
+  app.get(DEV_TOKEN_PATH, (res, req) => (foreign(req) ? notFound(res) : mintDevToken(res, req.getQuery() ?? '', dev)));
+  app.post(DEV_PUBLISH_PATH, (res, req) => (foreign(req) || dev.publishAsBackend === undefined ? notFound(res) : relayPublish(res, req.getHeader('content-type'), dev)));
   app.get('/dev/*', (res, req) => {
     const body = files.get(req.getUrl());
     if (body === undefined) return sendRefusal(res, ROUTE_REFUSALS.not_found);

@@ -126,7 +126,9 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     secret: dev.secret,
     issuer: config.jwt.issuer,
     audience: config.jwt.audience,
-    publishAsBackend: internalPublisher({ host: config.internalHost, port: () => node?.internalPort, key: config.publishApiKey! }),
+    publishAsBackend: dev.generatedKey === undefined ? undefined : internalPublisher({ host: config.internalHost, port: () => node?.internalPort, key: dev.generatedKey }),
+    // Bound to loopback (by default, or by HOST): only a loopback Host header is answered.
+    loopback: ['127.0.0.1', '::1', 'localhost'].includes(config.host),
   };
   try {
     node = await startNode(config, log, devMode === undefined ? {} : { dev: devMode });

@@ -156,6 +156,8 @@ function forgetPermit({ ctx }: Core, member: Member): void {
 
 /** Keeps how a room outside the token's claim was let in; a grant's membership is scheduled to end at its `exp`. */
 function permit(core: Core, { ws, session, room, member }: Place, decision: Decision & { ok: true }): void {
+  // A backend's subscribe owns the membership: a grant sent later neither replaces it nor ends it.
+  if (member.permit?.source === 'server') return;
   if (decision.grant !== undefined) {
     forgetPermit(core, member);
     const item: GrantItem = { ws, session, room, expiresAt: decision.grant.expiresAt + core.ctx.config.jwt.clockToleranceSeconds * 1000 };

@@ -70,7 +70,8 @@ export function createMemorySendKeys(publish: (room: string, envelope: string) =
       return 'new';
     },
     release(userId, room, key) {
-      records.delete(recordName(userId, room, key));
+      const id = recordName(userId, room, key);
+      if (found(id)?.result === undefined) records.delete(id);
     },
   };
 }

@@ -108,7 +108,7 @@ export function createSends(ctx: SendsContext): Sends {
     const extra = outcome.replaced ? { data: outcome.data } : {};
     const sequenced = ctx.isSequenced(room);
     if (!sequenced && key !== undefined) return publishOnce(ws, session, request, envelope, extra);
-    const appended = ctx.publish(room, envelope, sequenced && key !== undefined ? `c:${session.userId}:${key}` : undefined);
+    const appended = ctx.publish(room, envelope, sequenced && key !== undefined ? `client ${session.userId} ${key}` : undefined);
     if (appended === undefined) {
       metrics.published('client');
       return answer(ws, session, id, { room, ...extra });

@@ -108,7 +108,8 @@ export function createSends(deps: SendDeps) {
       if (s === undefined || (reply.type !== 'message_sent' && reply.type !== 'error')) return false;
       const err = reply.type === 'error' ? replyError(reply as ErrorReply) : undefined;
       const delay = Math.min(8000, 1000 * 2 ** s.retries);
-      if (err?.code === 'unavailable' && s.tries > 1 && s.retries < RESEND_RETRIES && Date.now() + delay < s.first! + RESEND_WINDOW_MS) {
+      // Every send is keyed, so any `unavailable` is tried again: a first try's may have been published (a Redis timeout after the script ran).
+      if (err?.code === 'unavailable' && s.retries < RESEND_RETRIES && Date.now() + delay < s.first! + RESEND_WINDOW_MS) {
         s.retries += 1;
         park(s);
         clearTimeout(s.timer);

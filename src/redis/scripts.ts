@@ -12,6 +12,7 @@ export type ScriptName =
   | 'release-seat'
   | 'seat-status'
   | 'publish-recorded'
+  | 'release-claim'
   | 'append-history'
   | 'read-history'
   | 'presence-add'

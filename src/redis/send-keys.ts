@@ -7,6 +7,7 @@ import { IDEMPOTENCY_WINDOW_S } from '../history.js';
 import { CLAIM_LEASE_MS, recordName, type Claim, type SendKeys } from '../send-keys.js';
 import type { RedisBroker } from './broker.js';
 import type { RedisClient } from './links.js';
+import { runScript } from './scripts.js';
 
 const PENDING = '';
 
@@ -27,7 +28,7 @@ export function createRedisSendKeys(redis: RedisClient, broker: RedisBroker): Se
       return claimOf(await broker.publishRecorded(room, envelope, record));
     },
     release(userId, room, key) {
-      void redis.del(keyOf(userId, room, key)).catch(() => {});
+      void runScript(redis, 'release-claim', [keyOf(userId, room, key)], []).catch(() => {});
     },
   };
 }

@@ -8,6 +8,7 @@
  * it the page says the history started again.
  */
 import { writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -163,5 +164,27 @@ describe('the demo page with WS_PRESENCE_ROOMS set without channel:demo', () => 
     await waitFor('the hint', async () => (await text(page, 'present')) === '(presence is off: WS_PRESENCE_ROOMS is set without channel:demo)');
     await page.close();
     await node.stop();
+  });
+});
+
+describe('the dev routes stay dev routes', () => {
+  it('answer only a loopback Host on a loopback bind (no DNS rebinding), and /dev/publish never relays with a key the operator set', async () => {
+    const node = await devNode({});
+    // fetch sets Host itself; node:http sends the one given, as a rebinding page's browser would.
+    const get = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port: node.port, path: '/dev/token?user=eve', headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
+      });
+    expect(await get(`127.0.0.1:${node.port}`)).toBe(200);
+    expect(await get(`localhost:${node.port}`)).toBe(200);
+    expect(await get('attacker.example')).toBe(404);
+    const withKey = await devNode({ PUBLISH_API_KEY: 'operator-publish-key-0123456789abcdef' });
+    const res = await fetch(`${withKey.http}/dev/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ room: 'channel:demo', text: 'x' }) });
+    expect(res.status).toBe(404);
   });
 });

@@ -48,6 +48,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _rules
 
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is answered as it is (an error), never followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib's hook
+        return None
+
 __all__ = ["Publisher", "WsEdgeError"]
 
 # An HTTP status the node answers with "nothing was done, try again".
@@ -152,7 +159,9 @@ class Publisher:
         self._timeout = float(timeout)
         self._retries = retries
         self._backoff = backoff
-        self._opener = opener or urllib.request.build_opener()
+        # No redirects (urllib would carry the bearer key to wherever one points) and no proxy from the
+        # environment (the key would cross it): pass an opener to choose otherwise.
+        self._opener = opener or urllib.request.build_opener(_NoRedirects(), urllib.request.ProxyHandler({}))
         self._sleep = sleep
         self._random = random
 
