@@ -96,22 +96,26 @@ class Handler(BaseHTTPRequestHandler):
             in_flight += 1
             max_in_flight = max(max_in_flight, in_flight)
         try:
-            if self.path == "/rpc":
-                return self.reply(200, rpc(body))
-            text = body.get("data", {}).get("text", "") if isinstance(body.get("data"), dict) else ""
-            if text.startswith("slow:"):
-                time.sleep(int(text[5:]) / 1000)
-            if text == "deny":
-                return self.reply(200, {"allow": False, "code": "spam", "reason": "no spam here"})
-            if text == "boom":
-                return self.reply(500, {"allow": True})
-            if text == "garbage":
-                return self.reply(200, b"allow")
-            return self.reply(200, store(body))
+            status, answer = self.answer(body)
         finally:
+            # Out of flight before the answer leaves: the node may start its next call the moment it reads it.
             with lock:
                 in_flight -= 1
+        self.reply(status, answer)
 
+    def answer(self, body):
+        if self.path == "/rpc":
+            return 200, rpc(body)
+        text = body.get("data", {}).get("text", "") if isinstance(body.get("data"), dict) else ""
+        if text.startswith("slow:"):
+            time.sleep(int(text[5:]) / 1000)
+        if text == "deny":
+            return 200, {"allow": False, "code": "spam", "reason": "no spam here"}
+        if text == "boom":
+            return 500, {"allow": True}
+        if text == "garbage":
+            return 200, b"allow"
+        return 200, store(body)
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
