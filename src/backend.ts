@@ -14,7 +14,7 @@ import type { BackendKind, BackendOutcome, Metrics } from './metrics.js';
 export const MAX_ANSWER_BYTES = 4096;
 /** Calls waiting for a turn beyond the concurrency cap; more fail at once. */
 const MAX_WAITING = 10_000;
-/** A call is started only with at least this much of its deadline left: less could not be answered in time. */
+/** A call is started only with at least this much, and a quarter, of its deadline left: a call that waited out most of it would be aborted mid-way, and a backend that keeps working on it would carry far more than the cap. */
 const MIN_CALL_MS = 10;
 
 export interface BackendEndpoint {
@@ -143,8 +143,8 @@ export function createBackendCaller(kind: BackendKind, endpoint: BackendEndpoint
         throw err;
       }
       try {
-        // A turn handed over at (or just before) the deadline is no time left for a call.
-        if (deadline - Date.now() < MIN_CALL_MS) throw new BackendError('busy', 'no turn before the deadline');
+        // A turn handed over near the deadline is no time left for a call.
+        if (deadline - Date.now() < Math.max(MIN_CALL_MS, endpoint.timeoutMs / 4)) throw new BackendError('busy', 'no turn before the deadline');
         const answer = await post(body, deadline);
         record('ok', started);
         return answer;
