@@ -271,6 +271,8 @@ function sequencedContract(name: string, make: (nodeId: string, prefix: string) 
       const all = await node.history.read(room, 0, 100);
       expect({ epoch: all.epoch, offset: all.offset }).toEqual({ epoch: fresh.epoch, offset: 15 });
       expect(all.entries.map((e) => e.offset)).toEqual([6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+      // An append's reply can come before its delivery through pub/sub: compare once all 15 arrived.
+      await waitFor('the 15 deliveries', () => node.target.sequenced.length === 15, 10_000);
       expect(all.entries.map((e) => text(e.payload))).toEqual(node.target.sequenced.slice(5).map((d) => d.text));
       const some = await node.history.read(room, 12, 2);
       expect(some.entries.map((e) => e.offset)).toEqual([13, 14]);
