@@ -7,6 +7,7 @@
  * status other than 200) rejects with a BackendError whose reason is for logs: bodies are never
  * logged. Each kind has its own turns, so a slow RPC endpoint never holds up room authorizations.
  */
+import type { MessageError } from './errors.js';
 import type { Logger } from './log.js';
 import type { BackendKind, BackendOutcome, Metrics } from './metrics.js';
 
@@ -16,6 +17,12 @@ export const MAX_ANSWER_BYTES = 4096;
 const MAX_WAITING = 10_000;
 /** A call is started only with at least this much, and a quarter, of its deadline left: a call that waited out most of it would be aborted mid-way, and a backend that keeps working on it would carry far more than the cap. */
 const MIN_CALL_MS = 10;
+
+/** A backend's refusal (publish proxy deny, rpc error), as the client sees it: `rejected` with its code and text; undefined for a refusal of another shape. */
+export function backendRefusal(code: unknown, message: unknown): MessageError | undefined {
+  if (typeof code !== 'string' || !/^[a-z0-9_.-]{1,64}$/.test(code) || typeof message !== 'string' || message.length > 256) return undefined;
+  return { code: 'rejected', message, detail: code };
+}
 
 export interface BackendEndpoint {
   readonly url: string;

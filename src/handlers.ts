@@ -3,6 +3,7 @@
  * membership (membership.ts), publishes through the room-publish seam, and answers the socket.
  * Refusals are error envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
  */
+import { backendRefusal } from './backend.js';
 import { isRejection, messageError, REJECTIONS, type MessageError, type Rejection } from './errors.js';
 import { closesAt, type Handler, type HandlerContext } from './handler-context.js';
 import { readPage } from './history.js';
@@ -77,8 +78,6 @@ const sendMessage: Handler<'send_message'> = (ctx, ws, session, { room, data, id
   ctx.sends.send(ws, session, { room, data, key, id });
 };
 
-const MAX_RPC_ERROR_CODE = /^[a-z0-9_.-]{1,64}$/;
-
 /** The backend's answer to an rpc: its data, or its refusal; undefined for an answer of another shape. */
 function rpcAnswer(answer: Record<string, unknown>): { data: unknown } | { error: MessageError } | undefined {
   const { error } = answer;
@@ -86,8 +85,8 @@ function rpcAnswer(answer: Record<string, unknown>): { data: unknown } | { error
   if (error == null) return { data: answer['data'] ?? null };
   if (typeof error !== 'object' || error === null) return undefined;
   const { code, message } = error as Record<string, unknown>;
-  if (typeof code !== 'string' || !MAX_RPC_ERROR_CODE.test(code) || typeof message !== 'string' || message.length > 256) return undefined;
-  return { error: { code: 'rejected', message, detail: code } };
+  const refusal = backendRefusal(code, message);
+  return refusal === undefined ? undefined : { error: refusal };
 }
 
 /** `rpc`: the method and data to WS_RPC_URL with the caller's identity; the backend's data comes back as `rpc_result`. */

@@ -2,8 +2,8 @@
  * The authorization callback (WS_ROOM_ACCESS=callback): may this user join this room? A POST to
  * WS_ROOM_AUTH_URL with `Authorization: Bearer <WS_ROOM_AUTH_KEY>` and {user_id, username, room,
  * connection_id}; a 200 with {"allow": boolean, "ttl"?: seconds} decides. Bounded everywhere: a
- * timeout, at most WS_ROOM_AUTH_CONCURRENCY calls in flight per node (the rest wait, at most
- * MAX_WAITING), one call per (user, room) at a time, answers cached per (user, room) with separate
+ * timeout, at most WS_ROOM_AUTH_CONCURRENCY calls in flight per node (the rest wait, bounded by
+ * backend.ts), one call per (user, room) at a time, answers cached per (user, room) with separate
  * allow and deny lifetimes. The call itself is backend.ts's, like the publish proxy's and RPC's. It
  * fails closed: a slow, down or wrong backend is an error (the join is answered `unavailable`), never an allow.
  */

@@ -13,7 +13,7 @@
  * A send whose connection closed meanwhile is still published (the client cannot know it was not:
  * a resend with the same key gets the result); only the answer is dropped.
  */
-import type { BackendCaller } from './backend.js';
+import { backendRefusal, type BackendCaller } from './backend.js';
 import type { BackendConfig } from './config.js';
 import { messageError, type MessageError } from './errors.js';
 import type { Appended } from './history.js';
@@ -29,9 +29,6 @@ import type { Streams } from './streams.js';
 
 /** Sends of one connection under way (waiting for a record or the proxy) when no backend is configured. */
 const MAX_PENDING_SENDS = 64;
-/** The backend's refusal: a code of its own and a reason the client sees. */
-const DENY_CODE = /^[a-z0-9_.-]{1,64}$/;
-const MAX_REASON_LENGTH = 256;
 
 export interface SendsContext {
   readonly config: { readonly backend: BackendConfig | undefined };
@@ -60,8 +57,8 @@ function readProxyAnswer(answer: Record<string, unknown>, types: ReadonlySet<str
     const replaced = data != null;
     return { kind: 'publish', type: (type as string | null | undefined) ?? 'message.new', data: replaced ? data : request.data, replaced };
   }
-  if (allow !== false || typeof code !== 'string' || !DENY_CODE.test(code) || typeof reason !== 'string' || reason.length > MAX_REASON_LENGTH) return undefined;
-  return { kind: 'refuse', error: { code: 'rejected', message: reason, detail: code } };
+  const error = allow === false ? backendRefusal(code, reason) : undefined;
+  return error === undefined ? undefined : { kind: 'refuse', error };
 }
 
 export function createSends(ctx: SendsContext): Sends {
