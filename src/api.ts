@@ -54,7 +54,7 @@ class ApiError extends Error {
     readonly refusal: ApiRefusalName,
     readonly limit?: number,
   ) {
-    super(API_REFUSALS[refusal].reason);
+    super(API_REFUSALS[refusal].message);
   }
 }
 
@@ -185,7 +185,7 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise
 /**
  * POST /api/v1/publish/batch: `{"publications": [publish bodies]}`, 1 to 100 of them, their targets
  * together at most 1,000. Each item is answered on its own, in order: what a publish of it answers,
- * or its refusal (`{"error", "reason"}`); a bad item does not stop the others.
+ * or its refusal (`{"code", "message", "error", "reason"}`); a bad item does not stop the others.
  */
 function publishBatch(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
   const { publications } = body;

@@ -73,11 +73,11 @@ const decodeHeader = createDecoder({ complete: true });
 
 /**
  * Names the check a token failed, for the close reason and the log (never the token). fast-jwt
- * checks in this order: format, signature present, algorithm, signature, required claims (exp,
- * sub, iss, aud), then nbf, exp, aud and iss; its messages name the claim ("The iss claim ...").
+ * checks in this order: format, signature present, algorithm, signature, crit, required claims
+ * (exp, sub, iss, aud), then nbf, exp, aud and iss; its messages name the claim ("The iss claim ...").
  */
 function failedCheck(err: unknown, token: string, algorithms: readonly string[]): Rejection {
-  if (!(err instanceof TokenError)) return REJECTIONS.token_invalid;
+  if (!(err instanceof TokenError)) return REJECTIONS.token_format;
   const claim = /\b(\w+) claim/.exec(err.message)?.[1] ?? '';
   switch (err.code) {
     case TokenError.codes.expired:
@@ -87,17 +87,24 @@ function failedCheck(err: unknown, token: string, algorithms: readonly string[])
     case TokenError.codes.invalidAlgorithm:
       return REJECTIONS.token_algorithm;
     case TokenError.codes.invalidSignature:
+    // The key could not check this signature (say, an RSA signature of the wrong length).
+    case TokenError.codes.verifyError:
       return REJECTIONS.token_signature;
     case TokenError.codes.missingSignature:
       // Checked before the algorithm: an unsigned `alg: none` token is refused for its algorithm.
       return algorithms.includes(headerAlg(token)) ? REJECTIONS.token_signature : REJECTIONS.token_algorithm;
+    case TokenError.codes.invalidCritHeader:
+      return REJECTIONS.token_crit;
+    // Every claim fast-jwt requires or checks here has its entry; the format is the fallback.
     case TokenError.codes.missingRequiredClaim:
-      return MISSING_CLAIM[claim] ?? REJECTIONS.token_invalid;
+      return MISSING_CLAIM[claim] ?? REJECTIONS.token_format;
     case TokenError.codes.invalidClaimType:
     case TokenError.codes.invalidClaimValue:
-      return BAD_CLAIM[claim] ?? REJECTIONS.token_invalid;
+      return BAD_CLAIM[claim] ?? REJECTIONS.token_format;
     default:
-      return REJECTIONS.token_invalid;
+      // malformed, invalidType, invalidPayload: not three base64url parts with a JSON header and
+      // payload. (fast-jwt's key and option errors cannot come from a token: both were checked at start.)
+      return REJECTIONS.token_format;
   }
 }
 

@@ -1,10 +1,13 @@
 /**
  * The catalogue of every refusal ws-edge gives, one entry each: error envelopes (machine code,
  * message), closes (close code, reason text, and what the client does next), HTTP refusals
- * (status, error code, reason). Call sites name an entry; docs/WEBSOCKET_API.md and README.md
- * tables are checked against these tables (test/unit/catalogue.test.ts). The close codes and their
- * reconnect policy live in close-codes.ts (re-exported here), which the client library bundles.
- * `{limit}` in a text is filled in by the call site.
+ * (status, machine code, message). Error envelopes and HTTP refusals carry the same two fields,
+ * `code` and `message`, next to the older names kept for the clients that read them
+ * (`encodeError` in protocol.ts, `refusalBody` here; docs/WEBSOCKET_API.md, "Error fields").
+ * Call sites name an entry; docs/WEBSOCKET_API.md and README.md tables are checked against these
+ * tables (test/unit/catalogue.test.ts). The close codes and their reconnect policy live in
+ * close-codes.ts (re-exported here), which the client library bundles. `{limit}` in a text is
+ * filled in by the call site.
  */
 import { CloseCode, type Reconnect } from './close-codes.js';
 import { MAX_CLOSE_REASON_BYTES, MAX_TOKEN_LENGTH, PROTOCOL, type ErrorCode } from './messages.js';
@@ -150,10 +153,12 @@ export const REJECTIONS = {
   token_missing: { reason: 'token_missing', code: UNAUTHORIZED, message: 'missing token' },
   token_too_long: { reason: 'token_invalid', code: UNAUTHORIZED, message: `token longer than ${MAX_TOKEN_LENGTH} characters` },
   subprotocol: { reason: 'subprotocol', code: UNAUTHORIZED, message: `offer ${PROTOCOL} with the bearer subprotocol` },
-  /** Not a JWT: three base64url parts, a JSON header and payload. Every other failed check is named after the colon. */
-  token_invalid: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token' },
+  /** Not a JWT: three base64url parts, a JSON header and payload. Each failed check is named after the colon. */
+  token_format: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: format' },
   token_algorithm: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: algorithm' },
   token_signature: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: signature' },
+  /** A `crit` header: ws-edge understands no critical extension (RFC 7515 4.1.11). */
+  token_crit: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: crit' },
   token_no_exp: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: missing exp' },
   token_no_sub: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: missing sub' },
   token_no_iss: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: missing iss' },
@@ -200,13 +205,27 @@ export function isCloseReason(reason: unknown): reason is string {
 
 export interface HttpRefusal {
   readonly status: number;
-  /** The `error` field of the JSON body: match on it. */
-  readonly error: string;
-  /** The `reason` field, when the body has one. */
-  readonly reason?: string;
+  /** The machine code: `code` of the JSON body (and `error`, its older name). Match on it. */
+  readonly code: string;
+  /** Human text: `message` of the body (and `reason`, its older name). It may change. */
+  readonly message: string;
   /** Seconds, sent as `Retry-After`. */
   readonly retryAfter?: number;
 }
+
+/**
+ * The JSON body of an HTTP refusal: `code` and `message`, the fields of an error envelope's `data`
+ * too; `error` and `reason` are the same two values under the names the HTTP side used first, kept
+ * for the clients that read them (the Python SDK's publisher, backends written against them).
+ */
+export type RefusalBody = {
+  readonly code: string;
+  readonly message: string;
+  /** = `code`. */
+  readonly error: string;
+  /** = `message`. */
+  readonly reason: string;
+};
 
 export const HTTP_STATUS_TEXT: Readonly<Record<number, string>> = {
   400: 'Bad Request',
@@ -221,48 +240,49 @@ export const HTTP_STATUS_TEXT: Readonly<Record<number, string>> = {
 
 /** Upgrades refused before any socket exists; the name is the `wsedge_upgrades_refused_total` label. */
 export const UPGRADE_REFUSALS = {
-  draining: { status: 503, error: 'unavailable', reason: 'draining', retryAfter: 1 },
-  max_connections: { status: 503, error: 'unavailable', reason: 'max_connections', retryAfter: 1 },
-  auth_failures: { status: 429, error: 'too_many_requests', reason: 'too many failed authentications from this address', retryAfter: 60 },
+  draining: { status: 503, code: 'unavailable', message: 'draining', retryAfter: 1 },
+  max_connections: { status: 503, code: 'unavailable', message: 'max_connections', retryAfter: 1 },
+  auth_failures: { status: 429, code: 'too_many_requests', message: 'too many failed authentications from this address', retryAfter: 60 },
 } as const satisfies Record<string, HttpRefusal>;
 
 /** Plain HTTP routes: a request to the WebSocket path without an upgrade, unknown paths, a failed scrape. */
 export const ROUTE_REFUSALS = {
-  upgrade_required: { status: 426, error: 'upgrade_required' },
-  not_found: { status: 404, error: 'not_found' },
-  metrics_failed: { status: 500, error: 'metrics_failed' },
+  upgrade_required: { status: 426, code: 'upgrade_required', message: 'this path takes a WebSocket upgrade' },
+  not_found: { status: 404, code: 'not_found', message: 'no such path' },
+  /** Sent with the collection's error as its message. */
+  metrics_failed: { status: 500, code: 'metrics_failed', message: 'metrics collection failed' },
 } as const satisfies Record<string, HttpRefusal>;
 
 /** The backend API (README "HTTP API"), in the order its checks run. */
 export const API_REFUSALS = {
-  api_disabled: { status: 404, error: 'api_disabled', reason: 'the API is off: PUBLISH_API_KEY is not set' },
-  unauthorized: { status: 401, error: 'unauthorized', reason: 'missing or wrong bearer key' },
-  too_large: { status: 413, error: 'too_large', reason: 'body larger than {limit} bytes' },
-  invalid_json: { status: 400, error: 'invalid_json', reason: 'body is not valid JSON' },
-  invalid_body: { status: 400, error: 'invalid_body', reason: 'body must be a JSON object' },
-  invalid_batch: { status: 400, error: 'invalid_batch', reason: '"publications" must be an array of 1 to {limit} publish bodies' },
-  invalid_target: { status: 400, error: 'invalid_target', reason: 'give exactly one of "room", "user_id", "connection_id", or "rooms" and/or "user_ids" as arrays naming at least one target' },
-  too_many_targets: { status: 400, error: 'too_many_targets', reason: 'more than {limit} targets in one request' },
-  duplicate_target: { status: 400, error: 'duplicate_target', reason: 'a room or user is named twice among the targets ("user_ids": ["a"] is the room user:a)' },
-  invalid_exclude_connection: { status: 400, error: 'invalid_exclude_connection', reason: '"exclude_connection" must be a connection id (<node id>.<base36 counter>), with a room or user target' },
-  invalid_type: { status: 400, error: 'invalid_type', reason: '"type" must be a dotted lowercase name such as task.created, and not a reserved type' },
-  invalid_sender: { status: 400, error: 'invalid_sender', reason: '"sender" must be a string of at most {limit} characters' },
-  invalid_room: { status: 400, error: 'invalid_room', reason: '"room" must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
-  invalid_user_id: { status: 400, error: 'invalid_user_id', reason: '"user_id" must be 1-64 of [A-Za-z0-9_-]' },
-  invalid_connection_id: { status: 400, error: 'invalid_connection_id', reason: '"connection_id" is malformed' },
-  invalid_code: { status: 400, error: 'invalid_code', reason: '"code" must be an application close code, 4000-4999' },
-  invalid_reason: { status: 400, error: 'invalid_reason', reason: '"reason" must be one line of at most {limit} bytes' },
-  internal_error: { status: 500, error: 'internal_error', reason: 'internal error' },
-  history_unavailable: { status: 503, error: 'unavailable', reason: 'the room is sequenced and its history is unreachable; retry' },
-  invalid_idempotency_key: { status: 400, error: 'invalid_idempotency_key', reason: '"idempotency_key" must be 1-128 printable ASCII characters without spaces, for a sequenced room' },
-  no_history: { status: 400, error: 'no_history', reason: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
-  invalid_access_room: { status: 400, error: 'invalid_room', reason: '"room" must be a project:, channel: or task: room' },
-  broker_unavailable: { status: 503, error: 'unavailable', reason: 'Redis is unreachable: the change would reach this node only; retry' },
-  invalid_user_ids: { status: 400, error: 'invalid_user_ids', reason: '"user_ids" must be an array of 1 to {limit} user ids (1-64 of [A-Za-z0-9_-]), none twice' },
-  status_unavailable: { status: 503, error: 'unavailable', reason: 'Redis is unreachable: the cluster-wide status cannot be read; retry' },
-  no_presence: { status: 400, error: 'no_presence', reason: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
-  presence_unavailable: { status: 503, error: 'unavailable', reason: 'presence is unreachable; retry' },
-  invalid_query: { status: 400, error: 'invalid_query', reason: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
+  api_disabled: { status: 404, code: 'api_disabled', message: 'the API is off: PUBLISH_API_KEY is not set' },
+  unauthorized: { status: 401, code: 'unauthorized', message: 'missing or wrong bearer key' },
+  too_large: { status: 413, code: 'too_large', message: 'body larger than {limit} bytes' },
+  invalid_json: { status: 400, code: 'invalid_json', message: 'body is not valid JSON' },
+  invalid_body: { status: 400, code: 'invalid_body', message: 'body must be a JSON object' },
+  invalid_batch: { status: 400, code: 'invalid_batch', message: '"publications" must be an array of 1 to {limit} publish bodies' },
+  invalid_target: { status: 400, code: 'invalid_target', message: 'give exactly one of "room", "user_id", "connection_id", or "rooms" and/or "user_ids" as arrays naming at least one target' },
+  too_many_targets: { status: 400, code: 'too_many_targets', message: 'more than {limit} targets in one request' },
+  duplicate_target: { status: 400, code: 'duplicate_target', message: 'a room or user is named twice among the targets ("user_ids": ["a"] is the room user:a)' },
+  invalid_exclude_connection: { status: 400, code: 'invalid_exclude_connection', message: '"exclude_connection" must be a connection id (<node id>.<base36 counter>), with a room or user target' },
+  invalid_type: { status: 400, code: 'invalid_type', message: '"type" must be a dotted lowercase name such as task.created, and not a reserved type' },
+  invalid_sender: { status: 400, code: 'invalid_sender', message: '"sender" must be a string of at most {limit} characters' },
+  invalid_room: { status: 400, code: 'invalid_room', message: '"room" must be project:, channel:, task: or user: followed by 1-64 of [A-Za-z0-9_-]' },
+  invalid_user_id: { status: 400, code: 'invalid_user_id', message: '"user_id" must be 1-64 of [A-Za-z0-9_-]' },
+  invalid_connection_id: { status: 400, code: 'invalid_connection_id', message: '"connection_id" is malformed' },
+  invalid_code: { status: 400, code: 'invalid_code', message: '"code" must be an application close code, 4000-4999' },
+  invalid_reason: { status: 400, code: 'invalid_reason', message: '"reason" must be one line of at most {limit} bytes' },
+  internal_error: { status: 500, code: 'internal_error', message: 'internal error' },
+  history_unavailable: { status: 503, code: 'unavailable', message: 'the room is sequenced and its history is unreachable; retry' },
+  invalid_idempotency_key: { status: 400, code: 'invalid_idempotency_key', message: '"idempotency_key" must be 1-128 printable ASCII characters without spaces, for a sequenced room' },
+  no_history: { status: 400, code: 'no_history', message: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
+  invalid_access_room: { status: 400, code: 'invalid_room', message: '"room" must be a project:, channel: or task: room' },
+  broker_unavailable: { status: 503, code: 'unavailable', message: 'Redis is unreachable: the change would reach this node only; retry' },
+  invalid_user_ids: { status: 400, code: 'invalid_user_ids', message: '"user_ids" must be an array of 1 to {limit} user ids (1-64 of [A-Za-z0-9_-]), none twice' },
+  status_unavailable: { status: 503, code: 'unavailable', message: 'Redis is unreachable: the cluster-wide status cannot be read; retry' },
+  no_presence: { status: 400, code: 'no_presence', message: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
+  presence_unavailable: { status: 503, code: 'unavailable', message: 'presence is unreachable; retry' },
+  invalid_query: { status: 400, code: 'invalid_query', message: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;
 
@@ -271,8 +291,8 @@ export function statusLine(refusal: HttpRefusal): string {
   return `${refusal.status} ${HTTP_STATUS_TEXT[refusal.status]}`;
 }
 
-/** The JSON body of a refusal, `{limit}` filled in; `reason` replaces the entry's own (a failed scrape's error). */
-export function refusalBody(refusal: HttpRefusal, limit?: number, reason?: string): { error: string; reason?: string } {
-  const text = reason ?? refusal.reason;
-  return text === undefined ? { error: refusal.error } : { error: refusal.error, reason: fill(text, limit) };
+/** The JSON body of a refusal, `{limit}` filled in; `message` replaces the entry's own (a failed scrape's error). */
+export function refusalBody(refusal: HttpRefusal, limit?: number, message?: string): RefusalBody {
+  const text = fill(message ?? refusal.message, limit);
+  return { code: refusal.code, message: text, error: refusal.code, reason: text };
 }

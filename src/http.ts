@@ -29,16 +29,16 @@ export function sendEncodedJson(res: HttpResponse, status: string, json: string,
 }
 
 export interface RefusalOptions {
-  /** Fills `{limit}` in the reason. */
+  /** Fills `{limit}` in the message. */
   readonly limit?: number;
-  /** Replaces the entry's reason (a failed scrape's error). */
+  /** Replaces the entry's message (a failed scrape's error). */
   readonly reason?: string;
   readonly headers?: Record<string, string>;
   /** Closes the TCP connection after the answer (refused upgrades: the next attempt may go elsewhere). */
   readonly closeConnection?: boolean;
 }
 
-/** Answers with a catalogue entry: its status, `{"error","reason"?}`, and `Retry-After` when it has one. */
+/** Answers with a catalogue entry: its status, `{"code","message","error","reason"}` (errors.ts `refusalBody`), and `Retry-After` when it has one. */
 export function sendRefusal(res: HttpResponse, refusal: HttpRefusal, options: RefusalOptions = {}): void {
   const headers = refusal.retryAfter === undefined ? options.headers : { ...options.headers, 'Retry-After': String(refusal.retryAfter) };
   sendJson(res, statusLine(refusal), refusalBody(refusal, options.limit, options.reason), headers, options.closeConnection);

@@ -25,7 +25,7 @@ export const MAX_EVENT_TYPE_LENGTH = 64;
 /** RFC 6455 caps a close reason at 123 bytes. */
 export const MAX_CLOSE_REASON_BYTES = 123;
 
-/** Machine codes of `{"type":"error","data":{"error","code"}}`; the socket stays open. */
+/** Machine codes of `{"type":"error","data":{"code","message","error"}}`; the socket stays open. */
 export type ErrorCode =
   | 'invalid_json'
   | 'invalid_message'
@@ -181,8 +181,11 @@ export type RpcResult = Reply<'rpc_result'> & { readonly data: unknown };
 export type Pong = Reply<'pong'>;
 export type TokenRefreshed = Reply<'token_refreshed'> & { readonly data: { readonly expires_at: string } };
 /** `room` when the refusal is about one room of a `resume`. */
-/** `detail`: with `rejected`, the backend's own code for the refusal. */
-export type ErrorReply = Reply<'error'> & { readonly room?: string; readonly data: { readonly error: string; readonly code: ErrorCode; readonly detail?: string } };
+/** `detail`: with `rejected`, the backend's own code for the refusal. `error`: `message` again, its first name (docs/WEBSOCKET_API.md, "Error fields"). */
+export type ErrorReply = Reply<'error'> & {
+  readonly room?: string;
+  readonly data: { readonly code: ErrorCode; readonly message: string; readonly error: string; readonly detail?: string };
+};
 
 export type MembershipEvent = Envelope<'user_joined' | 'user_left', { readonly user_id: string; readonly username: string }>;
 

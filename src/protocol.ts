@@ -253,8 +253,14 @@ export function encodeHistory(room: string, position: { epoch: string; offset: n
 }
 
 /** `room` names the room of a `resume` the error is about. */
+/**
+ * An error envelope: `data` carries `code` and `message`, as an HTTP refusal's body does, and
+ * `error`, the message again under the name this envelope used first (read by clients written
+ * before `message`, the Python SDK among them); `detail` with `rejected`.
+ */
 export function encodeError(error: MessageError, id: string | undefined, room?: string): string {
-  const data = error.detail === undefined ? { error: error.message, code: error.code } : { error: error.message, code: error.code, detail: error.detail };
+  const fields = { code: error.code, message: error.message, error: error.message };
+  const data = error.detail === undefined ? fields : { ...fields, detail: error.detail };
   return encodeReply('error', room === undefined ? { data } : { room, data }, id);
 }
 

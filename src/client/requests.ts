@@ -19,8 +19,9 @@ export class ClientError extends Error {
   }
 }
 
+/** `message`, or `error` from a node older than that field (during a rolling upgrade). */
 export function replyError(reply: ErrorReply): ClientError {
-  return new ClientError(reply.data.code, reply.data.error, reply.data.detail);
+  return new ClientError(reply.data.code, reply.data.message ?? reply.data.error, reply.data.detail);
 }
 
 interface Pending {

@@ -63,10 +63,11 @@ function call(base: string, endpoint: 'publish' | 'disconnect', body: unknown, a
 const publish = (body: unknown, auth?: string | null) => call(a.internal, 'publish', body, auth);
 const disconnect = (body: unknown, auth?: string | null) => call(a.internal, 'disconnect', body, auth);
 
-const refused = (status: number, error: string): Answer => ({
+/** A refusal's body: `code` and `message`, and the same values as `error` and `reason` (kept for older clients). */
+const refused = (status: number, code: string): Answer => ({
   status,
   contentType: 'application/json',
-  body: { error, reason: expect.any(String) },
+  body: { code, message: expect.any(String), error: code, reason: expect.any(String) },
 });
 
 const ofType = (type: string) => (e: Envelope) => e.type === type;
@@ -308,7 +309,8 @@ describe('POST /api/v1/publish', () => {
       yield '"}';
     };
     const big = await streamChunked(`${a.internal}/api/v1/publish`, endless(), 5);
-    expect({ status: big.status, body: big.body }).toEqual({ status: 413, body: { error: 'too_large', reason: expect.any(String) } });
+    const message = `body larger than ${MAX_SIZE} bytes`;
+    expect({ status: big.status, body: big.body }).toEqual({ status: 413, body: { code: 'too_large', message, error: 'too_large', reason: message } });
     expect(big.endedBeforeAnswer).toBe(false);
     expect(big.sentBeforeAnswer).toBeGreaterThan(MAX_SIZE);
 
@@ -325,7 +327,7 @@ describe('POST /api/v1/publish', () => {
     const member = await client(a, 'public-member');
     await join(member, room);
     await subscribed(room, 1);
-    const notFound = { status: 404, contentType: 'application/json', body: { error: 'not_found' } };
+    const notFound = { status: 404, contentType: 'application/json', body: { code: 'not_found', message: 'no such path', error: 'not_found', reason: 'no such path' } };
     expect(await call(a.http, 'publish', { room, type: 'task.updated' })).toEqual(notFound);
     expect(await call(a.http, 'disconnect', { user_id: 'public-member' })).toEqual(notFound);
     for (const endpoint of ['publish', 'disconnect']) {

@@ -32,7 +32,7 @@ interface Refusal {
 }
 
 const MISSING: Refusal = { code: 4401, message: 'missing token', reason: 'token_missing' };
-const INVALID: Refusal = { code: 4401, message: 'invalid token', reason: 'token_invalid' };
+const FORMAT: Refusal = { code: 4401, message: 'invalid token: format', reason: 'token_invalid' };
 /** `invalid token: <check>`: the check that failed, in the close reason and the log. */
 const failed = (check: string): Refusal => ({ code: 4401, message: `invalid token: ${check}`, reason: 'token_invalid' });
 const EXPIRED: Refusal = { code: 4401, message: 'token expired', reason: 'token_expired' };
@@ -139,10 +139,10 @@ describe('refused at the upgrade', () => {
     expect(client.received.filter((e) => e.type === 'error')).toEqual([]);
   });
 
-  it('closes 4401 for a malformed token', async () => {
+  it('closes 4401 "invalid token: format" for a token that is not a JWT, and logs the check, never the token', async () => {
     const node = await startTestNode();
     const bad = 'not-a-jwt-at-all';
-    await expectRefused(node, open(node.url, bad), INVALID, bad);
+    await expectRefused(node, open(node.url, bad), FORMAT, bad);
   });
 
   it('closes 4401 "invalid token: signature" for a token signed with another secret', async () => {
@@ -329,7 +329,7 @@ describe('refused at the upgrade', () => {
     it('a refused client that offered a foreign subprotocol gets it answered and reads the close code', async () => {
       const node = await startTestNode();
       const client = open(node.url, 'not-a-jwt', { protocols: ['chat'] });
-      expect(await closedWithin(client)).toEqual({ code: 4401, reason: 'invalid token' });
+      expect(await closedWithin(client)).toEqual({ code: 4401, reason: 'invalid token: format' });
       expect(client.ws.protocol).toBe('chat');
     });
   });

@@ -64,9 +64,9 @@ describe('the publish proxy (one node, a real backend storing in SQLite)', () =>
     const backend = await startChatBackend();
     const node = await startTestNode(backendEnv(backend, { WS_BACKEND_TIMEOUT: '300' }));
     const [alice, bob] = await Promise.all([member(node, 'alice', ['channel:1']), member(node, 'bob', ['channel:1'])]);
-    expect((await request(alice, { type: 'send_message', room: 'channel:1', data: { text: 'deny' } })).data).toEqual({ code: 'rejected', error: 'no spam here', detail: 'spam' });
+    expect((await request(alice, { type: 'send_message', room: 'channel:1', data: { text: 'deny' } })).data).toEqual({ code: 'rejected', message: 'no spam here', error: 'no spam here', detail: 'spam' });
     for (const bad of ['boom', 'garbage', 'slow:1000']) {
-      expect((await request(alice, { type: 'send_message', room: 'channel:1', data: { text: bad } })).data, bad).toEqual({ code: 'unavailable', error: 'the backend is unreachable; try again' });
+      expect((await request(alice, { type: 'send_message', room: 'channel:1', data: { text: bad } })).data, bad).toEqual({ code: 'unavailable', message: 'the backend is unreachable; try again', error: 'the backend is unreachable; try again' });
     }
     expect(await request(alice, { type: 'ping' })).toMatchObject({ type: 'pong' });
     await request(bob, { type: 'ping' });
@@ -146,11 +146,11 @@ describe('rpc over the socket', () => {
     const alice = await member(node, 'alice', ['channel:1']);
     await request(alice, { type: 'send_message', room: 'channel:1', data: { text: 'stored' } });
     expect(await request(alice, { type: 'rpc', method: 'messages.count', data: { room: 'channel:1' } })).toMatchObject({ type: 'rpc_result', data: { count: 1 } });
-    expect((await request(alice, { type: 'rpc', method: 'nope', data: null })).data).toEqual({ code: 'rejected', error: 'no method nope', detail: 'unknown_method' });
+    expect((await request(alice, { type: 'rpc', method: 'nope', data: null })).data).toEqual({ code: 'rejected', message: 'no method nope', error: 'no method nope', detail: 'unknown_method' });
     expect((await request(alice, { type: 'rpc', method: 'slow', data: { ms: 1000 } })).data).toMatchObject({ code: 'unavailable' });
     expect((await request(alice, { type: 'rpc', method: 'Bad Method', data: null })).data).toMatchObject({ code: 'invalid_message' });
     alice.send({ type: 'rpc', method: 'messages.count' });
-    expect(await alice.next((e) => e.type === 'error')).toMatchObject({ data: { code: 'invalid_message', error: 'an rpc needs an "id" for its reply' } });
+    expect(await alice.next((e) => e.type === 'error')).toMatchObject({ data: { code: 'invalid_message', message: 'an rpc needs an "id" for its reply' } });
     const plain = await startTestNode();
     const bob = await member(plain, 'bob', []);
     expect((await request(bob, { type: 'rpc', method: 'messages.count', data: null })).data).toMatchObject({ code: 'unknown_type' });

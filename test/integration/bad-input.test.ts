@@ -12,11 +12,12 @@ afterAll(stopAllNodes);
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-function errorEnvelope(code: string, error: string, id?: string): Record<string, unknown> {
+/** `message` is also sent as `error`, its first name (kept for older clients). */
+function errorEnvelope(code: string, message: string, id?: string): Record<string, unknown> {
   return {
     type: 'error',
     ...(id !== undefined && { id }),
-    data: { error, code },
+    data: { code, message, error: message },
     timestamp: expect.stringMatching(ISO),
   };
 }

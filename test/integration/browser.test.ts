@@ -140,7 +140,7 @@ describe('ws-edge/client in chromium', () => {
     const page = await openPage();
     await startClient(page, 'bad', node.url, 'not-a-jwt');
     await waitForState(page, 'bad', (s) => s.code === 4401, '4401');
-    expect(await lastState(page, 'bad')).toEqual({ state: 'closed', code: 4401, reason: 'invalid token' });
+    expect(await lastState(page, 'bad')).toEqual({ state: 'closed', code: 4401, reason: 'invalid token: format' });
 
     await startClient(page, 'first', node.url, token('jade'), ['project:1']);
     await waitForState(page, 'first', (s) => s.state === 'connected', 'first connected');

@@ -216,12 +216,13 @@ describe('the dev routes: /dev/token, /dev/publish, /dev/demo', () => {
     expect(decodePart((((await (await fetch(`${http}/dev/token`)).json()) as { token: string }).token).split('.')[1]!)).toMatchObject({ sub: 'dev' });
     const bad = await fetch(`${http}/dev/token?user=${encodeURIComponent('a b')}`);
     expect(bad.status).toBe(400);
-    expect(await bad.json()).toEqual({ error: 'invalid_user_id', reason: '"user" must be 1-64 of [A-Za-z0-9_-]' });
+    const message = '"user" must be 1-64 of [A-Za-z0-9_-]';
+    expect(await bad.json()).toEqual({ code: 'invalid_user_id', message, error: 'invalid_user_id', reason: message });
     // A cross-site form cannot send JSON without a preflight: anything else is refused.
     const form = await fetch(`${http}/dev/publish`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: JSON.stringify({ room: 'channel:demo', text: 'x' }) });
     expect(form.status).toBe(400);
     const room = await fetch(`${http}/dev/publish`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ room: 'lobby', text: 'x' }) });
-    expect(await room.json()).toMatchObject({ error: 'invalid_room' });
+    expect(await room.json()).toMatchObject({ code: 'invalid_room', error: 'invalid_room' });
     const page = await fetch(`${http}/dev/demo`);
     expect(page.status).toBe(200);
     expect(await page.text()).not.toMatch(/eyJ/);

@@ -60,8 +60,8 @@ describe('ws-edge/client against a node', () => {
     const history = await c.history('task:1', { limit: 2, reverse: true });
     expect(history.data.events.map((e) => e.offset)).toEqual([4, 3]);
     expect(await c.ping()).toBeGreaterThanOrEqual(0);
-    // Refusals carry the server's machine code, and the connection stays.
-    await expect(c.join('project:2')).rejects.toMatchObject({ code: 'forbidden' });
+    // Refusals carry the server's machine code and message, and the connection stays.
+    await expect(c.join('project:2')).rejects.toMatchObject({ name: 'ClientError', code: 'forbidden', message: 'not allowed to join this room' });
     await expect(c.send('channel:9', {})).rejects.toMatchObject({ code: 'not_joined' });
     await expect(c.history('project:1')).rejects.toMatchObject({ code: 'no_history' });
     // Above max_message_size: refused here, never sent (the server would close with 1009).

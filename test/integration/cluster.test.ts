@@ -342,7 +342,7 @@ describe('three nodes behind HAProxy', () => {
         body: JSON.stringify(endpoint === 'publish' ? { room: 'channel:lb', type: 'task.updated' } : { user_id: 'anyone' }),
       });
       expect(res.status).toBe(404);
-      expect(await res.json()).toEqual({ error: 'not_found' });
+      expect(await res.json()).toEqual({ code: 'not_found', message: 'no such path', error: 'not_found', reason: 'no such path' });
     }
   });
 

@@ -226,7 +226,7 @@ describe('history reads', () => {
       [await historyOf(node, 'nope'), 400, 'invalid_room'],
       [await historyOf(node, 'task:1', '', 'Bearer wrong'), 401, 'unauthorized'],
     ] as const;
-    for (const [got, status, error] of refused) expect(got).toEqual({ status, body: { error, reason: expect.any(String) } });
+    for (const [got, status, code] of refused) expect(got).toEqual({ status, body: { code, message: expect.any(String), error: code, reason: expect.any(String) } });
     expect(await node.metric('wsedge_api_requests_total', { endpoint: 'history', status: '400' })).toBe(5);
   });
 
@@ -246,7 +246,7 @@ describe('history reads', () => {
     expect(await node.metric('wsedge_duplicate_publishes_total')).toBe(1);
     const plain = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*' });
     for (const [target, key] of [['channel:x', 'k'], ['task:x', 'has space'], ['task:x', 'x'.repeat(129)], ['task:x', 7]] as const) {
-      expect(await publish(plain, target, 1, { idempotency_key: key }), `${target} ${key}`).toEqual({ status: 400, body: { error: 'invalid_idempotency_key', reason: expect.any(String) } });
+      expect(await publish(plain, target, 1, { idempotency_key: key }), `${target} ${key}`).toEqual({ status: 400, body: { code: 'invalid_idempotency_key', message: expect.any(String), error: 'invalid_idempotency_key', reason: expect.any(String) } });
     }
   });
 });
@@ -406,6 +406,6 @@ describe('sequenced rooms across nodes (Redis)', () => {
     await waitFor('broker up', () => brokerUp(node.internal));
     await server.stop();
     const res = await publish(node, 'task:down', 1);
-    expect(res).toEqual({ status: 503, body: { error: 'unavailable', reason: expect.any(String) } });
+    expect(res).toEqual({ status: 503, body: { code: 'unavailable', message: expect.any(String), error: 'unavailable', reason: expect.any(String) } });
   });
 });

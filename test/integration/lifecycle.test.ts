@@ -167,7 +167,7 @@ describe('plain HTTP on the public port', () => {
     const res = await fetch(`${node.http}/api/v1/ws/connect`);
     expect(res.status).toBe(426);
     expect(res.headers.get('upgrade')).toBe('websocket');
-    expect(await res.json()).toEqual({ error: 'upgrade_required' });
+    expect(await res.json()).toEqual({ code: 'upgrade_required', message: 'this path takes a WebSocket upgrade', error: 'upgrade_required', reason: 'this path takes a WebSocket upgrade' });
   });
 
   it('an unknown path is 404 JSON', async () => {
@@ -175,7 +175,7 @@ describe('plain HTTP on the public port', () => {
     const res = await fetch(`${node.http}/no/such/path`);
     expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toBe('application/json');
-    expect(await res.json()).toEqual({ error: 'not_found' });
+    expect(await res.json()).toEqual({ code: 'not_found', message: 'no such path', error: 'not_found', reason: 'no such path' });
   });
 
   it('a WebSocket upgrade on another path is refused', async () => {
@@ -191,7 +191,7 @@ describe('plain HTTP on the public port', () => {
     const node = await startTestNode();
     const pub = await fetch(`${node.http}/metrics`);
     expect(pub.status).toBe(404);
-    expect(await pub.json()).toEqual({ error: 'not_found' });
+    expect(await pub.json()).toEqual({ code: 'not_found', message: 'no such path', error: 'not_found', reason: 'no such path' });
     const internal = await fetch(`${node.internal}/metrics`);
     expect(internal.status).toBe(200);
     expect(internal.headers.get('content-type')).toMatch(/^text\/plain/);

@@ -210,7 +210,7 @@ describe('rate limit (WS_RATE_LIMIT=5, WS_RATE_BURST=5)', () => {
     for (const error of errors) {
       expect(error).toEqual({
         type: 'error',
-        data: { error: 'at most 5 messages per second', code: 'rate_limited' },
+        data: { code: 'rate_limited', message: 'at most 5 messages per second', error: 'at most 5 messages per second' },
         timestamp: expect.stringMatching(ISO),
       });
     }
@@ -250,7 +250,7 @@ describe('connections per node (WS_MAX_CONNECTIONS=2)', () => {
     const refusal = await refusedUpgrade(node.url, token('carol'));
     expect(refusal.statusCode).toBe(503);
     expect(refusal.headers['retry-after']).toBe('1');
-    expect(JSON.parse(refusal.body)).toEqual({ error: 'unavailable', reason: 'max_connections' });
+    expect(JSON.parse(refusal.body)).toEqual({ code: 'unavailable', message: 'max_connections', error: 'unavailable', reason: 'max_connections' });
     expect(await node.metric('wsedge_upgrades_refused_total', { reason: 'max_connections' })).toBe(1);
     expect(await node.metric('wsedge_connections')).toBe(2);
     expect(await node.metric('wsedge_connections_opened_total')).toBe(2);

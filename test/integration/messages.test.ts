@@ -80,7 +80,7 @@ describe('send_message', () => {
     expect(await alice.next((e) => e.id === 's-1')).toEqual({
       type: 'error',
       id: 's-1',
-      data: { error: expect.any(String), code: 'not_joined' },
+      data: { code: 'not_joined', message: expect.any(String), error: expect.any(String) },
       timestamp: expect.stringMatching(ISO_UTC),
     });
     await bob.expectNothing(ofType('message.new'));

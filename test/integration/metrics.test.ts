@@ -197,6 +197,6 @@ describe('metrics after known traffic', () => {
   it('is served on the internal port only', async () => {
     const res = await fetch(`${node.http}/metrics`);
     expect(res.status).toBe(404);
-    expect(await res.json()).toEqual({ error: 'not_found' });
+    expect(await res.json()).toEqual({ code: 'not_found', message: 'no such path', error: 'not_found', reason: 'no such path' });
   });
 });

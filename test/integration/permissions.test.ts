@@ -58,10 +58,10 @@ describe('room grants', () => {
       [none, 'room grant invalid'],
     ];
     for (const [g, message] of cases) {
-      expect((await request(c, { type: 'join_room', room: 'project:8', grant: g })).data, message).toEqual({ code: 'forbidden', error: message });
+      expect((await request(c, { type: 'join_room', room: 'project:8', grant: g })).data, message).toEqual({ code: 'forbidden', message, error: message });
     }
     expect((await request(c, { type: 'join_room', room: 'project:8', grant: 7 })).data).toMatchObject({ code: 'invalid_message' });
-    expect((await request(c, { type: 'join_room', room: 'project:8' })).data).toMatchObject({ code: 'forbidden', error: 'not allowed to join this room' });
+    expect((await request(c, { type: 'join_room', room: 'project:8' })).data).toMatchObject({ code: 'forbidden', message: 'not allowed to join this room' });
     await stopTestNode(node);
   });
 
@@ -126,9 +126,9 @@ describe('the authorization callback', () => {
     // The token's claim is asked before the callback: no call for channel:1.
     expect(await request(c, { type: 'join_room', room: 'channel:1' })).toMatchObject({ type: 'room_joined' });
     expect(backend.seen.map((s) => s.body['room'])).toEqual(['project:ok']);
-    expect((await request(c, { type: 'join_room', room: 'project:deny' })).data).toMatchObject({ code: 'forbidden', error: 'the room authorization service denied this room' });
+    expect((await request(c, { type: 'join_room', room: 'project:deny' })).data).toMatchObject({ code: 'forbidden', message: 'the room authorization service denied this room' });
     for (const room of ['project:slow', 'project:500', 'project:bad', 'project:huge']) {
-      expect((await request(c, { type: 'join_room', room })).data, room).toMatchObject({ code: 'unavailable', error: 'room authorization is unreachable; try again' });
+      expect((await request(c, { type: 'join_room', room })).data, room).toMatchObject({ code: 'unavailable', message: 'room authorization is unreachable; try again' });
     }
     expect(await node.metric('wsedge_room_authorizations_total', { source: 'callback', result: 'error' })).toBe(4);
     await stopTestNode(node);
@@ -245,7 +245,7 @@ describe('cluster-wide revocation', () => {
     await waitFor('broker down', async () => (await n3.metric('wsedge_broker_up')) === 0, 10_000);
     const refused = await api('unsubscribe', { user_id: 'lena', room: 'project:new' });
     expect(refused.status).toBe(503);
-    expect(await refused.json()).toMatchObject({ error: 'unavailable' });
+    expect(await refused.json()).toMatchObject({ code: 'unavailable', error: 'unavailable' });
     await redis.restart();
     await brokersUp(nodes, 15_000);
     await Promise.all(nodes.map(stopTestNode));

@@ -42,7 +42,9 @@ async function post(node: TestNode, path: 'publish' | 'publish/batch', body: unk
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-const refused = (error: string) => ({ status: 400, body: { error, reason: expect.any(String) } });
+/** A refusal's body: `code` and `message`, and the same values as `error` and `reason` (kept for older clients). */
+const refusal = (code: string) => ({ code, message: expect.any(String), error: code, reason: expect.any(String) });
+const refused = (code: string) => ({ status: 400, body: refusal(code) });
 
 /** Redis-side counters, summed over the servers (every master of a cluster). */
 interface RedisStats {
@@ -289,16 +291,16 @@ function suite(name: string, start: () => Promise<Topology>, stop: () => Promise
         body: {
           results: [
             { status: 'published', room },
-            { error: 'invalid_room', reason: expect.any(String) },
+            refusal('invalid_room'),
             { status: 'published', results: [{ status: 'published', user_id: user, connections: 1 }] },
-            { error: 'invalid_body', reason: expect.any(String) },
+            refusal('invalid_body'),
             { status: 'published', connection_id: conn.id },
-            { error: 'invalid_type', reason: expect.any(String) },
-            { error: 'invalid_idempotency_key', reason: expect.any(String) },
+            refusal('invalid_type'),
+            refusal('invalid_idempotency_key'),
             { status: 'published', results: [{ status: 'published', room: seq, ...position }] },
             { status: 'published', results: [{ status: 'published', room: seq, ...position, duplicate: true }] },
-            { error: 'invalid_exclude_connection', reason: expect.any(String) },
-            { error: 'duplicate_target', reason: expect.any(String) },
+            refusal('invalid_exclude_connection'),
+            refusal('duplicate_target'),
           ],
         },
       });

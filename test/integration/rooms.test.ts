@@ -20,7 +20,7 @@ async function request(client: TestClient, frame: Record<string, unknown>): Prom
 
 async function expectError(client: TestClient, frame: Record<string, unknown>, code: string): Promise<void> {
   const reply = await request(client, frame);
-  expect(reply).toEqual({ type: 'error', id: reply.id, data: { error: expect.any(String), code }, timestamp: expect.stringMatching(ISO_UTC) });
+  expect(reply).toEqual({ type: 'error', id: reply.id, data: { code, message: expect.any(String), error: expect.any(String) }, timestamp: expect.stringMatching(ISO_UTC) });
 }
 
 const membership = (type: 'user_joined' | 'user_left', room: string, userId: string, username = userId) => ({

@@ -11,10 +11,10 @@ import { isCloseReason, REJECTIONS, type Rejection } from '../../src/errors.js';
 const SECRET = 'unit-test-secret-of-at-least-32-bytes!';
 const OTHER_SECRET = 'another-secret-of-at-least-32-bytes!!';
 
-const INVALID: Rejection = { reason: 'token_invalid', code: 4401, message: 'invalid token' };
 const EXPIRED: Rejection = { reason: 'token_expired', code: 4401, message: 'token expired' };
 /** A refusal naming the check that failed: `invalid token: <check>`. */
 const failed = (check: string): Rejection => ({ reason: 'token_invalid', code: 4401, message: `invalid token: ${check}` });
+const FORMAT = failed('format');
 const ALGORITHM = failed('algorithm');
 const SIGNATURE = failed('signature');
 
@@ -136,8 +136,13 @@ describe('HMAC verification', () => {
     expect(auth.verify(forged)).toEqual(SIGNATURE);
   });
 
-  it.each(['', 'not-a-jwt', 'a.b.c', 'a.b', '...', `${b64url({ alg: 'HS256' })}.not-base64-json.sig`])('refuses the malformed token %j', (token) => {
-    expect(auth.verify(token)).toEqual(INVALID);
+  it.each(['', 'not-a-jwt', 'a.b.c', 'a.b', '...', `${b64url({ alg: 'HS256' })}.not-base64-json.sig`])('refuses the malformed token %j: "invalid token: format"', (token) => {
+    expect(auth.verify(token)).toEqual(FORMAT);
+  });
+
+  it('refuses a signed token with a crit header: "invalid token: crit" (no critical extension is understood)', () => {
+    const token = handSigned({ alg: 'HS256', typ: 'JWT', crit: ['b64'], b64: true }, { sub: 'alice', exp: nowSeconds() + 600 }, SECRET);
+    expect(auth.verify(token)).toEqual(failed('crit'));
   });
 
   it('refuses an alg: none token for its algorithm, signed or not', () => {
@@ -189,7 +194,8 @@ describe('HMAC verification', () => {
 
   it('names every failed check in one line of at most 123 bytes, the close frame\'s limit', () => {
     const texts = Object.values(REJECTIONS).map((r) => r.message);
-    expect(texts.filter((t) => t.startsWith('invalid token: ')).length).toBeGreaterThanOrEqual(14);
+    expect(texts.filter((t) => t.startsWith('invalid token: ')).length).toBeGreaterThanOrEqual(16);
+    expect(texts).not.toContain('invalid token');
     expect(texts.filter((t) => !isCloseReason(t))).toEqual([]);
   });
 

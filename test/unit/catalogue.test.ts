@@ -76,18 +76,28 @@ describe('refusal catalogue and docs', () => {
     expect(rows).toEqual(atUpgrade.map(([, { code, message }]) => ({ code, message })));
   });
 
-  it('shows every HTTP refusal of the public port with its status, Retry-After and body', () => {
+  it('shows every HTTP refusal of the public port with its status, Retry-After, code and message', () => {
     const rows = table(api, '### Before the upgrade (HTTP)').map(([status, body]) => ({ status, body: JSON.parse(quoted(body!)[0]!) as unknown }));
-    const documented = (refusal: HttpRefusal) => ({
-      status: refusal.retryAfter === undefined ? statusLine(refusal) : `${statusLine(refusal)}, \`Retry-After: ${refusal.retryAfter}\``,
-      body: refusalBody(refusal),
-    });
+    const documented = (refusal: HttpRefusal) => {
+      const { code, message } = refusalBody(refusal);
+      return { status: refusal.retryAfter === undefined ? statusLine(refusal) : `${statusLine(refusal)}, \`Retry-After: ${refusal.retryAfter}\``, body: { code, message } };
+    };
     const { metrics_failed: _internalOnly, ...publicRoutes } = ROUTE_REFUSALS;
     expect(rows).toEqual([...Object.values(UPGRADE_REFUSALS), ...Object.values(publicRoutes)].map(documented));
   });
 
-  it('lists every API refusal in README with its status and error code', () => {
-    const rows = table(readme, '### HTTP API', '| Status | `error` |').map(([status, error]) => `${status} ${quoted(error!)[0]}`);
-    expect(rows.sort()).toEqual(Object.values(API_REFUSALS).map((r) => `${statusLine(r)} ${r.error}`).sort());
+  it('lists every API refusal in README with its status and code', () => {
+    const rows = table(readme, '### HTTP API', '| Status | `code` |').map(([status, code]) => `${status} ${quoted(code!)[0]}`);
+    expect(rows.sort()).toEqual(Object.values(API_REFUSALS).map((r) => `${statusLine(r)} ${r.code}`).sort());
+  });
+
+  it('gives every HTTP refusal body the error envelope\'s code and message, and the same values as error and reason (kept for older clients)', () => {
+    for (const refusal of [...Object.values(UPGRADE_REFUSALS), ...Object.values(ROUTE_REFUSALS), ...Object.values(API_REFUSALS)]) {
+      const { code, message } = refusal;
+      expect(refusalBody(refusal, 7)).toEqual({ code, message: message.replace('{limit}', '7'), error: code, reason: message.replace('{limit}', '7') });
+    }
+    expect(refusalBody(ROUTE_REFUSALS.metrics_failed, undefined, 'Error: boom')).toEqual({ code: 'metrics_failed', message: 'Error: boom', error: 'metrics_failed', reason: 'Error: boom' });
+    const fields = table(api, '### Error fields').map(([field]) => quoted(field!)[0]);
+    expect(fields).toEqual(['code', 'message', 'detail', 'error', 'reason']);
   });
 });

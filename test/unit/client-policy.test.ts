@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createClient, type ClientOptions, type StateChange, type WebSocketLike } from '../../src/client/index.js';
 import { afterClose, backoffDelay, clampTimer, DEFAULT_BACKOFF, lifeLeft, LONG_BACKOFF_MS, MAX_TIMER_MS, RESTART_SPREAD_MS, tokenTimes } from '../../src/client/policy.js';
 import { createRooms } from '../../src/client/rooms.js';
+import { replyError } from '../../src/client/requests.js';
 import { RESEND_RETRIES, RESEND_WINDOW_MS } from '../../src/client/sends.js';
+import type { ErrorReply } from '../../src/messages.js';
 import { RECONNECT } from '../../src/errors.js';
 
 const max = () => 0.999999;
@@ -431,6 +433,12 @@ describe('sends with idempotency keys, resent after a loss (fake timers)', () =>
     await answerJoin(sockets[2]!, 2);
     expect(framesOf(sockets[2]!, 'send_message')).toEqual([]);
     c.close();
+  });
+
+  it('takes a ClientError’s message from the envelope’s `message`, or from `error` when a node older than that field answers', () => {
+    const reply = (data: Record<string, unknown>) => ({ type: 'error', id: 'x', data, timestamp: '' }) as unknown as ErrorReply;
+    expect(replyError(reply({ code: 'forbidden', message: 'the message', error: 'the first name' }))).toMatchObject({ code: 'forbidden', message: 'the message' });
+    expect(replyError(reply({ code: 'rejected', error: 'no links', detail: 'no_links' }))).toMatchObject({ code: 'rejected', message: 'no links', detail: 'no_links' });
   });
 
   it('settles a send answered with an error with that error (a backend’s refusal with its detail) and never sends it again', async () => {

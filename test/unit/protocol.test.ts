@@ -261,18 +261,17 @@ describe('encoding', () => {
     expect(JSON.parse(encodeReply('pong', {}, undefined))).not.toHaveProperty('id');
   });
 
-  it('encodes an error with the human text and the machine code', () => {
+  it('encodes an error with the machine code and the human message, the message also under its first name `error`', () => {
     at('2025-11-13T12:00:00.000Z');
     const error: MessageError = { code: 'forbidden', message: 'not allowed to join project:1' };
-    expect(JSON.parse(encodeError(error, undefined))).toEqual({
+    const data = { code: 'forbidden', message: 'not allowed to join project:1', error: 'not allowed to join project:1' };
+    expect(JSON.parse(encodeError(error, undefined))).toEqual({ type: 'error', data, timestamp: '2025-11-13T12:00:00.000Z' });
+    expect(JSON.parse(encodeError(error, 'x9'))).toEqual({ type: 'error', id: 'x9', data, timestamp: '2025-11-13T12:00:00.000Z' });
+    expect(JSON.parse(encodeError({ code: 'rejected', message: 'no spam here', detail: 'spam' }, 'm1', 'channel:1'))).toEqual({
       type: 'error',
-      data: { error: 'not allowed to join project:1', code: 'forbidden' },
-      timestamp: '2025-11-13T12:00:00.000Z',
-    });
-    expect(JSON.parse(encodeError(error, 'x9'))).toEqual({
-      type: 'error',
-      id: 'x9',
-      data: { error: 'not allowed to join project:1', code: 'forbidden' },
+      id: 'm1',
+      room: 'channel:1',
+      data: { code: 'rejected', message: 'no spam here', error: 'no spam here', detail: 'spam' },
       timestamp: '2025-11-13T12:00:00.000Z',
     });
   });
