@@ -6,7 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { isAddressOrCidr } from './proxies.js';
 import { isPublishableType } from './protocol.js';
+import { LIFECYCLE_TYPES, type EventType } from './lifecycle.js';
 import { compileRooms, NO_ROOMS, type RoomPatterns, type RoomAccess } from './rooms.js';
+import type { WebhookConfig } from './webhooks.js';
 
 export type { RoomAccess };
 
@@ -71,6 +73,8 @@ export interface Config {
   readonly drainTimeout: number;
   readonly history: HistoryConfig;
   readonly presence: PresenceConfig;
+  /** Lifecycle events and signals for the backend (src/lifecycle.ts), and their webhook. */
+  readonly events: EventsConfig;
   readonly signals: SignalConfig;
   readonly redis: RedisConfig | undefined;
   /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
@@ -105,8 +109,19 @@ export interface BackendConfig {
   readonly perConnection: number;
   readonly publish: { readonly url: string; readonly patterns: readonly string[]; readonly rooms: RoomPatterns; readonly types: ReadonlySet<string> } | undefined;
   readonly rpcUrl: string | undefined;
-  /** WS_SIGNALS_TO_BACKEND: signals also sent to WS_RPC_URL (as method `signal.<name>`), fire and forget. */
+}
+
+/** What the backend hears (README "Lifecycle events and webhooks"). */
+export interface EventsConfig {
+  /** WS_EVENTS (and `signal` when WS_SIGNALS_TO_BACKEND names any); empty: no events. */
+  readonly types: ReadonlySet<EventType>;
+  /** WS_SIGNALS_TO_BACKEND: signals appended as `signal` events, sender's identity included. */
   readonly signals: ReadonlySet<string>;
+  /** WS_EVENTS_GRACE: how long a user or room stays gone before user.offline / room.vacated. */
+  readonly graceMs: number;
+  /** WS_EVENTS_MAXLEN: the stream's cap (approximate), and the memory queue's. */
+  readonly maxlen: number;
+  readonly webhook: WebhookConfig | undefined;
 }
 
 /** The authorization callback (WS_ROOM_ACCESS=callback). */
@@ -307,11 +322,15 @@ export function loadConfig(env: Env = process.env): Config {
     drainTimeout: r.int('WS_DRAIN_TIMEOUT', 20, 1, 3600),
     history: readHistory(r, problems),
     presence: readPresence(r, problems),
+    events: readEvents(r, problems, production),
     signals: readSignals(r, problems),
     redis: readRedis(r, problems),
     publishApiKey: r.optional('PUBLISH_API_KEY'),
     readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
   };
+  if (config.events.types.size > 0 && config.events.webhook === undefined && config.redis === undefined) {
+    problems.push('WS_EVENTS: without Redis the events stay in this node\'s memory, where only WS_WEBHOOK_URL can take them: set it (or REDIS_URL)');
+  }
   if (config.publishApiKey !== undefined && production && Buffer.byteLength(config.publishApiKey) < 32) {
     problems.push('PUBLISH_API_KEY: must be at least 32 bytes in production');
   }
@@ -377,16 +396,43 @@ function readBackend(r: Reader, problems: string[]): BackendConfig | undefined {
     perConnection: r.int('WS_BACKEND_MAX_PER_CONNECTION', 16, 1, 1000),
     publish: publishUrl === undefined ? undefined : { url: publishUrl, patterns: patterns.length === 0 ? ['*'] : patterns, rooms: rooms ?? NO_ROOMS, types: new Set(types.length === 0 ? ['message.new'] : types) },
     rpcUrl,
-    signals: readBackendSignals(r, problems, rpcUrl),
   };
 }
 
-function readBackendSignals(r: Reader, problems: string[], rpcUrl: string | undefined): ReadonlySet<string> {
-  const names = r.list('WS_SIGNALS_TO_BACKEND');
-  if (names.length > 0 && rpcUrl === undefined) problems.push('WS_SIGNALS_TO_BACKEND: needs WS_RPC_URL');
-  const bad = names.filter((n) => !SIGNAL_NAME.test(n));
+/** Lifecycle events are on when WS_EVENTS names types, or WS_WEBHOOK_URL is set (all lifecycle types then). */
+function readEvents(r: Reader, problems: string[], production: boolean): EventsConfig {
+  const url = r.optional('WS_WEBHOOK_URL');
+  const listed = r.list('WS_EVENTS').filter((t) => t !== 'none');
+  const unknown = listed.filter((t) => t !== 'all' && !(LIFECYCLE_TYPES as readonly string[]).includes(t));
+  if (unknown.length > 0) problems.push(`WS_EVENTS: one of ${LIFECYCLE_TYPES.join(', ')}, all or none, comma-separated: ${unknown.join(', ')}`);
+  const all = listed.includes('all') || (url !== undefined && r.optional('WS_EVENTS') === undefined);
+  const signals = r.list('WS_SIGNALS_TO_BACKEND');
+  const bad = signals.filter((n) => !SIGNAL_NAME.test(n));
   if (bad.length > 0) problems.push(`WS_SIGNALS_TO_BACKEND: names are [a-z][a-z0-9_]{0,31}, comma-separated: ${bad.join(', ')}`);
-  return new Set(names);
+  const types = new Set<EventType>(all ? LIFECYCLE_TYPES : (listed as EventType[]));
+  if (signals.length > 0) types.add('signal');
+  if (types.size === 0 && url !== undefined) problems.push('WS_WEBHOOK_URL: WS_EVENTS=none leaves nothing to deliver');
+  return {
+    types,
+    signals: new Set(signals),
+    graceMs: r.int('WS_EVENTS_GRACE', 5, 0, 3600) * 1000,
+    maxlen: r.int('WS_EVENTS_MAXLEN', 100_000, 100, 10_000_000),
+    webhook: url === undefined ? undefined : readWebhook(r, problems, production, url),
+  };
+}
+
+function readWebhook(r: Reader, problems: string[], production: boolean, url: string): WebhookConfig {
+  if (!HTTP_URL.test(url) || !URL.canParse(url)) problems.push('WS_WEBHOOK_URL: must be an http:// or https:// URL');
+  else if (production && url.startsWith('http:')) problems.push('WS_WEBHOOK_URL: must be https:// in production (events name users)');
+  const secret = r.optional('WS_WEBHOOK_SECRET');
+  if (secret === undefined || Buffer.byteLength(secret) < 32) problems.push('WS_WEBHOOK_SECRET: WS_WEBHOOK_URL needs a signing secret of at least 32 bytes');
+  return {
+    url,
+    secret: secret ?? '',
+    batch: r.int('WS_WEBHOOK_BATCH', 100, 1, 1000),
+    timeoutMs: r.int('WS_WEBHOOK_TIMEOUT', 5000, 100, 60_000),
+    retryForMs: r.int('WS_WEBHOOK_RETRY_FOR', 600, 10, 86_400) * 1000,
+  };
 }
 
 function readPresence(r: Reader, problems: string[]): PresenceConfig {

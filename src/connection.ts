@@ -54,6 +54,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     const data = ws.getUserData();
     sessions.add(ws);
     metrics.connectionOpened();
+    ctx.lifecycle.connected(data.userId, data.connectionId);
     ctx.expiry.add(ws, closesAt(ctx, data));
     const personal = userRoom(data.userId);
     // A plain personal room is in the topic at once (`connected` lists it); a sequenced one once its
@@ -143,6 +144,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
       sessions.delete(sws);
       ctx.membership.closed(sws, data, code);
       ctx.seats.release(data.userId, data.connectionId);
+      ctx.lifecycle.disconnected(data.userId, data.connectionId);
       ctx.expiry.remove(sws, closesAt(ctx, data));
       const reason = message.byteLength > 0 ? textDecoder.decode(message) : '';
       if (code === 1006 && reason === UWS_TOO_BIG) metrics.messageTooBig('ceiling');

@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
 import type { ExpiryScheduler } from './expiry.js';
 import type { History } from './history.js';
+import type { Lifecycle } from './lifecycle.js';
 import type { Logger } from './log.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
@@ -47,8 +48,8 @@ export interface HandlerContext {
   readonly sends: Sends;
   /** WS_RPC_URL's caller; undefined when RPC is off. */
   readonly rpc: BackendCaller | undefined;
-  /** The caller for WS_SIGNALS_TO_BACKEND (to WS_RPC_URL, turns of its own); undefined when none are. */
-  readonly backendSignals: BackendCaller | undefined;
+  /** What the backend hears: lifecycle events and WS_SIGNALS_TO_BACKEND's signals. */
+  readonly lifecycle: Lifecycle;
 }
 
 export type Handler<T extends ClientMessage['type']> = (

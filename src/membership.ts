@@ -21,6 +21,7 @@ import type { Broker } from './broker.js';
 import type { Delivery } from './delivery.js';
 import { messageError, type MessageError } from './errors.js';
 import type { ExpiryScheduler } from './expiry.js';
+import type { Lifecycle } from './lifecycle.js';
 import type { RoomLeftReason, StreamPosition } from './messages.js';
 import type { Metrics } from './metrics.js';
 import type { PresenceTracker } from './presence-tracker.js';
@@ -46,6 +47,8 @@ export interface MembershipContext extends AccessContext {
   readonly presence: PresenceTracker;
   /** Ends memberships that came from a room grant at its `exp`. */
   readonly grants: ExpiryScheduler<GrantItem>;
+  /** Told of each room's first local member and its last (room.occupied, room.vacated). */
+  readonly lifecycle: Lifecycle;
 }
 
 /** A join: a client's (with its id), a resume's room (`about`, `settled`), or a backend's (`server`). */
@@ -369,6 +372,7 @@ function topic(core: Core, room: string, occupied: boolean): void {
   const { ctx, unconfirmed } = core;
   if (occupied) ctx.metrics.roomAdded();
   else ctx.metrics.roomRemoved();
+  ctx.lifecycle.room(room, occupied);
   if (isSequenced(ctx, room)) {
     if (!occupied) ctx.streams.release(room, 0);
     return;

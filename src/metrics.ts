@@ -293,14 +293,14 @@ function accessMetrics(registers: Registers) {
   };
 }
 
-export type BackendKind = 'room_auth' | 'publish' | 'rpc' | 'signal';
+export type BackendKind = 'room_auth' | 'publish' | 'rpc';
 /** `busy`: no turn before the deadline (the node's calls in flight at the cap); `bad_answer`: not a 200 with a JSON object of at most 4 KB. */
 export type BackendOutcome = 'ok' | 'timeout' | 'down' | 'bad_answer' | 'busy';
 
 function backendMetrics(registers: Registers) {
   const calls = new Counter({
     name: 'wsedge_backend_calls_total',
-    help: 'Calls to the product backend by kind (room_auth, publish, rpc, signal) and outcome (ok, timeout, down, bad_answer, busy: no turn before the deadline).',
+    help: 'Calls to the product backend by kind (room_auth, publish, rpc) and outcome (ok, timeout, down, bad_answer, busy: no turn before the deadline).',
     labelNames: ['kind', 'outcome'],
     registers,
   });
@@ -317,7 +317,7 @@ function backendMetrics(registers: Registers) {
     labelNames: ['kind'],
     registers,
   });
-  for (const kind of ['room_auth', 'publish', 'rpc', 'signal']) {
+  for (const kind of ['room_auth', 'publish', 'rpc']) {
     for (const outcome of ['ok', 'timeout', 'down', 'bad_answer', 'busy']) calls.labels(kind, outcome);
     refused.labels(kind);
   }
@@ -373,6 +373,45 @@ function presenceMetrics(registers: Registers) {
   };
 }
 
+export type WebhookOutcome = 'ok' | 'refused' | 'timeout' | 'down';
+/** An event that left the backlog: delivered, or dropped (older than WS_WEBHOOK_RETRY_FOR, trimmed from the capped stream, or pushed out of the memory queue). */
+export type EventFate = 'delivered' | 'expired' | 'trimmed' | 'overflow';
+
+/** Lifecycle events (src/lifecycle.ts) and their webhook delivery (src/webhooks.ts). */
+function eventMetrics(registers: Registers) {
+  const produced = new Counter({ name: 'wsedge_events_total', help: 'Events this node appended for the backend (user.online, user.offline, room.occupied, room.vacated, signal), by type.', labelNames: ['type'], registers });
+  const failures = new Counter({ name: 'wsedge_events_write_failures_total', help: 'Lifecycle writes that failed (Redis unreachable); the next refresh or the expiry sweep makes up for them.', registers });
+  const requests = new Counter({ name: 'wsedge_webhook_requests_total', help: 'Webhook requests by outcome: ok (2xx), refused (another status), timeout, down (unreachable).', labelNames: ['outcome'], registers });
+  const fates = new Counter({ name: 'wsedge_webhook_events_total', help: 'Events that left the webhook backlog: delivered, or dropped as expired (WS_WEBHOOK_RETRY_FOR), trimmed (stream cap) or overflow (memory queue cap).', labelNames: ['outcome'], registers });
+  const backlog = new Gauge({ name: 'wsedge_webhook_backlog', help: 'Events not yet delivered to the webhook, as the delivering node last saw them (0 on the others).', registers });
+  const age = new Gauge({ name: 'wsedge_webhook_backlog_age_seconds', help: 'Age of the oldest event the delivering node is trying to deliver (0 when none waits).', registers });
+  const lag = new Histogram({ name: 'wsedge_webhook_lag_seconds', help: 'From an event being appended to its delivery being acknowledged by the receiver.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300], registers });
+  for (const type of ['user.online', 'user.offline', 'room.occupied', 'room.vacated', 'signal']) produced.labels(type);
+  for (const outcome of ['ok', 'refused', 'timeout', 'down']) requests.labels(outcome);
+  for (const outcome of ['delivered', 'expired', 'trimmed', 'overflow']) fates.labels(outcome);
+  return {
+    eventProduced(type: string) {
+      produced.labels(type).inc();
+    },
+    eventWriteFailed() {
+      failures.inc();
+    },
+    webhookRequest(outcome: WebhookOutcome) {
+      requests.labels(outcome).inc();
+    },
+    webhookEvents(fate: EventFate, count: number) {
+      if (count > 0) fates.labels(fate).inc(count);
+    },
+    webhookBacklog(events: number, ageSeconds: number) {
+      backlog.set(events);
+      age.set(ageSeconds);
+    },
+    webhookLag(seconds: number) {
+      lag.observe(seconds);
+    },
+  };
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
@@ -402,6 +441,7 @@ export function createMetrics() {
     ...presenceMetrics(registers),
     ...accessMetrics(registers),
     ...backendMetrics(registers),
+    ...eventMetrics(registers),
   };
 }
 

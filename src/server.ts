@@ -24,13 +24,15 @@ import { addDemoRoutes, type DevMode } from './demo.js';
 import { createRoomAuthorizer } from './room-auth.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
 import { createAddressCounts, createFailureLimiter, createLocalSeats, type ConnectionSeats, type LocalSeats } from './limits.js';
+import { createMemoryLifecycle, createMemoryLog, NO_LIFECYCLE, type EventLog, type EventType, type Lifecycle } from './lifecycle.js';
 import type { Logger } from './log.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createMetrics, type EventFate, type Metrics } from './metrics.js';
 import { createClientAddress } from './proxies.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
 import { writesTogether } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
+import { createRedisEventLog, createRedisLifecycle, streamKey } from './redis/lifecycle.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
 import { connectionCounter, createRedisSeats } from './redis/registry.js';
@@ -44,6 +46,7 @@ import { closeWith, type GrantItem, type SessionSocket } from './session.js';
 import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
 import { createStreams, type Streams } from './streams.js';
+import { startWebhooks, type Webhooks } from './webhooks.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
 export interface EdgeNode {
@@ -128,6 +131,38 @@ function connectionSeats(config: Config, local: LocalSeats, redis: RedisClients 
   });
 }
 
+/** Lifecycle events on Redis when the node has Redis (the stream beside their state), else in memory; and their webhook. */
+function lifecycleOf(config: Config, redis: RedisClients | undefined, sessions: SessionIndex, metrics: Metrics, log: Logger): { lifecycle: Lifecycle; webhooks: Webhooks | undefined } {
+  const { events } = config;
+  const produced = (type: EventType): void => metrics.eventProduced(type);
+  const dropped = (fate: EventFate, count: number): void => metrics.webhookEvents(fate, count);
+  const webhooksOf = (log_: EventLog): Webhooks | undefined => (events.webhook === undefined ? undefined : startWebhooks(events.webhook, log_, metrics, log));
+  if (redis === undefined) {
+    const memory = createMemoryLog(events.maxlen, dropped);
+    return { lifecycle: createMemoryLifecycle({ types: events.types, graceMs: events.graceMs, produced }, memory), webhooks: webhooksOf(memory) };
+  }
+  const stream = streamKey(config.redis!.prefix);
+  const lifecycle = createRedisLifecycle({
+    redis: redis.command,
+    stream,
+    nodeId: config.nodeId,
+    types: events.types,
+    graceMs: events.graceMs,
+    ttlMs: config.redis!.seatTtl * 1000,
+    maxlen: events.maxlen,
+    produced,
+    failed: () => metrics.eventWriteFailed(),
+    connections: function* () {
+      for (const ws of sessions.all()) {
+        const { userId, connectionId } = ws.getUserData();
+        yield [userId, connectionId];
+      }
+    },
+    log,
+  });
+  return { lifecycle, webhooks: webhooksOf(createRedisEventLog(redis.command, stream, config.nodeId, dropped)) };
+}
+
 /** Presence in Redis when the node has Redis (every topology: the keys sit in the room channel's slot), else in memory. */
 function presenceStore(config: Config, redis: RedisClients | undefined): PresenceStore {
   if (redis === undefined) return createMemoryPresence();
@@ -164,6 +199,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
   const presence = createPresenceTracker({ config: config.presence, store: presenceStore(config, redis), broker, metrics, log });
   metrics.presenceEntriesFrom(presence.entries);
   const seats = connectionSeats(config, localSeats, redis, sessions, log);
+  const { lifecycle, webhooks } = config.events.types.size === 0 ? { lifecycle: NO_LIFECYCLE, webhooks: undefined } : lifecycleOf(config, redis, sessions, metrics, log);
   const publish = createRoomPublish({
     sequenced: (room) => isSequenced({ config }, room),
     broadcast: (room, envelope, except) => broker.publish(room, envelope, except),
@@ -178,9 +214,9 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
 
   const roomAuth = config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log);
   const grants = createExpiryScheduler<GrantItem>((item) => membership.grantExpired(item));
-  const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants });
+  const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants, lifecycle });
   const backend = config.backend;
-  const caller = (kind: 'publish' | 'rpc' | 'signal', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
+  const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
   const keys = redis === undefined || redisBroker === undefined ? createMemorySendKeys((room, envelope) => broker.publish(room, envelope)) : createRedisSendKeys(redis.command, redisBroker);
   const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
   const ctx: ConnectionContext = {
@@ -208,7 +244,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     publish,
     sends,
     rpc: caller('rpc', backend?.rpcUrl),
-    backendSignals: backend !== undefined && backend.signals.size > 0 ? caller('signal', backend.rpcUrl) : undefined,
+    lifecycle,
   };
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);
@@ -244,6 +280,8 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
       expiry.stop();
       grants.stop();
       seats.stop();
+      lifecycle.stop();
+      await webhooks?.stop();
       presence.stop();
       await broker.close();
     },

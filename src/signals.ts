@@ -2,7 +2,6 @@
  * `signal`: an ephemeral event to the room's other members (typing, read): not echoed, not
  * sequenced, not stored, not recovered; names from WS_SIGNALS, rate limited per connection.
  */
-import type { BackendCaller } from './backend.js';
 import { messageError } from './errors.js';
 import type { Handler, HandlerContext } from './handler-context.js';
 import { newBucket, takeToken } from './limits.js';
@@ -34,11 +33,6 @@ export const signal: Handler<'signal'> = (ctx, ws, session, { room, name, data, 
   ctx.delivery.publishExcept(ws, room, payload);
   ctx.broker.relay(room, payload);
   ctx.metrics.signal('delivered');
-  if (ctx.backendSignals !== undefined && ctx.config.backend!.signals.has(name)) toBackend(ctx.backendSignals, session, name, room, data);
+  if (ctx.config.events.signals.has(name)) ctx.lifecycle.signal({ name, room, user_id: session.userId, username: session.username, connection_id: session.connectionId, data });
 };
 
-/** A signal the backend records too (WS_SIGNALS_TO_BACKEND, e.g. `read`): one call to WS_RPC_URL, never awaited; failures are counted by backend.ts. */
-function toBackend(caller: BackendCaller, session: Session, name: string, room: string, data: unknown): void {
-  const body = { user_id: session.userId, username: session.username, connection_id: session.connectionId, method: `signal.${name}`, data: { room, data } };
-  caller.call(body).catch(() => {});
-}

@@ -18,7 +18,11 @@ export type ScriptName =
   | 'presence-add'
   | 'presence-remove'
   | 'presence-refresh'
-  | 'presence-read';
+  | 'presence-read'
+  | 'lifecycle-appear'
+  | 'lifecycle-disappear'
+  | 'lifecycle-sweep'
+  | 'lease';
 
 const PRELUDES: Partial<Record<ScriptName, string>> = {
   'append-history': 'stream-epoch',
@@ -27,6 +31,9 @@ const PRELUDES: Partial<Record<ScriptName, string>> = {
   'presence-remove': 'presence-sweep',
   'presence-refresh': 'presence-sweep',
   'presence-read': 'presence-sweep',
+  'lifecycle-appear': 'lifecycle-head',
+  'lifecycle-disappear': 'lifecycle-head',
+  'lifecycle-sweep': 'lifecycle-head',
 };
 
 const sources = new Map<ScriptName, string>();

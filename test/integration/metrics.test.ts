@@ -38,8 +38,8 @@ const VOCABULARY: Record<string, string[]> = {
   source: ['client', 'server', 'membership', 'personal', 'open', 'claim', 'grant', 'callback'],
   result: ['allow', 'deny', 'error', 'hit', 'miss'],
   kind: ['limit', 'ceiling'],
-  // Bucket bounds of wsedge_cross_node_latency_seconds.
-  le: ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '+Inf'],
+  // Bucket bounds of wsedge_cross_node_latency_seconds and wsedge_webhook_lag_seconds.
+  le: ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2', '2.5', '5', '10', '30', '60', '300', '+Inf'],
 };
 
 describe('metrics after known traffic', () => {

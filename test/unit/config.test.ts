@@ -46,6 +46,7 @@ describe('loadConfig defaults', () => {
       heartbeatInterval: 30,
       history: { patterns: [], rooms: NO_ROOMS, size: 100, ttl: 300, recoverMax: 300 },
       presence: { patterns: [], rooms: NO_ROOMS, ttl: 30, refresh: 10, grace: 10, eventsMaxUsers: 100 },
+      events: { types: new Set(), signals: new Set(), graceMs: 5000, maxlen: 100_000, webhook: undefined },
       signals: { names: new Set(['typing', 'typing_stop', 'read']), rate: 10 },
       messageMaxSize: 1_048_576,
       httpMaxHeadersSize: 16_384,
@@ -411,5 +412,27 @@ describe('the room authorization callback', () => {
     expect(() => loadConfig({ WS_ROOM_ACCESS: 'callback', WS_ROOM_AUTH_URL: 'http://api/auth', WS_ROOM_AUTH_KEY: 'short' })).toThrow('WS_ROOM_AUTH_KEY: WS_ROOM_ACCESS=callback needs a key of at least 16 characters');
     expect(() => loadConfig({ WS_ROOM_AUTH_URL: 'http://api/auth' })).toThrow('WS_ROOM_AUTH_URL: needs WS_ROOM_ACCESS=callback');
     expect(loadConfig({}).roomAuth).toBeUndefined();
+  });
+});
+
+describe('lifecycle events and webhooks', () => {
+  it('turns every lifecycle type on with a webhook, and signal with WS_SIGNALS_TO_BACKEND', () => {
+    const config = loadConfig({ WS_WEBHOOK_URL: 'https://backend.example/hooks', WS_WEBHOOK_SECRET: SECRET_32, WS_SIGNALS_TO_BACKEND: 'read' });
+    expect([...config.events.types]).toEqual(['user.online', 'user.offline', 'room.occupied', 'room.vacated', 'signal']);
+    expect(config.events.webhook).toEqual({ url: 'https://backend.example/hooks', secret: SECRET_32, batch: 100, timeoutMs: 5000, retryForMs: 600_000 });
+    expect(loadConfig({}).events.types.size).toBe(0);
+    expect([...loadConfig({ WS_EVENTS: 'user.offline', REDIS_URL: 'redis://127.0.0.1:6379' }).events.types]).toEqual(['user.offline']);
+  });
+
+  it.each([
+    [{ WS_WEBHOOK_URL: 'ftp://x', WS_WEBHOOK_SECRET: SECRET_32 }, 'WS_WEBHOOK_URL: must be an http:// or https:// URL'],
+    [{ WS_WEBHOOK_URL: 'http://127.0.0.1:1/hook' }, 'WS_WEBHOOK_SECRET: WS_WEBHOOK_URL needs a signing secret of at least 32 bytes'],
+    [{ WS_WEBHOOK_URL: 'http://127.0.0.1:1/hook', WS_WEBHOOK_SECRET: SECRET_32, NODE_ENV: 'production', JWT_SECRET: SECRET_32 }, 'WS_WEBHOOK_URL: must be https:// in production (events name users)'],
+    [{ WS_WEBHOOK_URL: 'http://127.0.0.1:1/hook', WS_WEBHOOK_SECRET: SECRET_32, WS_EVENTS: 'none' }, 'WS_WEBHOOK_URL: WS_EVENTS=none leaves nothing to deliver'],
+    [{ WS_EVENTS: 'user.online,user.gone' }, 'WS_EVENTS: one of user.online, user.offline, room.occupied, room.vacated, all or none, comma-separated: user.gone'],
+    [{ WS_SIGNALS_TO_BACKEND: 'Read' }, 'WS_SIGNALS_TO_BACKEND: names are [a-z][a-z0-9_]{0,31}, comma-separated: Read'],
+    [{ WS_SIGNALS_TO_BACKEND: 'read' }, "WS_EVENTS: without Redis the events stay in this node's memory, where only WS_WEBHOOK_URL can take them: set it (or REDIS_URL)"],
+  ])('refuses %j with one line', (env, line) => {
+    expect(problemsOf(env)).toContain(line);
   });
 });
