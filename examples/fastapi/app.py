@@ -8,6 +8,7 @@ how to run it next to a node):
     POST   /api/ws-grant                        a room grant for one room the user may join (mint_grant)
     GET    /api/rooms/{room}/messages           a chat room's stored messages (the reload after a reset)
     GET    /api/rooms/{room}/reads              its read receipts
+    GET    /api/users/{id}/presence             online or offline, and last_seen (from the webhook events)
     POST   /api/projects/{id}/tasks             create a task, then publish task.created (wsedge.Publisher)
     GET    /api/projects/{id}/tasks             the tasks, with the room position read before loading them
     DELETE /api/projects/{id}/members/{user}    remove a member, then take the rooms away on every node
@@ -15,7 +16,9 @@ how to run it next to a node):
   for the nodes (each checks its bearer key with hmac.compare_digest)
     POST   /internal/ws/authorize               WS_ROOM_AUTH_URL: may this user join this room?
     POST   /internal/ws/publish                 WS_PUBLISH_PROXY_URL: store a chat message, or refuse it
-    POST   /internal/ws/rpc                     WS_RPC_URL: messages.history, messages.mark_read, signal.read
+    POST   /internal/ws/rpc                     WS_RPC_URL: messages.history, messages.mark_read
+  for the node delivering events (signed: wsedge.webhooks.verify with WS_WEBHOOK_SECRET)
+    POST   /internal/ws/events                  WS_WEBHOOK_URL: read signals and user.online/offline, each id once
 
 Settings come from the environment (see `Settings`); `python3 app.py` prints `listening <port>` once
 it accepts connections (APP_PORT=0 picks a free port). Debian: apt-get install python3-fastapi
@@ -47,11 +50,12 @@ if (_SDK / "wsedge").is_dir() and str(_SDK) not in sys.path:
     sys.path.insert(0, str(_SDK))
 
 import uvicorn  # noqa: E402
-from fastapi import Depends, FastAPI, Header, HTTPException  # noqa: E402
+from fastapi import Depends, FastAPI, Header, HTTPException, Request  # noqa: E402
+from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from wsedge import Publisher, WsEdgeError, mint_grant, mint_token  # noqa: E402
+from wsedge import Publisher, WsEdgeError, mint_grant, mint_token, webhooks  # noqa: E402
 
 log = logging.getLogger("wsedge-example")
 
@@ -81,9 +85,13 @@ class Settings:
     """Read once at start; a missing secret stops the process with one line naming it."""
 
     def __init__(self) -> None:
-        missing = [n for n in ("PUBLISH_API_KEY", "JWT_SECRET", "WS_BACKEND_KEY", "WS_ROOM_AUTH_KEY") if _env(n) is None]
+        missing = [n for n in ("PUBLISH_API_KEY", "JWT_SECRET", "WS_BACKEND_KEY", "WS_ROOM_AUTH_KEY", "WS_WEBHOOK_SECRET") if _env(n) is None]
         if missing:
             raise SystemExit(f"wsedge-example: set {', '.join(missing)} (the same values as the ws-edge nodes')")
+        # The nodes' WS_WEBHOOK_SECRET: the HMAC key of the events they POST to /internal/ws/events.
+        self.webhook_secret = _env("WS_WEBHOOK_SECRET")
+        if len(self.webhook_secret.encode("utf-8")) < 32:
+            raise SystemExit("wsedge-example: WS_WEBHOOK_SECRET must be at least 32 bytes, as the nodes require")
         # Any node's internal port: the server API (PUBLISH_API_KEY) the Publisher talks to.
         self.edge_internal_url = _env("WS_EDGE_INTERNAL_URL", "http://127.0.0.1:9090")
         # Where browsers connect (handed out with the token; the load balancer in production).
@@ -137,7 +145,21 @@ CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, message_id);
 CREATE TABLE IF NOT EXISTS reads (
   user_id TEXT NOT NULL, room TEXT NOT NULL, message_id INTEGER NOT NULL, read_at REAL NOT NULL,
   PRIMARY KEY (user_id, room));
+-- The webhook events applied, by id: delivery is at least once (a batch whose answer the node never
+-- read comes again), so an id already here is skipped. Written in the same transaction as what the
+-- event changes, so an event is applied exactly once. Kept EVENT_IDS_KEPT_S seconds.
+CREATE TABLE IF NOT EXISTS webhook_events (id TEXT PRIMARY KEY, type TEXT NOT NULL, received_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS webhook_events_by_age ON webhook_events (received_at);
+-- Each user's status from user.online / user.offline. `version` grows with every event of the
+-- user: one below the stored version is older news and is dropped. Times are Unix milliseconds.
+CREATE TABLE IF NOT EXISTS presence (
+  user_id TEXT PRIMARY KEY, status TEXT NOT NULL, version INTEGER NOT NULL,
+  online_since INTEGER, last_seen INTEGER);
 """
+
+# A node retries an event for at most WS_WEBHOOK_RETRY_FOR seconds (600 by default, a day at most)
+# after it was appended, so no repeat of an id can come later than this.
+EVENT_IDS_KEPT_S = 86_400
 
 SEED_USERS = [("alice", "Alice Archer"), ("bob", "Bob Baker"), ("carol", "Carol Clark"), ("mallory", "Mallory Moss")]
 SEED_PROJECTS = [(1, "Website", "alice", ["alice", "bob", "carol"]), (2, "Payroll", "alice", ["alice"])]
@@ -151,7 +173,8 @@ class Store:
     def __init__(self, path: str, seed: bool) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.lock = threading.Lock()
+        # Reentrant: apply_events holds it for its transaction and asks may_access inside.
+        self.lock = threading.RLock()
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -227,20 +250,83 @@ class Store:
     def mark_read(self, user_id: str, room: str, message_id: int) -> Optional[int]:
         """Moves the user's read mark in the room forward (never back); None: no such message there."""
         with self.lock:
-            if self.db.execute("SELECT 1 FROM messages WHERE message_id = ? AND room = ?", (message_id, room)).fetchone() is None:
-                return None
-            self.db.execute(
-                "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (user_id, room) DO UPDATE SET"
-                " message_id = MAX(message_id, excluded.message_id), read_at = excluded.read_at",
-                (user_id, room, message_id, time.time()),
-            )
+            last = self._mark_read(user_id, room, message_id)
             self.db.commit()
-            return int(self.db.execute("SELECT message_id FROM reads WHERE user_id = ? AND room = ?", (user_id, room)).fetchone()[0])
+            return last
+
+    def _mark_read(self, user_id: str, room: str, message_id: int) -> Optional[int]:
+        # The lock held; the caller commits.
+        if self.db.execute("SELECT 1 FROM messages WHERE message_id = ? AND room = ?", (message_id, room)).fetchone() is None:
+            return None
+        self.db.execute(
+            "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (user_id, room) DO UPDATE SET"
+            " message_id = MAX(message_id, excluded.message_id), read_at = excluded.read_at",
+            (user_id, room, message_id, time.time()),
+        )
+        return int(self.db.execute("SELECT message_id FROM reads WHERE user_id = ? AND room = ?", (user_id, room)).fetchone()[0])
 
     def reads(self, room: str) -> List[Dict[str, Any]]:
         with self.lock:
             rows = self.db.execute("SELECT user_id, message_id, read_at FROM reads WHERE room = ? ORDER BY user_id", (room,)).fetchall()
         return [dict(r) for r in rows]
+
+    def apply_events(self, events: List[Any]) -> Dict[str, int]:
+        """Applies a webhook batch in one transaction together with the ids it records, committed
+        before the node gets its 2xx: a crash before the commit leaves nothing, and the node sends
+        the batch again; a repeat after it finds the ids and changes nothing. Counts: `applied`
+        (changed something), `ignored` (recorded, nothing to change: a room event, an older
+        version, a read of a message not in that room), `duplicates` (ids seen before)."""
+        counts = {"applied": 0, "ignored": 0, "duplicates": 0}
+        now = time.time()
+        with self.lock:
+            try:
+                for event in events:
+                    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+                        counts["ignored"] += 1  # not an event a node sends; no id to record
+                        continue
+                    recorded = self.db.execute("INSERT OR IGNORE INTO webhook_events VALUES (?, ?, ?)", (event["id"], event["type"], now))
+                    if recorded.rowcount == 0:
+                        counts["duplicates"] += 1
+                        continue
+                    counts["applied" if self._apply(event) else "ignored"] += 1
+                self.db.execute("DELETE FROM webhook_events WHERE received_at < ?", (now - EVENT_IDS_KEPT_S,))
+                self.db.commit()
+            except BaseException:
+                self.db.rollback()
+                raise
+        return counts
+
+    def _apply(self, event: Dict[str, Any]) -> bool:
+        """One new event, the lock held; True when it changed something."""
+        kind = event["type"]
+        user_id = event.get("user_id")
+        if not isinstance(user_id, str):
+            return False  # room.occupied / room.vacated: this app keeps no room state
+        if kind == "signal" and event.get("name") == "read":
+            # A client's `read` signal (WS_SIGNALS_TO_BACKEND=read); members got it live already.
+            room, data = event.get("room"), event.get("data")
+            message_id = data.get("message_id") if isinstance(data, dict) else None
+            if not isinstance(room, str) or not room.startswith("channel:") or not self.may_access(user_id, room):
+                return False
+            if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 1:
+                return False
+            return self._mark_read(user_id, room, message_id) is not None
+        if kind in ("user.online", "user.offline"):
+            version = event.get("version")
+            if isinstance(version, bool) or not isinstance(version, int):
+                return False
+            online = kind == "user.online"
+            changed = self.db.execute(
+                "INSERT INTO presence VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET status = excluded.status,"
+                " version = excluded.version, online_since = excluded.online_since, last_seen = COALESCE(excluded.last_seen, presence.last_seen)"
+                " WHERE excluded.version >= presence.version",
+                (user_id, "online" if online else "offline", version, event.get("time") if online else None, None if online else event.get("last_seen")),
+            )
+            return changed.rowcount > 0
+        return False  # other signals, and types a newer node may add
+
+    def presence(self, user_id: str) -> Optional[sqlite3.Row]:
+        return self._one("SELECT * FROM presence WHERE user_id = ?", (user_id,))
 
     def add_task(self, project_id: int, title: str, user_id: str) -> Dict[str, Any]:
         """Inserts and commits: when this returns, the task exists whatever happens next."""
@@ -380,6 +466,19 @@ def room_reads(room: str, user: User = Depends(current_user)) -> Dict[str, Any]:
     if not store.may_access(user.id, _room_or_400(room)):
         raise HTTPException(status_code=403, detail=f"{user.id} may not read {room}")
     return {"room": room, "reads": store.reads(room)}
+
+
+@app.get("/api/users/{user_id}/presence")
+def user_presence(user_id: str, user: User = Depends(current_user)) -> Dict[str, Any]:
+    """Online or offline as the nodes' webhook events said: online since `online_since`, or last
+    connected at `last_seen` (Unix ms; null until an event said). A user is offline only once their
+    last connection has been gone for the nodes' WS_EVENTS_GRACE, so a reload never flickers."""
+    if store.user(user_id) is None:
+        raise HTTPException(status_code=404, detail=f"no user {user_id}")
+    row = store.presence(user_id)
+    if row is None:  # no event yet: never connected since the events began
+        return {"user_id": user_id, "status": "offline", "online_since": None, "last_seen": None, "version": None}
+    return {"user_id": user_id, "status": row["status"], "online_since": row["online_since"], "last_seen": row["last_seen"], "version": row["version"]}
 
 
 class NewTask(BaseModel):
@@ -593,19 +692,9 @@ def rpc_mark_read(call: RpcCall) -> Dict[str, Any]:
     return _store_read(call, _chat_room(call, data), data.get("message_id"))
 
 
-def rpc_signal_read(call: RpcCall) -> None:
-    """signal.read (nodes with WS_SIGNALS_TO_BACKEND=read): the node forwards a client's `read`
-    signal as {room, data} while members get it live. Fire and forget: the node ignores the answer."""
-    data = call.data if isinstance(call.data, dict) else {}
-    signal = data.get("data") if isinstance(data.get("data"), dict) else {}
-    _store_read(call, _chat_room(call, data), signal.get("message_id"))
-    return None
-
-
 RPC_METHODS: Dict[str, Callable[[RpcCall], Any]] = {
     "messages.history": rpc_history,
     "messages.mark_read": rpc_mark_read,
-    "signal.read": rpc_signal_read,
 }
 
 
@@ -620,6 +709,23 @@ def rpc(call: RpcCall) -> JSONResponse:
         return answer({"data": method(call)})
     except Refusal as err:
         return answer({"error": {"code": err.code, "message": err.message[:256]}})
+
+
+@app.post("/internal/ws/events")
+async def webhook_events(request: Request) -> JSONResponse:
+    """WS_WEBHOOK_URL: `{"events": [...]}` from the node holding the event log, in its order. The
+    signature is checked against the raw bytes before anything is parsed (a body parsed and encoded
+    again is not the body that was signed). Answer 2xx only once the events are committed: anything
+    else makes the node send the batch again (backoff 1 s doubling to 30 s, for WS_WEBHOOK_RETRY_FOR)."""
+    body = await request.body()
+    try:
+        batch = webhooks.verify(settings.webhook_secret, body, request.headers.get("x-wsedge-timestamp"), request.headers.get("x-wsedge-signature"))
+    except webhooks.WebhookError as err:
+        # bad_signature / stale_timestamp: not from a node (or replayed); bad_body: a node would never send it.
+        log.warning("webhook request refused: %s", err.code)
+        return JSONResponse({"error": err.code}, status_code=400 if err.code == "bad_body" else 401)
+    counts = await run_in_threadpool(store.apply_events, batch["events"])
+    return JSONResponse({"received": len(batch["events"]), **counts})
 
 
 # -- running -------------------------------------------------------------------------------------

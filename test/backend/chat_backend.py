@@ -1,12 +1,21 @@
-"""A product backend for the tests: answers ws-edge's publish proxy and RPC, storing chat in SQLite.
+"""A product backend for the tests: answers ws-edge's publish proxy and RPC, storing chat in SQLite,
+and receives its webhook events.
 
-Standard library only. `python3 chat_backend.py <sqlite file> <bearer key>` listens on a free
-port of 127.0.0.1 and prints `listening <port>` once it accepts calls. Behaviour by message text:
-`deny` is refused (code `spam`), `boom` answers 500, `garbage` answers a body that is not JSON,
-`slow:<ms>` waits that long first. Everything else is stored (the idempotency key unique per user)
-and allowed with the stored row's `message_id` and `stored_at`. RPC `signal.read` (a forwarded
-`read` signal) is stored as a read receipt. GET /stats answers the row and read counts.
+Standard library only. `python3 chat_backend.py <sqlite file> <bearer key> [<webhook secret>]`
+listens on a free port of 127.0.0.1 and prints `listening <port>` once it accepts calls. Behaviour
+by message text: `deny` is refused (code `spam`), `boom` answers 500, `garbage` answers a body that
+is not JSON, `slow:<ms>` waits that long first. Everything else is stored (the idempotency key
+unique per user) and allowed with the stored row's `message_id` and `stored_at`.
+
+POST /events is the webhook (WS_WEBHOOK_URL): the signature is checked over the raw body before
+anything is parsed (401 when it does not match, its timestamp is more than 300 s off, or no webhook
+secret was given), each event is applied once by its id (delivery is at least once), a `signal`
+named `read` is stored as a read receipt, and user.online / user.offline / room.occupied /
+room.vacated set their user's or room's last state unless their `version` is below the one
+applied. GET /stats answers the counts.
 """
+import hashlib
+import hmac
 import json
 import sqlite3
 import sys
@@ -15,6 +24,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DB_PATH, KEY = sys.argv[1], sys.argv[2]
+WEBHOOK_SECRET = sys.argv[3].encode() if len(sys.argv) > 3 else None
+# Seconds a webhook signature stays acceptable either side of this clock (a replayed request).
+TOLERANCE = 300
 lock = threading.Lock()
 db = sqlite3.connect(DB_PATH, check_same_thread=False)
 db.execute(
@@ -22,9 +34,15 @@ db.execute(
     " idempotency_key TEXT, stored_at REAL, UNIQUE (user_id, room, idempotency_key))"
 )
 db.execute("CREATE TABLE IF NOT EXISTS reads (user_id TEXT, room TEXT, message_id INTEGER)")
+# The ids of the webhook events applied: a repeat (a batch whose 2xx the node never read) is skipped.
+db.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, type TEXT, name TEXT)")
+# The last lifecycle event applied per user (`user:<id>`) or room (`room:<name>`), ordered by version.
+db.execute("CREATE TABLE IF NOT EXISTS lifecycle (subject TEXT PRIMARY KEY, type TEXT, version INTEGER, last_seen INTEGER)")
 db.commit()
 in_flight = 0
 max_in_flight = 0
+duplicate_events = 0
+refused_webhooks = 0
 
 
 def store(body):
@@ -51,11 +69,6 @@ def rpc(body):
         with lock:
             (count,) = db.execute("SELECT COUNT(*) FROM messages WHERE room = ?", (data.get("room"),)).fetchone()
         return {"data": {"count": count}}
-    if method == "signal.read":  # WS_SIGNALS_TO_BACKEND=read: {room, data} of the signal
-        with lock:
-            db.execute("INSERT INTO reads VALUES (?, ?, ?)", (body["user_id"], data.get("room"), (data.get("data") or {}).get("message_id")))
-            db.commit()
-        return {"data": None}
     if method == "messages.mark_read":
         with lock:
             db.execute("INSERT INTO reads VALUES (?, ?, ?)", (body["user_id"], data.get("room"), data.get("message_id")))
@@ -65,6 +78,45 @@ def rpc(body):
         time.sleep(float(data.get("ms", 1000)) / 1000)
         return {"data": None}
     return {"error": {"code": "unknown_method", "message": f"no method {method}"}}
+
+
+def signed(headers, raw):
+    """Whether the request carries a `v1=` HMAC-SHA256 of "<timestamp>.<raw body>" made with the
+    secret, and a timestamp within TOLERANCE seconds; compared in constant time."""
+    timestamp = headers.get("x-wsedge-timestamp") or ""
+    if WEBHOOK_SECRET is None or not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > TOLERANCE:
+        return False
+    expected = ("v1=" + hmac.new(WEBHOOK_SECRET, timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()).encode()
+    given = [part.strip().encode() for part in (headers.get("x-wsedge-signature") or "").split(",")]
+    return any([hmac.compare_digest(expected, g) for g in given])  # a list: every value compared
+
+
+def apply_events(events):
+    """One transaction: the ids and what they change commit together, so a batch sent again after
+    a failure is applied exactly once."""
+    global duplicate_events
+    with lock:
+        repeated = 0
+        try:
+            for event in events:
+                name = event.get("name") if event["type"] == "signal" else None
+                if db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?)", (event["id"], event["type"], name)).rowcount == 0:
+                    repeated += 1
+                    continue
+                if name == "read":
+                    db.execute("INSERT INTO reads VALUES (?, ?, ?)", (event["user_id"], event["room"], (event.get("data") or {}).get("message_id")))
+                elif event["type"].startswith(("user.", "room.")):
+                    subject = f"user:{event['user_id']}" if event["type"].startswith("user.") else f"room:{event['room']}"
+                    db.execute(
+                        "INSERT INTO lifecycle VALUES (?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET"
+                        " type = excluded.type, version = excluded.version, last_seen = excluded.last_seen WHERE excluded.version >= lifecycle.version",
+                        (subject, event["type"], event["version"], event.get("last_seen")),
+                    )
+        except Exception:
+            db.rollback()
+            raise
+        db.commit()
+        duplicate_events += repeated
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -85,11 +137,34 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             (count,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
             (reads,) = db.execute("SELECT COUNT(*) FROM reads").fetchone()
-        self.reply(200, {"rows": count, "reads": reads, "max_in_flight": max_in_flight})
+            types = dict(db.execute("SELECT COALESCE(type || '.' || name, type), COUNT(*) FROM events GROUP BY 1").fetchall())
+            lifecycle = {r[0]: {"type": r[1], "version": r[2], "last_seen": r[3]} for r in db.execute("SELECT * FROM lifecycle")}
+        self.reply(200, {
+            "rows": count,
+            "reads": reads,
+            "max_in_flight": max_in_flight,
+            "events": sum(types.values()),
+            "event_types": types,
+            "duplicate_events": duplicate_events,
+            "refused_webhooks": refused_webhooks,
+            "lifecycle": lifecycle,
+        })
 
     def do_POST(self):
-        global in_flight, max_in_flight
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        global in_flight, max_in_flight, refused_webhooks
+        raw = self.rfile.read(int(self.headers["content-length"]))
+        if self.path == "/events":
+            # Checked against the bytes as they arrived, before parsing; no bearer key (the node sends none).
+            if not signed(self.headers, raw):
+                with lock:
+                    refused_webhooks += 1
+                return self.reply(401, {"error": "bad signature"})
+            try:
+                apply_events(json.loads(raw)["events"])
+            except (ValueError, KeyError, TypeError, AttributeError) as err:  # signed, but not the events it should be
+                return self.reply(400, {"error": repr(err)})
+            return self.reply(200, {})
+        body = json.loads(raw)
         if self.headers.get("authorization") != f"Bearer {KEY}":
             return self.reply(401, {"error": "bad key"})
         with lock:

@@ -158,17 +158,45 @@ describe('rpc over the socket', () => {
 });
 
 describe('signals the backend should hear (WS_SIGNALS_TO_BACKEND)', () => {
-  it('a read signal reaches the other members live and is recorded by the backend; typing is not sent to it', async () => {
+  it('a read signal reaches the other members live and the backend as a signed webhook event, stored once; typing is not sent; a close follows as user.offline', async () => {
     const backend = await startChatBackend();
-    const node = await startTestNode(backendEnv(backend, { WS_SIGNALS_TO_BACKEND: 'read' }));
+    const node = await startTestNode(backendEnv(backend, { WS_SIGNALS_TO_BACKEND: 'read', WS_EVENTS_GRACE: '1', ...backend.webhookEnv }));
     const [alice, bob] = await Promise.all([member(node, 'alice', ['channel:1']), member(node, 'bob', ['channel:1'])]);
     alice.send({ type: 'signal', room: 'channel:1', name: 'typing' });
     alice.send({ type: 'signal', room: 'channel:1', name: 'read', data: { message_id: 7 } });
     expect(await bob.next((e) => e.type === 'signal.read')).toMatchObject({ room: 'channel:1', user_id: 'alice', data: { message_id: 7 } });
-    await waitFor('the read receipt stored', async () => (await backend.stats()).reads === 1, 10_000);
-    // The backend stored it before its answer reached the node: the call is counted when the answer is read.
-    await waitFor('the call counted', async () => (await node.metric('wsedge_backend_calls_total', { kind: 'signal', outcome: 'ok' })) === 1, 10_000);
-    expect((await backend.stats()).reads).toBe(1);
+    // Alice's user.offline is appended a grace window after her signals: once it is applied, a typing event would be too.
+    const closedAt = Date.now();
+    alice.close();
+    const stats = await waitFor('alice’s user.offline applied', async () => {
+      const s = await backend.stats();
+      return s.lifecycle['user:alice']?.type === 'user.offline' ? s : false;
+    }, 10_000);
+    expect(stats.event_types).toEqual({ 'user.online': 2, 'room.occupied': 1, 'signal.read': 1, 'user.offline': 1 });
+    expect({ reads: stats.reads, duplicates: stats.duplicate_events, refused: stats.refused_webhooks }).toEqual({ reads: 1, duplicates: 0, refused: 0 });
+    expect(stats.lifecycle['user:alice']!.last_seen).toBeGreaterThanOrEqual(closedAt);
+    expect(stats.lifecycle['user:bob']!.type).toBe('user.online');
+    // Counted once acknowledged, after the node has read the backend's 2xx.
+    const delivered = await waitFor('the delivered events counted', async () => {
+      const n = await node.metric('wsedge_webhook_events_total', { outcome: 'delivered' });
+      return n === stats.events ? n : false;
+    }, 10_000);
+    expect(await node.metric('wsedge_events_total', { type: 'signal' })).toBe(1);
+    console.log(JSON.stringify({ scenario: 'signals-webhook', appended_signals: 1, delivered, applied: stats.event_types, reads: stats.reads, duplicates: stats.duplicate_events }));
+  });
+
+  it('the backend’s webhook applies an event id once, drops an older version, and refuses a forged or stale request with 401', async () => {
+    const backend = await startChatBackend();
+    const read = { id: '1765121000123-0', type: 'signal', time: 1765121000123, name: 'read', room: 'channel:1', user_id: 'carol', username: 'carol', connection_id: 'c1', data: { message_id: 3 } };
+    const offline = { id: '1765121000200-0', type: 'user.offline', time: 1765121000200, user_id: 'carol', version: 20, last_seen: 1765121000100 };
+    const staleOnline = { id: '1765121000300-0', type: 'user.online', time: 1765121000300, user_id: 'carol', version: 10 };
+    expect(await backend.postEvents([read, offline])).toBe(200);
+    expect(await backend.postEvents([read, offline, staleOnline])).toBe(200);
+    expect(await backend.postEvents([{ ...read, id: '1765121000400-0' }], { secret: 'not-the-secret-of-this-backend-0123456789' })).toBe(401);
+    expect(await backend.postEvents([{ ...read, id: '1765121000500-0' }], { timestamp: Math.floor(Date.now() / 1000) - 301 })).toBe(401);
+    const stats = await backend.stats();
+    expect({ reads: stats.reads, events: stats.events, duplicates: stats.duplicate_events, refused: stats.refused_webhooks }).toEqual({ reads: 1, events: 3, duplicates: 2, refused: 2 });
+    expect(stats.lifecycle['user:carol']).toEqual({ type: 'user.offline', version: 20, last_seen: 1765121000100 });
   });
 });
 

@@ -2,16 +2,20 @@
  * examples/fastapi (the FastAPI reference backend the docs point product teams to) run for real:
  * the app under Debian's /usr/bin/python3 (python3-fastapi, python3-uvicorn; the suite fails, never
  * skips, without them) on a fresh SQLite file, two `ws-edge serve` processes on one redis-server
- * calling it (publish proxy, RPC, the authorization callback, read signals), and clients of the
- * official ws-edge/client whose token provider is the app's token endpoint. Counted: chat messages
- * sent through the sockets are stored once each and reach both members once each with their
- * message_id; a resent message is stored and delivered once; a denied one neither; messages.history
- * pages back what SQLite holds; read receipts are stored; tasks created through REST reach the
- * project's members once each; the callback and grants let members in and keep others out, and
- * removing a member takes the rooms away on every node. The counts are printed as one JSON line.
+ * calling it (publish proxy, RPC, the authorization callback) and delivering their events to its
+ * signed webhook (read signals, user.online / user.offline), and clients of the official
+ * ws-edge/client whose token provider is the app's token endpoint. Counted: chat messages sent
+ * through the sockets are stored once each and reach both members once each with their message_id;
+ * a resent message is stored and delivered once; a denied one neither; messages.history pages back
+ * what SQLite holds; read receipts are stored, a read signal's through the webhook; a user who
+ * closes is recorded offline with the time they were last seen, every delivered event applied once;
+ * tasks created through REST reach the project's members once each; the callback and grants let
+ * members in and keep others out, and removing a member takes the rooms away on every node. The
+ * counts are printed as one JSON line.
  * Every wait is for an event (a delivery, a reply, a log line), bounded by a timeout.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +38,9 @@ const INSTALL_HINT = 'install the Debian packages python3-fastapi and python3-uv
 const PUBLISH_API_KEY = 'fastapi-example-publish-key-0123456789abcdef';
 const BACKEND_KEY = 'fastapi-example-backend-key-0123';
 const ROOM_AUTH_KEY = 'fastapi-example-room-auth-key-01';
+const WEBHOOK_SECRET = 'fastapi-example-webhook-secret-0123456789';
+/** Seconds a user stays gone before user.offline (WS_EVENTS_GRACE): short, so the suite sees one. */
+const EVENTS_GRACE_S = 1;
 const HISTORY_ROOMS = 'project:*,task:*,channel:*,user:*';
 /** Short, so the clients refresh in band during the suite (at 80%: 16 s). */
 const TOKEN_TTL = 20;
@@ -79,6 +86,7 @@ function spawnApp(port: number, db: string, edgeInternalUrl: string): Promise<Ap
       JWT_SECRET: TEST_SECRET,
       WS_BACKEND_KEY: BACKEND_KEY,
       WS_ROOM_AUTH_KEY: ROOM_AUTH_KEY,
+      WS_WEBHOOK_SECRET: WEBHOOK_SECRET,
       WS_HISTORY_ROOMS: HISTORY_ROOMS,
       WS_TOKEN_TTL: String(TOKEN_TTL),
       APP_DB: db,
@@ -116,7 +124,11 @@ function nodeEnv(appUrl: string, prefix: string, redisUrl: string, nodeId: strin
     WS_ROOM_ACCESS: 'callback',
     WS_ROOM_AUTH_URL: `${appUrl}/internal/ws/authorize`,
     WS_ROOM_AUTH_KEY: ROOM_AUTH_KEY,
+    // Read signals and every lifecycle type (the default once a webhook is set), to the app's receiver.
     WS_SIGNALS_TO_BACKEND: 'read',
+    WS_WEBHOOK_URL: `${appUrl}/internal/ws/events`,
+    WS_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    WS_EVENTS_GRACE: String(EVENTS_GRACE_S),
     WS_HISTORY_ROOMS: HISTORY_ROOMS,
     // A loaded two-core machine can hold a Python answer up for a while; nothing here tests timeouts.
     WS_BACKEND_TIMEOUT: '10000',
@@ -184,6 +196,35 @@ function storedRows(room: string): Array<{ message_id: number; user_id: string; 
   if (ran.status !== 0) throw new Error(`reading ${app.db}: ${ran.stderr}`);
   return JSON.parse(ran.stdout) as ReturnType<typeof storedRows>;
 }
+
+/** The webhook event ids the app recorded (each applied once), per type, read from its database file. */
+function appliedEvents(): Record<string, number> {
+  const script = [
+    'import json, sqlite3, sys',
+    'db = sqlite3.connect(sys.argv[1])',
+    'print(json.dumps(dict(db.execute("SELECT type, COUNT(*) FROM webhook_events GROUP BY type").fetchall())))',
+  ].join('\n');
+  const ran = spawnSync(PYTHON, ['-c', script, app.db], { encoding: 'utf8' });
+  if (ran.status !== 0) throw new Error(`reading ${app.db}: ${ran.stderr}`);
+  return JSON.parse(ran.stdout) as Record<string, number>;
+}
+
+/** POSTs events to the app's webhook as a node would: signed with `secret` at `timestamp`. */
+async function postEvents(events: object[], { secret = WEBHOOK_SECRET, timestamp = Math.floor(Date.now() / 1000) } = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+  const body = JSON.stringify({ events });
+  const signature = `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+  const res = await fetch(`${app.url}/internal/ws/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-wsedge-timestamp': String(timestamp), 'x-wsedge-signature': signature }, body });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+interface Presence {
+  readonly status: 'online' | 'offline';
+  readonly online_since: number | null;
+  readonly last_seen: number | null;
+  readonly version: number | null;
+}
+
+const presenceOf = async (user: string): Promise<Presence> => (await appCall('GET', `/api/users/${user}/presence`, 'alice')).body as unknown as Presence;
 
 // -- members: the official client, its tokens from the app ------------------------------------------
 
@@ -378,17 +419,17 @@ describe('examples/fastapi: the FastAPI reference backend behind two nodes on on
     expect(unknown).toMatchObject({ code: 'rejected', detail: 'unknown_method' });
   });
 
-  it('read receipts: messages.mark_read answers and stores; a read signal reaches the other member live and is stored', { timeout: SUITE_TIMEOUT_MS }, async () => {
+  it('read receipts: messages.mark_read answers and stores; a read signal reaches the other member live and is stored through the webhook', { timeout: SUITE_TIMEOUT_MS }, async () => {
     const rows = storedRows(CHAT);
     const last = rows[rows.length - 1]!.message_id;
     const marked = await alice.client.rpc<{ ok: boolean; last_read: number }>('messages.mark_read', { room: CHAT, message_id: rows[0]!.message_id });
     expect(marked).toMatchObject({ ok: true, last_read: rows[0]!.message_id });
     expect(await alice.client.rpc('messages.mark_read', { room: CHAT, message_id: 10 ** 9 }).catch((err: ClientError) => err)).toMatchObject({ code: 'rejected', detail: 'unknown_message' });
-    // Bob's read signal: alice sees it live (not stored by the node), and the node forwards it to the app.
+    // Bob's read signal: alice sees it live (not stored by the node), and a node delivers it to the app's webhook as a `signal` event.
     expect(bob.client.signal(CHAT, 'read', { message_id: last })).toBe(true);
     const live = await alice.until('bob’s read signal', () => alice.signals.find((s) => s.type === 'signal.read' && s.user_id === 'bob'));
     expect(live.data).toEqual({ message_id: last });
-    // Fire and forget: nothing answers the signal, so the stored receipt is looked up until it is there.
+    // Nothing answers a signal: the stored receipt is looked up until the webhook has brought it.
     const reads = await waitFor('bob’s receipt stored', async () => {
       const { body } = await appCall('GET', `/api/rooms/${CHAT}/reads`, 'alice');
       const list = body['reads'] as Array<{ user_id: string; message_id: number }>;
@@ -396,6 +437,51 @@ describe('examples/fastapi: the FastAPI reference backend behind two nodes on on
     }, 30_000, 50);
     counts['reads'] = Object.fromEntries(reads.map((r) => [r.user_id, r.message_id]));
     expect(Object.fromEntries(reads.map((r) => [r.user_id, r.message_id]))).toEqual({ alice: rows[0]!.message_id, bob: last });
+    expect(appliedEvents()['signal']).toBe(1);
+  });
+
+  it('a user.offline webhook received: a client that connects and closes is recorded offline with its last_seen; every delivered event is applied once; forged, stale and older events change nothing', { timeout: SUITE_TIMEOUT_MS }, async () => {
+    expect(await presenceOf('carol')).toMatchObject({ status: 'offline', last_seen: null, version: null });
+    const carol = member(nodes[0]!, 'carol');
+    await carol.connected();
+    const online = await waitFor('carol online', async () => {
+      const p = await presenceOf('carol');
+      return p.status === 'online' ? p : false;
+    }, 30_000, 50);
+    const closedAt = Date.now();
+    carol.client.close();
+    // user.offline comes once the grace window (EVENTS_GRACE_S) has passed with no connection of hers anywhere.
+    const offline = await waitFor('carol offline', async () => {
+      const p = await presenceOf('carol');
+      return p.status === 'offline' ? p : false;
+    }, 30_000, 50);
+    expect(online.online_since).toBeLessThanOrEqual(closedAt);
+    expect(offline.last_seen).toBeGreaterThanOrEqual(closedAt);
+    expect(offline.version).toBeGreaterThan(online.version!);
+
+    // What the nodes counted as delivered (acknowledged after the app's 2xx) is what the app applied, once per id.
+    const delivered = (): Promise<number> => Promise.all(nodes.map((n) => n.metric('wsedge_webhook_events_total', { outcome: 'delivered' }))).then((all) => all.reduce((a, b) => a + b, 0));
+    const settled = await waitFor('the delivered count equal to the ids applied', async () => {
+      const [count, applied] = [await delivered(), appliedEvents()];
+      const total = Object.values(applied).reduce((a, b) => a + b, 0);
+      return count === total ? { delivered: count, applied } : false;
+    }, 30_000, 50);
+
+    // The receiver's side: an id applied once; a version below the stored one dropped; a forged or stale request refused.
+    const stale = { id: '1-0', type: 'user.online', time: Date.now(), user_id: 'carol', version: offline.version! - 1 };
+    const first = await postEvents([stale]);
+    const again = await postEvents([stale]);
+    const forged = await postEvents([{ ...stale, id: '2-0', version: offline.version! + 1 }], { secret: 'not-the-webhook-secret-of-this-app-0123' });
+    const replayed = await postEvents([{ ...stale, id: '3-0', version: offline.version! + 1 }], { timestamp: Math.floor(Date.now() / 1000) - 301 });
+    expect([first, again, forged, replayed]).toEqual([
+      { status: 200, body: { received: 1, applied: 0, ignored: 1, duplicates: 0 } },
+      { status: 200, body: { received: 1, applied: 0, ignored: 0, duplicates: 1 } },
+      { status: 401, body: { error: 'bad_signature' } },
+      { status: 401, body: { error: 'stale_timestamp' } },
+    ]);
+    expect(await presenceOf('carol')).toEqual({ ...offline });
+    counts['webhook'] = { ...settled, carol: { online_since_before_close: online.online_since! <= closedAt, last_seen_after_close_ms: offline.last_seen! - closedAt }, older_version: first.body, repeated_id: again.body, forged: forged.status, stale_timestamp: replayed.status };
+    expect(settled.applied['user.offline']).toBeGreaterThanOrEqual(1);
   });
 
   it('tasks created through REST are published after the commit and reach the project’s members once each', { timeout: SUITE_TIMEOUT_MS }, async () => {
