@@ -104,6 +104,7 @@ const MESSAGE_ERRORS = {
   signal_rate_limited: { code: 'rate_limited', message: 'at most {limit} signals per second' },
   send_pending: { code: 'unavailable', message: 'a send with this idempotency_key is still under way; try again' },
   backend_unavailable: { code: 'unavailable', message: 'the backend is unreachable; try again' },
+  unavailable_behind: { code: 'unavailable', message: 'an earlier send to this room was refused unavailable; send again after it' },
   backend_busy: { code: 'rate_limited', message: 'at most {limit} backend calls in flight per connection' },
   no_rpc: { code: 'unknown_type', message: 'rpc is not enabled on this node (WS_RPC_URL)' },
   internal_error: { code: 'internal_error', message: 'internal error' },

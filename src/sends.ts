@@ -9,7 +9,10 @@
  * garbled backend is `unavailable` and nothing is published.
  *
  * Sends of one connection to one room reach the room in the order they were sent, whatever order
- * the answers come back in: each waits in its room's queue until those before it are published.
+ * the answers come back in: each waits in its room's queue until those before it are published. A
+ * send refused `unavailable` takes those queued behind it along (refused `unavailable` too, their
+ * claims freed; a backend that stored one sees its key again on the retry), since the client
+ * retries it and they must not overtake it.
  * A send whose connection closed meanwhile is still published (the client cannot know it was not:
  * a resend with the same key gets the result); only the answer is dropped.
  */
@@ -26,6 +29,9 @@ import { covers } from './rooms.js';
 import type { Claim, SendKeys } from './send-keys.js';
 import type { QueuedSend, SendOutcome, Session, SessionSocket } from './session.js';
 import type { Streams } from './streams.js';
+
+/** A send queued behind one refused `unavailable` (its proxy answer, claim, whatever it was, set aside). */
+const UNAVAILABLE_BEHIND: SendOutcome = { kind: 'refuse', error: messageError('unavailable_behind') };
 
 /** Sends of one connection under way (waiting for a record or the proxy) when no backend is configured. */
 const MAX_PENDING_SENDS = 64;
@@ -138,7 +144,10 @@ export function createSends(ctx: SendsContext): Sends {
     while (queue !== undefined && queue.length > 0 && queue[0]!.outcome !== undefined) {
       const head = queue.shift()!;
       session.pending -= 1;
-      settle(ws, session, head, head.outcome!);
+      const outcome = head.behind ? UNAVAILABLE_BEHIND : head.outcome!;
+      settle(ws, session, head, outcome);
+      // The sends behind it went out before the client heard of this refusal: published now, they would overtake its retry.
+      if (outcome.kind === 'refuse' && outcome.error.code === 'unavailable') for (const later of queue) later.behind = true;
     }
     if (queue?.length === 0) session.sends!.delete(room);
   };

@@ -80,6 +80,8 @@ export interface QueuedSend {
   /** This send claimed its plain room's idempotency record: only then may it free it again. */
   claimed: boolean;
   outcome: SendOutcome | undefined;
+  /** Queued behind a send refused `unavailable`: refused too, so the client's retries keep the send order. */
+  behind?: true;
 }
 
 /** What a send does at its turn: publish (the backend may have replaced its type and data), answer a repeat with the first result, or refuse. */

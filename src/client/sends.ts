@@ -7,6 +7,8 @@
  * for a resend answered `unavailable`: its first try may still be under way (on a node that died
  * with the key claimed), so its outcome is still unknown and it is tried again, a few times. Sends
  * made while not connected wait (never sent before) when `queueSize` allows, else fail at once.
+ * Order per room holds through retries: while a send to a room waits for its retry, later sends to
+ * that room wait behind it, and the retry sends every waiting send of the room, oldest first.
  */
 import type { ErrorReply, MessageSent, WireMessage } from '../messages.js';
 import { ClientError, replyError } from './requests.js';
@@ -91,14 +93,21 @@ export function createSends(deps: SendDeps) {
     s.timer = setTimeout(() => finish(s, gone()), s.first! + RESEND_WINDOW_MS - Date.now());
   }
 
+  /** Every send of `room` not in flight goes, oldest first (one waiting for its retry, and those held behind it). */
+  function retry(room: unknown): void {
+    for (const s of [...sends]) if (s.id === undefined && s.message['room'] === room) transmit(s);
+  }
+
   return {
     /** `now`: send at once; else wait for the next connection's resume, when the queue has room. */
     add(message: Record<string, unknown>, now: boolean): Promise<MessageSent> {
       if (!now && count(false) >= deps.queueSize) return Promise.reject(lost(deps.queueSize === 0 ? 'not connected' : `the send queue is full (${deps.queueSize})`));
       return new Promise((resolve, reject) => {
         const s: Send = { message, resolve, reject, id: undefined, first: undefined, tries: 0, retries: 0, timer: undefined };
+        // Behind a send of the same room waiting for its retry: it goes with that retry.
+        const behind = now && [...sends].some((w) => w.id === undefined && w.message['room'] === message['room']);
         sends.add(s);
-        if (now) transmit(s);
+        if (now && !behind) transmit(s);
       });
     },
 
@@ -113,7 +122,7 @@ export function createSends(deps: SendDeps) {
         s.retries += 1;
         park(s);
         clearTimeout(s.timer);
-        s.timer = setTimeout(() => (deps.ready() ? transmit(s) : park(s)), delay);
+        s.timer = setTimeout(() => (deps.ready() ? retry(s.message['room']) : park(s)), delay);
       } else {
         finish(s, err ?? (reply as MessageSent));
       }

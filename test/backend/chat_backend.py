@@ -192,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, b"allow"
         return 200, store(body)
 
+# A burst of fresh connections from the nodes (a keep-alive pool filling up) must not wait on the kernel's SYN retries (1, 3, 7 s) behind the default backlog of 5.
+ThreadingHTTPServer.request_queue_size = 128
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
 print(f"listening {server.server_address[1]}", flush=True)

@@ -86,6 +86,20 @@ describe('the publish proxy (one node, a real backend storing in SQLite)', () =>
     expect(messagesIn(bob, 'channel:1').map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it('refuses the sends queued behind one refused unavailable, so the sender’s resends keep the order; nothing behind it is delivered first', async () => {
+    const backend = await startChatBackend();
+    const node = await startTestNode(backendEnv(backend, { WS_BACKEND_TIMEOUT: '300' }));
+    const [alice, bob] = await Promise.all([member(node, 'alice', ['channel:1']), member(node, 'bob', ['channel:1'])]);
+    // 0 times out at the backend; 1 and 2 are allowed (and stored) while 0 waits; 3 comes after 0's answer.
+    ['slow:1000', 'second', 'third'].forEach((t, n) => alice.send({ type: 'send_message', room: 'channel:1', data: { text: t, n }, idempotency_key: `k${n}`, id: `b${n}` }));
+    const replies = await Promise.all([0, 1, 2].map((n) => alice.next((e) => e.id === `b${n}`)));
+    expect(replies.map((e) => (e.data as { code?: string; message?: string }).message)).toEqual(['the backend is unreachable; try again', 'an earlier send to this room was refused unavailable; send again after it', 'an earlier send to this room was refused unavailable; send again after it']);
+    // The resends, in order, the first now fast: each delivered once, in send order.
+    ['first', 'second', 'third'].forEach((t, n) => alice.send({ type: 'send_message', room: 'channel:1', data: { text: t, n }, idempotency_key: `k${n}`, id: `r${n}` }));
+    await waitFor('three messages at bob', () => messagesIn(bob, 'channel:1').length === 3, 10_000);
+    expect(messagesIn(bob, 'channel:1').map((e) => (e.data as { n: number }).n)).toEqual([0, 1, 2]);
+  });
+
   it('caps one connection’s sends under way: the excess is rate_limited at once, the rest are answered', async () => {
     const backend = await startChatBackend();
     const node = await startTestNode(backendEnv(backend, { WS_BACKEND_MAX_PER_CONNECTION: '3', WS_BACKEND_CONCURRENCY: '2' }));

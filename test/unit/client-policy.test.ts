@@ -490,6 +490,30 @@ describe('sends with idempotency keys, resent after a loss (fake timers)', () =>
     c.close();
   });
 
+  it('keeps a room’s send order through a retry: later sends wait behind a send answered unavailable, and go with its retry, oldest first', async () => {
+    const { c, sockets } = await joined();
+    const sent = [1, 2, 3].map((n) => track(c.send('task:1', { n })));
+    const other = track(c.send('project:1', { n: 0 }));
+    const [f1, f2, f3, fo] = framesOf(sockets[0]!, 'send_message');
+    // The node refuses 1, and 2 queued behind it; 3 was published (its answer not in yet).
+    const unavailable = { type: 'error', data: { code: 'unavailable', message: 'the backend is unreachable; try again' }, timestamp: '' };
+    sockets[0]!.server({ ...unavailable, id: f1.id });
+    sockets[0]!.server({ ...unavailable, id: f2.id });
+    const later = track(c.send('task:1', { n: 4 }));
+    const elsewhere = track(c.send('project:1', { n: 5 }));
+    // Another room is not held up.
+    expect(framesOf(sockets[0]!, 'send_message').map((f) => f.data.n)).toEqual([1, 2, 3, 0, 5]);
+    await vi.advanceTimersByTimeAsync(1000);
+    const retried = framesOf(sockets[0]!, 'send_message').slice(5);
+    expect(retried.map((f) => f.data.n)).toEqual([1, 2, 4]);
+    expect(retried.map((f) => f.idempotency_key).slice(0, 2)).toEqual([f1.idempotency_key, f2.idempotency_key]);
+    for (const f of [...retried, f3, fo]) sockets[0]!.server({ type: 'message_sent', id: f.id, room: f.room, timestamp: '' });
+    sockets[0]!.server({ type: 'message_sent', id: framesOf(sockets[0]!, 'send_message')[4].id, room: 'project:1', timestamp: '' });
+    await vi.advanceTimersByTimeAsync(0);
+    for (const t of [...sent, other, later, elsewhere]) expect(t).toMatchObject({ settled: 1, value: { type: 'message_sent' } });
+    c.close();
+  });
+
   it('gives up retrying a resend that stays unavailable after RESEND_RETRIES tries', async () => {
     const { c, sockets } = await joined();
     const kept = track(c.send('task:1', { n: 1 }));
