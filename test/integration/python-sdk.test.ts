@@ -1,9 +1,12 @@
 /**
  * The Python SDK (sdk/python, package `wsedge`) runs its own unittest suite against real nodes
- * (`node dist/cli.js serve`, redis-server): `python3 -m unittest discover -s sdk/python/tests -v`,
- * its output streamed here. Debian's /usr/bin/python3 is used when it exists, since PATH's
- * python3 may be a pyenv build without Debian's packages; the client tests need `websockets`
- * (Debian `python3-websockets`), and a python3 without it fails this suite, never skips it.
+ * (`node dist/cli.js serve`, redis-server, the product backend test/backend/chat_backend.py for
+ * rpc and the publish proxy), each started by the suite on free ports:
+ * `python3 -m unittest discover -s sdk/python/tests -v`, its output streamed here, with the counts
+ * it prints (numbered keyed sends across a killed node and across lost replies, among others).
+ * Debian's /usr/bin/python3 is used when it exists, since PATH's python3 may be a pyenv build
+ * without Debian's packages; the client tests need `websockets` (Debian `python3-websockets`),
+ * and a python3 without it fails this suite, never skips it.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -262,6 +263,143 @@ class RedisServer:
             self.proc.wait()
             _close_pipes(self.proc)
         self.proc = None
+
+
+class ChatBackend:
+    """The repository's product backend for the backend-call suites, test/backend/chat_backend.py
+    (standard library, SQLite in a temporary folder): the publish proxy (`deny` refused with code
+    `spam`, anything else stored and answered with its `message_id`) and RPC (`messages.count`,
+    `messages.mark_read`, `slow` waits `data.ms`, other methods refused with `unknown_method`).
+    Started with this interpreter; awaited by its `listening <port>` line."""
+
+    KEY = "python-sdk-suite-backend-key-0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> "ChatBackend":
+        script = REPO / "test" / "backend" / "chat_backend.py"
+        self._dir = tempfile.TemporaryDirectory(prefix="wsedge-chat-backend-")
+        listening = threading.Event()
+
+        def on_line(line: str) -> bool:
+            if line.startswith("listening "):
+                self.port = int(line.split()[1])
+                listening.set()
+                return True
+            return False
+
+        self.proc = subprocess.Popen([sys.executable, str(script), str(Path(self._dir.name) / "chat.db"), self.KEY], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        output = _Output(self.proc, on_line)
+        output.settled.wait(START_TIMEOUT)
+        if not listening.is_set():
+            self.stop()
+            raise RuntimeError(f"the chat backend did not start:\n{output.tail()}")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def node_env(self, **extra: str) -> dict[str, str]:
+        """A node's settings to call it: the publish proxy for channel:* rooms and RPC."""
+        return {"WS_PUBLISH_PROXY_URL": f"{self.url}/publish", "WS_PUBLISH_PROXY_ROOMS": "channel:*", "WS_RPC_URL": f"{self.url}/rpc", "WS_BACKEND_KEY": self.KEY, **extra}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            _close_pipes(self.proc)
+        self.proc = None
+        if self._dir is not None:
+            self._dir.cleanup()
+        self._dir = None
+
+
+class Relay:
+    """A TCP relay to a node's public port on a port of its own (what a load balancer is to
+    clients): bytes both ways, and when either side ends, a reset towards the node and a close
+    towards the client. While the node is down, a connection is accepted and closed at once (the
+    client sees a failed handshake, 1006).
+
+    Why the reset: whichever side of a TCP connection closes first keeps it in TIME_WAIT for 60 s,
+    and the uws-legacy build (the one Debian 12 loads) listens without SO_REUSEADDR, so a node whose
+    own side closed client connections (a crash, or a drain) cannot listen on its port again for
+    about a minute. A reset leaves no TIME_WAIT behind.
+
+    `mute()` drops what the node sends on the connections open now (what the client sends still
+    arrives: replies are lost, not requests); `cut()` ends them. New connections pass both ways."""
+
+    def __init__(self, target: EdgeNode):
+        self.target = target
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self._links: dict[asyncio.StreamWriter, dict[str, Any]] = {}
+
+    async def start(self) -> "Relay":
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/ws/connect"
+
+    def mute(self) -> int:
+        """Replies on the open connections go nowhere from now on; returns how many connections."""
+        for link in self._links.values():
+            link["muted"] = True
+        return len(self._links)
+
+    def cut(self) -> None:
+        for link in list(self._links.values()):
+            for pipe in link["pipes"]:
+                pipe.cancel()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target.port)
+        except OSError:
+            client_writer.close()
+            return
+        link: dict[str, Any] = {"muted": False}
+        link["pipes"] = [
+            asyncio.ensure_future(_pipe(client_reader, node_writer, lambda: False)),
+            asyncio.ensure_future(_pipe(node_reader, client_writer, lambda: link["muted"])),
+        ]
+        self._links[client_writer] = link
+        try:
+            await asyncio.wait(link["pipes"], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._links.pop(client_writer, None)
+            for pipe in link["pipes"]:
+                pipe.cancel()
+            try:
+                node_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass  # the node reset it already (a killed node with bytes unread): its socket is closed
+            node_writer.transport.abort()
+            client_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, muted: Callable[[], bool]) -> None:
+    try:
+        while data := await reader.read(65536):
+            if muted():
+                continue
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
 
 
 class Watched:

@@ -17,13 +17,11 @@ relay ends its connections to the node with a reset, which leaves no TIME_WAIT b
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 import threading
 import unittest
 from typing import Any
 
-from _support import API_KEY, SECRET, WAIT, EdgeNode, Frames, Numbered, RedisServer, Recorder, report, require_websockets
+from _support import API_KEY, SECRET, WAIT, EdgeNode, Frames, Numbered, RedisServer, Recorder, Relay, report, require_websockets
 
 require_websockets()
 
@@ -96,57 +94,6 @@ class NumberedPublisher:
         if self.error is not None:
             raise self.error
         return self.published
-
-
-class Relay:
-    """A TCP relay to node A's public port on a port of its own (what a load balancer is to
-    clients): bytes both ways, and when either side ends, a reset towards the node and a close
-    towards the client. While the node is down, a connection is accepted and closed at once (the
-    client sees a failed handshake, 1006)."""
-
-    def __init__(self, target: EdgeNode):
-        self.target = target
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-
-    async def start(self) -> "Relay":
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/ws/connect"
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target.port)
-        except OSError:
-            client_writer.close()
-            return
-        pipes = [asyncio.ensure_future(_pipe(client_reader, node_writer)), asyncio.ensure_future(_pipe(node_reader, client_writer))]
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pipe in pipes:
-                pipe.cancel()
-            node_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            node_writer.transport.abort()
-            client_writer.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
 
 
 class RestartTest(unittest.IsolatedAsyncioTestCase):

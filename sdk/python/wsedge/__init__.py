@@ -1,6 +1,7 @@
 """ws-edge from Python: publish through a node's server API (Publisher), mint HMAC tokens and room
-grants (mint_token, mint_grant), and an asyncio client (wsedge.client.Client, which needs the
-`websockets` package: ``pip install 'wsedge[client]'``). The publisher and the tokens use the
+grants (mint_token, mint_grant), verify the node's webhook requests (wsedge.webhooks.verify), and
+an asyncio client (wsedge.client.Client, with rpc and keyed sends; it needs the `websockets`
+package: ``pip install 'wsedge[client]'``). The publisher, the tokens and the webhooks use the
 standard library only; importing this package never imports `websockets`.
 """
 

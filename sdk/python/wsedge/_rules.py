@@ -13,6 +13,8 @@ _ROOM = re.compile(r"(?:project|channel|task|user):[A-Za-z0-9_-]{1,64}\Z")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\Z")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}\Z")
+# src/messages.ts RPC_METHOD: dotted lowercase, at most 64 characters.
+_RPC_METHOD = re.compile(r"[a-z][a-z0-9_.]{0,63}\Z")
 _CONNECTION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}\.[0-9a-z]{1,16}\Z")
 _EPOCH = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
@@ -112,6 +114,13 @@ def check_idempotency_key(value: Any) -> str:
     _must_be_str("idempotency_key", value)
     if not _IDEMPOTENCY_KEY.match(value):
         raise ValueError(f"invalid idempotency key {value!r}: 1-128 printable ASCII characters without spaces")
+    return value
+
+
+def check_rpc_method(value: Any) -> str:
+    _must_be_str("method", value)
+    if not _RPC_METHOD.match(value):
+        raise ValueError(f"invalid rpc method {value!r}: a lowercase letter, then at most 63 of [a-z0-9_.], such as messages.mark_read")
     return value
 
 

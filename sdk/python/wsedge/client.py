@@ -6,7 +6,8 @@ JavaScript client (src/client/*.ts, docs/WEBSOCKET_API.md "Client library") in P
     async def main():
         async with Client("wss://edge.example.com/api/v1/ws/connect", token=fetch_token) as client:
             await client.join("project:42", on_event=print, on_reset=lambda position: reload())
-            await client.send("project:42", {"text": "hi"})
+            await client.send_message("project:42", {"text": "hi"})
+            unread = await client.rpc("messages.unread", {"room": "project:42"})
             await asyncio.Event().wait()
 
 - **Token** in the subprotocol (`wsedge.v1`, `wsedge.bearer.<token>`), never in the URL. `token` is
@@ -23,11 +24,22 @@ JavaScript client (src/client/*.ts, docs/WEBSOCKET_API.md "Client library") in P
   events come first, then `on_recovered`; when they cannot, `on_reset(position)` says reload the
   room from the product API (plain rooms: `on_reset(None)` after every reconnect). Events of a
   sequenced room reach `on_event` once and in offset order: a duplicate by offset is dropped.
-- **Requests** (join, leave, send, history, presence, presence_stats, ping) carry an id and wait
-  for the reply with that id, at most `request_timeout` s; a refusal raises ClientError with the
-  server's error code (`forbidden`, `not_joined`, ...) or the client's own (`timeout`,
-  `disconnected`: the outcome is unknown, `closed`, `message_too_big`). Nothing in flight at a
-  close is sent again.
+- **Requests** (join, leave, send_message, rpc, history, presence, presence_stats, ping) carry an
+  id and wait for the reply with that id, at most `request_timeout` s; a refusal raises
+  ClientError with the server's error code (`forbidden`, `not_joined`, `rejected` with the
+  backend's own code in `detail`, ...) or the client's own (`timeout`, `disconnected`: the outcome
+  is unknown, `closed`, `message_too_big`). Nothing in flight at a close is sent again, but sends.
+- **Sends** (src/client/sends.ts): every `send_message` carries an idempotency key (the app's, or
+  16 random bytes base64url), and the node answers a repeat of a key (same user, same room, 300 s)
+  with the first result plus `duplicate: true`, never delivering it twice. So a send in flight
+  when the connection is lost is kept and sent again with the same key once the next connection's
+  rooms are rejoined, for up to 240 s from its first try and at most `resend_limit` of them; one
+  answered `unavailable` is tried again after 1, 2, 4, 8, 8... s, up to 8 times, later sends to its
+  room held behind it so that the room's order holds; any other error, a timeout, or a close with
+  1009 settles it. While not connected a send fails at once (`disconnected`) unless `queue_size`
+  lets it wait for the next connection.
+- **RPC**: `rpc(method, data)` answers the backend's `data` (WS_RPC_URL on the node); it is never
+  sent again (not idempotent).
 - **Liveness**: websockets' own keepalive pings (`ping_interval`, `ping_timeout`) detect a silent
   link and count as client traffic for the node's heartbeat.
 - **Frame size**: `max_size` defaults to `frame_bound(max_message_size)` (see wsedge.policy): 5.4
@@ -46,6 +58,7 @@ import asyncio
 import inspect
 import json
 import random as _random
+import secrets
 import time
 from typing import Any, Awaitable, Callable, NamedTuple, Union
 
@@ -59,9 +72,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     ) from err
 
 from . import _rules
-from .policy import Backoff, after_close, frame_bound, life_left, refresh_delay
+from .policy import Backoff, after_close, frame_bound, life_left, may_resend, refresh_delay
 
-__all__ = ["Client", "ClientError", "StateChange", "PROTOCOL", "BEARER_PREFIX"]
+__all__ = ["Client", "ClientError", "StateChange", "PROTOCOL", "BEARER_PREFIX", "new_key"]
 
 PROTOCOL = "wsedge.v1"
 BEARER_PREFIX = "wsedge.bearer."
@@ -72,18 +85,41 @@ EXPIRY_MARGIN = 10.0
 ROOM_RETRY = 1.0
 # Room grants from a provider are renewed in band at this share of their life.
 GRANT_RENEW_AT = 0.8
+# A send is not sent again once its first try is this old (s): the node remembers a key for 300 s.
+RESEND_WINDOW = 240.0
+# A resend answered `unavailable` is tried again after 1, 2, 4, 8, 8... s, this many times (past
+# the node's 30 s claim on a key a dead node held).
+RESEND_RETRIES = 8
 
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 
 
 class ClientError(Exception):
     """A refused or failed request: `code` is the server's error code (docs/WEBSOCKET_API.md "Error
-    codes") or the client's own: `timeout`, `disconnected`, `closed`, `message_too_big`."""
+    codes") or the client's own: `timeout`, `disconnected`, `closed`, `message_too_big`. With
+    `rejected` (the product backend refused a proxied send or an rpc), `detail` is the backend's
+    own code and `message` its reason."""
 
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: str, message: str, detail: str | None = None):
+        super().__init__(f"{code}: {message}" if detail is None else f"{code} ({detail}): {message}")
         self.code = code
         self.message = message
+        self.detail = detail
+
+
+def _reply_error(reply: dict[str, Any]) -> ClientError:
+    """The ClientError of an `error` envelope, {"type":"error","id",...,"data":{"code","message","error","detail"?}}:
+    `message`, or `error` from a node older than that field (during a rolling upgrade)."""
+    data = reply.get("data")
+    data = data if isinstance(data, dict) else {}
+    detail = data.get("detail")
+    message = data.get("message")
+    return ClientError(str(data.get("code")), str(message if isinstance(message, str) else data.get("error")), detail if isinstance(detail, str) else None)
+
+
+def new_key() -> str:
+    """A send's idempotency key: 16 random bytes, base64url (22 characters), as the JavaScript client's."""
+    return secrets.token_urlsafe(16)
 
 
 class StateChange(NamedTuple):
@@ -192,7 +228,173 @@ class _Room:
         self.waiters.clear()
 
 
-_REPLIES = frozenset({"resumed", "message_sent", "room_history", "presence", "presence_stats", "pong", "token_refreshed"})
+class _Send:
+    __slots__ = ("message", "future", "id", "first", "tries", "retries", "timer")
+
+    def __init__(self, message: dict[str, Any], future: asyncio.Future[dict[str, Any]]):
+        self.message = message
+        self.future = future
+        # The request id it went out under on this connection; None: not in flight.
+        self.id: str | None = None
+        # When it first went out (monotonic s); None: never sent.
+        self.first: float | None = None
+        self.tries = 0
+        # Resends answered `unavailable` so far.
+        self.retries = 0
+        # In flight: the reply timeout; kept after a loss: the end of its resend window; or the next retry.
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Sends:
+    """send_message, each with an idempotency key, so that from the app's view every send happens
+    once (src/client/sends.ts, the same rules). A send in flight when the connection is lost has
+    an unknown outcome: it is kept and sent again with the same key once the next connection's
+    rooms are rejoined; the node answers a repeat with the first result (`duplicate: true`) and
+    delivers it only once. A send answered with an error is settled with that error and never sent
+    again, but for `unavailable`: a try may still be under way (on a node that died with the key
+    claimed), so its outcome is unknown and it is tried again, a few times. Sends made while not
+    connected wait (never sent before) when `queue_size` allows, else fail at once. Order per room
+    holds through retries: while a send to a room waits for its retry, later sends to that room
+    wait behind it, and the retry sends every waiting send of the room, oldest first."""
+
+    def __init__(
+        self,
+        next_id: Callable[[], str],
+        ready: Callable[[], bool],
+        write: Callable[[str], None],
+        timeout: float,
+        queue_size: int,
+        resend_limit: int,
+    ):
+        self._next_id = next_id
+        # Connected, and the rooms rejoined: a kept send may go.
+        self._ready = ready
+        # Starts a frame's write; raises ClientError when it cannot go (not connected, too big).
+        self._write = write
+        self._timeout = timeout
+        self._queue_size = queue_size
+        self._resend_limit = resend_limit
+        # Every unsettled send, oldest first (a dict as an ordered set).
+        self._sends: dict[_Send, None] = {}
+        self._in_flight: dict[str, _Send] = {}
+
+    def _count(self, sent: bool) -> int:
+        return sum(1 for s in self._sends if (s.first is not None) == sent)
+
+    def _finish(self, s: _Send, outcome: dict[str, Any] | BaseException) -> None:
+        self._sends.pop(s, None)
+        if s.id is not None:
+            self._in_flight.pop(s.id, None)
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        if s.future.done():  # the caller stopped waiting (cancelled)
+            return
+        if isinstance(outcome, BaseException):
+            s.future.set_exception(outcome)
+        else:
+            s.future.set_result(outcome)
+
+    def _timer(self, s: _Send, delay: float, fn: Callable[[], None]) -> None:
+        if s.timer is not None:
+            s.timer.cancel()
+        s.timer = asyncio.get_running_loop().call_later(max(0.0, delay), fn)
+
+    def _transmit(self, s: _Send) -> None:
+        request = self._next_id()
+        try:
+            self._write(json.dumps({**s.message, "id": request}, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+        except (ClientError, TypeError, ValueError) as err:  # TypeError, ValueError: data json cannot write (first try only)
+            return self._finish(s, err)
+        s.id = request
+        if s.first is None:
+            s.first = time.monotonic()
+        s.tries += 1
+        self._in_flight[request] = s
+        self._timer(s, self._timeout, lambda: self._finish(s, ClientError("timeout", f"no reply to send_message within {self._timeout:g} s")))
+
+    def _park(self, s: _Send) -> None:
+        """Out of flight, to be sent again after the next rejoin, until its resend window ends."""
+        if s.id is not None:
+            self._in_flight.pop(s.id, None)
+        s.id = None
+        assert s.first is not None
+        self._timer(s, s.first + RESEND_WINDOW - time.monotonic(), lambda: self._finish(s, _gone()))
+
+    def _retry(self, room: Any) -> None:
+        """Every send of `room` not in flight goes, oldest first (one waiting for its retry, and those held behind it)."""
+        for s in list(self._sends):
+            if s.id is None and s.message.get("room") == room and s in self._sends:
+                self._transmit(s)
+
+    async def add(self, message: dict[str, Any], now: bool) -> dict[str, Any]:
+        """`now`: send at once; else wait for the next connection's rejoin, when the queue has room."""
+        if not now and self._count(sent=False) >= self._queue_size:
+            raise ClientError("disconnected", "not connected" if self._queue_size == 0 else f"the send queue is full ({self._queue_size})")
+        s = _Send(message, asyncio.get_running_loop().create_future())
+        # Behind a send of the same room waiting for its retry: it goes with that retry.
+        behind = now and any(w.id is None and w.message.get("room") == message.get("room") for w in self._sends)
+        self._sends[s] = None
+        if now and not behind:
+            self._transmit(s)
+        try:
+            return await s.future
+        except asyncio.CancelledError:
+            # Never sent: withdrawn. Sent: its outcome is the node's now; a resend stays harmless (the key).
+            if s.first is None:
+                self._finish(s, ClientError("closed", "cancelled"))
+            raise
+
+    def settle(self, reply: dict[str, Any]) -> bool:
+        """Settles the send a reply answers; False when it answers none."""
+        request = reply.get("id")
+        s = self._in_flight.get(request) if isinstance(request, str) else None
+        kind = reply.get("type")
+        if s is None or kind not in ("message_sent", "error"):
+            return False
+        err = _reply_error(reply) if kind == "error" else None
+        delay = min(8.0, 1.0 * 2**s.retries)
+        # Every send is keyed, so any `unavailable` is tried again: a try may have been published (a Redis timeout after the script ran).
+        if err is not None and err.code == "unavailable" and s.retries < RESEND_RETRIES and time.monotonic() + delay < s.first + RESEND_WINDOW:  # type: ignore[operator]
+            s.retries += 1
+            self._park(s)
+            self._timer(s, delay, lambda: self._retry(s.message.get("room")) if self._ready() else self._park(s))
+        else:
+            self._finish(s, err if err is not None else reply)
+        return True
+
+    def down(self, closed: bool, resend: bool) -> None:
+        """The connection is gone: sends in flight are kept for a resend, for RESEND_WINDOW from
+        their first try and at most `resend_limit` of them. `closed`: every send fails with
+        `closed`; `resend` False (a close with 1009): the sends in flight fail, queued ones wait."""
+        for s in list(self._sends):
+            if closed:
+                self._finish(s, ClientError("closed", "the client is closed"))
+            elif s.id is not None:
+                if resend:
+                    self._park(s)
+                else:
+                    self._finish(s, _gone())
+        over = self._count(sent=True) - self._resend_limit
+        for s in list(self._sends):  # the oldest beyond the bound
+            if over <= 0:
+                break
+            if s.first is not None:
+                over -= 1
+                self._finish(s, _gone())
+
+    def flush(self) -> None:
+        """The connection is ready (its rooms rejoined): every waiting send goes, oldest first."""
+        for s in list(self._sends):
+            if s.id is None and s in self._sends:
+                self._transmit(s)
+
+
+def _gone() -> ClientError:
+    return ClientError("disconnected", "the connection was lost before the reply")
+
+
+_REPLIES = frozenset({"resumed", "message_sent", "room_history", "presence", "presence_stats", "pong", "token_refreshed", "rpc_result"})
 _EVENTS = ("state", "connected", "message", "error", "presence", "signal")
 
 
@@ -211,6 +413,8 @@ class Client:
         refresh_at: float = 0.8,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_size: int | None = None,
+        queue_size: int = 0,
+        resend_limit: int = 100,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         random: Callable[[], float] = _random.random,
@@ -220,6 +424,9 @@ class Client:
             raise ValueError(f"url must be ws:// or wss://.../api/v1/ws/connect, not {url!r}")
         if not 0 < refresh_at < 1:
             raise ValueError("refresh_at must be between 0 and 1")
+        for name, value in (("queue_size", queue_size), ("resend_limit", resend_limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0")
         self.url = url
         self._tokens = _Tokens(token, refresh_at)
         self._backoff = backoff
@@ -247,6 +454,10 @@ class Client:
         self._flush_scheduled = False
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queue_size = queue_size
+        # Connected, and every wanted room answered on this connection: kept and queued sends may go.
+        self._ready = False
+        self._sends = _Sends(self._next_id, lambda: self._ready, self._write_now, request_timeout, queue_size, resend_limit)
 
     # -- the app's side ------------------------------------------------------------------------
 
@@ -356,14 +567,41 @@ class Client:
             if err.code not in ("not_joined", "disconnected"):
                 raise
 
-    async def send(self, room: str, data: Any) -> dict[str, Any]:
-        """send_message; returns `message_sent` (with the position in a sequenced room). Not
-        queued: raises ClientError `disconnected` while not connected, and a send in flight at a
-        close is never resent (send_message has no idempotency key). `data` the node would refuse
-        (deeper than 32 levels, more than 10,000 values) or change (integers beyond 2**53 - 1) is
-        a ValueError here: refused frames count towards the node's invalid-message close (1008)."""
+    async def send_message(self, room: str, data: Any, idempotency_key: str | None = None) -> dict[str, Any]:
+        """send_message with an idempotency key (`idempotency_key`, 1-128 printable ASCII
+        characters without spaces, else a random one); returns `message_sent` once (the position in
+        a sequenced room; `duplicate: True` when it was a repeat; `data` as the publish proxy
+        stored it). A send whose reply a lost connection took is sent again with the same key
+        after the rejoin, and delivered once; one answered `unavailable` is tried again. Raises
+        ClientError: the node's refusal, `timeout` (never resent: retry with your own key),
+        `disconnected` (not connected and no `queue_size`; or kept past 240 s, beyond
+        `resend_limit`, or in flight at a 1009), `closed`, `message_too_big`.
+
+        An invalid key, and `data` the node would refuse (deeper than 32 levels, more than 10,000
+        values) or change (integers beyond 2**53 - 1), are a ValueError here: refused frames count
+        towards the node's invalid-message close (1008)."""
+        key = new_key() if idempotency_key is None else _rules.check_idempotency_key(idempotency_key)
         _rules.check_data(data, bounded=True)
-        return await self._request({"type": "send_message", "room": room, "data": data}, "message_sent")
+        if self._state == "closed":
+            raise ClientError("closed", "the client is closed")
+        now = self._ready or (self._connected() and self._queue_size == 0)
+        return await self._sends.add({"type": "send_message", "room": room, "data": data, "idempotency_key": key}, now)
+
+    # The JavaScript client's name for it.
+    send = send_message
+
+    async def rpc(self, method: str, data: Any = None, timeout: float | None = None) -> Any:
+        """A call to the product backend through the node (its WS_RPC_URL); returns the `data` of
+        the `rpc_result`. Raises ClientError: `rejected` (the backend's code in `detail`, its
+        reason in `message`), `unavailable` (the backend was slow or down: retryable),
+        `unknown_type` (no WS_RPC_URL on the node), `rate_limited`, `timeout` (after `timeout` s,
+        default `request_timeout`), `disconnected`. Never sent again: an rpc is not idempotent. A
+        method other than ``[a-z][a-z0-9_.]{0,63}``, and `data` beyond the node's bounds, are a
+        ValueError here."""
+        _rules.check_rpc_method(method)
+        _rules.check_data(data, bounded=True)
+        reply = await self._request({"type": "rpc", "method": method, "data": data}, "rpc_result", timeout)
+        return reply.get("data")
 
     async def history(self, room: str, since: Any = None, limit: int | None = None, reverse: bool = False) -> dict[str, Any]:
         """The kept events of a joined sequenced room: `room_history`."""
@@ -420,7 +658,7 @@ class Client:
                 self._down(ClientError("closed", f"closed by the server ({code} {reason})"))
                 self._set_state("closed", code, reason)
                 return
-            self._down(ClientError("disconnected", "the connection was lost"))
+            self._down(ClientError("disconnected", "the connection was lost"), resend=may_resend(code))
             self._attempt += 1
             self._set_state("disconnected", code, reason, decision.delay)
             await asyncio.sleep(decision.delay)
@@ -473,6 +711,7 @@ class Client:
             return 1006, "connect timeout (no connected message)"
         finally:
             self._ws = None
+            self._ready = False
             await self._close_socket(ws)
 
     @staticmethod
@@ -490,9 +729,12 @@ class Client:
                 future.set_result(change)
         self._emit("state", change)
 
-    def _down(self, err: ClientError) -> None:
-        """The socket is gone: fail what was in flight; rooms are joined again on the next one
-        (a close for good fails the waiting joins too)."""
+    def _down(self, err: ClientError, resend: bool = False) -> None:
+        """The socket is gone: fail the requests in flight and keep the sends (unless `resend` is
+        False, or for good); rooms are joined again on the next one (a close for good fails the
+        waiting joins too)."""
+        self._ready = False
+        self._sends.down(err.code == "closed", resend)
         self._cancel_timers()
         for future, _ in self._pending.values():
             if not future.done():
@@ -540,8 +782,7 @@ class Client:
         elif kind == "room_left":
             self._left(message)
         elif kind == "error":
-            data = message.get("data") or {}
-            err = ClientError(str(data.get("code")), str(data.get("error")))
+            err = _reply_error(message)
             room = message.get("room")
             if isinstance(room, str) and room in self._rooms:
                 self._refused(room, err, message.get("id"))
@@ -589,6 +830,7 @@ class Client:
         elif rejoin:
             _call(entry.handlers["reset"], None)
         entry.settle(reply)
+        self._after_joins()
 
     def _reset(self, message: dict[str, Any]) -> None:
         entry = self._rooms.get(message.get("room"))  # type: ignore[arg-type]
@@ -642,6 +884,16 @@ class Client:
             entry.request = request
         if wanted:
             self._spawn(self._send_joins(request, wanted))
+        else:
+            self._after_joins()
+
+    def _after_joins(self) -> None:
+        """Every wanted room answered on this connection: the kept and queued sends go, after the
+        rejoin (the order the JavaScript client keeps: a resend reaches a room the sender is in)."""
+        if self._ready or not self._connected() or any(entry.reply is None for entry in self._rooms.values()):
+            return
+        self._ready = True
+        self._sends.flush()
 
     async def _send_joins(self, request: str, wanted: list[tuple[str, _Room]]) -> None:
         try:
@@ -665,6 +917,7 @@ class Client:
         except ClientError as err:
             for name, _, _ in still:
                 self._refused(name, err, request)
+        self._after_joins()
         for name, entry, grant in still:
             if grant is not None and callable(entry.grant) and self._rooms.get(name) is entry:
                 self._schedule_grant(name, grant)
@@ -715,7 +968,11 @@ class Client:
         self._seq += 1
         return str(self._seq)
 
-    async def _transmit(self, frame: str) -> None:
+    def _connected(self) -> bool:
+        return self._ws is not None and self._state == "connected"
+
+    def _socket_for(self, frame: str) -> Any:
+        """The socket to write `frame` to; raises ClientError when it cannot go."""
         limit = (self._info or {}).get("max_message_size")
         # A code point is 1-4 bytes: the frame is encoded only when its length could pass the limit.
         if isinstance(limit, int) and (len(frame) > limit or (len(frame) * 4 > limit and len(frame.encode("utf-8")) > limit)):
@@ -725,28 +982,50 @@ class Client:
             raise ClientError("disconnected", "not connected")
         if self._trace is not None:
             self._trace("out", frame)
+        return ws
+
+    async def _transmit(self, frame: str) -> None:
+        ws = self._socket_for(frame)
         try:
             await ws.send(frame)
         except ConnectionClosed:
             raise ClientError("disconnected", "the connection was lost") from None
 
-    async def _request(self, message: dict[str, Any], until: str) -> dict[str, Any]:
-        """Sends `message` with its id and waits for the reply of type `until` (or an error) with that id."""
+    def _write_now(self, frame: str) -> None:
+        """Starts a send's write: writes started in one order leave in that order (websockets
+        writes an open socket's frame before its first suspension)."""
+        ws = self._socket_for(frame)
+
+        async def write() -> None:
+            try:
+                await ws.send(frame)
+            except ConnectionClosed:
+                pass  # the close keeps the send for its resend (or fails it): _down decides
+
+        self._spawn(write())
+
+    async def _request(self, message: dict[str, Any], until: str, timeout: float | None = None) -> dict[str, Any]:
+        """Sends `message` with its id and waits for the reply of type `until` (or an error) with
+        that id, at most `timeout` s (default `request_timeout`)."""
+        wait = self._request_timeout if timeout is None else timeout
         request = message.get("id") or self._next_id()
         frame = json.dumps({**message, "id": request}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request] = (future, until)
         try:
             await self._transmit(frame)
-            return await asyncio.wait_for(future, self._request_timeout)
+            return await asyncio.wait_for(future, wait)
         except asyncio.TimeoutError:
-            raise ClientError("timeout", f"no reply to {message['type']} within {self._request_timeout:g} s") from None
+            raise ClientError("timeout", f"no reply to {message['type']} within {wait:g} s") from None
         finally:
             if self._pending.get(request, (None,))[0] is future:
                 del self._pending[request]
 
     def _settle(self, reply: dict[str, Any]) -> bool:
-        """Settles the request a reply answers; False when it answers none."""
+        """Settles the request or send a reply answers; False when it answers none."""
+        return self._settle_request(reply) or self._sends.settle(reply)
+
+    def _settle_request(self, reply: dict[str, Any]) -> bool:
         request = reply.get("id")
         entry = self._pending.get(request) if isinstance(request, str) else None
         if entry is None:
@@ -761,8 +1040,7 @@ class Client:
         del self._pending[request]  # type: ignore[arg-type]
         if not future.done():
             if kind == "error":
-                data = reply.get("data") or {}
-                future.set_exception(ClientError(str(data.get("code")), str(data.get("error"))))
+                future.set_exception(_reply_error(reply))
             else:
                 future.set_result(reply)
         return True

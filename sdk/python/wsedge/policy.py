@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 
 from .tokens import token_claims
 
-__all__ = ["Backoff", "AfterClose", "RECONNECT", "reconnect_after", "after_close", "backoff_delay", "life_left", "frame_bound"]
+__all__ = ["Backoff", "AfterClose", "RECONNECT", "reconnect_after", "after_close", "may_resend", "backoff_delay", "life_left", "frame_bound"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ def after_close(code: int, attempt: int, backoff: Backoff, random: Callable[[], 
         return AfterClose(True, jitter, True)
     # 'none' is a close the client made; a server's 1000 is retried like a lost connection.
     return AfterClose(True, jitter)
+
+
+def may_resend(code: int) -> bool:
+    """Whether a send in flight at a close with `code` may go out again (not after 1009: it may be the frame refused)."""
+    return reconnect_after(code) != "backoff_no_resend"
 
 
 def life_left(token: str, obtained_at: float, now: float) -> tuple[float, float] | None:
