@@ -531,7 +531,7 @@ process.channel?.unref();`);
     }
 
     // -----------------------------------------------------------------------------------------
-    // rpc: rpc → rpc_result against a direct fetch of the same endpoint, one call in flight.
+    // rpc: rpc → rpc_result against the same call made directly to the same endpoint, one call in flight.
     if (SCENARIOS.includes('rpc')) {
       await askBackend({ delay: { publish: 0, rpc: 0 } });
       const caller = senders[0];
@@ -622,6 +622,7 @@ process.channel?.unref();`);
           rpc_over_direct_http_p50: rr('http', 'p50_ms'),
           rpc_over_direct_http_p99: rr('http', 'p99_ms'),
         },
+        added_ms_over_direct_http: { p50: diff('http', 'p50_ms'), p99: diff('http', 'p99_ms') },
         added_ms_over_direct_fetch: { p50: diff('fetch', 'p50_ms'), p99: diff('fetch', 'p99_ms') },
         foreign_cores_max: round(Math.max(...Object.values(rpcRuns).flat().map((r) => r.foreign_cores))),
       });
