@@ -35,6 +35,8 @@ const WINDOW = 3;
 /** Answered sends when the first node is drained, and when the second is killed (after the replacement started, with a send of its clients unanswered). */
 const DRAIN_AT = 400;
 const KILL_AT = 1100;
+/** Each client waits before this send of its own until the drained node's replacement is up, so the kill always finds sends under way (a fast build could otherwise finish all 2,000 during the restart). */
+const PAUSE_AT = 26;
 
 afterAll(async () => {
   await stopAllHaproxy();
@@ -110,10 +112,11 @@ function chatter(i: number, url: string, progress: () => void) {
   const errors: string[] = [];
   const settles = new Map<number, number>();
   let issued = 0;
-  /** Sends 1..EACH, at most WINDOW unanswered; resolves once all are issued. */
-  async function sendAll(): Promise<void> {
+  /** Sends 1..EACH, at most WINDOW unanswered, send PAUSE_AT not before `gate`; resolves once all are issued. */
+  async function sendAll(gate: Promise<void>): Promise<void> {
     const open = new Set<Promise<void>>();
     for (let n = 1; n <= EACH; n++) {
+      if (n === PAUSE_AT) await gate;
       issued += 1;
       const settled = (): void => {
         settles.set(n, (settles.get(n) ?? 0) + 1);
@@ -178,19 +181,22 @@ describe('chat through the publish proxy, counted, across a rolling restart and 
       until(() => (check() ? true : undefined), timeoutMs, () => `timed out after ${timeoutMs} ms waiting for ${what}; ${settled()} of ${TOTAL} sends answered`);
 
     const faults = { drained: '', drain_at: 0, unanswered_at_drain: 0, killed: '', kill_at: 0, unanswered_at_kill: 0 };
+    let replaced = (): void => {};
+    const gate = new Promise<void>((resolve) => (replaced = resolve));
     const faulting = (async () => {
       await reached(`${DRAIN_AT} sends answered`, () => settled() >= DRAIN_AT, 30_000);
       const drained = nodes[0]!;
       Object.assign(faults, { drained: drained.nodeId, drain_at: settled(), unanswered_at_drain: unansweredOn(drained.nodeId) });
       await drained.stop();
       nodes[0] = await startNodeProcess(env(ports[0]!));
+      replaced();
       const victim = nodes[1]!;
       await reached(`${KILL_AT} sends answered and one of the victim’s unanswered`, () => settled() >= KILL_AT && unansweredOn(victim.nodeId) > 0, 30_000);
       Object.assign(faults, { killed: victim.nodeId, kill_at: settled(), unanswered_at_kill: unansweredOn(victim.nodeId) });
       await victim.kill9();
     })();
 
-    await Promise.all([...chatters.map((c) => c.sendAll()), faulting]);
+    await Promise.all([...chatters.map((c) => c.sendAll(gate)), faulting]);
     await reached('every send settled', () => settled() === TOTAL, 60_000).catch(() => {});
     const perRoom = (room: string): number => chatters.filter((c) => c.room === room).length * EACH;
     await reached('every member has every message of its room', () => chatters.every((c) => c.got.length >= perRoom(c.room)), 20_000).catch(() => {});
