@@ -133,6 +133,8 @@ export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Met
     while (!stopped) {
       try {
         if (!(await hold())) {
+          // Another node delivers: this one's last figures would be stale (and could keep an alert firing).
+          metrics.webhookBacklog(0, 0);
           await pause(LEASE_CHECK_MS);
           continue;
         }
