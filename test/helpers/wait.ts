@@ -4,7 +4,7 @@
  * that. A check may also throw to say why it is not there yet; after `timeoutMs` this rejects naming
  * `what` and the last reason, so a stuck wait says what it was stuck on.
  */
-export async function waitFor<T>(what: string, check: () => T | false | Promise<T | false>, timeoutMs = 5000, intervalMs = 20): Promise<T> {
+export async function waitFor<T>(what: string, check: () => T | false | Promise<T | false>, timeoutMs = 15_000, intervalMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let last = 'the check returned false';
