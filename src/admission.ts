@@ -111,7 +111,9 @@ export function createAdmission(ctx: AdmissionContext): Admission {
 
   function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
     if (ctx.isDraining()) return refuseUpgrade(res, metrics, 'draining');
-    if (config.maxConnections > 0 && sessions.size + waiting.size >= config.maxConnections) return refuseUpgrade(res, metrics, 'max_connections');
+    // Resolved at start (startNode): never undefined here.
+    const max = config.maxConnections ?? 0;
+    if (max > 0 && sessions.size + waiting.size >= max) return refuseUpgrade(res, metrics, 'max_connections');
     // req is only valid until this callback returns: everything is copied out of it here.
     const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
     const now = Date.now();

@@ -46,8 +46,8 @@ export interface Config {
   /** WS_ROOM_ACCESS=callback: the backend that authorizes joins. */
   readonly roomAuth: RoomAuthConfig | undefined;
   readonly backend: BackendConfig | undefined;
-  /** 0 means unlimited. */
-  readonly maxConnections: number;
+  /** WS_MAX_CONNECTIONS; 0 means unlimited; undefined (unset): the open-files limit less a margin (capacity.ts), resolved at start. */
+  readonly maxConnections: number | undefined;
   readonly maxConnectionsPerUser: number;
   readonly maxRoomsPerConnection: number;
   /** Seconds; also the uWS idleTimeout (see README "Heartbeat"). */
@@ -306,7 +306,7 @@ export function loadConfig(env: Env = process.env): Config {
     roomAccess: r.oneOf<RoomAccess>('WS_ROOM_ACCESS', 'token', ['token', 'open', 'callback']),
     roomAuth: readRoomAuth(r, problems),
     backend: readBackend(r, problems),
-    maxConnections: r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
+    maxConnections: r.optional('WS_MAX_CONNECTIONS') === undefined ? undefined : r.int('WS_MAX_CONNECTIONS', 0, 0, 10_000_000),
     maxConnectionsPerUser: r.int('WS_MAX_CONNECTIONS_PER_USER', 5, 1, 10_000),
     maxRoomsPerConnection: r.int('WS_MAX_ROOMS_PER_CONNECTION', 100, 1, 10_000),
     heartbeatInterval,

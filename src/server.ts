@@ -5,6 +5,7 @@
  */
 import { addApiRoutes } from './api.js';
 import { createAuthenticator } from './auth.js';
+import { connectionCapacity, openFilesLimit } from './capacity.js';
 import type { AccessChange, Broker, BrokerTarget } from './broker.js';
 import { createMemoryBroker } from './broker-memory.js';
 import type { Config } from './config.js';
@@ -58,6 +59,8 @@ export interface EdgeNode {
   /** Server-side publishing: `publish(room, type, data, sender?)` and the product's event helpers. */
   readonly events: Events;
   readonly uws: UwsBinding;
+  /** WS_MAX_CONNECTIONS in effect (the open-files limit less a margin when unset; 0: none). */
+  readonly maxConnections: number;
   connections(): number;
   /** Ordered drain; idempotent; resolves before WS_DRAIN_TIMEOUT. */
   shutdown(): Promise<void>;
@@ -175,7 +178,10 @@ export interface NodeOptions {
   readonly dev?: DevMode;
 }
 
-export async function startNode(config: Config, log: Logger, options: NodeOptions = {}): Promise<EdgeNode> {
+export async function startNode(configured: Config, log: Logger, options: NodeOptions = {}): Promise<EdgeNode> {
+  const capacity = connectionCapacity(configured.maxConnections, openFilesLimit());
+  if (capacity.warning !== undefined) log.warn({ event: 'max_connections_unsafe' }, capacity.warning);
+  const config: Config = { ...configured, maxConnections: capacity.max };
   const uws = loadUws(config.httpMaxHeadersSize);
   const auth = createAuthenticator(config.jwt);
   const metrics = createMetrics();
@@ -296,6 +302,7 @@ export async function startNode(config: Config, log: Logger, options: NodeOption
     broker,
     events,
     uws,
+    maxConnections: capacity.max,
     connections: () => sessions.size,
     shutdown,
   };

@@ -45,8 +45,10 @@ const children = new Set<ChildProcess>();
  * PATH: nothing leaks in from the test runner), and resolves on its `start` log line.
  * WS_DRAIN_TIMEOUT defaults to 2 s so stop() is quick; pass it to test draining.
  */
-export function startNodeProcess(env: Record<string, string> = {}): Promise<NodeProcess> {
-  const child = spawn(process.execPath, ['dist/cli.js', 'serve'], {
+export function startNodeProcess(env: Record<string, string> = {}, opts: { openFiles?: number } = {}): Promise<NodeProcess> {
+  // `openFiles`: the process's open-files limit (soft and hard), set by prlimit, which then becomes the node.
+  const [command, args] = opts.openFiles === undefined ? [process.execPath, ['dist/cli.js', 'serve']] : ['prlimit', [`--nofile=${opts.openFiles}`, process.execPath, 'dist/cli.js', 'serve']];
+  const child = spawn(command, args, {
     cwd: ROOT,
     env: {
       PATH: process.env['PATH'] ?? '',

@@ -40,7 +40,7 @@ describe('loadConfig defaults', () => {
       },
       allowedOrigins: [],
       roomAccess: 'token',
-      maxConnections: 0,
+      maxConnections: undefined,
       maxConnectionsPerUser: 5,
       maxRoomsPerConnection: 100,
       heartbeatInterval: 30,
