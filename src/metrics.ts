@@ -228,9 +228,19 @@ function historyMetrics(registers: Registers) {
     help: 'Publishes whose idempotency key was seen within its window: answered with the first position, not published again.',
     registers,
   });
+  const lost = new Counter({
+    name: 'wsedge_recovery_resets_total',
+    help: 'Recoveries answered recovered: false, by reason: epoch (the room started over), too_far (more missed than WS_HISTORY_RECOVER_MAX), trimmed (history no longer held them: WS_HISTORY_SIZE or WS_HISTORY_TTL too small for the outage).',
+    labelNames: ['reason'],
+    registers,
+  });
   const byOutcome = { recovered: recoveries.labels('recovered'), reset: recoveries.labels('reset') };
+  const byLoss = { epoch: lost.labels('epoch'), too_far: lost.labels('too_far'), trimmed: lost.labels('trimmed') };
   const byReason = { epoch: resets.labels('epoch'), gap: resets.labels('gap') };
   return {
+    recoveryLost(reason: keyof typeof byLoss) {
+      byLoss[reason].inc();
+    },
     recovery(outcome: keyof typeof byOutcome, events: number) {
       byOutcome[outcome].inc();
       if (events > 0) replayed.inc(events);

@@ -259,12 +259,19 @@ function finish(core: Core, room: string, stream: RoomStream, join: Join, recove
   join.done({ kind: 'joined', position: { epoch: stream.epoch!, offset: stream.offset }, recovered });
 }
 
+/** A join that cannot be recovered (`recovered: false`), counted by why: a history too short for the outage shows as `trimmed` or `too_far`. */
+function lost(core: Core, room: string, stream: RoomStream, join: Join, reason: 'epoch' | 'too_far' | 'trimmed'): void {
+  core.deps.metrics.recoveryLost(reason);
+  finish(core, room, stream, join, false);
+}
+
 /** Sends a join the events after its position, or decides that it cannot be recovered. */
 function startJoin(core: Core, room: string, stream: RoomStream, join: Join): void {
   const { since } = join;
   const { epoch, offset } = stream;
   if (since === undefined) return finish(core, room, stream, join, undefined);
-  if (since.epoch !== epoch || since.offset > offset || offset - since.offset > core.deps.recoverMax) return finish(core, room, stream, join, false);
+  if (since.epoch !== epoch || since.offset > offset) return lost(core, room, stream, join, 'epoch');
+  if (offset - since.offset > core.deps.recoverMax) return lost(core, room, stream, join, 'too_far');
   if (since.offset === offset) return finish(core, room, stream, join, true);
   join.caught = [];
   join.to = offset;
@@ -307,14 +314,13 @@ function recover(core: Core, room: string, stream: RoomStream, join: Join, got: 
   if (!stream.joins.includes(join)) return;
   const missed = join.to - since.offset;
   const mine = got.entries.filter((entry) => entry.offset > since.offset && entry.offset <= join.to);
-  if (got.epoch !== since.epoch || stream.epoch !== since.epoch || !consecutive(mine, since.offset, missed)) {
-    return finish(core, room, stream, join, false);
-  }
+  if (got.epoch !== since.epoch || stream.epoch !== since.epoch) return lost(core, room, stream, join, 'epoch');
+  if (!consecutive(mine, since.offset, missed)) return lost(core, room, stream, join, 'trimmed');
   // History up to the position at the start, then what was delivered since, each offset once;
   // all of it up to the room's position now, or nothing (a reset meanwhile skipped offsets).
   const merged: HistoryEntry[] = [];
   for (const entry of [...mine, ...caught]) if (entry.offset === since.offset + merged.length + 1) merged.push(entry);
-  if (since.offset + merged.length !== stream.offset) return finish(core, room, stream, join, false);
+  if (since.offset + merged.length !== stream.offset) return lost(core, room, stream, join, 'epoch');
   for (const entry of merged) core.deps.delivery.send(join.ws, entry.payload);
   finish(core, room, stream, join, true, missed);
 }
