@@ -30,6 +30,7 @@ function checkGrant(ctx: AccessContext, session: Session, room: string, token: s
   const grant = ctx.auth.verifyGrant(token);
   if (grant === 'invalid') return refuse('grant', 'grant_invalid');
   if (grant === 'expired') return refuse('grant', 'grant_expired');
+  if (grant === 'revoked') return refuse('grant', 'grant_revoked');
   if (grant.userId !== session.userId) return refuse('grant', 'grant_other_user');
   if (grant.room !== room) return refuse('grant', 'grant_other_room');
   return allow('grant', grant);

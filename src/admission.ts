@@ -8,6 +8,7 @@
  * epilogue takes the new WebSocket for the HTTP response it was and may close it (1006 right after
  * `connected`; README "uWebSockets.js builds").
  */
+import { rememberToken } from './revocation.js';
 import type { Authenticator, Identity } from './auth.js';
 import type { Config } from './config.js';
 import { isRejection, REJECTIONS, UPGRADE_REFUSALS, type Rejection } from './errors.js';
@@ -71,6 +72,12 @@ interface Waiting {
   readonly early: EarlyFrame[];
 }
 
+/** The session, its token's user, `iat` and `jti` noted for live revocations (revocation.ts). */
+function remembered(identity: Identity, session: Session): Session {
+  rememberToken(session, identity);
+  return session;
+}
+
 export function createAdmission(ctx: AdmissionContext): Admission {
   const { config, metrics, log, sessions } = ctx;
   /**
@@ -88,7 +95,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, close_reason: rej.message, user_id: userId, remote: remoteAddress }, 'connection rejected');
   };
 
-  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => ({
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => remembered(identity, {
     kind,
     connectionId,
     userId: identity.userId,

@@ -1,6 +1,6 @@
 /**
  * The server API for backends, on the internal port only: POST /api/v1/publish,
- * /api/v1/publish/batch, /api/v1/disconnect, /api/v1/unsubscribe and /api/v1/subscribe, and GET
+ * /api/v1/publish/batch, /api/v1/disconnect, /api/v1/unsubscribe, /api/v1/subscribe and /api/v1/revoke, and GET
  * /api/v1/rooms/<room>/{history,presence,presence_stats}, with `Authorization: Bearer
  * <PUBLISH_API_KEY>` compared in constant time. Bodies are capped at WS_MESSAGE_MAX_SIZE while
  * they stream in, before any parsing.
@@ -21,6 +21,7 @@ import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from '.
 import type { PresenceTracker } from './presence-tracker.js';
 import { encodeEvent, encodeHistory, encodeReply, isEpoch, isPublishableType } from './protocol.js';
 import { isValidId, isValidRoom, userRoom } from './rooms.js';
+import { expiryOf, isTokenId, type KeptRevocation, type Revocation, type RevocationList, type RevocationStore } from './revocation.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiDeps {
@@ -39,11 +40,13 @@ export interface ApiDeps {
   readonly history: History;
   readonly presence: PresenceTracker;
   readonly metrics: Metrics;
+  /** Where revocations are kept (Redis, or this node's memory) and this node's list. */
+  readonly revocations: { readonly store: RevocationStore; readonly list: RevocationList };
 }
 
 type Answer = Record<string, unknown>;
 
-type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status';
+type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status' | 'revoke';
 
 /** At most this many user ids in one status question. */
 export const MAX_STATUS_USERS = 500;
@@ -243,6 +246,51 @@ function changeAccess(op: 'unsubscribe' | 'subscribe') {
   };
 }
 
+/** `issued_before` may lie this far ahead (clock differences between the backend and the node). */
+const ISSUED_BEFORE_AHEAD_MS = 60_000;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+/** `issued_before` as epoch ms: epoch seconds (like `iat`) or an RFC 3339 time; undefined when it is neither. */
+function issuedBeforeMs(value: unknown): number | undefined {
+  const ms = typeof value === 'number' ? value * 1000 : typeof value === 'string' && RFC3339.test(value) ? Date.parse(value) : NaN;
+  return Number.isFinite(ms) && ms > 0 && ms <= Date.now() + ISSUED_BEFORE_AHEAD_MS ? Math.floor(ms) : undefined;
+}
+
+/** The revocation a body asks for: `{user_id, issued_before}` or `{jti}`, nothing else. */
+function revocationOf(body: Record<string, unknown>): Revocation {
+  const { user_id: userId, issued_before: before, jti } = body;
+  if ((jti === undefined) === (userId === undefined) || (jti !== undefined && before !== undefined) || (userId !== undefined && before === undefined)) throw badRequest('invalid_revocation');
+  if (jti !== undefined) {
+    if (!isTokenId(jti)) throw badRequest('invalid_jti');
+    return { kind: 'jti', tokenId: jti };
+  }
+  if (!isValidId(userId)) throw badRequest('invalid_user_id');
+  const issuedBefore = issuedBeforeMs(before);
+  if (issuedBefore === undefined) throw badRequest('invalid_issued_before');
+  return { kind: 'user', userId, issuedBefore };
+}
+
+/**
+ * POST /api/v1/revoke: kept in Redis first (so it outlives every node and a node that misses the
+ * frame reads it on its reload), then applied on every node: live connections it covers close with
+ * 4401 `token revoked`, and the tokens are refused at the upgrade, refresh_token and for grants.
+ */
+async function revoke(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
+  const rule = revocationOf(body);
+  const { jwt } = deps.config;
+  const kept: KeptRevocation = { rule, expiresAt: expiryOf(rule, Date.now(), (jwt.maxLifetimeSeconds + jwt.clockToleranceSeconds) * 1000) };
+  let saved: boolean;
+  try {
+    saved = await deps.revocations.store.save(kept);
+  } catch {
+    throw badRequest('revocations_unavailable');
+  }
+  if (!saved || (!deps.revocations.list.has(kept) && deps.revocations.list.size >= deps.config.revocationsMax)) throw badRequest('revocations_full');
+  await deps.broker.revoke(kept);
+  const expiresAt = new Date(kept.expiresAt).toISOString();
+  return rule.kind === 'jti' ? { status: 'revoked', jti: rule.tokenId, expires_at: expiresAt } : { status: 'revoked', user_id: rule.userId, issued_before: new Date(rule.issuedBefore).toISOString(), expires_at: expiresAt };
+}
+
 /** POST /api/v1/users/status: online, connections and last_seen for each user, cluster-wide. */
 async function usersStatus(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
   const ids = body['user_ids'];
@@ -261,6 +309,7 @@ const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) 
   unsubscribe: changeAccess('unsubscribe'),
   subscribe: changeAccess('subscribe'),
   users_status: usersStatus,
+  revoke,
 };
 
 /** The query of GET .../history: since_epoch with since_offset, limit, reverse; undefined when malformed. */
@@ -342,7 +391,7 @@ export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
   const expected = key === undefined ? undefined : digest(key);
   addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
   for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
-  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe', 'users_status'] as const) {
+  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe', 'users_status', 'revoke'] as const) {
     app.post(`/api/v1/${endpoint === 'publish_batch' ? 'publish/batch' : endpoint === 'users_status' ? 'users/status' : endpoint}`, (res: HttpResponse, req: HttpRequest) => {
       let aborted = false;
       res.onAborted(() => {

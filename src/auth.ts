@@ -5,14 +5,24 @@
  * (`invalid token: signature`), which tells a client what to fix without echoing the token.
  * Public-key results are cached by token, never past `exp`; HMAC is verified every time (cheaper
  * than the cache's own token hash).
+ *
+ * Several keys at once (rotation without downtime): a token whose `kid` names a key is verified
+ * with that key alone; one without `kid`, or whose `kid` no key has, is tried against each key
+ * without a `kid` (JWT_SECRET's secrets, a key file's keys) until one verifies its signature. A
+ * `kid` the set lacks when every key has one is refused `invalid token: kid` and asks the key
+ * source to refetch (at most once per JWT_KEYS_UNKNOWN_KID_INTERVAL). A token whose `exp` lies
+ * further ahead than JWT_MAX_LIFETIME is refused, so a revocation (revocation.ts) kept that long
+ * outlives every token it covers.
  */
-import { createPublicKey, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createDecoder, createSigner, createVerifier, TokenError, type Algorithm } from 'fast-jwt';
 import type { JwtConfig } from './config.js';
-import { HMAC_ALGS, PUBLIC_KEY_ALGS } from './config.js';
-import { REJECTIONS, type Rejection } from './errors.js';
+import { PUBLIC_KEY_ALGS } from './config.js';
+import { isRejection, REJECTIONS, type Rejection } from './errors.js';
 export { isRejection } from './errors.js';
+import { fixedKeys, initialKeys, type KeySource } from './key-source.js';
+import type { KeyMaterial } from './keys.js';
+import { isTokenId, type RevocationCheck } from './revocation.js';
 import { compileRooms, isValidId, isValidRoom, type RoomPatterns } from './rooms.js';
 
 export interface Identity {
@@ -23,6 +33,10 @@ export interface Identity {
   readonly claim: RoomPatterns | undefined;
   /** Epoch milliseconds of `exp`. */
   readonly expiresAt: number;
+  /** Epoch milliseconds of `iat`; undefined without one (a revocation by issue time then covers the token). */
+  readonly issuedAt: number | undefined;
+  /** The `jti` claim, when it is a token id (revocation.ts isTokenId). */
+  readonly tokenId: string | undefined;
 }
 
 /** A verified room grant: `sub` may join `room` until `expiresAt` (epoch ms). */
@@ -33,10 +47,11 @@ export interface RoomGrant {
 }
 
 export interface Authenticator {
+  /** The algorithms of the keys in force. */
   readonly algorithms: readonly string[];
   verify(token: string): Identity | Rejection;
-  /** A room grant: same keys, algorithms, `iss`/`aud` and clock tolerance as connection tokens, plus a `room` claim. */
-  verifyGrant(token: string): RoomGrant | 'invalid' | 'expired';
+  /** A room grant: same keys, algorithms, `iss`/`aud`, clock tolerance and revocations as connection tokens, plus a `room` claim. */
+  verifyGrant(token: string): RoomGrant | 'invalid' | 'expired' | 'revoked';
 }
 
 /**
@@ -118,64 +133,40 @@ function headerAlg(token: string): string {
   }
 }
 
-/** Algorithms that fit a PEM public key, by key type and curve. */
-function algorithmsForPublicKey(pem: string): string[] {
-  const key = createPublicKey(pem);
-  switch (key.asymmetricKeyType) {
-    case 'rsa':
-      return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
-    case 'rsa-pss':
-      return ['PS256', 'PS384', 'PS512'];
-    case 'ec': {
-      const curve = key.asymmetricKeyDetails?.namedCurve;
-      const byCurve: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' };
-      const alg = curve === undefined ? undefined : byCurve[curve];
-      if (alg === undefined) throw new Error(`JWT_PUBLIC_KEY_FILE: unsupported EC curve ${curve ?? 'unknown'}`);
-      return [alg];
-    }
-    case 'ed25519':
-    case 'ed448':
-      return ['EdDSA'];
-    default:
-      throw new Error(`JWT_PUBLIC_KEY_FILE: unsupported key type ${key.asymmetricKeyType ?? 'unknown'}`);
-  }
+/** The keys in force and their verifiers, rebuilt when the key source replaces its set. */
+interface Verifiers {
+  readonly from: readonly KeyMaterial[];
+  readonly byKid: ReadonlyMap<string, KeyVerifier>;
+  /** Keys without a `kid`: tried for a token whose `kid` names no key (or that has none). */
+  readonly unkeyed: readonly KeyVerifier[];
+  /** Tokens without `kid` are tried against each of these. */
+  readonly all: readonly KeyVerifier[];
+  readonly algorithms: readonly string[];
 }
 
-/** The key and algorithm list the verifier uses; throws (start-up failure) on a config that cannot work. */
-export function resolveKey(jwt: JwtConfig): { key: string; algorithms: string[] } {
-  let key: string;
-  let fitting: string[];
-  if (jwt.publicKeyFile !== undefined) {
-    try {
-      key = readFileSync(jwt.publicKeyFile, 'utf8');
-    } catch (err) {
-      throw new Error(`JWT_PUBLIC_KEY_FILE: cannot read ${jwt.publicKeyFile}: ${(err as Error).message}`);
-    }
-    try {
-      fitting = algorithmsForPublicKey(key);
-    } catch (err) {
-      const message = (err as Error).message;
-      throw new Error(message.startsWith('JWT_PUBLIC_KEY_FILE:') ? message : `JWT_PUBLIC_KEY_FILE: ${jwt.publicKeyFile} is not a PEM public key: ${message}`);
-    }
-  } else if (jwt.secret !== undefined) {
-    key = jwt.secret;
-    fitting = [...HMAC_ALGS];
-  } else {
-    throw new Error('JWT_SECRET: no JWT key configured');
-  }
-  const algorithms = jwt.algorithms === undefined ? fitting : fitting.filter((a) => jwt.algorithms?.includes(a));
-  if (algorithms.length === 0) {
-    throw new Error(`JWT_ALGORITHMS: none of ${jwt.algorithms?.join(', ')} fits the configured key (${fitting.join(', ')})`);
-  }
-  if (algorithms.some((a) => !HMAC_ALGS.includes(a) && !PUBLIC_KEY_ALGS.includes(a))) {
-    throw new Error('JWT_ALGORITHMS: unsupported algorithm');
-  }
-  return { key, algorithms };
+interface KeyVerifier {
+  readonly algorithms: readonly string[];
+  readonly verify: (token: string) => Record<string, unknown>;
 }
 
-export function createAuthenticator(jwt: JwtConfig): Authenticator {
-  const { key, algorithms } = resolveKey(jwt);
-  const verifier = createVerifier({
+/** Errors after which the next key may still verify the token: it was not signed with this one. */
+const OTHER_KEY = new Set<string>([TokenError.codes.invalidSignature, TokenError.codes.verifyError, TokenError.codes.invalidAlgorithm, TokenError.codes.missingSignature]);
+
+function buildVerifiers(jwt: JwtConfig, keys: readonly KeyMaterial[]): Verifiers {
+  const byKid = new Map<string, KeyVerifier>();
+  const unkeyed: KeyVerifier[] = [];
+  const all: KeyVerifier[] = [];
+  for (const material of keys) {
+    const verifier: KeyVerifier = { algorithms: material.algorithms, verify: keyVerifier(jwt, material) as KeyVerifier['verify'] };
+    all.push(verifier);
+    if (material.kid === undefined) unkeyed.push(verifier);
+    else byKid.set(material.kid, verifier);
+  }
+  return { from: keys, byKid, unkeyed, all, algorithms: [...new Set(keys.flatMap((k) => k.algorithms))] };
+}
+
+function keyVerifier(jwt: JwtConfig, { key, algorithms }: KeyMaterial) {
+  return createVerifier({
     key,
     algorithms: algorithms as Algorithm[],
     // fast-jwt checks iss/aud only when present; configured ones must be present.
@@ -185,30 +176,93 @@ export function createAuthenticator(jwt: JwtConfig): Authenticator {
     ...(jwt.issuer !== undefined && { allowedIss: jwt.issuer }),
     ...(jwt.audience !== undefined && { allowedAud: jwt.audience }),
   });
+}
+
+/** The `kid` of a token's header; undefined when it has none or the header cannot be read (the verifier says why). */
+function headerKid(token: string): string | undefined {
+  try {
+    const { header } = decodeHeader(token) as { header: { kid?: unknown } };
+    return typeof header.kid === 'string' ? header.kid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface AuthenticatorDeps {
+  /** The keys (key-source.ts); default: JWT_SECRET's secrets or JWT_PUBLIC_KEY_FILE's keys, read once. */
+  readonly keys?: KeySource;
+  /** The revocation list (revocation.ts); default: nothing is revoked. */
+  readonly revocations?: RevocationCheck;
+}
+
+export function createAuthenticator(jwt: JwtConfig, deps: AuthenticatorDeps = {}): Authenticator {
+  const source = deps.keys ?? fixedKeys(initialKeys(jwt));
+  const revocations = deps.revocations;
+  const maxExpAhead = (jwt.maxLifetimeSeconds + jwt.clockToleranceSeconds) * 1000;
+  let verifiers = buildVerifiers(jwt, source.keys());
+
+  /** The claims of a token some key verifies; a Rejection names the check it failed. */
+  const verified = (token: string): Record<string, unknown> | Rejection => {
+    if (verifiers.from !== source.keys()) verifiers = buildVerifiers(jwt, source.keys());
+    const { all, byKid, unkeyed } = verifiers;
+    // One key without kid (a secret, a single PEM): the token's header is not read twice.
+    let candidates = all;
+    if (all.length !== 1 || byKid.size !== 0) {
+      const kid = headerKid(token);
+      const named = kid === undefined ? undefined : byKid.get(kid);
+      if (named !== undefined) candidates = [named];
+      else if (kid !== undefined) {
+        candidates = unkeyed;
+        if (unkeyed.length === 0) {
+          source.unknownKid();
+          return REJECTIONS.token_kid;
+        }
+      }
+    }
+    if (candidates.length === 0) return REJECTIONS.token_kid;
+    let failed: unknown;
+    for (const candidate of candidates) {
+      try {
+        return candidate.verify(token);
+      } catch (err) {
+        // A signature this key did not make may be another key's; any other failure is the token's.
+        if (!(err instanceof TokenError) || !OTHER_KEY.has(err.code)) return failedCheck(err, token, candidate.algorithms);
+        if (failed === undefined || (err.code !== TokenError.codes.invalidAlgorithm && err.code !== TokenError.codes.missingSignature)) failed = err;
+      }
+    }
+    return failedCheck(failed, token, verifiers.algorithms);
+  };
 
   return {
-    algorithms,
+    get algorithms() {
+      return verifiers.algorithms;
+    },
     verify(token) {
-      let claims: Record<string, unknown>;
-      try {
-        claims = verifier(token) as Record<string, unknown>;
-      } catch (err) {
-        return failedCheck(err, token, algorithms);
-      }
-      return identityFrom(claims);
+      const claims = verified(token);
+      if (isRejection(claims)) return claims;
+      const identity = identityFrom(claims);
+      if (isRejection(identity)) return identity;
+      if (identity.expiresAt - (identity.issuedAt ?? Date.now()) > maxExpAhead) return REJECTIONS.token_lifetime;
+      if (revocations?.isRevoked(identity) === true) return REJECTIONS.token_revoked;
+      return identity;
     },
     verifyGrant(token) {
-      let claims: Record<string, unknown>;
-      try {
-        claims = verifier(token) as Record<string, unknown>;
-      } catch (err) {
-        return err instanceof TokenError && err.code === TokenError.codes.expired ? 'expired' : 'invalid';
-      }
+      const claims = verified(token);
+      if (isRejection(claims)) return claims === EXPIRED ? 'expired' : 'invalid';
       const { sub, room, exp } = claims;
       if (!isValidId(sub) || !isValidRoom(room) || typeof exp !== 'number' || !Number.isFinite(exp) || exp > MAX_EXP_SECONDS) return 'invalid';
+      const stamp = { userId: sub, ...stampOf(claims) };
+      if (exp * 1000 - (stamp.issuedAt ?? Date.now()) > maxExpAhead) return 'invalid';
+      if (revocations?.isRevoked(stamp) === true) return 'revoked';
       return { userId: sub, room, expiresAt: exp * 1000 };
     },
   };
+}
+
+/** `iat` (epoch ms) and `jti` when the token has usable ones: a revocation by issue time treats a token without `iat` as issued before any time. */
+function stampOf(claims: Record<string, unknown>): { issuedAt: number | undefined; tokenId: string | undefined } {
+  const { iat, jti } = claims;
+  return { issuedAt: typeof iat === 'number' && Number.isFinite(iat) ? iat * 1000 : undefined, tokenId: isTokenId(jti) ? jti : undefined };
 }
 
 function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
@@ -222,7 +276,7 @@ function identityFrom(claims: Record<string, unknown>): Identity | Rejection {
   }
   const claim = compileRooms(claims['rooms']);
   if (claim === null) return REJECTIONS.token_rooms;
-  return { userId: sub, username: username ?? sub, claim, expiresAt: exp * 1000 };
+  return { userId: sub, username: username ?? sub, claim, expiresAt: exp * 1000, ...stampOf(claims) };
 }
 
 export interface TokenRequest {

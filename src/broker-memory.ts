@@ -19,6 +19,10 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     disconnectUser(userId, code, reason) {
       if (!closed) target.disconnectUser(userId, code, reason);
     },
+    async revoke(kept) {
+      if (!closed) target.revoke(kept);
+      return !closed;
+    },
     async changeAccess(change) {
       if (!closed) target.changeAccess(change);
       return !closed;

@@ -17,6 +17,8 @@
  * Implementations: broker-memory.ts and redis/broker.ts; server.ts picks one.
  */
 
+import type { KeptRevocation } from './revocation.js';
+
 /** Encoded envelope bytes as uWS takes them. */
 export type Payload = string | Uint8Array;
 
@@ -47,6 +49,8 @@ export interface BrokerTarget {
   disconnectUser(userId: string, code: number, reason: string): void;
   /** Applies a backend's unsubscribe or subscribe to the local connections of the user. */
   changeAccess(change: AccessChange): void;
+  /** Keeps a revocation and closes the local connections whose token it covers (4401 token revoked). */
+  revoke(kept: KeptRevocation): void;
 }
 
 /** A backend's change of a user's rooms, on every node: `connectionId` narrows it to one connection. */
@@ -72,6 +76,8 @@ export interface Broker {
   changeAccess(change: AccessChange): Promise<boolean>;
   /** Closes every connection of the user on every node. */
   disconnectUser(userId: string, code: number, reason: string): void;
+  /** Applies a revocation on every node (this one at once); resolves false when the other nodes could not be told. */
+  revoke(kept: KeptRevocation): Promise<boolean>;
   /** The node gained its first local member of `room`; `subscribed(room)` follows once confirmed. */
   subscribe(room: string): void;
   /** The node lost its last local member of `room`. */

@@ -13,15 +13,37 @@ import type { WebhookConfig } from './webhooks.js';
 export type { RoomAccess };
 
 export interface JwtConfig {
-  /** HMAC secret (HS256/384/512). */
+  /** The current HMAC secret (HS256/384/512): the first of JWT_SECRET, the one tokens are minted with. */
   readonly secret: string | undefined;
-  /** Path of a PEM public key (RS256, ES256, EdDSA...). */
+  /** Every accepted HMAC secret, current first (JWT_SECRET is comma-separated: current,previous). */
+  readonly secrets: readonly string[];
+  /** Path of a file of one or more PEM public keys (RS256, ES256, EdDSA...), re-read every JWT_KEYS_REFRESH. */
   readonly publicKeyFile: string | undefined;
+  /** A JWKS URL (https:// in production): keys chosen by `kid`. */
+  readonly jwksUrl: string | undefined;
+  /** How a key file or JWKS is refreshed, and the caps on what it may hold. */
+  readonly keySource: KeySourceConfig;
+  /** Seconds: a token whose `exp` is further away than this (plus the clock tolerance) is refused; revocations are kept this long. */
+  readonly maxLifetimeSeconds: number;
   /** Narrows the algorithms derived from the key; undefined means all that fit the key. */
   readonly algorithms: readonly string[] | undefined;
   readonly issuer: string | undefined;
   readonly audience: string | undefined;
   readonly clockToleranceSeconds: number;
+}
+
+/** JWT_KEYS_*: the refresh of a key file or JWKS (keys.ts, jwks.ts). */
+export interface KeySourceConfig {
+  /** Seconds between refreshes of the key set (a failed one keeps the last good set). */
+  readonly refreshSeconds: number;
+  /** Seconds: a token with an unknown `kid` refetches the set at most once per this interval. */
+  readonly unknownKidSeconds: number;
+  /** Bytes: a larger JWKS answer or key file is refused. */
+  readonly maxBytes: number;
+  /** A set with more keys than this is refused. */
+  readonly maxKeys: number;
+  /** Milliseconds a JWKS fetch may take. */
+  readonly timeoutMs: number;
 }
 
 export interface Config {
@@ -79,6 +101,8 @@ export interface Config {
   readonly redis: RedisConfig | undefined;
   /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
   readonly publishApiKey: string | undefined;
+  /** WS_REVOCATIONS_MAX: revocations kept at once (each lives JWT_MAX_LIFETIME at most); a revoke past it is refused. */
+  readonly revocationsMax: number;
   /** /readyz answers 503 while the broker is down (default: 200 with "broker":"down"). */
   readonly readyRequiresBroker: boolean;
 }
@@ -326,6 +350,7 @@ export function loadConfig(env: Env = process.env): Config {
     signals: readSignals(r, problems),
     redis: readRedis(r, problems),
     publishApiKey: r.optional('PUBLISH_API_KEY'),
+    revocationsMax: r.int('WS_REVOCATIONS_MAX', 100_000, 1, 10_000_000),
     readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
   };
   if (config.events.types.size > 0 && config.events.webhook === undefined && config.redis === undefined) {
@@ -512,32 +537,49 @@ function readRedis(r: Reader, problems: string[]): RedisConfig | undefined {
 }
 
 function readJwt(r: Reader, problems: string[], production: boolean): JwtConfig {
-  const secret = r.optional('JWT_SECRET');
+  const secrets = r.list('JWT_SECRET');
   const publicKeyFile = r.optional('JWT_PUBLIC_KEY_FILE');
+  const jwksUrl = r.optional('JWT_JWKS_URL');
   const algorithms = r.list('JWT_ALGORITHMS');
-  if (secret !== undefined && publicKeyFile !== undefined) {
-    problems.push('JWT_SECRET: set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both');
+  const sources = [secrets.length > 0, publicKeyFile !== undefined, jwksUrl !== undefined].filter(Boolean).length;
+  if (sources > 1) {
+    problems.push('JWT_SECRET: set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL');
   }
-  if (secret === undefined && publicKeyFile === undefined && production) {
-    problems.push('JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE');
+  if (sources === 0 && production) {
+    problems.push('JWT_SECRET: NODE_ENV=production requires JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL');
   }
-  if (secret !== undefined && production && Buffer.byteLength(secret) < 32) {
-    problems.push('JWT_SECRET: must be at least 32 bytes in production');
+  if (production && secrets.some((s) => Buffer.byteLength(s) < 32)) {
+    problems.push('JWT_SECRET: each secret must be at least 32 bytes in production');
+  }
+  if (jwksUrl !== undefined) {
+    if (!HTTP_URL.test(jwksUrl) || !URL.canParse(jwksUrl)) problems.push('JWT_JWKS_URL: must be an http:// or https:// URL');
+    else if (production && !jwksUrl.startsWith('https:')) problems.push('JWT_JWKS_URL: must be https:// in production');
   }
   const unknown = algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a) && !PUBLIC_KEY_ALGORITHMS.includes(a));
   if (unknown.length > 0) problems.push(`JWT_ALGORITHMS: unsupported ${unknown.join(', ')} (never "none")`);
   const hmac = algorithms.filter((a) => HMAC_ALGORITHMS.includes(a));
   const pub = algorithms.filter((a) => PUBLIC_KEY_ALGORITHMS.includes(a));
+  const publicKeys = publicKeyFile !== undefined || jwksUrl !== undefined;
   if (hmac.length > 0 && pub.length > 0) {
     problems.push('JWT_ALGORITHMS: mixes HMAC and public-key algorithms; pick one family');
-  } else if (publicKeyFile !== undefined && hmac.length > 0) {
-    problems.push('JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE');
-  } else if (publicKeyFile === undefined && pub.length > 0) {
-    problems.push('JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE');
+  } else if (publicKeys && hmac.length > 0) {
+    problems.push('JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL');
+  } else if (!publicKeys && pub.length > 0) {
+    problems.push('JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL');
   }
   return {
-    secret,
+    secret: secrets[0],
+    secrets,
     publicKeyFile,
+    jwksUrl,
+    keySource: {
+      refreshSeconds: r.int('JWT_KEYS_REFRESH', 300, 1, 86_400),
+      unknownKidSeconds: r.int('JWT_KEYS_UNKNOWN_KID_INTERVAL', 30, 1, 3600),
+      maxBytes: r.int('JWT_KEYS_MAX_BYTES', 65_536, 1024, 10_485_760),
+      maxKeys: r.int('JWT_KEYS_MAX', 20, 1, 1000),
+      timeoutMs: r.int('JWT_KEYS_TIMEOUT', 5000, 100, 60_000),
+    },
+    maxLifetimeSeconds: r.int('JWT_MAX_LIFETIME', 86_400, 60, 31_536_000),
     algorithms: algorithms.length > 0 ? algorithms : undefined,
     issuer: r.optional('JWT_ISSUER'),
     audience: r.optional('JWT_AUDIENCE'),

@@ -81,6 +81,7 @@ const MESSAGE_ERRORS = {
   bad_grant: { code: 'invalid_message', message: `"grant" must be a non-empty string of at most ${MAX_TOKEN_LENGTH} characters` },
   grant_invalid: { code: 'forbidden', message: 'room grant invalid' },
   grant_expired: { code: 'forbidden', message: 'room grant expired' },
+  grant_revoked: { code: 'forbidden', message: 'room grant revoked' },
   grant_other_user: { code: 'forbidden', message: 'room grant is for another user' },
   grant_other_room: { code: 'forbidden', message: 'room grant is for another room' },
   auth_denied: { code: 'forbidden', message: 'the room authorization service denied this room' },
@@ -128,6 +129,7 @@ export type RejectReason =
   | 'token_ambiguous'
   | 'token_invalid'
   | 'token_expired'
+  | 'token_revoked'
   | 'subprotocol'
   | 'origin'
   | 'user_limit'
@@ -157,6 +159,8 @@ export const REJECTIONS = {
   /** Not a JWT: three base64url parts, a JSON header and payload. Each failed check is named after the colon. */
   token_format: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: format' },
   token_algorithm: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: algorithm' },
+  /** The header's `kid` names no key of the set (a JWKS is refetched, at most once per interval). */
+  token_kid: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: kid' },
   token_signature: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: signature' },
   /** A `crit` header: ws-edge understands no critical extension (RFC 7515 4.1.11). */
   token_crit: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: crit' },
@@ -173,6 +177,10 @@ export const REJECTIONS = {
   token_exp_too_far: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: exp after year 9999' },
   token_username: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: username' },
   token_rooms: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: rooms' },
+  /** `exp` further ahead than JWT_MAX_LIFETIME (from `iat`, or from now without one). */
+  token_lifetime: { reason: 'token_invalid', code: UNAUTHORIZED, message: 'invalid token: lifetime longer than JWT_MAX_LIFETIME' },
+  /** POST /api/v1/revoke covers the token: at the upgrade, at refresh_token, and for live connections. */
+  token_revoked: { reason: 'token_revoked', code: UNAUTHORIZED, message: 'token revoked' },
   ip_limit: { reason: 'ip_limit', code: CloseCode.TOO_MANY, message: 'too many connections from this address' },
   user_limit: { reason: 'user_limit', code: CloseCode.TOO_MANY, message: 'too many connections for this user' },
   internal: { reason: 'internal', code: CloseCode.INTERNAL, message: 'internal error' },
@@ -283,6 +291,11 @@ export const API_REFUSALS = {
   status_unavailable: { status: 503, code: 'unavailable', message: 'Redis is unreachable: the cluster-wide status cannot be read; retry' },
   no_presence: { status: 400, code: 'no_presence', message: 'this room keeps no presence (not in WS_PRESENCE_ROOMS)' },
   presence_unavailable: { status: 503, code: 'unavailable', message: 'presence is unreachable; retry' },
+  invalid_revocation: { status: 400, code: 'invalid_revocation', message: 'give either "user_id" with "issued_before", or "jti"' },
+  invalid_issued_before: { status: 400, code: 'invalid_issued_before', message: '"issued_before" must be epoch seconds or an RFC 3339 time, not more than 60 s ahead' },
+  invalid_jti: { status: 400, code: 'invalid_jti', message: '"jti" must be 1-128 printable ASCII characters without spaces' },
+  revocations_full: { status: 503, code: 'revocations_full', message: 'WS_REVOCATIONS_MAX revocations are kept already; retry once older ones expire, or revoke by user' },
+  revocations_unavailable: { status: 503, code: 'unavailable', message: 'Redis is unreachable: the revocation cannot be kept; retry' },
   invalid_query: { status: 400, code: 'invalid_query', message: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;

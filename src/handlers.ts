@@ -3,6 +3,7 @@
  * membership (membership.ts), publishes through the room-publish seam, and answers the socket.
  * Refusals are error envelopes (the socket stays open); only refresh_token with a bad token closes (4401).
  */
+import { rememberToken } from './revocation.js';
 import { backendRefusal } from './backend.js';
 import { isRejection, messageError, REJECTIONS, type MessageError, type Rejection } from './errors.js';
 import { closesAt, type Handler, type HandlerContext } from './handler-context.js';
@@ -139,6 +140,7 @@ const refreshToken: Handler<'refresh_token'> = (ctx, ws, session, { token, id })
   ctx.expiry.remove(ws, closesAt(ctx, session));
   session.expiresAt = result.expiresAt;
   session.claim = result.claim;
+  rememberToken(session, result);
   ctx.expiry.add(ws, closesAt(ctx, session));
   ctx.membership.refreshed(ws, session);
   ctx.delivery.send(ws, encodeReply('token_refreshed', { data: { expires_at: new Date(result.expiresAt).toISOString() } }, id));

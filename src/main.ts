@@ -34,7 +34,7 @@ interface DevStart {
  * WS_PRESENCE_ROOMS / WS_HISTORY_ROOMS are set.
  */
 function withDevMode(config: Config, env: NodeJS.ProcessEnv): { config: Config; dev: DevStart | undefined } {
-  if (config.jwt.secret !== undefined || config.jwt.publicKeyFile !== undefined) return { config, dev: undefined };
+  if (config.jwt.secret !== undefined || config.jwt.publicKeyFile !== undefined || config.jwt.jwksUrl !== undefined) return { config, dev: undefined };
   const demo = compileRooms([DEMO_ROOM])!;
   const dev: DevStart = {
     secret: ephemeralSecret(),
@@ -46,7 +46,7 @@ function withDevMode(config: Config, env: NodeJS.ProcessEnv): { config: Config; 
   return {
     config: {
       ...config,
-      jwt: { ...config.jwt, secret: dev.secret, algorithms: ['HS256'] },
+      jwt: { ...config.jwt, secret: dev.secret, secrets: [dev.secret], algorithms: ['HS256'] },
       host: dev.loopback ? '127.0.0.1' : config.host,
       publishApiKey: config.publishApiKey ?? dev.generatedKey,
       presence: dev.presence ? { ...config.presence, patterns: [DEMO_ROOM], rooms: demo } : config.presence,
@@ -186,7 +186,10 @@ function logStart(
       publish_api: config.publishApiKey !== undefined,
       ready_requires_broker: config.readyRequiresBroker,
       jwt: {
-        key: config.jwt.publicKeyFile !== undefined ? 'public_key_file' : devSecret ? 'ephemeral_dev_secret' : 'secret',
+        key: config.jwt.jwksUrl !== undefined ? 'jwks' : config.jwt.publicKeyFile !== undefined ? 'public_key_file' : devSecret ? 'ephemeral_dev_secret' : 'secret',
+        secrets: config.jwt.secrets.length,
+        keys_refresh_s: config.jwt.keySource.refreshSeconds,
+        max_lifetime_s: config.jwt.maxLifetimeSeconds,
         algorithms: config.jwt.algorithms ?? 'derived from key',
         issuer: config.jwt.issuer ?? null,
         audience: config.jwt.audience ?? null,

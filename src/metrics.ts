@@ -200,7 +200,7 @@ function apiMetrics(registers: Registers) {
     registers,
   });
   return {
-    apiRequest(endpoint: 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status' | 'history' | 'presence' | 'presence_stats', status: number) {
+    apiRequest(endpoint: 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'subscribe' | 'users_status' | 'revoke' | 'history' | 'presence' | 'presence_stats', status: number) {
       apiRequests.inc({ endpoint, status: String(status) });
     },
   };
@@ -422,6 +422,80 @@ function eventMetrics(registers: Registers) {
   };
 }
 
+/**
+ * How a key set refresh ended: loaded, unchanged, why the fetch gave nothing (jwks.ts FetchProblem)
+ * or why the set was refused (keys.ts KeySetProblem).
+ */
+export type KeyFetchOutcome =
+  | 'ok'
+  | 'unchanged'
+  | 'redirect'
+  | 'http_error'
+  | 'too_large'
+  | 'timeout'
+  | 'network'
+  | 'not_json'
+  | 'invalid'
+  | 'too_many_keys'
+  | 'symmetric'
+  | 'alg_none'
+  | 'unsupported'
+  | 'mixed'
+  | 'private_key'
+  | 'duplicate_kid'
+  | 'invalid_key'
+  | 'no_usable_key';
+export type RevocationKind = 'user' | 'jti';
+
+/** Verification keys (key-source.ts) and revocations (revocation.ts). */
+function keyMetrics(registers: Registers) {
+  const keys = new Gauge({ name: 'wsedge_jwt_keys', help: 'Verification keys loaded (secrets, key file keys or JWKS keys).', registers });
+  const fetches = new Counter({
+    name: 'wsedge_jwt_key_fetches_total',
+    help: 'Refreshes of a key file or JWKS by outcome: ok, unchanged, or why the set was refused (the last good set is kept).',
+    labelNames: ['outcome'],
+    registers,
+  });
+  let loadedAt = Date.now();
+  let refreshing = false;
+  new Gauge({
+    name: 'wsedge_jwt_key_set_age_seconds',
+    help: 'Seconds since the key file or JWKS was last loaded or found unchanged (since start while never loaded); 0 for JWT_SECRET.',
+    registers,
+    collect() {
+      this.set(refreshing ? (Date.now() - loadedAt) / 1000 : 0);
+    },
+  });
+  const revocations = new Counter({
+    name: 'wsedge_revocations_total',
+    help: 'Revocations this node took in (from the API, another node or a publisher), by kind: user (issued before a time) or jti.',
+    labelNames: ['kind'],
+    registers,
+  });
+  const kept = new Gauge({ name: 'wsedge_revocations', help: 'Revocations kept on this node (each until the longest token life has passed).', registers });
+  const revokedCloses = new Counter({ name: 'wsedge_revoked_closes_total', help: 'Live connections closed with 4401 token revoked.', registers });
+  return {
+    /** `refresh`: the set comes from a file or JWKS, whose age is reported. */
+    keySetLoaded(count: number, refresh: boolean) {
+      keys.set(count);
+      loadedAt = Date.now();
+      refreshing = refresh;
+    },
+    keyFetch(outcome: KeyFetchOutcome) {
+      fetches.inc({ outcome });
+    },
+    revocationAdded(kind: RevocationKind) {
+      revocations.inc({ kind });
+    },
+    revocationsKept(count: number) {
+      kept.set(count);
+    },
+    revokedClose() {
+      revokedCloses.inc();
+    },
+  };
+}
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: '', eventLoopMonitoringPrecision: 20 });
@@ -452,6 +526,7 @@ export function createMetrics() {
     ...accessMetrics(registers),
     ...backendMetrics(registers),
     ...eventMetrics(registers),
+    ...keyMetrics(registers),
   };
 }
 

@@ -20,7 +20,10 @@ import type { PresenceStore } from './presence.js';
 import { createMemoryPresence } from './presence-memory.js';
 import { createPresenceTracker } from './presence-tracker.js';
 import { WS_PATH } from './messages.js';
-import { applyAccessChange } from './access-changes.js';
+import { applyAccessChange, applyRevocation } from './access-changes.js';
+import { createKeySource } from './key-source.js';
+import { createRevocationList, MEMORY_REVOCATION_STORE, startRevocationReload, type KeptRevocation } from './revocation.js';
+import { createRedisRevocationStore } from './redis/revocation.js';
 import { addDemoRoutes, type DevMode } from './demo.js';
 import { createRoomAuthorizer } from './room-auth.js';
 import { addInternalRoutes, addPublicRoutes, type HealthSource, type NodeState } from './http.js';
@@ -79,9 +82,10 @@ function listen(app: TemplatedApp, host: string, port: number): Promise<us_liste
  * What the broker does on this node: uWS topic publish, one socket, or closing a user's sockets;
  * sequenced rooms' events go to the streams, confirmations to the membership (both created after the broker they use).
  */
-function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, membership: () => Membership, access: () => (change: AccessChange) => void): BrokerTarget {
+function brokerTarget(delivery: Delivery, sessions: SessionIndex, streams: () => Streams, membership: () => Membership, access: () => (change: AccessChange) => void, revoke: () => (kept: KeptRevocation) => void): BrokerTarget {
   return {
     changeAccess: (change) => access()(change),
+    revoke: (kept) => revoke()(kept),
     deliver(room, payload, except) {
       const sender = except === undefined ? undefined : sessions.byConnection(except);
       if (sender === undefined) delivery.publish(room, payload);
@@ -183,8 +187,10 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   if (capacity.warning !== undefined) log.warn({ event: 'max_connections_unsafe' }, capacity.warning);
   const config: Config = { ...configured, maxConnections: capacity.max };
   const uws = loadUws(config.httpMaxHeadersSize);
-  const auth = createAuthenticator(config.jwt);
   const metrics = createMetrics();
+  const keySource = createKeySource(config.jwt, metrics, log);
+  const revocations = createRevocationList(config.revocationsMax, metrics);
+  const auth = createAuthenticator(config.jwt, { keys: keySource, revocations });
   const app = uws.uws.App();
   const internal = uws.uws.App();
   const localSeats = createLocalSeats(config.maxConnectionsPerUser);
@@ -195,7 +201,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const target = brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange);
+  const target = brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange, () => revoke);
   const redisBroker = redis === undefined ? undefined : createRedisBroker({ config, target, log, metrics, redis });
   const broker: Broker = redisBroker ?? createMemoryBroker(target);
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
@@ -253,6 +259,13 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     lifecycle,
   };
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
+  const revoke = (kept: KeptRevocation): void => {
+    if (!revocations.add(kept)) log.warn({ event: 'revocations_full', max: config.revocationsMax }, 'WS_REVOCATIONS_MAX reached: a revocation is applied to live connections only');
+    applyRevocation(ctx, sessions, kept.rule);
+  };
+  const revocationStore = redis === undefined ? MEMORY_REVOCATION_STORE : createRedisRevocationStore(redis.command, config.redis!.prefix, config.revocationsMax);
+  const revocationReload = startRevocationReload(revocationStore, revocations, revoke, log);
+  await Promise.all([keySource.ready, revocationReload.first]);
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);
   const health: HealthSource = {
     state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
@@ -262,7 +275,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   if (options.dev !== undefined) addDemoRoutes(app, options.dev);
   addPublicRoutes(app, health);
   const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
-  addApiRoutes(internal, { config, broker, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
+  addApiRoutes(internal, { config, broker, revocations: { store: revocationStore, list: revocations }, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
 
   const publicSocket = await listen(app, config.host, config.port);
@@ -284,6 +297,9 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
       expiry.stop();
+      keySource.close();
+      revocations.close();
+      revocationReload.stop();
       grants.stop();
       seats.stop();
       lifecycle.stop();

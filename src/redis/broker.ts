@@ -14,6 +14,7 @@ import { probeReturned, startProbe } from './probe.js';
 import { runScript } from './scripts.js';
 import { slotOf, tagFor } from './slots.js';
 import { shardOf, type LinkState } from './link-states.js';
+import { decodeRevocation, encodeRevocation } from './revocation.js';
 import { createSubscriptions } from './subscriptions.js';
 import { channelsOf, decodeAccess, decodeDisconnect, decodeFrame, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection, type Frame, type FrameKind } from './wire.js';
 
@@ -55,6 +56,12 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics, nodeId: s
       const change = decodeAccess(frame.target, frame.payload);
       if (change === undefined) return metrics.brokerFrameDropped('malformed');
       return target.changeAccess(change);
+    }
+    case 'v': {
+      const rule = decodeRevocation(frame.payload.toString('utf8'));
+      const expiresAt = Number(frame.target);
+      if (rule === undefined || !Number.isSafeInteger(expiresAt)) return metrics.brokerFrameDropped('malformed');
+      return target.revoke({ rule, expiresAt });
     }
     case 'p':
       return; // another node's probe on a shared channel: nothing to do
@@ -222,11 +229,9 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
       if (owner === nodeId) target.deliverToConnection(connectionId, payload);
       else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
     },
-    disconnectUser(userId, code, reason) {
-      if (closed) return;
-      target.disconnectUser(userId, code, reason);
-      send(channels.control, 'd', userId, encodeDisconnect(code, reason));
-    },
+    disconnectUser: (userId, code, reason) => void (closed || (target.disconnectUser(userId, code, reason), send(channels.control, 'd', userId, encodeDisconnect(code, reason)))),
+    // Applied here at once: in Redis before it is sent, so a node that misses the frame reads it on its reload.
+    revoke: (kept) => (closed ? Promise.resolve(false) : (target.revoke(kept), send(channels.control, 'v', String(kept.expiresAt), encodeRevocation(kept.rule)))),
     // Applied here only once Redis has taken it for the other nodes: every reachable node, or none.
     async changeAccess(change) {
       if (closed || !(await send(channels.control, 'a', change.userId, encodeAccess(change)))) return false;

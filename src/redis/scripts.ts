@@ -22,7 +22,8 @@ export type ScriptName =
   | 'lifecycle-appear'
   | 'lifecycle-disappear'
   | 'lifecycle-sweep'
-  | 'lease';
+  | 'lease'
+  | 'revoke';
 
 const PRELUDES: Partial<Record<ScriptName, string>> = {
   'append-history': 'stream-epoch',

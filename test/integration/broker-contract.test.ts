@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccessChange, Broker, BrokerTarget, Payload } from '../../src/broker.js';
+import type { KeptRevocation } from '../../src/revocation.js';
 import { createMemoryBroker } from '../../src/broker-memory.js';
 import { headOf, withPosition, type History, type Position } from '../../src/history.js';
 import { createMemoryHistory } from '../../src/history-memory.js';
@@ -45,6 +46,7 @@ interface RecordingTarget extends BrokerTarget {
   readonly toConnection: Array<{ connectionId: string; payload: Payload }>;
   readonly disconnects: Array<{ userId: string; code: number; reason: string }>;
   readonly accessChanges: AccessChange[];
+  readonly revocations: KeptRevocation[];
   /** Payload texts delivered to `room`, in order. */
   texts(room: string): string[];
 }
@@ -54,6 +56,7 @@ function recordingTarget(): RecordingTarget {
   const toConnection: RecordingTarget['toConnection'] = [];
   const disconnects: RecordingTarget['disconnects'] = [];
   const accessChanges: AccessChange[] = [];
+  const revocations: KeptRevocation[] = [];
   const sequenced: RecordingTarget['sequenced'] = [];
   const confirmed: string[] = [];
   return {
@@ -63,6 +66,8 @@ function recordingTarget(): RecordingTarget {
     toConnection,
     disconnects,
     accessChanges,
+    revocations,
+    revoke: (kept) => void revocations.push(kept),
     deliver: (room, payload) => void deliveries.push({ room, payload }),
     deliverSequenced: (room, epoch, offset, payload) => void sequenced.push({ room, epoch, offset, text: text(payload) }),
     subscribed: (room) => void confirmed.push(room),
@@ -452,6 +457,19 @@ describe('Redis broker between two nodes', () => {
     await waitFor('B receives the changes', () => b.target.accessChanges.length === 3, 2000);
     expect(b.target.accessChanges).toEqual(changes);
     expect(a.target.accessChanges).toEqual(changes);
+    await Promise.all([closeNode(a), closeNode(b)]);
+  });
+
+  it('carries revoke from A to B, applied on A at once: by user and issue time, and by jti', async () => {
+    const { a, b } = await pair();
+    const kept: KeptRevocation[] = [
+      { rule: { kind: 'user', userId: 'bob', issuedBefore: 1_700_000_000_000 }, expiresAt: Date.now() + 60_000 },
+      { rule: { kind: 'jti', tokenId: 'token-7/x' }, expiresAt: Date.now() + 60_000 },
+    ];
+    for (const revocation of kept) expect(await a.broker.revoke(revocation)).toBe(true);
+    expect(a.target.revocations).toEqual(kept);
+    await waitFor('B receives the revocations', () => b.target.revocations.length === 2, 2000);
+    expect(b.target.revocations).toEqual(kept);
     await Promise.all([closeNode(a), closeNode(b)]);
   });
 

@@ -363,6 +363,7 @@ function contract(name: string, make: MakeDeployment): void {
         deliverToConnection() {},
         disconnectUser() {},
         changeAccess() {},
+        revoke() {},
       };
       const tracker = createPresenceTracker({ config: presence, store, broker: createMemoryBroker(target), metrics: createMetrics(), log: createLogger('silent') });
       try {

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSigner } from 'fast-jwt';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createAuthenticator, ephemeralSecret, isRejection, resolveKey, signToken, type Identity } from '../../src/auth.js';
+import { createAuthenticator, ephemeralSecret, isRejection, signToken, type Identity } from '../../src/auth.js';
+import { initialKeys } from '../../src/key-source.js';
 import type { JwtConfig } from '../../src/config.js';
 import { isCloseReason, REJECTIONS, type Rejection } from '../../src/errors.js';
 
@@ -21,7 +22,11 @@ const SIGNATURE = failed('signature');
 function jwtConfig(overrides: Partial<JwtConfig> = {}): JwtConfig {
   return {
     secret: undefined,
+    secrets: overrides.secrets ?? (overrides.secret === undefined ? [] : [overrides.secret]),
     publicKeyFile: undefined,
+    jwksUrl: undefined,
+    keySource: { refreshSeconds: 300, unknownKidSeconds: 30, maxBytes: 65_536, maxKeys: 20, timeoutMs: 5000 },
+    maxLifetimeSeconds: 86_400,
     algorithms: undefined,
     issuer: undefined,
     audience: undefined,
@@ -66,6 +71,8 @@ describe('HMAC verification', () => {
       username: 'Alice A.',
       claim: { all: false, prefixes: ['project:'], exact: new Set(['channel:42']) },
       expiresAt: (payloadOf(token)['exp'] as number) * 1000,
+      issuedAt: (payloadOf(token)['iat'] as number) * 1000,
+      tokenId: undefined,
     });
     expect(result.expiresAt).toBeGreaterThan(Date.now() + 590_000);
     expect(result.expiresAt).toBeLessThanOrEqual(Date.now() + 600_000);
@@ -95,13 +102,12 @@ describe('HMAC verification', () => {
     expect(auth.verify(sign({ sub: 'alice' }))).toEqual(EXPIRED);
   });
 
-  it('refuses an exp after year 9999 (1e308 included) and accepts one at its last second', () => {
+  it('refuses an exp after year 9999 (1e308 included), and one at its last second for its lifetime', () => {
     const FAR = { reason: 'token_invalid', code: 4401, message: 'invalid token: exp after year 9999' };
     for (const exp of [1e308, 8.64e12, 253_402_300_800]) {
       expect(auth.verify(handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp }, SECRET))).toEqual(FAR);
     }
-    const last = identity(auth.verify(handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: 253_402_300_799 }, SECRET)));
-    expect(new Date(last.expiresAt).toISOString()).toBe('9999-12-31T23:59:59.000Z');
+    expect(auth.verify(handSigned({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', exp: 253_402_300_799 }, SECRET))).toEqual(REJECTIONS.token_lifetime);
   });
 
   it('accepts a token expired within the clock tolerance and refuses it without tolerance', () => {
@@ -361,41 +367,42 @@ describe('public-key verification', () => {
     expect(auth.verify(token)).toEqual(EXPIRED);
   });
 
-  describe('resolveKey', () => {
-    it('returns the secret and the HMAC family, narrowed by JWT_ALGORITHMS', () => {
-      expect(resolveKey(jwtConfig({ secret: SECRET }))).toEqual({ key: SECRET, algorithms: ['HS256', 'HS384', 'HS512'] });
-      expect(resolveKey(jwtConfig({ secret: SECRET, algorithms: ['HS512', 'HS256'] }))).toEqual({ key: SECRET, algorithms: ['HS256', 'HS512'] });
+  describe('initialKeys', () => {
+    it('returns each secret, current first, with the HMAC family narrowed by JWT_ALGORITHMS', () => {
+      expect(initialKeys(jwtConfig({ secret: SECRET }))).toEqual([{ kid: undefined, key: SECRET, algorithms: ['HS256', 'HS384', 'HS512'] }]);
+      expect(initialKeys(jwtConfig({ secrets: [SECRET, 'b'.repeat(32)], algorithms: ['HS512', 'HS256'] }))).toEqual([
+        { kid: undefined, key: SECRET, algorithms: ['HS256', 'HS512'] },
+        { kid: undefined, key: 'b'.repeat(32), algorithms: ['HS256', 'HS512'] },
+      ]);
     });
 
     it('throws, naming the variable, for a key file that does not exist', () => {
       const missing = join(dir, 'missing.pem');
-      expect(() => resolveKey(jwtConfig({ publicKeyFile: missing }))).toThrow(`JWT_PUBLIC_KEY_FILE: cannot read ${missing}`);
+      expect(() => initialKeys(jwtConfig({ publicKeyFile: missing }))).toThrow(`JWT_PUBLIC_KEY_FILE: cannot read ${missing}`);
     });
 
     it('throws for JWT_ALGORITHMS that fit no key', () => {
-      expect(() => resolveKey(jwtConfig({ secret: SECRET, algorithms: ['RS256'] }))).toThrow(
+      expect(() => initialKeys(jwtConfig({ secret: SECRET, algorithms: ['RS256'] }))).toThrow(
         'JWT_ALGORITHMS: none of RS256 fits the configured key (HS256, HS384, HS512)',
       );
-      expect(() => resolveKey(jwtConfig({ publicKeyFile: ecFile, algorithms: ['RS256', 'ES384'] }))).toThrow(
-        'JWT_ALGORITHMS: none of RS256, ES384 fits the configured key (ES256)',
-      );
+      expect(() => initialKeys(jwtConfig({ publicKeyFile: ecFile, algorithms: ['RS256', 'ES384'] }))).toThrow(`JWT_ALGORITHMS: none of RS256, ES384 fits the keys of ${ecFile}`);
       expect(() => createAuthenticator(jwtConfig({ publicKeyFile: rsaFile, algorithms: ['HS256'] }))).toThrow(/^JWT_ALGORITHMS: /);
     });
 
     it('throws when no key is configured', () => {
-      expect(() => resolveKey(jwtConfig())).toThrow('JWT_SECRET: no JWT key configured');
+      expect(() => initialKeys(jwtConfig())).toThrow('JWT_SECRET: no JWT key configured');
     });
 
     it('throws for an EC curve without a JWT algorithm', () => {
       const path = keyFile('k1.pem', generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey);
-      expect(() => resolveKey(jwtConfig({ publicKeyFile: path }))).toThrow('JWT_PUBLIC_KEY_FILE: unsupported EC curve secp256k1');
+      expect(() => initialKeys(jwtConfig({ publicKeyFile: path }))).toThrow(`JWT_PUBLIC_KEY_FILE: ${path}: unsupported EC curve secp256k1`);
     });
 
     // Start-up errors name the variable (issue 2: "one line naming the variable and what is wrong").
     it('throws, naming the variable, for a key file that is not a PEM key', () => {
       const path = join(dir, 'garbage.pem');
       writeFileSync(path, 'this is not a key\n');
-      expect(() => resolveKey(jwtConfig({ publicKeyFile: path }))).toThrow(/^JWT_PUBLIC_KEY_FILE: /);
+      expect(() => initialKeys(jwtConfig({ publicKeyFile: path }))).toThrow(/^JWT_PUBLIC_KEY_FILE: /);
     });
   });
 });

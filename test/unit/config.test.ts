@@ -32,7 +32,11 @@ describe('loadConfig defaults', () => {
       logLevel: 'info',
       jwt: {
         secret: undefined,
+        secrets: [],
         publicKeyFile: undefined,
+        jwksUrl: undefined,
+        keySource: { refreshSeconds: 300, unknownKidSeconds: 30, maxBytes: 65_536, maxKeys: 20, timeoutMs: 5000 },
+        maxLifetimeSeconds: 86_400,
         algorithms: undefined,
         issuer: undefined,
         audience: undefined,
@@ -60,6 +64,7 @@ describe('loadConfig defaults', () => {
       drainTimeout: 20,
       redis: undefined,
       publishApiKey: undefined,
+      revocationsMax: 100_000,
       readyRequiresBroker: false,
       trustedProxies: [],
       maxConnectionsPerIp: 0,
@@ -221,13 +226,13 @@ describe('loadConfig cross-field and enum validation', () => {
 describe('loadConfig JWT validation', () => {
   it('refuses JWT_SECRET and JWT_PUBLIC_KEY_FILE together', () => {
     expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_PUBLIC_KEY_FILE: '/keys/public.pem' })).toEqual([
-      'JWT_SECRET: set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both',
+      'JWT_SECRET: set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL',
     ]);
   });
 
   it('refuses NODE_ENV=production without a key', () => {
     expect(problemsOf({ NODE_ENV: 'production' })).toEqual([
-      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE',
+      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL',
     ]);
   });
 
@@ -236,7 +241,7 @@ describe('loadConfig JWT validation', () => {
   });
 
   it('refuses a secret under 32 bytes in production, counting bytes not characters', () => {
-    expect(problemsOf({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31) })).toEqual(['JWT_SECRET: must be at least 32 bytes in production']);
+    expect(problemsOf({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31) })).toEqual(['JWT_SECRET: each secret must be at least 32 bytes in production']);
     // 16 two-byte characters are 32 bytes.
     expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16) }).jwt.secret).toBe('é'.repeat(16));
     expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET_32 }).production).toBe(true);
@@ -265,13 +270,13 @@ describe('loadConfig JWT validation', () => {
 
   it('refuses HMAC algorithms with a public key file', () => {
     expect(problemsOf({ JWT_PUBLIC_KEY_FILE: '/keys/public.pem', JWT_ALGORITHMS: 'HS256' })).toEqual([
-      'JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE',
+      'JWT_ALGORITHMS: HMAC algorithms cannot be used with JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL',
     ]);
   });
 
   it('refuses public-key algorithms without a public key file', () => {
     expect(problemsOf({ JWT_SECRET: SECRET_32, JWT_ALGORITHMS: 'RS256' })).toEqual([
-      'JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE',
+      'JWT_ALGORITHMS: public-key algorithms need JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL',
     ]);
   });
 
@@ -305,7 +310,7 @@ describe('loadConfig error reporting', () => {
       'WS_RATE_LIMIT: 0 is outside 1..100000',
       'WS_HEARTBEAT_INTERVAL: 5 is outside 8..960',
       'LOG_LEVEL: "loud" is not one of fatal, error, warn, info, debug, trace, silent',
-      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY_FILE',
+      'JWT_SECRET: NODE_ENV=production requires JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL',
       'JWT_ALGORITHMS: unsupported none (never "none")',
       'WS_MEMBERSHIP_EVENTS: "maybe" is not a boolean (true/false)',
       'WS_DRAIN_TIMEOUT: "1.5" is not an integer',
