@@ -8,7 +8,7 @@
  * epilogue takes the new WebSocket for the HTTP response it was and may close it (1006 right after
  * `connected`; README "uWebSockets.js builds").
  */
-import { rememberToken } from './revocation.js';
+import { tokenArrives } from './revocation.js';
 import type { Authenticator, Identity } from './auth.js';
 import type { Config } from './config.js';
 import { isRejection, REJECTIONS, UPGRADE_REFUSALS, type Rejection } from './errors.js';
@@ -74,7 +74,7 @@ interface Waiting {
 
 /** The session, its token's user, `iat` and `jti` noted for live revocations (revocation.ts). */
 function remembered(identity: Identity, session: Session): Session {
-  rememberToken(session, identity);
+  tokenArrives(session.connectionId, identity);
   return session;
 }
 

@@ -3,6 +3,7 @@
  * at once, or once the user seat is granted), message (inbound.ts: size, rate, one JSON.parse, handler),
  * subscription (to the membership: room gauge and broker interest), dropped, close (release everything).
  */
+import { adoptToken } from './revocation.js';
 import { createAdmission, type AdmissionContext, type EarlyFrame } from './admission.js';
 import { CLOSES } from './errors.js';
 import { closesAt, type HandlerContext } from './handler-context.js';
@@ -104,6 +105,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
         return;
       }
       const sws = ws as SessionSocket;
+      adoptToken(data);
       if (data.kind === 'pending') admission.settle(sws, welcome);
       else welcome(sws, NO_FRAMES);
     },

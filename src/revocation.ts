@@ -121,10 +121,29 @@ export const MEMORY_REVOCATION_STORE: RevocationStore = {
 };
 
 /**
- * The session -> token stamp table behind live revocations: set at the upgrade and at each
+ * The session -> token stamp table behind live revocations: set when the socket opens and at each
  * refresh_token, read when a revocation arrives. Weak, so an entry dies with its session.
  */
 const stamps = new WeakMap<object, TokenStamp>();
+/**
+ * Stamps of upgrades under way, by connection id: uWS copies the UserData given to `res.upgrade`
+ * into the socket's own object and calls `open` before `res.upgrade` returns, so `adoptToken` in
+ * `open` moves the stamp onto that object; an upgrade that never opened is forgotten after the turn.
+ */
+const arriving = new Map<string, TokenStamp>();
+
+export function tokenArrives(connectionId: string, stamp: TokenStamp): void {
+  arriving.set(connectionId, { userId: stamp.userId, issuedAt: stamp.issuedAt, tokenId: stamp.tokenId });
+  queueMicrotask(() => arriving.delete(connectionId));
+}
+
+/** In `open`: the socket's session takes the stamp its upgrade noted. */
+export function adoptToken(session: { readonly connectionId: string }): void {
+  const stamp = arriving.get(session.connectionId);
+  if (stamp === undefined) return;
+  arriving.delete(session.connectionId);
+  stamps.set(session, stamp);
+}
 
 export function rememberToken(session: object, stamp: TokenStamp): void {
   stamps.set(session, { userId: stamp.userId, issuedAt: stamp.issuedAt, tokenId: stamp.tokenId });
