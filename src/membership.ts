@@ -28,7 +28,7 @@ import type { PresenceTracker } from './presence-tracker.js';
 import { encodeEvent, encodeReply } from './protocol.js';
 import { sendError } from './replies.js';
 import { covers, userRoom } from './rooms.js';
-import type { GrantItem, JoinReply, Member, Session, SessionSocket } from './session.js';
+import type { GrantItem, JoinReply, Member, Permit, Session, SessionSocket } from './session.js';
 import type { JoinOutcome, Streams } from './streams.js';
 import type { TemplatedApp } from './uws.js';
 
@@ -120,7 +120,38 @@ function dropMember(session: Session, room: string): void {
   session.rooms?.delete(room);
   if (session.rooms?.size === 0) session.rooms = undefined;
 }
-const newMember = (phase: Member['phase'], replies: JoinReply[], since?: StreamPosition): Member => ({ phase, entered: false, permit: undefined, replies, since });
+const newMember = (phase: Member['phase'], replies: JoinReply[] | undefined, since?: StreamPosition): Member => ({ phase, entered: false, permit: undefined, replies, since });
+
+/** The permits that hold nothing of their own, one object for every member let in that way. */
+const BY_CALLBACK: Permit = Object.freeze({ source: 'callback' });
+const BY_SERVER: Permit = Object.freeze({ source: 'server' });
+
+/**
+ * Settled members (joined, told, nobody waiting, let in by the claim, the callback or a backend)
+ * differ only in their room, so each is one of these frozen objects, by permit: a joined room costs
+ * a connection its `rooms` entry, not a Member of its own (issue 25). A room grant's member keeps
+ * its own (the grant's expiry item is its own); a write to a shared one throws, so every change
+ * takes a copy first (`own`).
+ */
+const SETTLED = new Map<Permit | undefined, Member>(
+  [undefined, BY_CALLBACK, BY_SERVER].map((permit) => [permit, Object.freeze({ phase: 'joined', entered: true, permit, replies: undefined, since: undefined })]),
+);
+
+/** Swaps a member that has just settled for the shared one; the place's own copy is left to the garbage collector. */
+function settle({ session, room, member }: Place): void {
+  if (member.phase !== 'joined' || !member.entered || member.replies !== undefined) return;
+  const shared = SETTLED.get(member.permit);
+  if (shared !== undefined && session.rooms?.get(room) === member) session.rooms.set(room, shared);
+}
+
+/** The place with a member of its own, to be changed: a shared (settled) member is replaced by a copy. */
+function own(place: Place): Place {
+  const { session, room, member: shared } = place;
+  if (SETTLED.get(shared.permit) !== shared) return place;
+  const member: Member = { phase: shared.phase, entered: shared.entered, permit: shared.permit, replies: undefined, since: undefined };
+  keepMember(session, room, member);
+  return { ...place, member };
+}
 const presenceEntry = (session: Session) => ({ connectionId: session.connectionId, userId: session.userId, username: session.username });
 
 /** user_joined/user_left, unless disabled, a presence room (presence events instead), a personal room, or too large. */
@@ -134,7 +165,8 @@ function announce({ ctx }: Core, session: Session, room: string, type: 'user_joi
 /** Answers every request waiting on the member, each once. */
 function answerAll(member: Member, answer: (reply: JoinReply) => void): void {
   const replies = member.replies;
-  member.replies = [];
+  if (replies === undefined) return;
+  member.replies = undefined;
   for (const reply of replies) {
     answer(reply);
     reply.settled?.();
@@ -146,15 +178,26 @@ function refuseAll({ ctx }: Core, { ws, room, member }: Place, error: MessageErr
 }
 
 /** room_joined to every waiting request, the member's position (sequenced rooms) in `fields`. */
-function answerJoined({ ctx }: Core, { ws, room, member }: Place, fields: Record<string, unknown>): void {
+function answerJoined({ ctx }: Core, place: Place, fields: Record<string, unknown>): void {
+  const { ws, room, member } = place;
   member.phase = 'joined';
   member.since = undefined;
   answerAll(member, (reply) => ctx.delivery.send(ws, encodeReply('room_joined', { room, ...fields }, reply.id)));
+  settle(place);
 }
 
-function forgetPermit({ ctx }: Core, member: Member): void {
+/** A room grant's scheduled end is dropped: the member leaves, or is let in some other way from now on. */
+function dropGrant({ ctx }: Core, member: Member): void {
   if (member.permit?.source === 'grant') ctx.grants.remove(member.permit.item, member.permit.item.expiresAt);
+}
+
+/** The token's claim now covers the room: no grant's expiry ends the membership any more. */
+function claimed(core: Core, place: Place): void {
+  if (place.member.permit === undefined) return;
+  const { member } = own(place);
+  dropGrant(core, member);
   member.permit = undefined;
+  settle({ ...place, member });
 }
 
 /** Keeps how a room outside the token's claim was let in; a grant's membership is scheduled to end at its `exp`. */
@@ -162,13 +205,13 @@ function permit(core: Core, { ws, session, room, member }: Place, decision: Deci
   // A backend's subscribe owns the membership: a grant sent later neither replaces it nor ends it.
   if (member.permit?.source === 'server') return;
   if (decision.grant !== undefined) {
-    forgetPermit(core, member);
+    dropGrant(core, member);
     const item: GrantItem = { ws, session, room, expiresAt: decision.grant.expiresAt + core.ctx.config.jwt.clockToleranceSeconds * 1000 };
     core.ctx.grants.add(item, item.expiresAt);
     member.permit = { source: 'grant', item };
   } else if (decision.source === 'callback') {
-    forgetPermit(core, member);
-    member.permit = { source: 'callback' };
+    dropGrant(core, member);
+    member.permit = BY_CALLBACK;
   }
 }
 
@@ -186,7 +229,7 @@ function end(core: Core, place: Place, reason: 'left' | 'revoked', error = messa
   }
   if (member.entered) announce(core, session, room, 'user_left');
   if (isPresenceRoom(ctx, room)) ctx.presence.left(room, session.connectionId, reason);
-  forgetPermit(core, member);
+  dropGrant(core, member);
   refuseAll(core, place, error);
 }
 
@@ -261,7 +304,9 @@ function decided(core: Core, place: Place, decision: Decision): void {
       dropMember(session, room);
       if (!isPersonal(session, room)) session.roomCount -= 1;
     }
-    return refuseAll(core, place, decision.error);
+    refuseAll(core, place, decision.error);
+    // A member refused a room grant stays as it was.
+    return settle(place);
   }
   permit(core, place, decision);
   if (member.phase === 'deciding') proceed(core, place);
@@ -269,17 +314,20 @@ function decided(core: Core, place: Place, decision: Decision): void {
 }
 
 /** A request for a room the connection is in or joining. */
-function again(core: Core, place: Place, request: JoinRequest, reply: JoinReply): void {
+function again(core: Core, found: Place, request: JoinRequest, reply: JoinReply): void {
   const { ctx } = core;
+  const place = own(found);
   const { ws, session, room, member } = place;
   // A backend's subscribe of a room the connection is in or joining: the backend owns it from now on.
   if (request.server === true) {
-    forgetPermit(core, member);
-    member.permit = { source: 'server' };
+    dropGrant(core, member);
+    member.permit = BY_SERVER;
     if (member.phase === 'deciding') proceed(core, place);
+    // Answered without a reply of its own: settled as it stands.
+    else settle(place);
     return;
   }
-  member.replies.push(reply);
+  (member.replies ??= []).push(reply);
   if (request.since !== undefined) member.since = request.since;
   // Waiting already: answered with the same outcome; a newer `since` starts a sequenced join again from there.
   if (member.phase === 'deciding' || member.phase === 'confirming') return;
@@ -316,7 +364,7 @@ function join(core: Core, ws: SessionSocket, session: Session, request: JoinRequ
   keepMember(session, room, place.member);
   if (!personal) session.roomCount += 1;
   if (request.server === true) {
-    place.member.permit = { source: 'server' };
+    place.member.permit = BY_SERVER;
     return proceed(core, place);
   }
   const decision = decide(ctx, session, room, request.grant);
@@ -359,7 +407,7 @@ function closed(core: Core, ws: SessionSocket, session: Session): void {
   for (const [room, member] of session.rooms ?? []) {
     if (member.phase === 'joining') core.ctx.streams.cancel(ws, room);
     if (member.entered) left.push(room);
-    forgetPermit(core, member);
+    dropGrant(core, member);
   }
   // Whether uWS frees the topics before or after `close` differs by build: told a turn later, the closer is not counted.
   if (left.length > 0) setImmediate(() => left.forEach((room) => announce(core, session, room, 'user_left')));
@@ -420,7 +468,7 @@ export function createMembership(ctx: MembershipContext): Membership {
       for (const [room, member] of [...(session.rooms ?? [])]) {
         if (member.phase === 'deciding') continue;
         // A room the claim now covers is the claim's: a grant's expiry no longer ends it.
-        if (claimCovers(ctx, session, room)) forgetPermit(core, member);
+        if (claimCovers(ctx, session, room)) claimed(core, { ws, session, room, member });
         else if (member.permit === undefined) revoke(core, { ws, session, room, member }, 'access_revoked', 'token');
       }
     },

@@ -48,7 +48,9 @@ export interface Session extends Bucket {
  * A connection's place in one room, from the join request to its end (membership.ts owns it).
  * `deciding`: the authorization callback is asked; `joining`: a sequenced join waits for the room's
  * position (a rejoin has left the topic meanwhile); `confirming`: in the topic, answered once the
- * node's broker subscription is confirmed; `joined`.
+ * node's broker subscription is confirmed; `joined`. A settled member (joined, told, nobody waiting,
+ * let in without a room grant) is one of a few frozen objects that every such member shares, so a
+ * joined room costs a connection its `rooms` entry only; membership.ts copies one before changing it.
  */
 export interface Member {
   phase: 'deciding' | 'joining' | 'confirming' | 'joined';
@@ -56,8 +58,8 @@ export interface Member {
   entered: boolean;
   /** How a room the token's claim does not cover was let in; undefined: the claim, open access or the personal room. */
   permit: Permit | undefined;
-  /** Requests waiting for this join's outcome, each answered exactly once. */
-  replies: JoinReply[];
+  /** Requests waiting for this join's outcome, each answered exactly once; undefined: none. */
+  replies: JoinReply[] | undefined;
   /** Where a sequenced join recovers from: the latest request's `since`. */
   since: StreamPosition | undefined;
 }
