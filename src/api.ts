@@ -21,7 +21,7 @@ import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from '.
 import type { PresenceTracker } from './presence-tracker.js';
 import { encodeEvent, encodeHistory, encodeReply, isEpoch, isPublishableType } from './protocol.js';
 import { isValidId, isValidRoom, userRoom } from './rooms.js';
-import { expiryOf, isTokenId, type KeptRevocation, type Revocation, type RevocationList, type RevocationStore } from './revocation.js';
+import { expiryOf, issuedBeforeMs, isTokenId, type KeptRevocation, type Revocation, type RevocationList, type RevocationStore } from './revocation.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiDeps {
@@ -244,16 +244,6 @@ function changeAccess(op: 'unsubscribe' | 'subscribe') {
     if (!deps.broker.isUp() || !(await deps.broker.changeAccess({ op, userId, room, connectionId: connectionId as string | undefined }))) throw badRequest('broker_unavailable');
     return { status: op === 'subscribe' ? 'subscribed' : 'unsubscribed', user_id: userId, room, ...(connectionId === undefined ? {} : { connection_id: connectionId }) };
   };
-}
-
-/** `issued_before` may lie this far ahead (clock differences between the backend and the node). */
-const ISSUED_BEFORE_AHEAD_MS = 60_000;
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
-
-/** `issued_before` as epoch ms: epoch seconds (like `iat`) or an RFC 3339 time; undefined when it is neither. */
-function issuedBeforeMs(value: unknown): number | undefined {
-  const ms = typeof value === 'number' ? value * 1000 : typeof value === 'string' && RFC3339.test(value) ? Date.parse(value) : NaN;
-  return Number.isFinite(ms) && ms > 0 && ms <= Date.now() + ISSUED_BEFORE_AHEAD_MS ? Math.floor(ms) : undefined;
 }
 
 /** The revocation a body asks for: `{user_id, issued_before}` or `{jti}`, nothing else. */

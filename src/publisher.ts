@@ -8,6 +8,7 @@
  *   const publisher = createPublisher({ redisUrl: 'redis://redis:6379', historyRooms: 'project:*,task:*' });
  *   const { positions } = await publisher.taskCreated({ projectId: 7, taskId: 42, task: { title: 'Ship it' }, by: 'alice' });
  *   const { results } = await publisher.publishMany({ userIds: ['alice', 'bob'], type: 'notification.new', data: { title: 'Hi' } });
+ *   await publisher.revokeUser('alice', new Date());             // every token of alice issued before now: 4401 token revoked
  *   await publisher.close();
  */
 import { randomBytes } from 'node:crypto';
@@ -20,8 +21,10 @@ import { createRoomPublish, eventEncoder, isConnectionId, listTargets, MAX_PUBLI
 import { encodeEvent, isPublishableType } from './protocol.js';
 import { publisherConnection, writesTogether } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
+import { createRedisRevocationStore, encodeRevocation } from './redis/revocation.js';
 import { countConnections } from './redis/registry.js';
 import { channelsOf, encodeAccess, encodeDisconnect, encodeFrame, nodeOfConnection } from './redis/wire.js';
+import { expiryOf, issuedBeforeMs, isTokenId, type Revocation } from './revocation.js';
 import { covers, isValidId, isValidRoom } from './rooms.js';
 
 export type { Events, TaskRef, Id } from './events.js';
@@ -35,6 +38,24 @@ export interface PublisherOptions {
   readonly historyRooms?: string;
   readonly historySize?: number;
   readonly historyTtl?: number;
+  /** The nodes' JWT_MAX_LIFETIME (default 86400 s) and JWT_CLOCK_TOLERANCE (default 5 s): how long a revocation is kept. */
+  readonly maxTokenLifetime?: number;
+  readonly clockTolerance?: number;
+  /** The nodes' WS_REVOCATIONS_MAX (default 100000): past it a new revocation is refused (`revocations_full`). */
+  readonly revocationsMax?: number;
+}
+
+/** What a revoke resolves with: when the revocation stops being kept (no token it covers can still be accepted). */
+export interface Revoked {
+  readonly expiresAt: Date;
+}
+
+/** A revoke refused because WS_REVOCATIONS_MAX revocations are kept already (`code`: `revocations_full`, as the API's 503). */
+export class RevocationsFullError extends Error {
+  readonly code = 'revocations_full';
+  constructor() {
+    super('WS_REVOCATIONS_MAX revocations are kept already; retry once older ones expire, or revoke by user');
+  }
 }
 
 /** What a publish resolves with: the position of each sequenced room's event (none for plain rooms). */
@@ -111,6 +132,17 @@ export interface Publisher extends Events<Promise<Published>> {
   unsubscribe(userId: string, room: string, connectionId?: string): Promise<void>;
   /** Joins every connection of the user to the room, on every node. */
   subscribe(userId: string, room: string): Promise<void>;
+  /**
+   * POST /api/v1/revoke `{user_id, issued_before}`: every token of the user issued before
+   * `issuedBefore` (a Date, epoch seconds like `iat`, or an RFC 3339 string; at most 60 s ahead) is
+   * refused at the upgrade, at refresh_token and for grants, and the user's live connections it
+   * covers close with 4401 `token revoked` on every node. Kept in Redis first (so it survives node
+   * restarts), then sent to the nodes. Throws a TypeError for a bad id or time; rejects with a
+   * RevocationsFullError, or an Error while Redis is unreachable (nothing was revoked).
+   */
+  revokeUser(userId: string, issuedBefore: Date | number | string): Promise<Revoked>;
+  /** POST /api/v1/revoke `{jti}`: the one token with this `jti` (1-128 printable ASCII, no spaces), as revokeUser. */
+  revokeToken(jti: string): Promise<Revoked>;
   close(): Promise<void>;
 }
 
@@ -143,14 +175,20 @@ export function createPublisher(options: PublisherOptions): Publisher {
   const origin = `pub-${randomBytes(4).toString('hex')}`;
   const channels = channelsOf(prefix, origin);
   // The nodes' own parser, so the history settings mean what they mean there (throws a ConfigError).
-  const history = loadConfig({
+  const config = loadConfig({
     REDIS_URL: options.redisUrl,
     WS_HISTORY_ROOMS: options.historyRooms,
     WS_HISTORY_SIZE: options.historySize?.toString(),
     WS_HISTORY_TTL: options.historyTtl?.toString(),
-  }).history;
+    JWT_MAX_LIFETIME: options.maxTokenLifetime?.toString(),
+    JWT_CLOCK_TOLERANCE: options.clockTolerance?.toString(),
+    WS_REVOCATIONS_MAX: options.revocationsMax?.toString(),
+  });
+  const { history } = config;
+  const keptMs = (config.jwt.maxLifetimeSeconds + config.jwt.clockToleranceSeconds) * 1000;
   const redis = publisherConnection(options.redisUrl, `${prefix}${origin}`);
   const rooms = createRedisHistory({ command: redis, cluster: false, prefix, nodeId: origin, history });
+  const revocations = createRedisRevocationStore(redis, prefix, config.revocationsMax);
   redis.on('error', () => {});
   // Settles with the first connection attempt: a failed one rejects at once, so nothing waits to
   // be sent late.
@@ -174,8 +212,16 @@ export function createPublisher(options: PublisherOptions): Publisher {
     if (redis.status === 'connecting' || redis.status === 'wait') await firstConnect;
     return issue();
   };
-  const send = async (channel: string, kind: 'r' | 'c' | 'd' | 'a', target: string, payload: string, except?: string): Promise<void> => {
+  const send = async (channel: string, kind: 'r' | 'c' | 'd' | 'a' | 'v', target: string, payload: string, except?: string): Promise<void> => {
     await connected(() => redis.publish(channel, encodeFrame(origin, kind, target, payload, except)));
+  };
+  // As the API's revoke: kept in Redis before the frame goes out, so a node that misses the frame
+  // (or starts later) reads it on its reload.
+  const revoke = async (rule: Revocation): Promise<Revoked> => {
+    const kept = { rule, expiresAt: expiryOf(rule, Date.now(), keptMs) };
+    if (!(await connected(() => revocations.save(kept)))) throw new RevocationsFullError();
+    await send(channels.control, 'v', String(kept.expiresAt), encodeRevocation(rule));
+    return { expiresAt: new Date(kept.expiresAt) };
   };
   const changeAccess = async (change: AccessChange): Promise<void> => {
     checkAccessChange(change);
@@ -256,6 +302,16 @@ export function createPublisher(options: PublisherOptions): Publisher {
     },
     unsubscribe: (userId, room, connectionId) => changeAccess({ op: 'unsubscribe', userId, room, connectionId }),
     subscribe: (userId, room) => changeAccess({ op: 'subscribe', userId, room, connectionId: undefined }),
+    async revokeUser(userId, issuedBefore) {
+      if (!isValidId(userId)) throw new TypeError(`invalid user id: ${JSON.stringify(userId)}`);
+      const before = issuedBeforeMs(issuedBefore instanceof Date ? issuedBefore.getTime() / 1000 : issuedBefore);
+      if (before === undefined) throw new TypeError(`issuedBefore must be a Date, epoch seconds or an RFC 3339 time, not more than 60 s ahead: ${JSON.stringify(issuedBefore)}`);
+      return revoke({ kind: 'user', userId, issuedBefore: before });
+    },
+    async revokeToken(jti) {
+      if (!isTokenId(jti)) throw new TypeError(`invalid jti: ${JSON.stringify(jti)}`);
+      return revoke({ kind: 'jti', tokenId: jti });
+    },
     async close() {
       await redis.quit().catch(() => redis.disconnect());
     },

@@ -58,6 +58,16 @@ export function isTokenId(value: unknown): value is string {
   return typeof value === 'string' && TOKEN_ID.test(value);
 }
 
+/** `issued_before` may lie this far ahead (clock differences between the backend and the node). */
+const ISSUED_BEFORE_AHEAD_MS = 60_000;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+/** `issued_before` as epoch ms: epoch seconds (like `iat`) or an RFC 3339 time; undefined when it is neither. */
+export function issuedBeforeMs(value: unknown): number | undefined {
+  const ms = typeof value === 'number' ? value * 1000 : typeof value === 'string' && RFC3339.test(value) ? Date.parse(value) : NaN;
+  return Number.isFinite(ms) && ms > 0 && ms <= Date.now() + ISSUED_BEFORE_AHEAD_MS ? Math.floor(ms) : undefined;
+}
+
 /** When a revocation made `now` stops covering any token the node accepts. */
 export function expiryOf(rule: Revocation, now: number, lifetimeMs: number): number {
   return (rule.kind === 'user' ? rule.issuedBefore : now) + lifetimeMs;

@@ -8,8 +8,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect as tcpConnect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { createSigner } from 'fast-jwt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
+import { TEST_SECRET } from '../helpers/node.js';
 import { freePort } from '../helpers/ports.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
@@ -222,6 +224,53 @@ describe('ws-edge/publisher from a plain Node process', () => {
       receivesExactly(fay.onA.client, []),
     ]);
     for (const c of carol) expect(await c.client.closed).toEqual({ code: 4403, reason: 'disconnected' });
+  });
+
+  it('revokes a user\'s tokens issued before a time and one token by jti on both nodes, refusing bad arguments with TypeErrors', async () => {
+    const aged = (userId: string, claims: Record<string, unknown> = {}) =>
+      createSigner({ key: TEST_SECRET, algorithm: 'HS256', expiresIn: 600_000, clockTimestamp: Date.now() - 5000 })({ sub: userId, rooms: ['*'], ...claims });
+    const gina = [open(nodeA.url, aged('gina')), open(nodeB.url, aged('gina'))];
+    const marked = open(nodeB.url, aged('hank', { jti: 'hank-session-1' }));
+    const other = open(nodeA.url, aged('hank', { jti: 'hank-session-2' }));
+    clients.push(...gina, marked, other);
+    await Promise.all([...gina, marked, other].map((c) => c.next((e) => e.type === 'connected')));
+
+    const script = runScript(
+      `
+      import { createPublisher, RevocationsFullError } from 'ws-edge/publisher';
+      const publisher = createPublisher({ redisUrl: process.env.REDIS_URL, prefix: process.env.PREFIX });
+      const refused = [];
+      for (const [user, before] of [['no spaces', new Date()], ['gina', 'yesterday'], ['gina', Date.now() / 1000 + 3600], ['gina', -5]]) {
+        await publisher.revokeUser(user, before).then(() => refused.push('accepted'), (err) => refused.push(err.constructor.name));
+      }
+      for (const jti of ['', 'has space', 'x'.repeat(129)]) await publisher.revokeToken(jti).then(() => refused.push('accepted'), (err) => refused.push(err.constructor.name));
+      console.log(JSON.stringify({ refused }));
+      // 2 s ago: covers the tokens issued 5 s ago, not one issued now (iat has whole seconds).
+      const user = await publisher.revokeUser('gina', new Date(Date.now() - 2000));
+      const token = await publisher.revokeToken('hank-session-1');
+      console.log(JSON.stringify({ user: user.expiresAt.getTime() - Date.now(), token: token.expiresAt.getTime() - Date.now(), full: typeof RevocationsFullError }));
+      await publisher.close();
+      `,
+      { REDIS_URL: redis.url, PREFIX: prefix },
+    );
+    const result = await finished(script);
+    expect(result.stderr).toBe('');
+    const [bad, done] = result.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(bad).toEqual({ refused: Array(7).fill('TypeError') });
+    // Kept JWT_MAX_LIFETIME + JWT_CLOCK_TOLERANCE (the defaults: 86,400 + 5 s) after the time revoked.
+    expect(done!['user']).toBeGreaterThan(86_402_000);
+    expect(done!['user']).toBeLessThanOrEqual(86_403_000);
+    expect(done!['full']).toBe('function');
+
+    const closes = await Promise.all([...gina, marked].map((c) => c.closed));
+    expect(closes).toEqual(Array(3).fill({ code: 4401, reason: 'token revoked' }));
+    await other.expectNothing(() => true, 200);
+    const again = await Promise.all([nodeA, nodeB].map((n) => open(n.url, aged('gina')).closed));
+    expect(again).toEqual(Array(2).fill({ code: 4401, reason: 'token revoked' }));
+    const fresh = open(nodeB.url, token('gina'));
+    clients.push(fresh);
+    await fresh.next((e) => e.type === 'connected');
+    console.log(`publisher revoke: 7 of 7 bad arguments refused with a TypeError; 2 connections of the user on 2 nodes and the jti's 1 closed 4401 token revoked, the user's other token kept; the old token refused at upgrade on 2 of 2 nodes, a newer one accepted`);
   });
 
   it('rejects a publish while Redis is stopped instead of hanging', async () => {

@@ -7,7 +7,9 @@ frame-size bound. The restart and resume suite is test_restart.py."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import time
 import unittest
 from typing import Any
 
@@ -18,6 +20,7 @@ require_websockets()
 from wsedge import Publisher, WsEdgeError, mint_grant, mint_token  # noqa: E402
 from wsedge.client import Client, ClientError  # noqa: E402
 from wsedge.policy import Backoff, frame_bound  # noqa: E402
+from wsedge.tokens import _sign  # noqa: E402
 
 NODE: EdgeNode
 
@@ -239,6 +242,54 @@ class LiveTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(answer, {"status": "disconnecting", "user_id": "77", "code": 4403})
         closed = await c.wait_for_state("closed", timeout=WAIT)
         self.assertEqual((closed.code, closed.reason), (4403, "account suspended"))
+
+    async def test_revoke_user_and_token(self):
+        now = time.time()
+        old = mint_token(SECRET, "rita", now=now - 5)
+        fixed = client(old)
+        fixed.start()
+        self.addAsyncCleanup(fixed.close)
+        await fixed.wait_for_state("connected", timeout=WAIT)
+        # With a provider the client asks for a new token after 4401 `token revoked`, and gets in with it.
+        minted = [old]
+        states = Recorder()
+        renewing = client(lambda: minted[-1])
+        renewing.on("state", states)
+        renewing.start()
+        self.addAsyncCleanup(renewing.close)
+        await renewing.wait_for_state("connected", timeout=WAIT)
+        marked = await self.connected(_sign(SECRET, {"sub": "ravi", "rooms": ["*"], "jti": "ravi-session-1", "iat": int(now), "exp": int(now) + 600}, "HS256"))
+        kept = await self.connected(_sign(SECRET, {"sub": "ravi", "rooms": ["*"], "jti": "ravi-session-2", "iat": int(now), "exp": int(now) + 600}, "HS256"))
+
+        minted.append(mint_token(SECRET, "rita"))
+        answer = await publish(self.pub, "revoke_user", "rita", now - 2)
+        self.assertEqual((answer["status"], answer["user_id"]), ("revoked", "rita"))
+        self.assertRegex(answer["expires_at"], r"^\d{4}-\d\d-\d\dT")
+        closed = await fixed.wait_for_state("closed", timeout=WAIT)
+        self.assertEqual((closed.code, closed.reason), (4401, "token revoked"))
+        await states.until(lambda: len(states.items) >= 5, "reconnected with a new token")
+        self.assertEqual([(s.state, s.code, s.reason) for s in states.items], [("connecting", None, None), ("connected", None, None), ("disconnected", 4401, "token revoked"), ("connecting", None, None), ("connected", None, None)])
+        self.assertEqual(renewing.connection["user_id"], "rita")
+
+        answer = await publish(self.pub, "revoke_token", "ravi-session-1")
+        self.assertEqual((answer["status"], answer["jti"]), ("revoked", "ravi-session-1"))
+        closed = await marked.wait_for_state("closed", timeout=WAIT)
+        self.assertEqual((closed.code, closed.reason), (4401, "token revoked"))
+        self.assertEqual(kept.state, "connected")
+
+        # The node's refusals come back typed; bad arguments never leave.
+        with self.assertRaises(WsEdgeError) as caught:
+            await publish(self.pub, "revoke_user", "rita", now + 3600)
+        self.assertEqual((caught.exception.status, caught.exception.code), (400, "invalid_issued_before"))
+        bad = [("revoke_user", ("no spaces", now), ValueError), ("revoke_user", ("rita", "yesterday"), ValueError), ("revoke_user", ("rita", -5), ValueError),
+               ("revoke_user", ("rita", True), TypeError), ("revoke_user", ("rita", datetime.datetime.now()), ValueError), ("revoke_token", ("has space",), ValueError),
+               ("revoke_token", ("",), ValueError), ("revoke_token", ("x" * 129,), ValueError), ("revoke_token", (42,), TypeError)]
+        for method, args, error in bad:
+            with self.assertRaises(error, msg=(method, args)):
+                getattr(self.pub, method)(*args)
+        answer = await publish(self.pub, "revoke_user", "rita", datetime.datetime.fromtimestamp(now - 2, datetime.timezone.utc))
+        self.assertEqual(answer["status"], "revoked")
+        print(f"\n  [revoke] user: 1 fixed-token client closed 4401 token revoked, 1 provider client reconnected with a new token; jti: 1 closed, the other kept; {len(bad)} of {len(bad)} bad arguments refused before sending; 1 node refusal typed (400 invalid_issued_before)", flush=True)
 
     async def test_requests_and_their_refusals(self):
         c = await self.connected(mint_token(SECRET, "erin", rooms=["channel:*", "project:*"]))

@@ -124,6 +124,41 @@ def check_rpc_method(value: Any) -> str:
     return value
 
 
+# src/revocation.ts: a revoked `jti` travels in a frame header.
+_TOKEN_ID = re.compile(r"[\x21-\x7e]{1,128}\Z")
+# src/revocation.ts issuedBeforeMs: RFC 3339 with a zone.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")
+
+
+def check_jti(value: Any) -> str:
+    """A token id to revoke: 1-128 printable ASCII characters without spaces."""
+    _must_be_str("jti", value)
+    if not _TOKEN_ID.match(value):
+        raise ValueError(f"invalid jti {value!r}: 1-128 printable ASCII characters without spaces")
+    return value
+
+
+def check_issued_before(value: Any) -> int | float | str:
+    """`issued_before` as the node takes it: epoch seconds (like `iat`), an RFC 3339 string, or an
+    aware datetime (sent as epoch seconds). Whether it lies more than 60 s ahead is the node's
+    check (its clock decides): 400 `invalid_issued_before`."""
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ValueError("issued_before: a datetime needs a tzinfo (datetime.now(timezone.utc)), a naive one would be read in local time")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"issued_before must be epoch seconds, an RFC 3339 str or an aware datetime, not {type(value).__name__}")
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise ValueError(f"issued_before {value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z")
+        return value
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"issued_before must be positive epoch seconds, not {value!r}")
+    return value
+
+
 def check_connection_id(value: Any) -> str:
     _must_be_str("connection_id", value)
     if not _CONNECTION_ID.match(value):

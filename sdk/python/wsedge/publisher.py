@@ -17,6 +17,7 @@ routes and their checks are those of src/api.ts:
     POST /api/v1/disconnect    disconnect
     POST /api/v1/subscribe     subscribe
     POST /api/v1/unsubscribe   unsubscribe
+    POST /api/v1/revoke        revoke_user, revoke_token
     GET  /api/v1/rooms/<room>/history | presence | presence_stats
 
 Arguments are checked before anything is sent, with the node's own rules: a TypeError for a wrong
@@ -327,6 +328,25 @@ class Publisher:
         if connection_id is not None:
             body["connection_id"] = _rules.check_connection_id(connection_id)
         return self._request("POST", "unsubscribe", body, idempotent=True)
+
+    def revoke_user(self, user_id: str | int, issued_before: Any) -> dict[str, Any]:
+        """Revokes every token of the user issued before `issued_before` (epoch seconds like `iat`,
+        an RFC 3339 str, or an aware datetime; at most 60 s ahead of the node's clock): refused at
+        connect, at refresh_token and for room grants, and the user's live connections holding one
+        close with 4401 ``token revoked`` on every node (the official clients then ask their token
+        provider for a new token). Kept in Redis until no such token can be accepted
+        (JWT_MAX_LIFETIME after `issued_before`), so it survives node restarts. Answer:
+        ``{"status": "revoked", "user_id", "issued_before", "expires_at"}`` (ISO 8601). Refusals:
+        400 `invalid_issued_before`, 503 `revocations_full` (WS_REVOCATIONS_MAX kept), 503
+        `unavailable` (Redis unreachable; nothing revoked). Repeating it is harmless (retried)."""
+        user = _rules.coerce_user_id(user_id)
+        before = _rules.check_issued_before(issued_before)
+        return self._request("POST", "revoke", {"user_id": user, "issued_before": before}, idempotent=True)
+
+    def revoke_token(self, jti: str) -> dict[str, Any]:
+        """Revokes the one token whose `jti` claim is `jti` (1-128 printable ASCII, no spaces), as
+        revoke_user; kept JWT_MAX_LIFETIME from now. Answer: ``{"status": "revoked", "jti", "expires_at"}``."""
+        return self._request("POST", "revoke", {"jti": _rules.check_jti(jti)}, idempotent=True)
 
     def users_status(self, user_ids: Iterable[str | int]) -> list[dict[str, Any]]:
         """Whether each user is connected anywhere: ``[{"user_id", "online", "connections",
