@@ -3,6 +3,7 @@
  * requests answered and timed out, the liveness check on a silent link, token refresh in band and
  * after expiry, and each close code's reconnect decision as the server really sends it.
  */
+import { createSigner } from 'fast-jwt';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, createTyping, watchPresence, type Client, type ClientOptions, type Envelope, type StateChange } from '../../src/client/index.js';
@@ -198,6 +199,40 @@ describe('ws-edge/client against a node', () => {
     ready = true;
     await connected(c);
     expect(c.connection?.username).toBe('frank2');
+    await stopTestNode(node);
+  });
+
+  it('after 4401 token revoked asks its provider for a new token and reconnects with it, rooms rejoined', async () => {
+    const node = await startTestNode({ PUBLISH_API_KEY: API_KEY });
+    // Issued 5 s ago: covered by a revoke of what was issued before 2 s ago; the provider's next token is not.
+    const old = createSigner({ key: TEST_SECRET, algorithm: 'HS256', expiresIn: 600_000, clockTimestamp: Date.now() - 5000 })({ sub: 'gus', rooms: ['*'] });
+    const asked: string[] = [];
+    const { c, states } = client(node.url, () => {
+      const next = asked.length === 0 ? old : token('gus', { username: 'gus2' });
+      asked.push(next);
+      return next;
+    }, { backoff: { base: 50, cap: 200 } });
+    c.connect();
+    await connected(c);
+    const events: Envelope[] = [];
+    await c.join('project:9', { event: (e) => events.push(e) });
+    const res = await fetch(`${node.internal}/api/v1/revoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'gus', issued_before: Math.floor(Date.now() / 1000) - 2 }),
+    });
+    expect(res.status).toBe(200);
+    await waitFor('reconnected after the revoke', () => states.filter((s) => s.state === 'connected').length === 2, 5000);
+    expect(states.find((s) => s.code === 4401)).toMatchObject({ state: 'disconnected', reason: 'token revoked' });
+    expect(asked).toHaveLength(2);
+    expect(asked[1]).not.toBe(old);
+    expect(c.connection?.username).toBe('gus2');
+    // The room comes back with the reconnect's resume: publish until an event of it arrives.
+    await waitFor('project:9 rejoined', async () => {
+      await publish(node, 'project:9', 'task.updated', { n: 1 });
+      return events.some((e) => e.room === 'project:9');
+    }, 5000, 100);
+    console.log(`client on 4401 token revoked: provider asked ${asked.length} times (1 refused token, 1 new), reconnected with the new token, project:9 rejoined`);
     await stopTestNode(node);
   });
 
