@@ -20,6 +20,12 @@ const CONTRACT_METRICS: Array<[string, 'gauge' | 'counter']> = [
   ['wsedge_rate_limited_total', 'counter'],
   ['wsedge_backpressure_drops_total', 'counter'],
   ['wsedge_message_too_big_total', 'counter'],
+  ['wsedge_jwt_keys', 'gauge'],
+  ['wsedge_jwt_key_fetches_total', 'counter'],
+  ['wsedge_jwt_key_set_age_seconds', 'gauge'],
+  ['wsedge_revocations_total', 'counter'],
+  ['wsedge_revocations', 'gauge'],
+  ['wsedge_revoked_closes_total', 'counter'],
 ];
 
 /** Every label value a ws-edge metric may carry, by label name. */
