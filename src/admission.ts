@@ -78,6 +78,27 @@ function remembered(identity: Identity, session: Session): Session {
   return session;
 }
 
+/** A new connection's state: at most 15 fields (see `Rare` in session.ts). */
+export function sessionOf(identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind'], burst: number): Session {
+  return {
+    kind,
+    connectionId,
+    userId: identity.userId,
+    username: identity.username,
+    claim: identity.claim,
+    expiresAt: identity.expiresAt,
+    remoteAddress,
+    rooms: undefined,
+    roomCount: 0,
+    tokens: burst,
+    refilledAt: Date.now(),
+    sends: undefined,
+    pending: 0,
+    rare: undefined,
+    closed: false,
+  };
+}
+
 export function createAdmission(ctx: AdmissionContext): Admission {
   const { config, metrics, log, sessions } = ctx;
   /**
@@ -95,26 +116,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     log.warn({ event: 'connection_rejected', reason: rej.reason, code: rej.code, close_reason: rej.message, user_id: userId, remote: remoteAddress }, 'connection rejected');
   };
 
-  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => remembered(identity, {
-    kind,
-    connectionId,
-    userId: identity.userId,
-    username: identity.username,
-    claim: identity.claim,
-    expiresAt: identity.expiresAt,
-    remoteAddress,
-    rooms: undefined,
-    roomCount: 0,
-    tokens: config.rateBurst,
-    refilledAt: Date.now(),
-    rateStrikes: undefined,
-    invalidStrikes: undefined,
-    signals: undefined,
-    sends: undefined,
-    pending: 0,
-    slow: false,
-    closed: false,
-  });
+  const newSession = (identity: Identity, connectionId: string, remoteAddress: string, kind: Session['kind']): Session => remembered(identity, sessionOf(identity, connectionId, remoteAddress, kind, config.rateBurst));
 
   function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
     if (ctx.isDraining()) return refuseUpgrade(res, metrics, 'draining');

@@ -31,8 +31,8 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
 
   /** A socket closed (or about to be) for exceeding WS_MAX_BACKPRESSURE: counted once. */
   const slowConsumer = (data: Session): void => {
-    if (data.slow) return;
-    data.slow = true;
+    if (data.rare?.slow) return;
+    (data.rare ??= {}).slow = true;
     metrics.backpressureDrop();
     connectionLog(log, data).info({ event: 'slow_consumer' }, 'slow consumer closed');
   };
@@ -121,7 +121,7 @@ export function createBehavior(ctx: ConnectionContext): WebSocketBehavior<UserDa
     subscription(ws, topic, newCount, oldCount) {
       if (newCount < oldCount) {
         const data = ws.getUserData();
-        if (!ctx.droppedHandler && data.kind === 'session' && !data.slow) countLegacyDrop(ws as SessionSocket, data);
+        if (!ctx.droppedHandler && data.kind === 'session' && !data.rare?.slow) countLegacyDrop(ws as SessionSocket, data);
       }
       // Only a topic's first member and its last matter: one decode for those.
       if ((oldCount === 0 && newCount > 0) || (newCount === 0 && oldCount > 0)) ctx.membership.topic(textDecoder.decode(topic), newCount, oldCount);

@@ -26,7 +26,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
 
   /** An invalid message: error envelope, and 1008 once a client keeps sending them. */
   const invalid = (ws: SessionSocket, session: Session, error: MessageError, id: string | undefined): void => {
-    if (strike((session.invalidStrikes ??= newStrikes()), Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
+    if (strike(((session.rare ??= {}).invalidStrikes ??= newStrikes()), Date.now(), INVALID_WINDOW_MS, config.maxInvalidMessages)) {
       metrics.policyClose('invalid_messages');
       closeWith(ws, CLOSES.invalid_messages);
       return;
@@ -48,7 +48,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
     const now = Date.now();
     if (!takeToken(session, now, config.rateLimit, config.rateBurst)) {
       metrics.rateLimited();
-      if (strike((session.rateStrikes ??= newStrikes()), now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
+      if (strike(((session.rare ??= {}).rateStrikes ??= newStrikes()), now, RATE_STRIKE_WINDOW_MS, config.rateLimitCloseAfter)) {
         metrics.policyClose('flooding');
         closeWith(ws, CLOSES.flooding);
         return;

@@ -10,6 +10,21 @@ import type { Bucket, Strikes } from './limits.js';
 import type { WebSocket } from './uws.js';
 
 /** The token bucket (`tokens`, `refilledAt`) lives inline: one object per connection, not two. */
+/**
+ * A session's state that most connections never make. Kept out of the session's own fields: uWS
+ * copies those onto its socket object, and past 15 properties V8 keeps an object's properties in a
+ * dictionary (about 830 B a connection instead of 140; issue 25). test/unit/session-shape.test.ts
+ * holds the count.
+ */
+export interface Rare {
+  rateStrikes?: Strikes;
+  invalidStrikes?: Strikes;
+  /** The signal rate limit (WS_SIGNAL_RATE). */
+  signals?: Bucket;
+  /** uWS reported a dropped (backpressure) send, so a slow consumer is counted once. */
+  slow?: true;
+}
+
 export interface Session extends Bucket {
   /**
    * `pending` while the user seat waits for the Redis connection registry (admission.ts): the
@@ -29,17 +44,12 @@ export interface Session extends Bucket {
   rooms: Map<string, Member> | undefined;
   /** Members of `rooms` but the personal room, bounded by WS_MAX_ROOMS_PER_CONNECTION; membership.ts alone writes it. */
   roomCount: number;
-  /** Created on the first strike: most connections never get one. */
-  rateStrikes: Strikes | undefined;
-  invalidStrikes: Strikes | undefined;
+  /** What most connections never make (made on first use). */
+  rare: Rare | undefined;
   /** Sends waiting for an idempotency record or the publish proxy, per room in send order (sends.ts); made on the first. */
   sends: Map<string, QueuedSend[]> | undefined;
   /** Calls to the backend and sends under way for this connection, bounded by WS_BACKEND_MAX_PER_CONNECTION. */
   pending: number;
-  /** The signal rate limit (WS_SIGNAL_RATE), made on the first signal. */
-  signals: Bucket | undefined;
-  /** Set when uWS first reports a dropped (backpressure) send, so a slow consumer is counted once. */
-  slow: boolean;
   /** Set in `close`; nothing may touch the socket afterwards. */
   closed: boolean;
 }

@@ -20,7 +20,8 @@ function refuseSignal(ctx: HandlerContext, ws: SessionSocket, outcome: SignalOut
 function takeSignal(ctx: HandlerContext, session: Session): boolean {
   const { rate } = ctx.config.signals;
   const now = Date.now();
-  return takeToken((session.signals ??= newBucket(rate, now)), now, rate, rate);
+  const rare = (session.rare ??= {});
+  return takeToken((rare.signals ??= newBucket(rate, now)), now, rate, rate);
 }
 
 /** Not to the sender (uWS's ws.publish skips it), to the other members here and on the other nodes. */
