@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the integration suites spawn or drive, installed from Debian's packages when one is missing:
-# redis-server, haproxy, prometheus and promtool, python3 with PyYAML, websockets, FastAPI and uvicorn, chromium. The
+# redis-server, haproxy, prometheus and promtool, openssl (jwks-https.test.ts makes a throwaway certificate), python3 with PyYAML, websockets, FastAPI and uvicorn, chromium. The
 # suites fail rather than skip without them. When everything is there this only looks (well under
 # a second). npm's pretest and .ci/run both run it.
 #
@@ -10,11 +10,11 @@
 # lets sudo ask for one. Otherwise it stops at once with the one command to run.
 set -euo pipefail
 
-PACKAGES="redis-server haproxy prometheus python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium"
+PACKAGES="redis-server haproxy prometheus openssl python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium"
 INSTALL="apt-get install -y --no-install-recommends $PACKAGES"
 # Debian puts haproxy in /usr/sbin, which a non-root PATH may lack.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
-TOOLS="redis-server haproxy prometheus promtool"
+TOOLS="redis-server haproxy prometheus promtool openssl"
 # The browser tests drive Debian's chromium (playwright-core, no browser download).
 CHROMIUM=/usr/bin/chromium
 # deploy.test.ts parses YAML with PyYAML (any python3 on PATH, or Debian's /usr/bin/python3).
