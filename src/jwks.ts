@@ -28,12 +28,18 @@ export interface FetchLimits {
 export function fetchKeySet(url: string, limits: FetchLimits): Promise<string> {
   return new Promise((resolve, reject) => {
     const get = url.startsWith('https:') ? httpsGet : httpGet;
-    const req = get(url, { headers: { accept: 'application/json' }, timeout: limits.timeoutMs }, (res) => read(res, limits.maxBytes).then(resolve, reject));
-    const fail = (err: FetchError): void => {
+    // One deadline for the whole answer: a server dripping bytes never holds a fetch past it.
+    const timer = setTimeout(() => fail(new FetchError('timeout', `no answer within ${limits.timeoutMs} ms`)), limits.timeoutMs);
+    const done = (body: string): void => {
+      clearTimeout(timer);
+      resolve(body);
+    };
+    const req = get(url, { headers: { accept: 'application/json' } }, (res) => read(res, limits.maxBytes).then(done, fail));
+    function fail(err: FetchError): void {
+      clearTimeout(timer);
       reject(err);
       req.destroy();
-    };
-    req.on('timeout', () => fail(new FetchError('timeout', `no answer within ${limits.timeoutMs} ms`)));
+    }
     req.on('error', (err) => fail(err instanceof FetchError ? err : new FetchError('network', err.message)));
   });
 }
