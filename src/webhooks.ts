@@ -129,6 +129,7 @@ export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Met
     }
   };
 
+  let unreachable = false;
   const run = async (): Promise<void> => {
     while (!stopped) {
       try {
@@ -139,6 +140,7 @@ export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Met
           continue;
         }
         const events = await log.read(config.batch);
+        unreachable = false;
         if (events.length === 0) {
           await measure(events);
           await pause(IDLE_MS);
@@ -146,7 +148,9 @@ export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Met
         }
         await deliver(events);
       } catch (err) {
-        logger.warn({ err, event: 'webhook_log_failed' }, 'webhook event log unreachable; retrying');
+        // Once per streak: Redis down for minutes must not write a line a second.
+        if (!unreachable) logger.warn({ err, event: 'webhook_log_failed' }, 'webhook event log unreachable; retrying every second');
+        unreachable = true;
         await pause(BACKOFF_MIN_MS);
       }
     }
