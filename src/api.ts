@@ -16,7 +16,7 @@ import { eventEncoder, isConnectionId, listTargets, MAX_PUBLICATIONS, MAX_TARGET
 import { sendEncodedJson, sendJson, sendRefusal } from './http.js';
 import type { UserStatus } from './limits.js';
 import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics, PublishSource } from './metrics.js';
 import { MAX_CLOSE_REASON_BYTES, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS } from './messages.js';
 import type { PresenceTracker } from './presence-tracker.js';
 import { encodeEvent, encodeHistory, encodeReply, isEpoch, isPublishableType } from './protocol.js';
@@ -52,7 +52,7 @@ type Endpoint = 'publish' | 'publish_batch' | 'disconnect' | 'unsubscribe' | 'su
 export const MAX_STATUS_USERS = 500;
 
 /** An API refusal: a catalogue entry, thrown by the checks and answered by the route. */
-class ApiError extends Error {
+export class ApiError extends Error {
   constructor(
     readonly refusal: ApiRefusalName,
     readonly limit?: number,
@@ -109,19 +109,19 @@ function refusalOf(err: ApiError): Answer {
 }
 
 /** A publication checked and ready: how many targets it has, and what publishes it. */
-interface Prepared {
+export interface Prepared {
   readonly targets: number;
   run(): Answer | Promise<Answer>;
 }
 
 /** A target's answer fields: its room or user, and what publishing gave it. */
-function targetAnswer(deps: ApiDeps, outcome: TargetOutcome): Answer {
+function targetAnswer(deps: Pick<ApiDeps, 'metrics'>, outcome: TargetOutcome, source: PublishSource): Answer {
   const { target } = outcome;
   const id = target.userId === undefined ? { room: target.room } : { user_id: target.userId };
   if (!outcome.ok) return { ...id, ...refusalOf(badRequest('history_unavailable')) };
   const { appended, connections } = outcome;
   if (appended?.duplicate) deps.metrics.duplicatePublish();
-  else deps.metrics.published('api');
+  else deps.metrics.published(source);
   return {
     status: 'published',
     ...id,
@@ -130,12 +130,24 @@ function targetAnswer(deps: ApiDeps, outcome: TargetOutcome): Answer {
   };
 }
 
+/** What a publish body needs of the node: the API's dependencies less its HTTP-only ones. */
+export type PublishDeps = Pick<ApiDeps, 'config' | 'broker' | 'publish' | 'connections' | 'together' | 'metrics'>;
+
+/** Where a publish body came from: the API, or an ingestion (stream, outbox) with its entry's id. */
+export interface BodySource {
+  readonly source: PublishSource;
+  /** The idempotency key of the sequenced targets when the body names none (an entry's or row's id). */
+  readonly key?: string;
+}
+
+const API: BodySource = { source: 'api' };
+
 /**
  * Checks a publish body (`room`, `user_id` or `connection_id`; or `rooms` and/or `user_ids`) and
- * returns what publishes it; throws the first refusal. One target answers as it always has; a list
- * answers a result per target, 503 only when every target failed (nothing was published).
+ * returns what publishes it; throws the first refusal (an ApiError). One target answers as it always
+ * has; a list answers a result per target, 503 only when every target failed (nothing was published).
  */
-function prepare(deps: ApiDeps, body: Record<string, unknown>): Prepared {
+export function preparePublish(deps: PublishDeps, body: Record<string, unknown>, origin: BodySource = API): Prepared {
   const { room, user_id: userId, connection_id: connectionId, rooms, user_ids: userIds, type, data, sender, idempotency_key: key, exclude_connection: excludeConnection } = body;
   const single = [room, userId, connectionId].filter((t) => t !== undefined).length;
   const listed = rooms !== undefined || userIds !== undefined;
@@ -158,7 +170,7 @@ function prepare(deps: ApiDeps, body: Record<string, unknown>): Prepared {
       targets: 1,
       run() {
         deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
-        deps.metrics.published('api');
+        deps.metrics.published(origin.source);
         return { status: 'published', connection_id: connectionId };
       },
     };
@@ -168,13 +180,13 @@ function prepare(deps: ApiDeps, body: Record<string, unknown>): Prepared {
   const list: readonly Target[] = targets ?? (room !== undefined ? [{ room: room as string }] : [{ room: userRoom(userId as string), userId: userId as string }]);
   if (key !== undefined && !list.every((t) => isSequenced(deps, t.room))) throw badRequest('invalid_idempotency_key');
   if (except !== excluded) throw badRequest('invalid_exclude_connection');
-  const publication = { targets: list, encode: eventEncoder(type, data, from), key: key as string | undefined, except: excluded };
+  const publication = { targets: list, encode: eventEncoder(type, data, from), key: (key as string | undefined) ?? origin.key, except: excluded };
   return {
     targets: list.length,
     async run() {
       const outcomes = await publishTargets(deps.publish, deps.connections, publication, deps.together);
       if (outcomes.every((o) => !o.ok)) throw badRequest('history_unavailable');
-      const answers = outcomes.map((o) => targetAnswer(deps, o));
+      const answers = outcomes.map((o) => targetAnswer(deps, o, origin.source));
       if (targets === undefined) return answers[0]!;
       return { status: outcomes.every((o) => o.ok) ? 'published' : 'partial', results: answers };
     },
@@ -182,7 +194,7 @@ function prepare(deps: ApiDeps, body: Record<string, unknown>): Prepared {
 }
 
 function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
-  return prepare(deps, body).run();
+  return preparePublish(deps, body).run();
 }
 
 /**
@@ -196,7 +208,7 @@ function publishBatch(deps: ApiDeps, body: Record<string, unknown>): Promise<Ans
   const items = publications.map((item: unknown): Prepared | ApiError => {
     if (typeof item !== 'object' || item === null || Array.isArray(item)) return badRequest('invalid_body');
     try {
-      return prepare(deps, item as Record<string, unknown>);
+      return preparePublish(deps, item as Record<string, unknown>);
     } catch (err) {
       if (err instanceof ApiError) return err;
       throw err;

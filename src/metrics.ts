@@ -8,7 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { CloseCode, type ErrorCode, type RejectReason, type UPGRADE_REFUSALS } from './errors.js';
 import { CLIENT_MESSAGE_TYPES } from './messages.js';
 
-export type PublishSource = 'client' | 'server' | 'membership' | 'api';
+export type PublishSource = 'client' | 'server' | 'membership' | 'api' | 'stream' | 'outbox';
 export type BrokerPublishError = 'down' | 'backlog' | 'error';
 export type RefusalReason = keyof typeof UPGRADE_REFUSALS;
 
@@ -95,7 +95,7 @@ function messageMetrics(registers: Registers) {
   });
   const published = new Counter({
     name: 'wsedge_messages_published_total',
-    help: 'Events published to rooms by source (client send_message, server API/helpers, membership events).',
+    help: 'Events published to rooms by source (client send_message, server helpers, membership events, the publish API, stream and outbox ingestion).',
     labelNames: ['source'],
     registers,
   });
@@ -107,6 +107,8 @@ function messageMetrics(registers: Registers) {
     server: published.labels('server'),
     membership: published.labels('membership'),
     api: published.labels('api'),
+    stream: published.labels('stream'),
+    outbox: published.labels('outbox'),
   };
   const rooms = new Gauge({ name: 'wsedge_rooms', help: 'Rooms (uWS topics) with at least one member on this node.', registers });
   const rateLimited = new Counter({ name: 'wsedge_rate_limited_total', help: 'Client frames dropped by the rate limit.', registers });
