@@ -7,6 +7,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { CloseCode, type ErrorCode, type RejectReason, type UPGRADE_REFUSALS } from './errors.js';
 import { CLIENT_MESSAGE_TYPES } from './messages.js';
+import type { IngestSource } from './ingest.js';
 
 export type PublishSource = 'client' | 'server' | 'membership' | 'api' | 'stream' | 'outbox';
 export type BrokerPublishError = 'down' | 'backlog' | 'error';
@@ -424,6 +425,40 @@ function eventMetrics(registers: Registers) {
   };
 }
 
+export type IngestFate = 'published' | 'retried' | 'dead';
+
+/** Publish commands read from a Redis Stream or a PostgreSQL outbox (src/ingest.ts and its consumers). */
+function ingestMetrics(registers: Registers) {
+  const fates = new Counter({
+    name: 'wsedge_ingest_entries_total',
+    help: 'Ingested publish commands by source (stream, outbox) and outcome: published, retried (a sequenced room unreachable; kept and tried again), dead (moved to the dead letter).',
+    labelNames: ['source', 'outcome'],
+    registers,
+  });
+  const dead = new Counter({ name: 'wsedge_ingest_dead_total', help: 'Ingested commands moved to the dead letter, by source and refusal code.', labelNames: ['source', 'code'], registers });
+  const age = new Gauge({ name: 'wsedge_ingest_lag_seconds', help: 'Age of the oldest command not yet published, by source, as this node last saw it (0 when none waits or this node does not consume).', labelNames: ['source'], registers });
+  const latency = new Histogram({ name: 'wsedge_ingest_latency_seconds', help: 'From a command being written (entry id time, row created_at) to its publication, by source.', labelNames: ['source'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers });
+  const up = new Gauge({ name: 'wsedge_ingest_up', help: 'Whether this node can reach the ingestion source (1) or not (0), by source.', labelNames: ['source'], registers });
+  for (const source of ['stream', 'outbox']) for (const outcome of ['published', 'retried', 'dead']) fates.labels(source, outcome);
+  return {
+    ingested(source: IngestSource, fate: IngestFate, count = 1) {
+      if (count > 0) fates.labels(source, fate).inc(count);
+    },
+    ingestDead(source: IngestSource, code: string) {
+      dead.labels(source, code).inc();
+    },
+    ingestLag(source: IngestSource, seconds: number) {
+      age.labels(source).set(seconds);
+    },
+    ingestLatency(source: IngestSource, seconds: number) {
+      latency.labels(source).observe(seconds);
+    },
+    ingestUp(source: IngestSource, reachable: boolean) {
+      up.labels(source).set(reachable ? 1 : 0);
+    },
+  };
+}
+
 /**
  * How a key set refresh ended: loaded, unchanged, why the fetch gave nothing (jwks.ts FetchProblem)
  * or why the set was refused (keys.ts KeySetProblem).
@@ -528,6 +563,7 @@ export function createMetrics() {
     ...accessMetrics(registers),
     ...backendMetrics(registers),
     ...eventMetrics(registers),
+    ...ingestMetrics(registers),
     ...keyMetrics(registers),
   };
 }
