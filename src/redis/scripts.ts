@@ -23,7 +23,10 @@ export type ScriptName =
   | 'lifecycle-disappear'
   | 'lifecycle-sweep'
   | 'lease'
-  | 'revoke';
+  | 'lease-release'
+  | 'revoke'
+  | 'announce-take'
+  | 'announce-refresh';
 
 const PRELUDES: Partial<Record<ScriptName, string>> = {
   'append-history': 'stream-epoch',

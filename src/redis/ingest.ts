@@ -1,0 +1,186 @@
+/**
+ * Stream ingestion: publish commands that the product appends to WS_STREAM (one field `command`,
+ * the publish API's body) are published by one node at a time, the lease holder, in stream order.
+ * A round reads up to WS_STREAM_BATCH entries and issues all their publishes at once (they leave
+ * in order on one connection per shard, and a room lives on one shard), then settles them in
+ * stream order:
+ * - published: acknowledged and deleted;
+ * - dead (the API refuses the body, or the entry has no `command`): moved to the dead letter with
+ *   the refusal's code and message, acknowledged and deleted;
+ * - retry (a sequenced room's history unreachable): the round stops there; the entry and every one
+ *   after it stay pending and are read again after a backoff, so a room's later entries never
+ *   overtake an earlier one. An entry published already in the stopped part is published again on
+ *   the redo: sequenced targets dedupe by the entry id (`stream:<id>`), plain ones get it twice.
+ * Standby nodes check the lease every LEASE_RENEW_MS; a dead holder's entries are taken over within
+ * LEASE_MS + LEASE_RENEW_MS (8 s) of its last renewal.
+ */
+import type { StreamConfig } from '../config.js';
+import type { Ingest, Ingested } from '../ingest.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { WritesTogether } from '../publish.js';
+import { entryTime, LEASE_RENEW_MS, type IngestQueue, type StreamEntry } from './ingest-stream.js';
+
+/** An empty stream is read again after this (the command connection is shared: no blocking read). */
+const IDLE_MS = 50;
+/** The lag gauge is refreshed this often by the holder. */
+const MEASURE_MS = 1000;
+/** After a retry or an unreachable stream: 200 ms doubling to 5 s. */
+const BACKOFF_MIN_MS = 200;
+const BACKOFF_MAX_MS = 5000;
+const NO_COMMAND = { status: 'dead', code: 'invalid_body', message: 'the entry has no "command" field' } as const;
+
+export interface StreamIngestOptions {
+  readonly config: StreamConfig;
+  readonly queue: IngestQueue;
+  readonly ingest: Ingest;
+  readonly together: WritesTogether;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+/** For /readyz: whether the stream answers, and whether this node is the one consuming it. */
+export interface StreamHealth {
+  readonly stream: 'ok' | 'unreachable';
+  readonly stream_consuming: boolean;
+}
+
+export interface StreamIngest {
+  health(): StreamHealth;
+  /** Finishes the round in flight, then frees the lease. */
+  stop(): Promise<void>;
+}
+
+type Outcome = Ingested | { readonly status: 'failed' };
+
+export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
+  const { config, queue, metrics, log } = opts;
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const pause = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        wake = undefined;
+        resolve();
+      }
+      wake = done;
+    });
+
+  // Renewed on a timer of its own, so a long round or a backoff keeps the lease.
+  let held = false;
+  const renew = async (): Promise<boolean> => (held = await queue.hold().catch(() => false));
+  const renewal = setInterval(() => void (held && renew()), LEASE_RENEW_MS).unref();
+
+  // Everything appended before `since` (ms) was published, as this node last saw the stream.
+  let since = Date.now();
+  let measured = 0;
+  const measure = async (): Promise<void> => {
+    if (Date.now() - measured < MEASURE_MS) return;
+    measured = Date.now();
+    const oldest = await queue.oldest();
+    since = oldest === undefined ? measured : entryTime(oldest);
+    metrics.ingestLag('stream', Math.max(0, measured - since) / 1000);
+  };
+
+  // What is left to publish of an entry that asked for a retry (a list body's failed targets).
+  const retries = new Map<string, Record<string, unknown>>();
+  const settle = (entry: StreamEntry): Promise<Outcome> => {
+    if (entry.command === undefined) return Promise.resolve(NO_COMMAND);
+    return opts.ingest(retries.get(entry.id) ?? entry.command, entry.id).catch((err: unknown) => {
+      log.error({ err, event: 'stream_publish_failed', id: entry.id }, 'stream entry publish failed; retrying');
+      return { status: 'failed' } as const;
+    });
+  };
+
+  /** Publishes one batch; true when it stopped at an entry to retry. */
+  const publishBatch = async (entries: readonly StreamEntry[]): Promise<boolean> => {
+    const outcomes = opts.together(() => entries.map(settle));
+    const published: string[] = [];
+    let stoppedAt = entries.length;
+    for (let i = 0; i < entries.length && stoppedAt === entries.length; i += 1) {
+      const entry = entries[i]!;
+      const outcome = await outcomes[i]!;
+      if (outcome.status === 'published') published.push(entry.id);
+      else if (outcome.status === 'dead') {
+        await queue.dead({ entry, code: outcome.code, message: outcome.message });
+        retries.delete(entry.id);
+        metrics.ingested('stream', 'dead');
+        metrics.ingestDead('stream', outcome.code);
+        log.info({ event: 'stream_entry_dead', id: entry.id, code: outcome.code }, 'stream entry moved to the dead letter');
+      } else {
+        if (outcome.status === 'retry') retries.set(entry.id, outcome.body);
+        metrics.ingested('stream', 'retried');
+        stoppedAt = i;
+      }
+    }
+    await Promise.allSettled(outcomes);
+    await queue.done(published);
+    const now = Date.now();
+    for (const id of published) {
+      retries.delete(id);
+      metrics.ingestLatency('stream', (now - entryTime(id)) / 1000);
+    }
+    metrics.ingested('stream', 'published', published.length);
+    return stoppedAt < entries.length;
+  };
+
+  let unreachable = false;
+  let backoff = BACKOFF_MIN_MS;
+  const round = async (): Promise<void> => {
+    if (!held && !(await renew())) {
+      // Another node consumes: this one's last figures would be stale (and could keep an alert firing).
+      retries.clear();
+      metrics.ingestLag('stream', 0);
+      markReachable();
+      await pause(LEASE_RENEW_MS);
+      return;
+    }
+    const entries = await queue.read(config.batch);
+    markReachable();
+    await measure();
+    if (entries.length === 0) return pause(IDLE_MS);
+    if (!(await publishBatch(entries))) {
+      backoff = BACKOFF_MIN_MS;
+      return;
+    }
+    await pause(backoff);
+    backoff = Math.min(BACKOFF_MAX_MS, backoff * 2);
+  };
+  const markReachable = (): void => {
+    if (unreachable) log.info({ event: 'stream_recovered' }, 'ingestion stream reachable again');
+    unreachable = false;
+    metrics.ingestUp('stream', true);
+  };
+
+  const run = async (): Promise<void> => {
+    while (!stopped) {
+      try {
+        await round();
+      } catch (err) {
+        // Once per streak: Redis down for minutes must not write a line a second.
+        if (!unreachable) log.warn({ err, event: 'stream_unreachable' }, 'ingestion stream unreachable; retrying every second');
+        unreachable = true;
+        metrics.ingestUp('stream', false);
+        // Nothing appended since the last look can be published: the lag grows while it lasts.
+        if (held) metrics.ingestLag('stream', (Date.now() - since) / 1000);
+        await pause(1000);
+      }
+    }
+  };
+  const running = run();
+
+  return {
+    health: () => ({ stream: unreachable ? 'unreachable' : 'ok', stream_consuming: held }),
+    async stop() {
+      stopped = true;
+      clearInterval(renewal);
+      wake?.();
+      await running;
+      await queue.release().catch(() => undefined);
+      held = false;
+      metrics.ingestLag('stream', 0);
+    },
+  };
+}

@@ -1,0 +1,220 @@
+/**
+ * Redis Stream ingestion (issue 27 item 1): publish commands the product appends to WS_STREAM are
+ * published once, in stream order per room, by one node at a time; malformed entries go to the
+ * dead letter with their reason while good ones keep flowing; an unreachable Redis is said by
+ * readiness and the lag, and nothing is lost when it is back. Counted with numbered entries on a
+ * sequenced room, the counts printed. The kill -9 takeover runs on node processes (dist/) in
+ * ingest-stream-takeover.test.ts.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { connect, join, open, token, type Envelope, type TestClient } from '../helpers/client.js';
+import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
+import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { startRedisCluster, stopAllClusters } from '../helpers/redis-cluster.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { waitFor } from '../helpers/wait.js';
+
+const clients: TestClient[] = [];
+const producers: Redis[] = [];
+
+afterAll(async () => {
+  clients.splice(0).forEach((c) => c.close());
+  producers.splice(0).forEach((p) => p.disconnect());
+  await stopAllNodes();
+  await stopAllRedis();
+  await stopAllClusters();
+});
+
+/** On failure, what the nodes said about the stream and at warn and above. */
+function logsOnFailure(nodes: TestNode[]): void {
+  onTestFailed(() => {
+    for (const n of nodes) console.log(`--- ${n.nodeId} ---\n${n.logs.filter((l) => ['warn', 'error', 'fatal'].includes(String(l['level'])) || String(l['event']).startsWith('stream')).map((l) => JSON.stringify(l)).join('\n')}`);
+  });
+}
+
+async function member(node: TestNode, user: string, rooms: string[]): Promise<TestClient> {
+  const c = await connect(node.url, user);
+  clients.push(c);
+  for (const room of rooms) await join(c, room);
+  return c;
+}
+
+const numbered = (c: TestClient, room: string): number[] => c.received.filter((e) => e.room === room && e.type === 'task.numbered').map((e) => (e.data as { n: number }).n);
+
+/** Waits until `c` holds `n` numbered events of `room`. */
+const received = (c: TestClient, room: string, n: number, timeoutMs = 20_000): Promise<number[]> =>
+  waitFor(`${n} numbered events of ${room}`, () => {
+    const got = numbered(c, room);
+    if (got.length < n) throw new Error(`${got.length} of ${n}`);
+    return got;
+  }, timeoutMs, 50);
+
+function report(label: string, sent: number, got: readonly number[]): { lost: number; duplicates: number; outOfOrder: number } {
+  const seen = new Set(got);
+  const lost = Array.from({ length: sent }, (_, i) => i + 1).filter((n) => !seen.has(n)).length;
+  const outOfOrder = got.filter((n, i) => i > 0 && n < got[i - 1]!).length;
+  const counts = { lost, duplicates: got.length - seen.size, outOfOrder };
+  console.log(`${label}: sent ${sent}, received ${got.length}, duplicates ${counts.duplicates}, lost ${lost}, out of order ${outOfOrder}`);
+  return counts;
+}
+
+const streamEnv = (stream: string, extra: Record<string, string> = {}): Record<string, string> => ({ WS_STREAM: stream, WS_HISTORY_ROOMS: 'task:*', WS_MESSAGE_MAX_SIZE: '4096', ...extra });
+
+async function readyz(node: TestNode): Promise<Record<string, unknown>> {
+  const res = await fetch(`${node.http}/readyz`);
+  return { http: res.status, ...((await res.json()) as Record<string, unknown>) };
+}
+
+type DeadLetter = Record<string, string>;
+
+async function deadLetters(redis: Redis, key: string): Promise<DeadLetter[]> {
+  const entries = (await redis.xrange(key, '-', '+')) as Array<[string, string[]]>;
+  return entries.map(([, fields]) => Object.fromEntries(fields.flatMap((f, i) => (i % 2 === 0 ? [[f, fields[i + 1]!]] : []))));
+}
+
+const append = (redis: Redis, stream: string, command: unknown): Promise<string | null> => redis.xadd(stream, '*', 'command', typeof command === 'string' ? command : JSON.stringify(command));
+
+describe('stream ingestion on one redis-server', () => {
+  it('refuses WS_STREAM without Redis, in one line', () => {
+    expect(() => loadConfig({ WS_STREAM: 'orders' })).toThrow('WS_STREAM: stream ingestion reads a Redis Stream: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
+  });
+
+  it('publishes every target form, dead-letters each malformed entry with its reason while good entries keep flowing', { timeout: 40_000 }, async () => {
+    const server = await startRedis();
+    const stream = `${uniquePrefix()}{in}`;
+    const node = await startTestNode({ REDIS_URL: server.url, REDIS_PREFIX: uniquePrefix(), ...streamEnv(stream) });
+    logsOnFailure([node]);
+    const producer = new Redis(server.url);
+    producers.push(producer);
+    const ann = await member(node, 'ann', ['task:t1', 'project:p1', 'channel:c1']);
+    const bob = await member(node, 'bob', ['task:t1']);
+    const carl = open(node.url, token('carl'));
+    clients.push(carl);
+    const connectionId = ((await carl.next((e) => e.type === 'connected')).data as { connection_id: string }).connection_id;
+
+    const good: unknown[] = [
+      { room: 'task:t1', type: 'task.numbered', data: { n: 1 } },
+      { room: 'project:p1', type: 'task.plain', data: { n: 2 }, sender: 'svc' },
+      { user_id: 'bob', type: 'task.personal', data: { n: 3 } },
+      { rooms: ['channel:c1', 'task:t1'], user_ids: ['ann'], type: 'task.listed', data: { n: 4 } },
+      { room: 'task:t1', type: 'task.numbered', data: { n: 2 }, idempotency_key: 'own-key-1' },
+      { connection_id: connectionId, type: 'task.direct', data: { n: 5 } },
+    ];
+    const bad: Array<[command: string | undefined, code: string]> = [
+      [undefined, 'invalid_body'],
+      ['{"room": "task:t1", ', 'invalid_json'],
+      ['[1,2]', 'invalid_body'],
+      [JSON.stringify({ room: 'nope:1', type: 'task.x' }), 'invalid_room'],
+      [JSON.stringify({ room: 'task:t1', type: 'room_joined' }), 'invalid_type'],
+      [JSON.stringify({ room: 'task:t1', type: 'task.big', data: 'x'.repeat(5000) }), 'too_large'],
+      [JSON.stringify({ channel: 'task:t1', type: 'task.x' }), 'invalid_target'],
+      [JSON.stringify({ room: 'task:t1', user_id: 'ann', type: 'task.x' }), 'invalid_target'],
+    ];
+    // Interleaved: each bad entry sits between good ones, which must all arrive in order.
+    for (let i = 0; i < Math.max(good.length, bad.length); i += 1) {
+      if (good[i] !== undefined) await append(producer, stream, good[i]);
+      const [command] = bad[i] ?? [];
+      if (bad[i] !== undefined) await (command === undefined ? producer.xadd(stream, '*', 'other', 'x') : append(producer, stream, command));
+    }
+
+    expect(await received(ann, 'task:t1', 2)).toEqual([1, 2]);
+    await ann.next((e) => e.type === 'task.plain' && e.room === 'project:p1' && e.sender === 'svc');
+    await bob.next((e) => e.type === 'task.personal' && e.room === 'user:bob');
+    for (const room of ['channel:c1', 'task:t1', 'user:ann']) await ann.next((e: Envelope) => e.type === 'task.listed' && e.room === room);
+    expect(await received(bob, 'task:t1', 2)).toEqual([1, 2]);
+    await carl.next((e) => e.type === 'task.direct');
+
+    const dead = await waitFor('8 dead letters', async () => {
+      const letters = await deadLetters(producer, `${stream}:dead`);
+      if (letters.length < bad.length) throw new Error(`${letters.length}`);
+      return letters;
+    });
+    console.log(`dead letters: ${dead.map((d) => `${d['code']} (${d['message']})`).join('; ')}`);
+    expect(dead.map((d) => d['code'])).toEqual(bad.map(([, code]) => code));
+    expect(dead[0]!['command']).toBeUndefined();
+    expect(dead[1]!['command']).toBe(bad[1]![0]);
+    expect(dead.every((d) => /^\d+-\d+$/.test(d['id'] ?? '') && (d['message'] ?? '').length > 0)).toBe(true);
+
+    // Nothing waits: the stream holds no entry, the group nothing pending; counted by outcome and code.
+    await waitFor('an empty stream', async () => (await producer.xlen(stream)) === 0);
+    expect(await producer.xpending(stream, 'ws-edge')).toEqual([0, null, null, null]);
+    expect(await node.metric('wsedge_ingest_entries_total', { source: 'stream', outcome: 'published' })).toBe(good.length);
+    expect(await node.metric('wsedge_ingest_entries_total', { source: 'stream', outcome: 'dead' })).toBe(bad.length);
+    expect(await node.metric('wsedge_ingest_dead_total', { source: 'stream', code: 'invalid_target' })).toBe(2);
+    expect(await readyz(node)).toMatchObject({ http: 200, ingest: { stream: 'ok', stream_consuming: true } });
+    await stopTestNode(node);
+  });
+
+  it('says the stream is unreachable without leaving the load balancer, and publishes all, once, when Redis is back', { timeout: 40_000 }, async () => {
+    const server = await startRedis();
+    const proxy = await startTcpProxy(server.port);
+    const stream = `${uniquePrefix()}{in}`;
+    const node = await startTestNode({ REDIS_URL: proxy.url, REDIS_PREFIX: uniquePrefix(), ...streamEnv(stream) });
+    logsOnFailure([node]);
+    const producer = new Redis(server.url);
+    producers.push(producer);
+    const ann = await member(node, 'ann', ['task:t2']);
+    let sent = 0;
+    const appendNumbered = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i += 1) await append(producer, stream, { room: 'task:t2', type: 'task.numbered', data: { n: (sent += 1) } });
+    };
+    await appendNumbered(50);
+    await received(ann, 'task:t2', 50);
+
+    proxy.blackhole(true);
+    proxy.closeAll();
+    await appendNumbered(50);
+    const down = await waitFor('readyz ingest unreachable', async () => {
+      const body = await readyz(node);
+      return (body['ingest'] as Record<string, unknown>)['stream'] === 'unreachable' ? body : false;
+    });
+    expect(down).toMatchObject({ http: 200, status: 'ready' });
+    await waitFor('wsedge_ingest_up 0', async () => (await node.metric('wsedge_ingest_up', { source: 'stream' })) === 0);
+    const lag = await waitFor('the lag growing past 1 s', async () => {
+      const seconds = await node.metric('wsedge_ingest_lag_seconds', { source: 'stream' });
+      return seconds > 1 ? seconds : false;
+    });
+
+    proxy.blackhole(false);
+    proxy.closeAll();
+    await appendNumbered(50);
+    const got = await received(ann, 'task:t2', 150, 30_000);
+    console.log(`unreachable for a while (lag seen ${lag.toFixed(1)} s), then back:`);
+    expect(report('  task:t2', sent, got)).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    await waitFor('readyz ingest ok', async () => ((await readyz(node))['ingest'] as Record<string, unknown>)['stream'] === 'ok');
+    // A last entry behind everything: once it is in, a late second copy of any earlier one would be too.
+    await appendNumbered(1);
+    expect(report('  after a marker entry', sent, await received(ann, 'task:t2', sent))).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    await stopTestNode(node);
+    await proxy.stop();
+  });
+});
+
+describe('stream ingestion on a 3-master Redis Cluster', () => {
+  it('publishes in order per room across shards and dead-letters beside the stream (one hash tag)', { timeout: 40_000 }, async () => {
+    const cluster = await startRedisCluster({ replicasPerMaster: 0 });
+    const stream = `{${uniquePrefix()}in}`;
+    const prefix = uniquePrefix();
+    const nodes = await Promise.all(['sa', 'sb'].map((id) => startTestNode({ NODE_ID: id, REDIS_CLUSTER_NODES: cluster.seeds, REDIS_PREFIX: prefix, ...streamEnv(stream) })));
+    logsOnFailure(nodes);
+    const [host, port] = cluster.seeds.split(',')[0]!.split(':');
+    const producer = new Redis.Cluster([{ host: host!, port: Number(port) }]) as unknown as Redis;
+    producers.push(producer);
+    const rooms = ['task:r1', 'task:r2', 'task:r3', 'task:r4'];
+    const ann = await member(nodes[1]!, 'ann', rooms);
+    const perRoom = 60;
+    for (let n = 1; n <= perRoom; n += 1) for (const room of rooms) await append(producer, stream, { room, type: 'task.numbered', data: { n } });
+    await append(producer, stream, { room: 'task:r1', type: 'bad type' });
+    for (const room of rooms) expect(report(`cluster ${room}`, perRoom, await received(ann, room, perRoom))).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    const dead = await waitFor('1 dead letter', async () => {
+      const letters = await deadLetters(producer, `${stream}:dead`);
+      return letters.length === 1 ? letters : false;
+    });
+    expect(dead[0]!['code']).toBe('invalid_type');
+    const consuming = await Promise.all(nodes.map(async (n) => ((await readyz(n))['ingest'] as Record<string, unknown>)['stream_consuming']));
+    expect(consuming.filter(Boolean)).toHaveLength(1);
+    await Promise.all(nodes.map(stopTestNode));
+  });
+});
