@@ -124,7 +124,7 @@ export function createAdmission(ctx: AdmissionContext): Admission {
     const max = config.maxConnections ?? 0;
     if (max > 0 && sessions.size + waiting.size >= max) return refuseUpgrade(res, metrics, 'max_connections');
     // req is only valid until this callback returns: everything is copied out of it here.
-    const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
+    const remoteAddress = ctx.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'), req.getHeader('x-wsedge-relay'));
     const now = Date.now();
     // A flood of bad tokens from one address is refused before any verification work.
     if (!ctx.authFailures.mayVerify(remoteAddress, now)) return refuseUpgrade(res, metrics, 'auth_failures');

@@ -16,6 +16,10 @@ export function createMemoryBroker(target: BrokerTarget): Broker {
     sendToConnection(connectionId, payload) {
       if (!closed) target.deliverToConnection(connectionId, payload);
     },
+    async forward(sessionId, payload) {
+      if (!closed) target.forwarded?.(sessionId, payload);
+      return !closed;
+    },
     disconnectUser(userId, code, reason) {
       if (!closed) target.disconnectUser(userId, code, reason);
     },

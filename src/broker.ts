@@ -51,6 +51,8 @@ export interface BrokerTarget {
   changeAccess(change: AccessChange): void;
   /** Keeps a revocation and closes the local connections whose token it covers (4401 token revoked). */
   revoke(kept: KeptRevocation): void;
+  /** A fallback POST forwarded to the node holding its session (fallback.ts); unknown sessions are counted there. */
+  forwarded?(sessionId: string, payload: Payload): void;
 }
 
 /** A backend's change of a user's rooms, on every node: `connectionId` narrows it to one connection. */
@@ -74,6 +76,11 @@ export interface Broker {
    * could not be handed to the other nodes, and then changed nothing here either.
    */
   changeAccess(change: AccessChange): Promise<boolean>;
+  /**
+   * Hands a fallback POST to the node holding the session (its id names the node; this node at
+   * once); resolves true once Redis accepted it, in PUBLISH order from this node.
+   */
+  forward(sessionId: string, payload: string): Promise<boolean>;
   /** Closes every connection of the user on every node. */
   disconnectUser(userId: string, code: number, reason: string): void;
   /** Applies a revocation on every node (this one at once); resolves false when the other nodes could not be told. */

@@ -239,7 +239,9 @@ export type RefusalBody = {
 export const HTTP_STATUS_TEXT: Readonly<Record<number, string>> = {
   400: 'Bad Request',
   401: 'Unauthorized',
+  403: 'Forbidden',
   404: 'Not Found',
+  409: 'Conflict',
   413: 'Payload Too Large',
   426: 'Upgrade Required',
   429: 'Too Many Requests',
@@ -299,6 +301,26 @@ export const API_REFUSALS = {
   invalid_query: { status: 400, code: 'invalid_query', message: 'since_offset needs since_epoch; since_offset a non-negative integer, limit 1-10000, reverse true or false' },
 } as const satisfies Record<string, HttpRefusal>;
 export type ApiRefusalName = keyof typeof API_REFUSALS;
+
+/**
+ * The HTTP fallback's answers (fallback.ts; docs/WEBSOCKET_API.md "HTTP fallback"): a stream the
+ * loopback socket refused before `connected` (its close code picks the entry, its reason is the
+ * message), and POSTs; the name is the `wsedge_fallback_posts_total` outcome where one applies.
+ */
+export const FALLBACK_REFUSALS = {
+  stream_unauthorized: { status: 401, code: 'unauthorized', message: 'the token was refused' },
+  stream_forbidden: { status: 403, code: 'forbidden', message: 'the origin or the token was refused' },
+  stream_limited: { status: 429, code: 'too_many_requests', message: 'a connection limit was reached', retryAfter: 5 },
+  stream_refused: { status: 503, code: 'unavailable', message: 'the node cannot open the session now', retryAfter: 1 },
+  unauthorized: { status: 401, code: 'unauthorized', message: 'missing or refused token (Authorization: Bearer, or the wsedge_token cookie)' },
+  bad_session: { status: 400, code: 'invalid_session', message: 'X-WsEdge-Session must be a session id and X-WsEdge-Seq an integer of 1 or more' },
+  unknown_session: { status: 404, code: 'unknown_session', message: 'no open session with this id: open a new stream' },
+  forbidden: { status: 403, code: 'forbidden', message: "the session belongs to another user" },
+  too_large: { status: 413, code: 'too_large', message: 'body larger than {limit} bytes (WS_MESSAGE_MAX_SIZE)' },
+  rate_limited: { status: 429, code: 'rate_limited', message: 'more POSTs than WS_RATE_LIMIT per second for this session', retryAfter: 1 },
+  out_of_order: { status: 409, code: 'out_of_order', message: 'X-WsEdge-Seq is more than {limit} ahead of the next expected one' },
+  busy: { status: 503, code: 'unavailable', message: 'the POST cannot reach the node holding the session now; retry', retryAfter: 1 },
+} as const satisfies Record<string, HttpRefusal>;
 
 /** The status line of a refusal, e.g. `503 Service Unavailable`. */
 export function statusLine(refusal: HttpRefusal): string {

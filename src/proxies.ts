@@ -4,9 +4,47 @@
  * address is the rightmost entry not itself a trusted proxy. A spoofed header from an untrusted
  * peer changes nothing.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 
-export type ClientAddress = (peer: string, forwardedFor: string) => string;
+/** `relay`: the X-WsEdge-Relay header ('' when absent), believed only from loopback (see `createRelayTrust`). */
+export type ClientAddress = (peer: string, forwardedFor: string, relay?: string) => string;
+
+/** The header a fallback session's loopback socket carries: `<secret> <client address>` (fallback.ts). */
+export const RELAY_HEADER = 'x-wsedge-relay';
+
+export interface RelayTrust {
+  /** The header value for a loopback socket acting for `address`. Never logged. */
+  header(address: string): string;
+  /** The client address a relay header vouches for; undefined unless the peer is loopback and the secret matches. */
+  vouched(peer: string, relay: string): string | undefined;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1']);
+
+/**
+ * A random secret per process: only this process's own fallback relay knows it, and it is
+ * believed only on a loopback socket, compared in constant time, so no client can claim an address.
+ */
+export function createRelayTrust(): RelayTrust {
+  const secret = randomBytes(24).toString('base64url');
+  const expected = Buffer.from(secret);
+  return {
+    header: (address) => `${secret} ${address}`,
+    vouched(peer, relay) {
+      const space = relay.indexOf(' ');
+      if (space < 0 || !LOOPBACK.has(normalize(peer))) return undefined;
+      const given = Buffer.from(relay.slice(0, space));
+      const address = relay.slice(space + 1);
+      return given.length === expected.length && timingSafeEqual(given, expected) && isIP(address) !== 0 ? address : undefined;
+    },
+  };
+}
+
+/** The address a fallback relay vouches for, else what `inner` finds. */
+export function withRelay(inner: ClientAddress, trust: RelayTrust): ClientAddress {
+  return (peer, forwardedFor, relay = '') => (relay === '' ? undefined : trust.vouched(peer, relay)) ?? inner(peer, forwardedFor);
+}
 
 /** Validates one WS_TRUSTED_PROXIES entry: an IP address or a CIDR block. */
 export function isAddressOrCidr(entry: string): boolean {

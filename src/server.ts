@@ -4,9 +4,10 @@
  * connection limit, and the drain. `startNode` resolves once both ports listen.
  */
 import { addApiRoutes } from './api.js';
+import { createAnnouncer, createMemoryAnnouncements } from './announcements.js';
 import { createAuthenticator } from './auth.js';
 import { connectionCapacity, openFilesLimit } from './capacity.js';
-import type { AccessChange, Broker, BrokerTarget } from './broker.js';
+import type { AccessChange, Broker, BrokerTarget, Payload } from './broker.js';
 import { createMemoryBroker } from './broker-memory.js';
 import type { Config } from './config.js';
 import { createBehavior, type ConnectionContext } from './connection.js';
@@ -31,11 +32,13 @@ import { createAddressCounts, createFailureLimiter, createLocalSeats, type Conne
 import { createMemoryLifecycle, createMemoryLog, NO_LIFECYCLE, type EventLog, type EventType, type Lifecycle } from './lifecycle.js';
 import type { Logger } from './log.js';
 import { createMetrics, type EventFate, type Metrics } from './metrics.js';
-import { createClientAddress } from './proxies.js';
+import { createClientAddress, createRelayTrust, withRelay } from './proxies.js';
+import { createFallback } from './fallback.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
 import { writesTogether } from './redis/connections.js';
 import { createRedisHistory } from './redis/history.js';
+import { createRedisAnnouncements, refreshAnnouncements } from './redis/announcements.js';
 import { createRedisEventLog, createRedisLifecycle, streamKey } from './redis/lifecycle.js';
 import { createRedisPresence } from './redis/presence.js';
 import type { RedisClients } from './redis/links.js';
@@ -51,6 +54,11 @@ import { createSessionIndex, type SessionIndex } from './sessions.js';
 import { createShutdown } from './shutdown.js';
 import { createStreams, type Streams } from './streams.js';
 import { startWebhooks, type Webhooks } from './webhooks.js';
+import { createIngest } from './ingest.js';
+import { startStreamIngest, type StreamIngest } from './redis/ingest.js';
+import { createIngestQueue } from './redis/ingest-stream.js';
+import type { PublishDeps } from './api.js';
+import { startOutbox } from './outbox.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
 export interface EdgeNode {
@@ -170,6 +178,15 @@ function lifecycleOf(config: Config, redis: RedisClients | undefined, sessions: 
   return { lifecycle, webhooks: webhooksOf(createRedisEventLog(redis.command, stream, config.nodeId, dropped)) };
 }
 
+/** WS_STREAM: publish commands read from a Redis Stream, published through the API's checks (config.ts refuses it without Redis). */
+function streamIngestOf(redis: RedisClients | undefined, deps: PublishDeps, log: Logger): StreamIngest | undefined {
+  const { config, metrics } = deps;
+  if (config.stream === undefined || redis === undefined) return undefined;
+  log.info({ event: 'stream_ingest', stream: config.stream.key, dead: config.stream.dead, batch: config.stream.batch }, 'reading publish commands from the ingestion stream');
+  const queue = createIngestQueue(redis.command, config.stream, config.nodeId);
+  return startStreamIngest({ config: config.stream, queue, ingest: createIngest(deps, 'stream'), together: writesTogether(redis.command), metrics, log });
+}
+
 /** Presence in Redis when the node has Redis (every topology: the keys sit in the room channel's slot), else in memory. */
 function presenceStore(config: Config, redis: RedisClients | undefined): PresenceStore {
   if (redis === undefined) return createMemoryPresence();
@@ -196,12 +213,14 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   const localSeats = createLocalSeats(config.maxConnectionsPerUser);
   const sessions = createSessionIndex(localSeats.connectionsOf);
   const delivery = createDelivery(app);
+  const relay = createRelayTrust();
   let state: NodeState = 'starting';
   // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  const target = brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange, () => revoke);
+  // A fallback POST forwarded by another node goes to the session's stream (fallback.ts).
+  const target = { ...brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange, () => revoke), forwarded: (id: string, payload: Payload) => fallback.forwarded(id, payload) };
   const redisBroker = redis === undefined ? undefined : createRedisBroker({ config, target, log, metrics, redis });
   const broker: Broker = redisBroker ?? createMemoryBroker(target);
   const sequenced: SequencedDelivery = (...event) => target.deliverSequenced(...event);
@@ -226,7 +245,9 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
 
   const roomAuth = config.roomAuth === undefined ? undefined : createRoomAuthorizer(config.roomAuth, metrics, log);
   const grants = createExpiryScheduler<GrantItem>((item) => membership.grantExpired(item));
-  const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants, lifecycle });
+  const announcer = createAnnouncer({ store: redis === undefined ? createMemoryAnnouncements() : createRedisAnnouncements(redis.command, config.redis!.prefix, config.redis!.seatTtl), broker, metrics, cap: config.membershipEventsMaxMembers, log });
+  const announcedRefresh = redis === undefined ? undefined : refreshAnnouncements(redis.command, config.redis!.prefix, config.redis!.seatTtl, announcer, log);
+  const membership = createMembership({ config, auth, roomAuth, metrics, broker, delivery, app, streams, presence, grants, lifecycle, announcer });
   const backend = config.backend;
   const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
   const keys = redis === undefined || redisBroker === undefined ? createMemorySendKeys((room, envelope) => broker.publish(room, envelope)) : createRedisSendKeys(redis.command, redisBroker);
@@ -248,7 +269,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     isDraining: () => state === 'draining',
     droppedHandler: uws.droppedHandler,
     nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
-    clientAddress: createClientAddress(config.trustedProxies),
+    clientAddress: withRelay(createClientAddress(config.trustedProxies), relay),
     addressCounts: createAddressCounts(config.maxConnectionsPerIp),
     authFailures: createFailureLimiter(config.authFailureLimit),
     roomAuth,
@@ -258,6 +279,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     rpc: caller('rpc', backend?.rpcUrl),
     lifecycle,
   };
+  const fallback = createFallback({ config, log, registry: metrics.registry, auth, broker, clientAddress: createClientAddress(config.trustedProxies), relay });
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   const revoke = (kept: KeptRevocation): void => {
     if (!revocations.add(kept)) log.warn({ event: 'revocations_full', max: config.revocationsMax }, 'WS_REVOCATIONS_MAX reached: a revocation is applied to live connections only');
@@ -269,14 +291,18 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);
   const health: HealthSource = {
     state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
-    details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size }),
+    details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size, ...(streamIngest !== undefined && { ingest: streamIngest.health() }), ...(outbox !== undefined && { outbox: outbox.state() }) }),
   };
   metrics.readinessFrom(() => health.state() === 'ready');
   if (options.dev !== undefined) addDemoRoutes(app, options.dev);
+  fallback.addRoutes(app, () => port);
   addPublicRoutes(app, health);
   const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
   addApiRoutes(internal, { config, broker, revocations: { store: revocationStore, list: revocations }, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
+  const streamIngest = streamIngestOf(redis, { config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, log);
+  // After the API's routes, before listening: a missing outbox table refuses the start (one line, main.ts exits 1).
+  const outbox = config.outbox === undefined ? undefined : await startOutbox(config.outbox, { ingest: createIngest({ config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, 'outbox'), metrics, log, nodeId: config.nodeId });
 
   const publicSocket = await listen(app, config.host, config.port);
   const internalSocket = await listen(internal, config.internalHost, config.internalPort).catch((err: unknown) => {
@@ -296,13 +322,17 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     },
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
+      fallback.stop();
       expiry.stop();
       keySource.close();
       revocations.close();
       revocationReload.stop();
       grants.stop();
       seats.stop();
+      announcedRefresh?.stop();
       lifecycle.stop();
+      await streamIngest?.stop();
+      await outbox?.stop();
       await webhooks?.stop();
       presence.stop();
       await broker.close();

@@ -63,6 +63,8 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics, nodeId: s
       if (rule === undefined || !Number.isSafeInteger(expiresAt)) return metrics.brokerFrameDropped('malformed');
       return target.revoke({ rule, expiresAt });
     }
+    case 'f':
+      return target.forwarded?.(frame.target, frame.payload);
     case 'p':
       return; // another node's probe on a shared channel: nothing to do
   }
@@ -228,6 +230,13 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
       const owner = nodeOfConnection(connectionId);
       if (owner === nodeId) target.deliverToConnection(connectionId, payload);
       else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
+    },
+    forward(sessionId, payload) {
+      if (closed) return Promise.resolve(false);
+      const owner = nodeOfConnection(sessionId);
+      if (owner !== nodeId) return send(channels.node(owner), 'f', sessionId, payload);
+      target.forwarded?.(sessionId, payload);
+      return Promise.resolve(true);
     },
     disconnectUser: (userId, code, reason) => void (closed || (target.disconnectUser(userId, code, reason), send(channels.control, 'd', userId, encodeDisconnect(code, reason)))),
     // Applied here at once: in Redis before it is sent, so a node that misses the frame reads it on its reload.

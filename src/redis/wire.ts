@@ -10,7 +10,8 @@
  * which adds the position), `c` one connection (target: connection id), `d` disconnect a user
  * (target: user id; payload: close code, space, reason), `a` access change (target: user id;
  * payload: op, room, optional connection id), `v` revocation (target: its expiry, epoch ms; payload:
- * redis/revocation.ts encodeRevocation), `p` probe (target: nonce). A room event (`r` or `s`)
+ * redis/revocation.ts encodeRevocation), `f` a forwarded fallback POST (target: session id; payload:
+ * fallback-posts.ts), `p` probe (target: nonce). A room event (`r` or `s`)
  * may name one connection that must not receive it (a publish's `exclude_connection`): only the node
  * that owns it (the id's node part) reads it, and publishes from that socket so uWS skips it.
  * Node ids, rooms, ids, epochs and nonces contain no space or newline, so the header splits cleanly.
@@ -18,7 +19,7 @@
 import type { AccessChange } from '../broker.js';
 import { isValidId, isValidRoom } from '../rooms.js';
 
-export type FrameKind = 'r' | 's' | 'c' | 'd' | 'a' | 'v' | 'p';
+export type FrameKind = 'r' | 's' | 'c' | 'd' | 'a' | 'v' | 'p' | 'f';
 
 export interface Frame {
   readonly origin: string;
@@ -36,7 +37,7 @@ export interface Frame {
 
 const NEWLINE = 0x0a;
 const MAX_HEADER = 512;
-const KINDS = new Set<string>(['r', 's', 'c', 'd', 'a', 'v', 'p']);
+const KINDS = new Set<string>(['r', 's', 'c', 'd', 'a', 'v', 'p', 'f']);
 
 /** `except`: for an `r` frame, the connection id that must not receive it. */
 export function encodeFrame(origin: string, kind: FrameKind, target: string, payload: string, except?: string): string {

@@ -1,0 +1,137 @@
+/**
+ * One fallback stream's HTTP response: Server-Sent Events or NDJSON framing, the headers that keep
+ * proxies from buffering it, and a bounded queue for a slow reader. Every write happens inside
+ * `res.cork` (the response outlives its request callback); nothing touches `res` after it ended
+ * or was aborted.
+ */
+import type { FallbackFormat } from './fallback-metrics.js';
+import type { HttpResponse } from './uws.js';
+
+/**
+ * Seconds between SSE comment heartbeats (NDJSON: an empty line). Below uWS's own 10 s idle
+ * timeout for an HTTP response that writes nothing, and far below the 30-60 s idle timeouts of
+ * common proxies; each costs 3 bytes.
+ */
+export const HEARTBEAT_SECONDS = 5;
+/** The browser's EventSource waits this long before reconnecting (the SSE `retry:` field), in ms. */
+export const SSE_RETRY_MS = 1000;
+
+export interface StreamOptions {
+  readonly format: FallbackFormat;
+  /** Bytes queued for a reader that does not keep up before the stream is closed as slow. */
+  readonly maxBuffered: number;
+  /** The reader fell `maxBuffered` behind: the response was closed. */
+  readonly slow: () => void;
+}
+
+export interface StreamWriter {
+  /** Writes the status and headers: 200 and the format's content type. */
+  open(): void;
+  /** One server frame as one event (`id` when the positions changed: SSE only). */
+  frame(json: string, id?: string): void;
+  heartbeat(): void;
+  /** Writes the last frame and ends the response. */
+  end(last: string): void;
+  /** Drops the connection at once (a slow reader). */
+  abort(): void;
+  /** The response has ended or was aborted: nothing more may be written. */
+  readonly done: boolean;
+}
+
+const CONTENT_TYPE: Readonly<Record<FallbackFormat, string>> = {
+  sse: 'text/event-stream; charset=utf-8',
+  ndjson: 'application/x-ndjson; charset=utf-8',
+};
+
+/** JSON.stringify never writes a raw CR or LF, so a server frame is always one `data:` line. */
+function encode(format: FallbackFormat, json: string, id: string | undefined): string {
+  if (format === 'ndjson') return `${json}\n`;
+  return id === undefined ? `data: ${json}\n\n` : `id: ${id}\ndata: ${json}\n\n`;
+}
+
+/** `markAborted` must be called from the response's `onAborted` (registered by the caller before any await). */
+export function createStreamWriter(res: HttpResponse, options: StreamOptions): StreamWriter & { markAborted(): void } {
+  const queue: string[] = [];
+  let queued = 0;
+  let blocked = false;
+  let done = false;
+
+  let ending = false;
+
+  const finish = (): void => {
+    done = true;
+    res.cork(() => res.end());
+  };
+
+  const drain = (): boolean => {
+    if (done) return true;
+    while (queue.length > 0) {
+      const chunk = queue.shift()!;
+      queued -= Buffer.byteLength(chunk);
+      let ok = true;
+      res.cork(() => {
+        ok = res.write(chunk);
+      });
+      if (!ok) return false;
+    }
+    blocked = false;
+    if (ending) finish();
+    return true;
+  };
+
+  /** uWS buffers what one `write` could not send; past that, chunks wait here, counted against `maxBuffered`. */
+  const write = (chunk: string): void => {
+    if (done || ending) return;
+    if (blocked) {
+      queue.push(chunk);
+      queued += Buffer.byteLength(chunk);
+      if (queued > options.maxBuffered) {
+        abort();
+        options.slow();
+      }
+      return;
+    }
+    res.cork(() => {
+      if (!res.write(chunk)) {
+        blocked = true;
+        res.onWritable(drain);
+      }
+    });
+  };
+
+  const abort = (): void => {
+    if (done) return;
+    done = true;
+    queue.length = 0;
+    res.close();
+  };
+
+  return {
+    open() {
+      res.cork(() => {
+        res.writeStatus('200 OK').writeHeader('Content-Type', CONTENT_TYPE[options.format]);
+        // no-transform: no proxy may compress or rewrite it; X-Accel-Buffering: nginx passes it through unbuffered.
+        res.writeHeader('Cache-Control', 'no-cache, no-transform').writeHeader('X-Accel-Buffering', 'no');
+        if (options.format === 'sse') res.write(`retry: ${SSE_RETRY_MS}\n\n`);
+        else res.write('\n');
+      });
+    },
+    frame: (json, id) => write(encode(options.format, json, id)),
+    heartbeat: () => write(options.format === 'sse' ? ':\n\n' : '\n'),
+    end(last) {
+      if (done || ending) return;
+      write(encode(options.format, last, undefined));
+      // A blocked response ends once its queue has drained (or is aborted as slow meanwhile).
+      if (blocked) ending = true;
+      else if (!done) finish();
+    },
+    abort,
+    markAborted() {
+      done = true;
+      queue.length = 0;
+    },
+    get done() {
+      return done;
+    },
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * The HTTP fallback on one in-process node (issue 28): a fetch-read SSE or NDJSON stream carries
+ * exactly what a WebSocket gets (counted), POSTs become client frames in order, every bad input
+ * has its documented HTTP answer (counted), a closed socket ends the stream with `closed`, an
+ * abandoned stream frees its connection at once, a slow reader is closed.
+ */
+import { connect as netConnect } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connect, join, token, type TestClient } from '../helpers/client.js';
+import { openStream, post, type StreamEvent, type TestStream } from '../helpers/fallback.js';
+import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { waitFor } from '../helpers/wait.js';
+
+const streams: TestStream[] = [];
+const clients: TestClient[] = [];
+
+afterAll(async () => {
+  streams.splice(0).forEach((s) => s.abort());
+  clients.splice(0).forEach((c) => c.close());
+  await stopAllNodes();
+});
+
+async function opened(node: TestNode, user: string, extra: Parameters<typeof openStream>[1] = {}): Promise<TestStream> {
+  const stream = await openStream(node.http, { token: token(user), ...extra });
+  streams.push(stream);
+  return stream;
+}
+
+const numbered = (room: string) => (e: StreamEvent) => e.data.type === 'task.updated' && e.data['room'] === room;
+
+describe('HTTP fallback on one node', () => {
+  let node: TestNode;
+  it('starts a node', async () => {
+    node = await startTestNode({ WS_HISTORY_ROOMS: 'task:*', WS_MAX_CONNECTIONS_PER_USER: '3', WS_RATE_LIMIT: '5', WS_RATE_BURST: '5', WS_MESSAGE_MAX_SIZE: '4096' });
+  });
+
+  it('streams SSE with the proxy headers, then session, connected and every event in order, counted', async () => {
+    const stream = await opened(node, 'alice', { rooms: ['task:seq-a', 'channel:plain'] });
+    expect(stream.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    expect(stream.headers.get('cache-control')).toBe('no-cache, no-transform');
+    expect(stream.headers.get('x-accel-buffering')).toBe('no');
+    expect(stream.headers.get('content-encoding')).toBeNull();
+    const connected = await stream.next();
+    expect(connected.data).toMatchObject({ type: 'connected', data: { user_id: 'alice' } });
+    const joinedSeq = await stream.next((e) => e.data.type === 'room_joined' && e.data['room'] === 'task:seq-a');
+    expect(joinedSeq.id).toMatch(/^task:seq-a=[A-Za-z0-9_-]+:0$/);
+    await stream.next((e) => e.data.type === 'room_joined' && e.data['room'] === 'channel:plain');
+    const N = 300;
+    for (let n = 1; n <= N; n++) {
+      node.events.publish('task:seq-a', 'task.updated', { n });
+      node.events.publish('channel:plain', 'task.updated', { n });
+    }
+    const seq: number[] = [];
+    const plain: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const e = await stream.next(numbered('task:seq-a'));
+      seq.push((e.data['data'] as { n: number }).n);
+      expect(e.id).toBe(`task:seq-a=${e.data['epoch'] as string}:${e.data['offset'] as number}`);
+    }
+    for (let i = 0; i < N; i++) plain.push(((await stream.next(numbered('channel:plain'))).data['data'] as { n: number }).n);
+    console.log(`fallback SSE: published ${N} + ${N}, received sequenced ${seq.length} (in order: ${seq.every((n, i) => n === i + 1)}), plain ${plain.length}`);
+    expect(seq).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    expect(plain).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+  });
+
+  it('carries NDJSON with the token in the query, and POSTs applied in seq order whatever their arrival', async () => {
+    const stream = await opened(node, 'bob', { format: 'ndjson', via: 'query' });
+    expect(stream.headers.get('content-type')).toBe('application/x-ndjson; charset=utf-8');
+    await stream.next((e) => e.data.type === 'connected');
+    const watcher = await connect(node.url, 'carol');
+    clients.push(watcher);
+    await join(watcher, 'channel:chat');
+    expect((await post(node.http, stream, token('bob'), { type: 'join_room', room: 'channel:chat', id: 'j' })).status).toBe(202);
+    await stream.next((e) => e.data.type === 'room_joined');
+    // seq 3 before seq 2: kept, then applied after 2.
+    const third = await post(node.http, stream, token('bob'), { type: 'send_message', room: 'channel:chat', data: { n: 2 } }, { seq: 3 });
+    expect(third).toEqual({ status: 202, body: { ok: true, outcome: 'buffered' } });
+    const second = await post(node.http, stream, token('bob'), { type: 'send_message', room: 'channel:chat', data: { n: 1 } }, { seq: 2 });
+    expect(second).toEqual({ status: 202, body: { ok: true, outcome: 'applied' } });
+    const got = [await watcher.next((e) => e.type === 'message.new'), await watcher.next((e) => e.type === 'message.new')].map((e) => (e.data as { n: number }).n);
+    expect(got).toEqual([1, 2]);
+    expect((await post(node.http, stream, token('bob'), { type: 'ping', id: 'again' }, { seq: 2 })).body['outcome']).toBe('duplicate');
+  });
+
+  it('answers every bad POST with its documented code, counted', async () => {
+    const stream = await opened(node, 'dave');
+    const before = await node.metricsText();
+    const answers = {
+      unknown: await post(node.http, stream, token('dave'), { type: 'ping' }, { session: `${node.nodeId}.AAAAAAAAAAAAAAAAAAAAAAAA` }),
+      otherUser: await post(node.http, stream, token('mallory'), { type: 'ping' }),
+      noToken: await post(node.http, stream, '', { type: 'ping' }),
+      badToken: await post(node.http, stream, 'not-a-jwt', { type: 'ping' }),
+      badSession: await post(node.http, stream, token('dave'), { type: 'ping' }, { session: 'garbage' }),
+      badSeq: await post(node.http, stream, token('dave'), { type: 'ping' }, { seq: 0 }),
+      tooLarge: await post(node.http, stream, token('dave'), { type: 'ping', pad: 'x'.repeat(5000) }),
+      ahead: await post(node.http, stream, token('dave'), { type: 'ping' }, { seq: 1000 }),
+    };
+    const codes = Object.fromEntries(Object.entries(answers).map(([k, a]) => [k, `${a.status} ${String(a.body['code'])}`]));
+    expect(codes).toEqual({
+      unknown: '404 unknown_session',
+      otherUser: '403 forbidden',
+      noToken: '401 unauthorized',
+      badToken: '401 unauthorized',
+      badSession: '400 invalid_session',
+      badSeq: '400 invalid_session',
+      tooLarge: '413 too_large',
+      ahead: '409 out_of_order',
+    });
+    // Too frequent: past WS_RATE_BURST (5) POSTs at once, 429 with Retry-After, and the seq is not used up.
+    const busy = await opened(node, 'dave');
+    const accepted: number[] = [];
+    let refused: Awaited<ReturnType<typeof post>> | undefined;
+    for (let i = 1; refused === undefined && i <= 50; i++) {
+      const answer = await post(node.http, busy, token('dave'), { type: 'ping', id: `p${i}` });
+      if (answer.status === 202) accepted.push(i);
+      else refused = answer;
+    }
+    expect(accepted.length).toBeGreaterThanOrEqual(5);
+    expect(refused).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+    for (const i of accepted) await busy.next((e) => e.data.type === 'pong' && e.data['id'] === `p${i}`);
+    const after = await node.metricsText();
+    const delta = (outcome: string): number => sample(after, outcome) - sample(before, outcome);
+    const counted = Object.fromEntries(['unknown_session', 'forbidden', 'unauthorized', 'bad_session', 'too_large', 'out_of_order', 'rate_limited', 'applied'].map((o) => [o, delta(o)]));
+    console.log('fallback bad POSTs counted', JSON.stringify(counted));
+    expect(counted).toEqual({ unknown_session: 1, forbidden: 1, unauthorized: 2, bad_session: 2, too_large: 1, out_of_order: 1, rate_limited: 1, applied: accepted.length });
+    expect(node.connections()).toBeGreaterThan(0);
+  });
+
+  it('refuses a stream like the upgrade: 401 with the close code, the per-user limit 429, two tokens 401', async () => {
+    const bad = await openStream(node.http, { token: 'not-a-jwt' });
+    expect(bad.status).toBe(401);
+    expect(bad.body).toMatchObject({ code: 'unauthorized', close_code: 4401 });
+    const none = await openStream(node.http, {});
+    expect(none.status).toBe(401);
+    const two = await openStream(node.http, { token: token('erin'), headers: { cookie: `wsedge_token=${token('erin')}` } });
+    expect(two.status).toBe(401);
+    for (let i = 0; i < 3; i++) await opened(node, 'frank');
+    const fourth = await openStream(node.http, { token: token('frank') });
+    expect(fourth.status).toBe(429);
+    expect(fourth.body).toMatchObject({ close_code: 4429 });
+  });
+
+  it('ends the stream with a closed message carrying the close code', async () => {
+    const stream = await opened(node, 'gina', { via: 'cookie' });
+    await stream.next((e) => e.data.type === 'connected');
+    node.broker.disconnectUser('gina', 4000, 'bye');
+    const closed = await stream.next((e) => e.data.type === 'closed');
+    expect(closed.data).toEqual({ type: 'closed', code: 4000, reason: 'bye' });
+    await stream.ended;
+  });
+
+  it('frees the connection at once when the reader goes away', async () => {
+    const before = node.connections();
+    const stream = await opened(node, 'henry');
+    await stream.next((e) => e.data.type === 'connected');
+    expect(node.connections()).toBe(before + 1);
+    stream.abort();
+    await waitFor('the loopback socket closed', () => node.connections() === before);
+    expect(await node.metric('wsedge_fallback_streams_ended_total', { format: 'sse', why: 'aborted' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('closes a reader that falls WS_MAX_BACKPRESSURE behind, counted', async () => {
+    const slowNode = await startTestNode({ WS_MESSAGE_MAX_SIZE: '65536', WS_MAX_BACKPRESSURE: '262144' });
+    const socket = netConnect(slowNode.port, '127.0.0.1');
+    socket.write(`GET /api/v1/ws/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token('ivan')}\r\n\r\n`);
+    let head = '';
+    await new Promise<void>((resolve) => {
+      const onData = (chunk: Buffer): void => {
+        head += chunk.toString();
+        if (!head.includes('"connected"')) return;
+        socket.off('data', onData);
+        socket.pause();
+        resolve();
+      };
+      socket.on('data', onData);
+    });
+    const big = 'x'.repeat(60_000);
+    let published = 0;
+    await waitFor('the slow reader closed', () => {
+      for (let i = 0; i < 20; i++, published++) slowNode.events.publish('user:ivan', 'task.updated', { big });
+      return slowNode.connections() === 0;
+    });
+    console.log(`fallback slow reader: closed after ${published} events of 60 KB`);
+    expect(await slowNode.metric('wsedge_fallback_slow_closes_total')).toBe(1);
+    socket.destroy();
+  });
+});
+
+function sample(text: string, outcome: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`wsedge_fallback_posts_total{outcome="${outcome}"}`));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
