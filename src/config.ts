@@ -9,6 +9,7 @@ import { isPublishableType } from './protocol.js';
 import { LIFECYCLE_TYPES, type EventType } from './lifecycle.js';
 import { compileRooms, NO_ROOMS, type RoomPatterns, type RoomAccess } from './rooms.js';
 import type { WebhookConfig } from './webhooks.js';
+import type { OutboxConfig } from './outbox.js';
 
 export type { RoomAccess };
 
@@ -99,6 +100,10 @@ export interface Config {
   readonly events: EventsConfig;
   readonly signals: SignalConfig;
   readonly redis: RedisConfig | undefined;
+  /** WS_STREAM: publish commands read from a Redis Stream (src/redis/ingest.ts); undefined: off. */
+  readonly stream: StreamConfig | undefined;
+  /** WS_OUTBOX_URL: publish commands read from a PostgreSQL outbox table (src/outbox.ts); undefined: off. */
+  readonly outbox: OutboxConfig | undefined;
   /** Bearer key of the internal publish/disconnect API; the API is off when unset. */
   readonly publishApiKey: string | undefined;
   /** WS_REVOCATIONS_MAX: revocations kept at once (each lives JWT_MAX_LIFETIME at most); a revoke past it is refused. */
@@ -146,6 +151,18 @@ export interface EventsConfig {
   /** WS_EVENTS_MAXLEN: the stream's cap (approximate), and the memory queue's. */
   readonly maxlen: number;
   readonly webhook: WebhookConfig | undefined;
+}
+
+/** Redis Stream ingestion (README "Ingestion: Redis Stream"): keys as given, not under REDIS_PREFIX (the product writes them). */
+export interface StreamConfig {
+  /** WS_STREAM: the stream the product appends publish commands to. */
+  readonly key: string;
+  /** WS_STREAM_BATCH: entries read and published per round. */
+  readonly batch: number;
+  /** WS_STREAM_DEAD: where malformed entries go, with the reason (default `<stream>:dead`). */
+  readonly dead: string;
+  /** WS_STREAM_DEAD_MAXLEN: the dead letter's cap (approximate); the oldest go first. */
+  readonly deadMaxlen: number;
 }
 
 /** The authorization callback (WS_ROOM_ACCESS=callback). */
@@ -349,6 +366,8 @@ export function loadConfig(env: Env = process.env): Config {
     events: readEvents(r, problems, production),
     signals: readSignals(r, problems),
     redis: readRedis(r, problems),
+    stream: readStream(r, problems),
+    outbox: readOutbox(r, problems),
     publishApiKey: r.optional('PUBLISH_API_KEY'),
     revocationsMax: r.int('WS_REVOCATIONS_MAX', 100_000, 1, 10_000_000),
     readyRequiresBroker: r.bool('WS_READY_REQUIRES_BROKER', false),
@@ -356,6 +375,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.events.types.size > 0 && config.events.webhook === undefined && config.redis === undefined) {
     problems.push('WS_EVENTS: without Redis the events stay in this node\'s memory, where only WS_WEBHOOK_URL can take them: set it (or REDIS_URL)');
   }
+  if (config.stream !== undefined && config.redis === undefined) problems.push('WS_STREAM: stream ingestion reads a Redis Stream: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
   if (config.publishApiKey !== undefined && production && Buffer.byteLength(config.publishApiKey) < 32) {
     problems.push('PUBLISH_API_KEY: must be at least 32 bytes in production');
   }
@@ -457,6 +477,40 @@ function readWebhook(r: Reader, problems: string[], production: boolean, url: st
     batch: r.int('WS_WEBHOOK_BATCH', 100, 1, 1000),
     timeoutMs: r.int('WS_WEBHOOK_TIMEOUT', 5000, 100, 60_000),
     retryForMs: r.int('WS_WEBHOOK_RETRY_FOR', 600, 10, 86_400) * 1000,
+  };
+}
+
+/** A key the product can type: printable ASCII without spaces. */
+const STREAM_KEY = /^[\x21-\x7e]{1,256}$/;
+
+function readStream(r: Reader, problems: string[]): StreamConfig | undefined {
+  const key = r.optional('WS_STREAM');
+  if (key === undefined) return undefined;
+  const dead = r.str('WS_STREAM_DEAD', `${key}:dead`);
+  for (const [name, value] of [['WS_STREAM', key], ['WS_STREAM_DEAD', dead]] as const) {
+    if (!STREAM_KEY.test(value)) problems.push(`${name}: a Redis key of 1-256 printable ASCII characters without spaces`);
+  }
+  if (dead === key) problems.push('WS_STREAM_DEAD: must differ from WS_STREAM');
+  return { key, batch: r.int('WS_STREAM_BATCH', 100, 1, 1000), dead, deadMaxlen: r.int('WS_STREAM_DEAD_MAXLEN', 100_000, 100, 10_000_000) };
+}
+
+/** A table name PostgreSQL keeps as written (unquoted lower case), with room for the `_dead` suffix within 63 bytes. */
+const OUTBOX_TABLE = /^[a-z_][a-z0-9_]{0,57}$/;
+
+function readOutbox(r: Reader, problems: string[]): OutboxConfig | undefined {
+  const url = r.optional('WS_OUTBOX_URL');
+  if (url === undefined) return undefined;
+  // The URL may hold a password: the problem names the variable, never its value.
+  if (!/^postgres(ql)?:\/\/\S+$/.test(url) || !URL.canParse(url)) problems.push('WS_OUTBOX_URL: must be a postgres:// or postgresql:// URL');
+  const table = r.str('WS_OUTBOX_TABLE', 'ws_edge_outbox');
+  if (!OUTBOX_TABLE.test(table)) problems.push('WS_OUTBOX_TABLE: a lower-case table name (letters, digits, _), at most 58 characters');
+  return {
+    url,
+    table,
+    batch: r.int('WS_OUTBOX_BATCH', 100, 1, 1000),
+    pollMs: r.int('WS_OUTBOX_POLL', 1000, 50, 60_000),
+    pool: r.int('WS_OUTBOX_POOL', 4, 1, 64),
+    timeoutMs: r.int('WS_OUTBOX_TIMEOUT', 5000, 100, 60_000),
   };
 }
 
