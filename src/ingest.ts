@@ -11,8 +11,9 @@
  */
 import { ApiError, preparePublish, type PublishDeps } from './api.js';
 import { API_REFUSALS } from './errors.js';
+import type { IngestSource } from './metrics.js';
 
-export type IngestSource = 'stream' | 'outbox';
+export type { IngestSource };
 
 export type Ingested =
   | { readonly status: 'published' }

@@ -17,6 +17,7 @@
  * sequenced join waits for the room's position (streams.ts), which needs the same confirmation.
  */
 import { claimCovers, decide, type AccessContext, type Decision } from './access.js';
+import type { Announcer } from './announcements.js';
 import type { Broker } from './broker.js';
 import type { Delivery } from './delivery.js';
 import { messageError, type MessageError } from './errors.js';
@@ -25,7 +26,7 @@ import type { Lifecycle } from './lifecycle.js';
 import type { RoomLeftReason, StreamPosition } from './messages.js';
 import type { Metrics } from './metrics.js';
 import type { PresenceTracker } from './presence-tracker.js';
-import { encodeEvent, encodeReply } from './protocol.js';
+import { encodeReply } from './protocol.js';
 import { sendError } from './replies.js';
 import { covers, userRoom } from './rooms.js';
 import type { GrantItem, JoinReply, Member, Permit, Session, SessionSocket } from './session.js';
@@ -49,6 +50,8 @@ export interface MembershipContext extends AccessContext {
   readonly grants: ExpiryScheduler<GrantItem>;
   /** Told of each room's first local member and its last (room.occupied, room.vacated). */
   readonly lifecycle: Lifecycle;
+  /** user_joined/user_left within the cluster-wide cap. */
+  readonly announcer: Announcer;
 }
 
 /** A join: a client's (with its id), a resume's room (`about`, `settled`), or a backend's (`server`). */
@@ -154,12 +157,13 @@ function own(place: Place): Place {
 }
 const presenceEntry = (session: Session) => ({ connectionId: session.connectionId, userId: session.userId, username: session.username });
 
-/** user_joined/user_left, unless disabled, a presence room (presence events instead), a personal room, or too large. */
+/** user_joined/user_left, unless disabled, a presence room (presence events instead) or a personal room; within the cap (announcements.ts). */
 function announce({ ctx }: Core, session: Session, room: string, type: 'user_joined' | 'user_left'): void {
   if (!ctx.config.membershipEvents || isPresenceRoom(ctx, room) || isPersonal(session, room)) return;
-  if (ctx.app.numSubscribers(room) > ctx.config.membershipEventsMaxMembers) return;
-  ctx.broker.publish(room, encodeEvent(type, room, { user_id: session.userId, username: session.username }, session.username));
-  ctx.metrics.published('membership');
+  if (type === 'user_left') return ctx.announcer.left(room, session.connectionId);
+  // Above the cap on this node alone: the room is full without asking.
+  if (ctx.app.numSubscribers(room) >= ctx.config.membershipEventsMaxMembers) return ctx.metrics.announcement('full');
+  ctx.announcer.joined(room, { connectionId: session.connectionId, userId: session.userId, username: session.username });
 }
 
 /** Answers every request waiting on the member, each once. */
@@ -247,7 +251,6 @@ function answerSubscribed(core: Core, place: Place, fields: Record<string, unkno
 function joinPlain(core: Core, place: Place): void {
   const { ctx } = core;
   const { ws, session, room, member } = place;
-  // Announced before subscribing, so the joiner is not told about itself.
   if (!member.entered) announce(core, session, room, 'user_joined');
   member.entered = true;
   ctx.delivery.flush();

@@ -7,7 +7,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { CloseCode, type ErrorCode, type RejectReason, type UPGRADE_REFUSALS } from './errors.js';
 import { CLIENT_MESSAGE_TYPES } from './messages.js';
-import type { IngestSource } from './ingest.js';
 
 export type PublishSource = 'client' | 'server' | 'membership' | 'api' | 'stream' | 'outbox';
 export type BrokerPublishError = 'down' | 'backlog' | 'error';
@@ -425,6 +424,27 @@ function eventMetrics(registers: Registers) {
   };
 }
 
+/** What became of a join that could be announced (announcements.ts): announced, the room full, or its store unreachable. */
+export type AnnouncementOutcome = 'announced' | 'full' | 'unavailable';
+
+/** Membership events bounded cluster-wide (announcements.ts). */
+function announcementMetrics(registers: Registers) {
+  const outcomes = new Counter({
+    name: 'wsedge_membership_announcements_total',
+    help: 'Joins that could be announced (user_joined) by outcome: announced, full (WS_MEMBERSHIP_EVENTS_MAX_MEMBERS announced members in the room cluster-wide), unavailable (Redis unreachable: not announced).',
+    labelNames: ['outcome'],
+    registers,
+  });
+  const byOutcome = Object.fromEntries((['announced', 'full', 'unavailable'] as const).map((o) => [o, outcomes.labels(o)])) as Record<AnnouncementOutcome, ReturnType<typeof outcomes.labels>>;
+  return {
+    announcement(outcome: AnnouncementOutcome) {
+      byOutcome[outcome].inc();
+    },
+  };
+}
+
+/** Where ingested publish commands come from (src/ingest.ts). */
+export type IngestSource = 'stream' | 'outbox';
 export type IngestFate = 'published' | 'retried' | 'dead';
 
 /** Publish commands read from a Redis Stream or a PostgreSQL outbox (src/ingest.ts and its consumers). */
@@ -564,6 +584,7 @@ export function createMetrics() {
     ...backendMetrics(registers),
     ...eventMetrics(registers),
     ...ingestMetrics(registers),
+    ...announcementMetrics(registers),
     ...keyMetrics(registers),
   };
 }

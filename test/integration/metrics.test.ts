@@ -41,9 +41,11 @@ const VOCABULARY: Record<string, string[]> = {
   ],
   type: ['join_room', 'leave_room', 'send_message', 'ping', 'refresh_token', 'invalid'],
   // wsedge_messages_published_total, and the policy step of wsedge_room_authorizations_total.
-  source: ['client', 'server', 'membership', 'personal', 'open', 'claim', 'grant', 'callback'],
+  source: ['client', 'server', 'membership', 'api', 'stream', 'outbox', 'personal', 'open', 'claim', 'grant', 'callback'],
   result: ['allow', 'deny', 'error', 'hit', 'miss'],
   kind: ['limit', 'ceiling'],
+  // wsedge_membership_announcements_total and wsedge_ingest_entries_total.
+  outcome: ['announced', 'full', 'unavailable', 'published', 'retried', 'dead'],
   // Bucket bounds of wsedge_cross_node_latency_seconds and wsedge_webhook_lag_seconds.
   le: ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2', '2.5', '5', '10', '30', '60', '300', '+Inf'],
 };
@@ -189,7 +191,7 @@ describe('metrics after known traffic', () => {
         seen.get(label!)!.add(v!);
       }
     }
-    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'le', 'reason', 'result', 'source', 'type']);
+    expect([...seen.keys()].sort()).toEqual(['code', 'kind', 'le', 'outcome', 'reason', 'result', 'source', 'type']);
     for (const [label, values] of seen) {
       for (const v of values) expect(VOCABULARY[label]).toContain(v);
     }

@@ -264,25 +264,26 @@ describe('membership event suppression', () => {
     expect(await node.metric('wsedge_messages_published_total', { source: 'membership' })).toBe(0);
   });
 
-  it('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS=1 suppresses them once the room has more than 1 local member', async () => {
-    const node = await startTestNode({ WS_MEMBERSHIP_EVENTS_MAX_MEMBERS: '1' });
-    const alice = await connect(node.url, 'alice');
-    const bob = await connect(node.url, 'bob');
-    const carol = await connect(node.url, 'carol');
-    await join(alice, 'project:1');
-    // One member: announced.
-    await join(bob, 'project:1');
-    expect(await alice.next((e) => e.type === 'user_joined')).toEqual(membership('user_joined', 'project:1', 'bob'));
-    // Two members: suppressed for joins, leaves and closes.
-    await join(carol, 'project:1');
-    await request(carol, { type: 'leave_room', room: 'project:1' });
-    await join(carol, 'project:1');
-    carol.close();
-    await carol.closed;
-    await alice.expectNothing(isMembership);
-    await bob.expectNothing(isMembership);
-    // Back to two members: bob leaving leaves one, which is announced again.
-    await request(bob, { type: 'leave_room', room: 'project:1' });
-    expect(await alice.next((e) => e.type === 'user_left')).toEqual(membership('user_left', 'project:1', 'bob'));
+  it('WS_MEMBERSHIP_EVENTS_MAX_MEMBERS=2: joins are announced while fewer than 2 announced members are in the room; an announced leave frees a place', async () => {
+    const node = await startTestNode({ WS_MEMBERSHIP_EVENTS_MAX_MEMBERS: '2' });
+    const [alice, bob, carol, dave] = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((user) => connect(node.url, user)));
+    // alice takes the first place (nobody to tell), bob the second.
+    await join(alice!, 'project:1');
+    await join(bob!, 'project:1');
+    expect(await alice!.next((e) => e.type === 'user_joined')).toEqual(membership('user_joined', 'project:1', 'bob'));
+    // Full: carol's join, leave, join and close are not announced.
+    await join(carol!, 'project:1');
+    await request(carol!, { type: 'leave_room', room: 'project:1' });
+    await join(carol!, 'project:1');
+    carol!.close();
+    await carol!.closed;
+    await alice!.expectNothing(isMembership);
+    await bob!.expectNothing(isMembership);
+    // bob was announced: his leave is, and frees the place dave takes.
+    await request(bob!, { type: 'leave_room', room: 'project:1' });
+    expect(await alice!.next((e) => e.type === 'user_left')).toEqual(membership('user_left', 'project:1', 'bob'));
+    await join(dave!, 'project:1');
+    expect(await alice!.next((e) => e.type === 'user_joined')).toEqual(membership('user_joined', 'project:1', 'dave'));
+    expect(await node.metric('wsedge_membership_announcements_total', { outcome: 'announced' })).toBe(3);
   });
 });
