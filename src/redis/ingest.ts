@@ -7,10 +7,13 @@
  * - published: acknowledged and deleted;
  * - dead (the API refuses the body, or the entry has no `command`): moved to the dead letter with
  *   the refusal's code and message, acknowledged and deleted;
- * - retry (a sequenced room's history unreachable): the round stops there; the entry and every one
- *   after it stay pending and are read again after a backoff, so a room's later entries never
- *   overtake an earlier one. An entry published already in the stopped part is published again on
- *   the redo: sequenced targets dedupe by the entry id (`stream:<id>`), plain ones get it twice.
+ * - retry (a sequenced room's history unreachable): the entry stays pending with only its failed
+ *   targets, and while any entry is pending this node reads nothing new: it tries its pending
+ *   entries again, in stream order, after a backoff, so no later entry of their rooms overtakes
+ *   them (every room waits meanwhile: the history is usually unreachable because its Redis is).
+ *   Entries of the same round that were published are acknowledged, not published again; the one
+ *   order a retry cannot keep is a later entry of the failing room published in that same round
+ *   (its room's commands failed, then one passed, within one pipelined round).
  * Standby nodes check the lease every LEASE_RENEW_MS; a dead holder's entries are taken over within
  * LEASE_MS + LEASE_RENEW_MS (8 s) of its last renewal.
  */
@@ -94,12 +97,12 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
     });
   };
 
-  /** Publishes one batch; true when it stopped at an entry to retry. */
+  /** Publishes one batch; true when an entry is kept for a retry. */
   const publishBatch = async (entries: readonly StreamEntry[]): Promise<boolean> => {
     const outcomes = opts.together(() => entries.map(settle));
     const published: string[] = [];
-    let stoppedAt = entries.length;
-    for (let i = 0; i < entries.length && stoppedAt === entries.length; i += 1) {
+    let kept = 0;
+    for (let i = 0; i < entries.length; i += 1) {
       const entry = entries[i]!;
       const outcome = await outcomes[i]!;
       if (outcome.status === 'published') published.push(entry.id);
@@ -112,10 +115,9 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
       } else {
         if (outcome.status === 'retry') retries.set(entry.id, outcome.body);
         metrics.ingested('stream', 'retried');
-        stoppedAt = i;
+        kept += 1;
       }
     }
-    await Promise.allSettled(outcomes);
     await queue.done(published);
     const now = Date.now();
     for (const id of published) {
@@ -123,7 +125,7 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
       metrics.ingestLatency('stream', (now - entryTime(id)) / 1000);
     }
     metrics.ingested('stream', 'published', published.length);
-    return stoppedAt < entries.length;
+    return kept > 0;
   };
 
   let unreachable = false;

@@ -147,6 +147,43 @@ describe('stream ingestion on one redis-server', () => {
     await stopTestNode(node);
   });
 
+  it('keeps a room in order across a retry: the entries of a sequenced room whose history fails stay pending, nothing new is read meanwhile, and each arrives once when it is back', { timeout: 40_000 }, async () => {
+    const server = await startRedis();
+    const stream = `${uniquePrefix()}{in}`;
+    const prefix = uniquePrefix();
+    const node = await startTestNode({ REDIS_URL: server.url, REDIS_PREFIX: prefix, ...streamEnv(stream) });
+    logsOnFailure([node]);
+    const producer = new Redis(server.url);
+    producers.push(producer);
+    const ann = await member(node, 'ann', ['task:a', 'task:b', 'channel:c']);
+    const entry = (room: string, n: number): Promise<string | null> => append(producer, stream, { room, type: 'task.numbered', data: { n } });
+    for (const room of ['task:a', 'task:b', 'channel:c']) await entry(room, 1);
+    await received(ann, 'task:a', 1);
+    // The room's history stream swapped for a string: its append script fails (WRONGTYPE) until it is swapped back.
+    const [history] = await producer.keys(`${prefix}*h:task:a`);
+    await producer.rename(history!, `${history}:aside`);
+    await producer.set(history!, 'not a stream');
+    for (let n = 2; n <= 20; n += 1) for (const room of ['task:a', 'task:b', 'channel:c']) await entry(room, n);
+    // The other rooms' entries went out; task:a's 19 wait, pending, and nothing new is read meanwhile.
+    const retried = (): Promise<number> => node.metric('wsedge_ingest_entries_total', { source: 'stream', outcome: 'retried' });
+    await received(ann, 'task:b', 20);
+    await received(ann, 'channel:c', 20);
+    await waitFor('19 entries pending', async () => (await producer.xpending(stream, 'ws-edge'))[0] === 19);
+    await entry('task:b', 21);
+    const before = await retried();
+    await waitFor('two more rounds of retries', async () => (await retried()) >= before + 2 * 19);
+    expect(numbered(ann, 'task:a')).toEqual([1]);
+    expect(numbered(ann, 'task:b')).not.toContain(21);
+
+    await producer.del(history!);
+    await producer.rename(`${history}:aside`, history!);
+    for (const [room, sent] of [['task:a', 20], ['task:b', 21], ['channel:c', 20]] as const) {
+      expect(report(`after a retry ${room}`, sent, await received(ann, room, sent))).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    }
+    console.log(`entries retried (19 per round): ${await node.metric('wsedge_ingest_entries_total', { source: 'stream', outcome: 'retried' })}`);
+    await stopTestNode(node);
+  });
+
   it('says the stream is unreachable without leaving the load balancer, and publishes all, once, when Redis is back', { timeout: 40_000 }, async () => {
     const server = await startRedis();
     const proxy = await startTcpProxy(server.port);
