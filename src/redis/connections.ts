@@ -3,7 +3,7 @@
  * No connection queues while disconnected, so nothing stale is replayed after an outage; all
  * reconnect with bounded, jittered backoff, and a command waits at most COMMAND_TIMEOUT_MS.
  */
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisTopology } from '../config.js';
 import type { RedisClient } from './links.js';
 
@@ -18,6 +18,27 @@ export function reconnectDelay(attempt: number): number {
 
 /** A command waits at most this long for Redis; a half-open link then fails fast. */
 const COMMAND_TIMEOUT_MS = 2000;
+
+/**
+ * A command's timeout measures Redis, not this node's own stalls. ioredis arms a timer per command;
+ * after an event-loop turn longer than the timeout (a reconnect storm's handshakes and replays),
+ * the timers phase runs before the poll phase reads the replies that arrived meanwhile, so every
+ * command in flight failed "Command timed out" with its reply waiting in the socket: subscribes
+ * retried, registry refreshes failed, publishes were dropped for the other nodes (issue 25). The
+ * rejection is moved to the check phase of that turn (setImmediate), after the poll phase has read
+ * what arrived: only a reply still missing then fails.
+ */
+function timeoutAfterPoll(): void {
+  const proto = Command.prototype as unknown as { setTimeout(ms: number): void; _commandTimeoutTimer?: NodeJS.Timeout; isResolved: boolean; reject(err: Error): void };
+  proto.setTimeout = function setTimeout(this: typeof proto, ms: number) {
+    this._commandTimeoutTimer ??= globalThis.setTimeout(() => {
+      setImmediate(() => {
+        if (!this.isResolved) this.reject(new Error('Command timed out'));
+      });
+    }, ms);
+  };
+}
+timeoutAfterPoll();
 
 /** Options of every plain connection: commands and subscribers, one server or one shard, publishers. */
 export function connectionOptions(name: string): RedisOptions {
