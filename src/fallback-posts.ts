@@ -10,6 +10,7 @@ import type { Broker, Payload } from './broker.js';
 import type { Config } from './config.js';
 import { FALLBACK_REFUSALS, isRejection } from './errors.js';
 import type { FallbackMetrics, PostOutcome } from './fallback-metrics.js';
+import { corsHeaders } from './fallback-stream.js';
 import { sendJson, sendRefusal } from './http.js';
 import { takeToken, type Bucket } from './limits.js';
 import type { Logger } from './log.js';
@@ -111,6 +112,14 @@ export interface PostsDeps {
   readonly held: (sessionId: string) => PostTarget | undefined;
 }
 
+/** What a POST asks, copied out of `req`. */
+interface PostRequest {
+  readonly tokens: readonly string[];
+  readonly sessionId: string;
+  readonly seq: number;
+  readonly cors: Record<string, string>;
+}
+
 const ANSWERS: Partial<Record<PostOutcome, keyof typeof FALLBACK_REFUSALS>> = {
   unknown_session: 'unknown_session',
   forbidden: 'forbidden',
@@ -131,28 +140,29 @@ export function createPosts(deps: PostsDeps) {
     return session.order.accept(seq, frame);
   }
 
-  function answer(res: HttpResponse, outcome: PostOutcome): void {
+  function answer(res: HttpResponse, outcome: PostOutcome, headers: Record<string, string>): void {
     metrics.post(outcome);
     const refusal = ANSWERS[outcome];
-    if (refusal === undefined) return sendJson(res, '202 Accepted', { ok: true, outcome });
-    sendRefusal(res, FALLBACK_REFUSALS[refusal], { limit: REORDER_WINDOW });
+    if (refusal === undefined) return sendJson(res, '202 Accepted', { ok: true, outcome }, headers);
+    sendRefusal(res, FALLBACK_REFUSALS[refusal], { limit: REORDER_WINDOW, headers });
   }
 
-  function decide(res: HttpResponse, request: { tokens: string[]; sessionId: string; seq: number }, body: string, aborted: () => boolean): void {
+  function decide(res: HttpResponse, request: PostRequest, body: string, aborted: () => boolean): void {
+    const { cors } = request;
     const identity = request.tokens.length === 1 ? deps.auth.verify(request.tokens[0]!) : undefined;
     if (identity === undefined || isRejection(identity)) {
       metrics.post('unauthorized');
-      return sendRefusal(res, FALLBACK_REFUSALS.unauthorized);
+      return sendRefusal(res, FALLBACK_REFUSALS.unauthorized, { headers: cors });
     }
     const { sessionId, seq } = request;
     const owner = sessionId.slice(0, sessionId.indexOf('.'));
-    if (owner === config.nodeId || broker.kind === 'memory') return answer(res, apply(sessionId, identity.userId, seq, body, false));
-    if (inFlight >= MAX_FORWARDS_IN_FLIGHT || !broker.isUp()) return answer(res, 'busy');
+    if (owner === config.nodeId || broker.kind === 'memory') return answer(res, apply(sessionId, identity.userId, seq, body, false), cors);
+    if (inFlight >= MAX_FORWARDS_IN_FLIGHT || !broker.isUp()) return answer(res, 'busy', cors);
     inFlight += 1;
     metrics.forwardedOut();
     void broker.forward(sessionId, `${identity.userId} ${seq}\n${body}`).then((ok) => {
       inFlight -= 1;
-      if (!aborted()) answer(res, ok ? 'forwarded' : 'busy');
+      if (!aborted()) answer(res, ok ? 'forwarded' : 'busy', cors);
     });
   }
 
@@ -162,17 +172,18 @@ export function createPosts(deps: PostsDeps) {
     const sessionId = req.getHeader('x-wsedge-session') || (params.get('session') ?? '');
     const seq = Number(req.getHeader('x-wsedge-seq') || (params.get('seq') ?? ''));
     const max = config.messageMaxSize;
+    const cors = corsHeaders(req.getHeader('origin'), config.allowedOrigins);
     let aborted = false;
     res.onAborted(() => {
       aborted = true;
     });
     if (!SESSION_ID.test(sessionId) || !Number.isSafeInteger(seq) || seq < 1) {
       metrics.post('bad_session');
-      return sendRefusal(res, FALLBACK_REFUSALS.bad_session, { closeConnection: true });
+      return sendRefusal(res, FALLBACK_REFUSALS.bad_session, { closeConnection: true, headers: cors });
     }
     if (Number(req.getHeader('content-length')) > max) {
       metrics.post('too_large');
-      return sendRefusal(res, FALLBACK_REFUSALS.too_large, { limit: max, closeConnection: true });
+      return sendRefusal(res, FALLBACK_REFUSALS.too_large, { limit: max, closeConnection: true, headers: cors });
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -183,13 +194,13 @@ export function createPosts(deps: PostsDeps) {
       if (size > max) {
         done = true;
         metrics.post('too_large');
-        return sendRefusal(res, FALLBACK_REFUSALS.too_large, { limit: max, closeConnection: true });
+        return sendRefusal(res, FALLBACK_REFUSALS.too_large, { limit: max, closeConnection: true, headers: cors });
       }
       // uWS reuses the chunk's memory once this returns.
       chunks.push(Buffer.from(chunk.slice(0)));
       if (!isLast) return;
       done = true;
-      decide(res, { tokens, sessionId, seq }, Buffer.concat(chunks).toString(), () => aborted);
+      decide(res, { tokens, sessionId, seq, cors }, Buffer.concat(chunks).toString(), () => aborted);
     });
   }
 

@@ -5,6 +5,7 @@
  * or was aborted.
  */
 import type { FallbackFormat } from './fallback-metrics.js';
+import { checkOrigin } from './handshake.js';
 import type { HttpResponse } from './uws.js';
 
 /**
@@ -18,6 +19,8 @@ export const SSE_RETRY_MS = 1000;
 
 export interface StreamOptions {
   readonly format: FallbackFormat;
+  /** Written with the 200 (CORS). */
+  readonly headers: Record<string, string>;
   /** Bytes queued for a reader that does not keep up before the stream is closed as slow. */
   readonly maxBuffered: number;
   /** The reader fell `maxBuffered` behind: the response was closed. */
@@ -42,6 +45,16 @@ const CONTENT_TYPE: Readonly<Record<FallbackFormat, string>> = {
   sse: 'text/event-stream; charset=utf-8',
   ndjson: 'application/x-ndjson; charset=utf-8',
 };
+
+/**
+ * CORS for a page on another origin (a browser's EventSource and fetch): the Origin echoed when
+ * WS_ALLOWED_ORIGINS lets it connect, with credentials for the token cookie; none otherwise, so
+ * the browser withholds the answer (the loopback upgrade refuses that origin anyway: 403).
+ */
+export function corsHeaders(origin: string, allowed: readonly string[]): Record<string, string> {
+  if (origin === '' || checkOrigin(origin, allowed) !== undefined) return {};
+  return { 'Access-Control-Allow-Origin': origin, 'Access-Control-Allow-Credentials': 'true', Vary: 'Origin' };
+}
 
 /** JSON.stringify never writes a raw CR or LF, so a server frame is always one `data:` line. */
 function encode(format: FallbackFormat, json: string, id: string | undefined): string {
@@ -112,6 +125,7 @@ export function createStreamWriter(res: HttpResponse, options: StreamOptions): S
         res.writeStatus('200 OK').writeHeader('Content-Type', CONTENT_TYPE[options.format]);
         // no-transform: no proxy may compress or rewrite it; X-Accel-Buffering: nginx passes it through unbuffered.
         res.writeHeader('Cache-Control', 'no-cache, no-transform').writeHeader('X-Accel-Buffering', 'no');
+        for (const [name, value] of Object.entries(options.headers)) res.writeHeader(name, value);
         if (options.format === 'sse') res.write(`retry: ${SSE_RETRY_MS}\n\n`);
         else res.write('\n');
       });

@@ -17,7 +17,7 @@ import { FALLBACK_REFUSALS, refusalBody, statusLine, type HttpRefusal } from './
 import { createFallbackMetrics, type FallbackFormat, type FallbackMetrics } from './fallback-metrics.js';
 import { createOrder, createPosts, requestTokens, type Order } from './fallback-posts.js';
 import { encodePositions, follow, parsePositions, type Positions } from './fallback-positions.js';
-import { createStreamWriter, HEARTBEAT_SECONDS, type StreamWriter } from './fallback-stream.js';
+import { corsHeaders, createStreamWriter, HEARTBEAT_SECONDS, type StreamWriter } from './fallback-stream.js';
 import { sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import { MAX_TOKEN_LENGTH, PROTOCOL, WS_PATH } from './messages.js';
@@ -92,6 +92,20 @@ function streamRequest(res: HttpResponse, req: HttpRequest, clientAddress: Clien
   };
 }
 
+/** The preflight of a POST (custom headers) or of a fetch stream with Authorization. */
+function preflight(res: HttpResponse, req: HttpRequest, allowed: readonly string[]): void {
+  const cors = corsHeaders(req.getHeader('origin'), allowed);
+  res.cork(() => {
+    res.writeStatus('204 No Content');
+    for (const [name, value] of Object.entries(cors)) res.writeHeader(name, value);
+    if (cors['Access-Control-Allow-Origin'] !== undefined) {
+      res.writeHeader('Access-Control-Allow-Methods', 'GET, POST').writeHeader('Access-Control-Max-Age', '600');
+      res.writeHeader('Access-Control-Allow-Headers', 'authorization, content-type, last-event-id, x-wsedge-session, x-wsedge-seq');
+    }
+    res.end();
+  });
+}
+
 /** The HTTP answer to a loopback socket closed before `connected`, by its close code. */
 function refusalOf(code: number): HttpRefusal {
   if (code === 4401) return FALLBACK_REFUSALS.stream_unauthorized;
@@ -112,6 +126,7 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
   let session: (Held & { writer: StreamWriter }) | undefined;
   const writer = createStreamWriter(res, {
     format,
+    headers: corsHeaders(request.origin, config.allowedOrigins),
     maxBuffered: config.maxBackpressure,
     slow: () => {
       metrics.streamEnded(format, 'slow');
@@ -143,6 +158,7 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
     writer.markAborted();
     res.cork(() => {
       res.writeStatus(statusLine(refusal)).writeHeader('Content-Type', 'application/json').writeHeader('Cache-Control', 'no-store');
+      for (const [name, value] of Object.entries(corsHeaders(request.origin, config.allowedOrigins))) res.writeHeader(name, value);
       if (refusal.retryAfter !== undefined) res.writeHeader('Retry-After', String(refusal.retryAfter));
       res.end(JSON.stringify({ ...refusalBody(refusal, undefined, reason), ...(closeCode !== undefined && { close_code: closeCode }) }));
     });
@@ -189,7 +205,8 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
       if (writer.done) return;
       writer.markAborted();
       const retry = answer.headers['retry-after'];
-      sendRefusalText(res, `${answer.statusCode ?? 503} ${answer.statusMessage ?? ''}`.trim(), Buffer.concat(chunks).toString(), retry);
+      const headers = { ...corsHeaders(request.origin, config.allowedOrigins), ...(typeof retry === 'string' && { 'Retry-After': retry }) };
+      sendRefusalText(res, `${answer.statusCode ?? 503} ${answer.statusMessage ?? ''}`.trim(), Buffer.concat(chunks).toString(), headers);
     });
   });
   socket.on('error', (err) => log.debug({ event: 'fallback_socket_error', err }, 'fallback loopback socket error'));
@@ -255,15 +272,16 @@ export function createFallback(deps: FallbackDeps): Fallback {
         const request = streamRequest(res, req, deps.clientAddress, config.maxRoomsPerConnection);
         if (request.tokens.length > 1 || request.tokens.some((t) => t.length > MAX_TOKEN_LENGTH)) {
           metrics.streamEnded(request.format, 'refused');
-          return sendRefusal(res, FALLBACK_REFUSALS.stream_unauthorized, { reason: 'give exactly one token of at most 8192 characters: query, Authorization header or cookie' });
+          return sendRefusal(res, FALLBACK_REFUSALS.stream_unauthorized, { reason: 'give exactly one token of at most 8192 characters: query, Authorization header or cookie', headers: corsHeaders(request.origin, config.allowedOrigins) });
         }
         if (relays.opening >= MAX_OPENING) {
           metrics.streamEnded(request.format, 'refused');
-          return sendRefusal(res, FALLBACK_REFUSALS.stream_refused);
+          return sendRefusal(res, FALLBACK_REFUSALS.stream_refused, { headers: corsHeaders(request.origin, config.allowedOrigins) });
         }
         open(relays, res, request);
       });
       app.post(STREAM_PATH, posts.handle);
+      app.options(STREAM_PATH, (res, req) => preflight(res, req, config.allowedOrigins));
     },
     forwarded: posts.forwarded,
     sessions: () => held.size,
@@ -274,10 +292,10 @@ export function createFallback(deps: FallbackDeps): Fallback {
 }
 
 /** A refused upgrade's status and body, relayed as the loopback socket got them. */
-function sendRefusalText(res: HttpResponse, status: string, body: string, retryAfter: string | undefined): void {
+function sendRefusalText(res: HttpResponse, status: string, body: string, headers: Record<string, string>): void {
   res.cork(() => {
     res.writeStatus(status).writeHeader('Content-Type', 'application/json').writeHeader('Cache-Control', 'no-store');
-    if (retryAfter !== undefined) res.writeHeader('Retry-After', retryAfter);
+    for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
     res.end(body);
   });
 }

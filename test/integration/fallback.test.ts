@@ -63,6 +63,25 @@ describe('HTTP fallback on one node', () => {
     expect(plain).toEqual(Array.from({ length: N }, (_, i) => i + 1));
   });
 
+  it('recovers every listed room from the positions in Last-Event-ID', async () => {
+    const first = await opened(node, 'lena', { rooms: ['task:r1', 'task:r2'] });
+    for (const room of ['task:r1', 'task:r2']) await first.next((e) => e.data.type === 'room_joined' && e.data['room'] === room);
+    for (let n = 1; n <= 5; n++) for (const room of ['task:r1', 'task:r2']) node.events.publish(room, 'task.updated', { n });
+    let id = '';
+    for (let i = 0; i < 10; i++) id = (await first.next((e) => e.data.type === 'task.updated')).id!;
+    first.abort();
+    for (let n = 6; n <= 9; n++) for (const room of ['task:r1', 'task:r2']) node.events.publish(room, 'task.updated', { n });
+    const second = await opened(node, 'lena', { rooms: ['task:r1', 'task:r2'], lastEventId: id });
+    const got: Record<string, number[]> = { 'task:r1': [], 'task:r2': [] };
+    for (let i = 0; i < 8; i++) {
+      const e = await second.next((e) => e.data.type === 'task.updated');
+      got[e.data['room'] as string]!.push((e.data['data'] as { n: number }).n);
+    }
+    const joined = [await second.next((e) => e.data.type === 'room_joined'), await second.next((e) => e.data.type === 'room_joined')];
+    expect(got).toEqual({ 'task:r1': [6, 7, 8, 9], 'task:r2': [6, 7, 8, 9] });
+    expect(joined.map((e) => e.data['recovered'])).toEqual([true, true]);
+  });
+
   it('carries NDJSON with the token in the query, and POSTs applied in seq order whatever their arrival', async () => {
     const stream = await opened(node, 'bob', { format: 'ndjson', via: 'query' });
     expect(stream.headers.get('content-type')).toBe('application/x-ndjson; charset=utf-8');
