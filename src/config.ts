@@ -9,7 +9,6 @@ import { isPublishableType } from './protocol.js';
 import { LIFECYCLE_TYPES, type EventType } from './lifecycle.js';
 import { compileRooms, NO_ROOMS, type RoomPatterns, type RoomAccess } from './rooms.js';
 import type { WebhookConfig } from './webhooks.js';
-import type { OutboxConfig } from './outbox.js';
 
 export type { RoomAccess };
 
@@ -151,6 +150,22 @@ export interface EventsConfig {
   /** WS_EVENTS_MAXLEN: the stream's cap (approximate), and the memory queue's. */
   readonly maxlen: number;
   readonly webhook: WebhookConfig | undefined;
+}
+
+/** PostgreSQL outbox ingestion (README "Ingestion: PostgreSQL outbox", src/outbox.ts). */
+export interface OutboxConfig {
+  /** WS_OUTBOX_URL: postgres:// URL; never logged (it may hold a password). */
+  readonly url: string;
+  /** WS_OUTBOX_TABLE: the outbox table; `<table>_dead` is its dead letter and `<table>` its notification channel. */
+  readonly table: string;
+  /** WS_OUTBOX_BATCH: rows claimed per transaction at most. */
+  readonly batch: number;
+  /** WS_OUTBOX_POLL: milliseconds between claims when no notification came. */
+  readonly pollMs: number;
+  /** WS_OUTBOX_POOL: connections for claims (partitions published side by side), besides the one that LISTENs and holds the locks. */
+  readonly pool: number;
+  /** WS_OUTBOX_TIMEOUT: milliseconds, the connect timeout and statement_timeout of every connection. */
+  readonly timeoutMs: number;
 }
 
 /** Redis Stream ingestion (README "Ingestion: Redis Stream"): keys as given, not under REDIS_PREFIX (the product writes them). */
