@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the integration suites spawn or drive, installed from Debian's packages when one is missing:
-# redis-server, haproxy, prometheus and promtool, openssl (jwks-https.test.ts makes a throwaway certificate), python3 with PyYAML, websockets, FastAPI and uvicorn, chromium. The
+# redis-server, haproxy, prometheus and promtool, openssl (jwks-https.test.ts makes a throwaway certificate), python3 with PyYAML, websockets, FastAPI, uvicorn and psycopg2, chromium, PostgreSQL. The
 # suites fail rather than skip without them. When everything is there this only looks (well under
 # a second). npm's pretest and .ci/run both run it.
 #
@@ -10,7 +10,7 @@
 # lets sudo ask for one. Otherwise it stops at once with the one command to run.
 set -euo pipefail
 
-PACKAGES="redis-server haproxy prometheus openssl python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium"
+PACKAGES="redis-server haproxy prometheus openssl python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium postgresql python3-psycopg2"
 INSTALL="apt-get install -y --no-install-recommends $PACKAGES"
 # Debian puts haproxy in /usr/sbin, which a non-root PATH may lack.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
@@ -24,6 +24,10 @@ has_fastapi() { if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'import fas
 # python-sdk.test.ts runs the Python SDK's suite with Debian's /usr/bin/python3 (python3 where there
 # is none), whose asyncio client needs websockets.
 has_websockets() { if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'import websockets' 2>/dev/null; else python3 -c 'import websockets' 2>/dev/null; fi; }
+# The outbox suites start their own PostgreSQL from /usr/lib/postgresql/<version>/bin (any version);
+# outbox-python.test.ts drives it from the SDK's helper through Debian's psycopg2.
+has_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+has_psycopg2() { if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'import psycopg2' 2>/dev/null; else python3 -c 'import psycopg2' 2>/dev/null; fi; }
 
 missing=""
 for tool in $TOOLS; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
@@ -31,6 +35,8 @@ for tool in $TOOLS; do command -v "$tool" >/dev/null || missing="$missing $tool"
 has_yaml || missing="$missing python3-yaml"
 has_websockets || missing="$missing python3-websockets"
 has_fastapi || missing="$missing python3-fastapi python3-uvicorn"
+has_postgres || missing="$missing postgresql"
+has_psycopg2 || missing="$missing python3-psycopg2"
 [ -n "$missing" ] || exit 0
 
 if ! command -v apt-get >/dev/null; then
@@ -58,5 +64,7 @@ for tool in $TOOLS; do
 done
 has_yaml || { echo "error: python3 cannot import yaml after installing python3-yaml" >&2; exit 1; }
 has_websockets || { echo "error: python3 cannot import websockets after installing python3-websockets" >&2; exit 1; }
+has_postgres || { echo "error: no /usr/lib/postgresql/<version>/bin/initdb after installing postgresql" >&2; exit 1; }
+has_psycopg2 || { echo "error: python3 cannot import psycopg2 after installing python3-psycopg2" >&2; exit 1; }
 has_fastapi || { echo "error: python3 cannot import fastapi and uvicorn after installing python3-fastapi python3-uvicorn" >&2; exit 1; }
 [ -x "$CHROMIUM" ] || { echo "error: $CHROMIUM is missing after installing chromium; the browser tests need it" >&2; exit 1; }

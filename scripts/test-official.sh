@@ -19,7 +19,7 @@ REPO=$PWD
 NODE_VERSIONS=${WS_EDGE_OFFICIAL_NODES:-24 22 20}
 # 20 is Debian 13's nodejs package (/usr/bin); the others are pinned npm packages in /opt/node-N.
 declare -A NODE_PINS=([24]=24.22.3 [22]=22.23.5)
-PACKAGES="nodejs npm redis-server haproxy prometheus python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium git procps ca-certificates"
+PACKAGES="nodejs npm redis-server haproxy prometheus python3-yaml python3-websockets python3-fastapi python3-uvicorn chromium postgresql python3-psycopg2 git procps ca-certificates"
 MIRROR=${WS_EDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 if [ "$(id -u)" -ne 0 ]; then
