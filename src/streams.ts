@@ -280,6 +280,28 @@ function startJoin(core: Core, room: string, stream: RoomStream, join: Join): vo
 }
 
 /**
+ * Events replayed per event-loop turn, at least one join's: a node loss's thousands of resumes of
+ * one room replay in slices (2,000 joins × 300 events took one turn of seconds), so pings, the
+ * internal port and Redis replies are served between them. Joins waiting for their slice keep
+ * catching live events, as during the read.
+ */
+const REPLAY_PER_TURN = 20_000;
+
+/** Recovers the batch's joins from `start`, about REPLAY_PER_TURN events per turn; then the next batch. */
+function recoverSlice(core: Core, room: string, stream: RoomStream, batch: readonly Join[], got: HistoryRead, start: number): void {
+  let sent = 0;
+  let next = start;
+  while (next < batch.length && (next === start || sent < REPLAY_PER_TURN)) {
+    const join = batch[next++]!;
+    sent += join.to - join.since!.offset;
+    recover(core, room, stream, join, got);
+  }
+  if (next < batch.length) return void setImmediate(() => recoverSlice(core, room, stream, batch, got, next));
+  stream.recoveryRead = false;
+  recoverBatch(core, room, stream);
+}
+
+/**
  * One history read for every join of the room waiting to recover, from the oldest position to the
  * newest: a thousand clients resuming a room after a node loss cost one read, not a thousand.
  */
@@ -290,11 +312,7 @@ function recoverBatch(core: Core, room: string, stream: RoomStream): void {
   const from = Math.min(...batch.map((join) => join.since!.offset));
   const to = Math.max(...batch.map((join) => join.to));
   core.deps.history.read(room, from, to - from).then(
-    (got) => {
-      stream.recoveryRead = false;
-      for (const join of batch) recover(core, room, stream, join, got);
-      recoverBatch(core, room, stream);
-    },
+    (got) => recoverSlice(core, room, stream, batch, got, 0),
     () => {
       stream.recoveryRead = false;
       for (const join of batch) {

@@ -103,6 +103,26 @@ describe('sequenced rooms on one node (memory broker)', () => {
     expect(await bob.next(updates('user:bob'))).toMatchObject({ data: { n: 7 }, offset: 1 });
   });
 
+  it('120 joins recovering 300 events each from one batch (replayed over several event-loop turns), with live events meanwhile: every client gets 1-320 once, in order', async () => {
+    const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*', WS_HISTORY_SIZE: '400', WS_HISTORY_RECOVER_MAX: '400' });
+    const watcher = await client(node, 'watcher');
+    const { epoch } = await request(watcher, { type: 'join_room', room: 'task:big' });
+    for (let n = 1; n <= 300; n += 50) await Promise.all(Array.from({ length: 50 }, (_, i) => publish(node, 'task:big', n + i)));
+    await waitFor('300 events at the watcher', () => numbers(watcher, 'task:big').length === 300);
+    const order = numbers(watcher, 'task:big');
+    const resumers = await Promise.all(Array.from({ length: 120 }, (_, i) => client(node, `r${i}`)));
+    // 120 × 300 = 36,000 events to replay: more than one turn's share.
+    resumers.forEach((c, i) => c.send({ type: 'join_room', room: 'task:big', since: { epoch, offset: 0 }, id: `j${i}` }));
+    for (let n = 301; n <= 320; n++) await publish(node, 'task:big', n);
+    const joined = await Promise.all(resumers.map((c, i) => c.next((e) => e.id === `j${i}`, 30_000)));
+    await Promise.all(resumers.map((c) => waitFor('320 events', () => numbers(c, 'task:big').length >= 320)));
+    const wrong = resumers.filter((c) => JSON.stringify(numbers(c, 'task:big')) !== JSON.stringify([...order, ...Array.from({ length: 20 }, (_, i) => 301 + i)]));
+    console.log(`sliced replay: 120 joins, recovered: ${joined.filter((j) => j.recovered === true).length}, clients with a wrong sequence: ${wrong.length}`);
+    expect(joined.every((j) => j.recovered === true)).toBe(true);
+    expect(wrong).toEqual([]);
+    expect(await node.metric('wsedge_events_replayed_total')).toBe(36_000);
+  });
+
   it('answers recovered: false for an unknown epoch, an offset ahead of the room, one older than the history and a plain room', async () => {
     const node = await startTestNode({ ...SEQUENCED, WS_HISTORY_ROOMS: 'task:*', WS_HISTORY_SIZE: '5' });
     const watcher = await client(node, 'w');
