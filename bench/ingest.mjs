@@ -10,8 +10,10 @@
  *            flight), the rooms in turn: events/s from the first request to the last event at
  *            every member.
  *   stream   N entries appended to the stream (pipelined, 100 per round trip): entries/s from the
- *            first XADD to the last event at every member. Ratio stream/api. Two repetitions each,
- *            alternating (api, stream, api, stream), medians reported.
+ *            first XADD to the last event at every member.
+ *   batch    the same N through POST /api/v1/publish/batch, 100 publications a request, 4 in
+ *            flight: the API with the stream's batching. Ratios stream/api and stream/batch. Two
+ *            repetitions each, alternating (api, batch, stream, api, batch, stream), medians.
  *   kill     N entries appended at RATE/s; once half are appended the consuming node is killed
  *            with SIGKILL. Every member must get every entry once, in order per room. Printed:
  *            sent, received, duplicates, lost, out of order; the takeover time (kill to another
@@ -163,6 +165,25 @@ async function viaApi(tag) {
   return N / ((performance.now() - t0) / 1000);
 }
 
+/** The API's batch route, 100 publications a request (the stream's own batching), 4 in flight. */
+async function viaBatch(tag) {
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < N) {
+      const from = next;
+      next = Math.min(N, next + 100);
+      const publications = Array.from({ length: next - from }, (_, k) => JSON.parse(command(tag, from + k)));
+      const res = await fetch(`http://127.0.0.1:${holder.internalPort}/api/v1/publish/batch`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ publications }) });
+      if (res.status !== 200) throw new Error(`publish/batch answered ${res.status}`);
+      await res.arrayBuffer();
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  await allArrived(tag, N);
+  return N / ((performance.now() - t0) / 1000);
+}
+
 async function viaStream(tag) {
   const t0 = performance.now();
   for (let i = 0; i < N; i += 100) {
@@ -240,14 +261,17 @@ async function killMidway() {
 }
 
 const api = [];
+const batch = [];
 const stream = [];
 for (let rep = 0; rep < 2; rep += 1) {
   api.push(await viaApi(`api${rep}`));
   log(`api rep ${rep}: ${api.at(-1).toFixed(0)} events/s`);
+  batch.push(await viaBatch(`batch${rep}`));
+  log(`api batch rep ${rep}: ${batch.at(-1).toFixed(0)} events/s`);
   stream.push(await viaStream(`stream${rep}`));
   log(`stream rep ${rep}: ${stream.at(-1).toFixed(0)} entries/s`);
 }
-const throughput = { phase: 'throughput', events: N, rooms: ROOMS, members: MEMBERS, api_per_s: Math.round(median(api)), stream_per_s: Math.round(median(stream)), ratio_stream_api: Number((median(stream) / median(api)).toFixed(2)), runs: { api: api.map(Math.round), stream: stream.map(Math.round) } };
+const throughput = { phase: 'throughput', events: N, rooms: ROOMS, members: MEMBERS, api_per_s: Math.round(median(api)), batch_per_s: Math.round(median(batch)), stream_per_s: Math.round(median(stream)), ratio_stream_api: Number((median(stream) / median(api)).toFixed(2)), ratio_stream_batch: Number((median(stream) / median(batch)).toFixed(2)), runs: { api: api.map(Math.round), batch: batch.map(Math.round), stream: stream.map(Math.round) } };
 console.log(JSON.stringify(throughput));
 const kill = await killMidway();
 console.log(JSON.stringify(kill));
@@ -255,8 +279,9 @@ console.log(`
 | ${os.cpus().length} CPUs, Node ${process.version} | value |
 |---|---|
 | direct API publishes/s (median of 2) | ${throughput.api_per_s} |
+| API batch publishes/s, 100 a request (median of 2) | ${throughput.batch_per_s} |
 | stream entries/s (median of 2) | ${throughput.stream_per_s} |
-| stream / API | ${throughput.ratio_stream_api} |
+| stream / API, stream / API batch | ${throughput.ratio_stream_api}, ${throughput.ratio_stream_batch} |
 | kill -9: sent / received / duplicates / lost / out of order | ${kill.sent} / ${kill.received} / ${kill.duplicates} / ${kill.lost} / ${kill.out_of_order} |
 | takeover (kill to another node consuming) | ${kill.takeover_ms} ms |
 | lag p50 / p99 / max, all entries | ${kill.lag_ms.p50} / ${kill.lag_ms.p99} / ${kill.lag_ms.max} ms |
