@@ -153,3 +153,61 @@ export async function post(http: string, stream: { sessionId: string; seq: numbe
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
+
+/** A reader that reopens its stream whenever it ends (a killed or drained node), with the last event id, as EventSource does. */
+export interface Follower {
+  /** The `n` of every task.updated received per room, in arrival order, across every stream. */
+  count(room: string): number;
+  numbers(room: string): number[];
+  /** Streams opened (1 + reconnects). */
+  opens(): number;
+  /** Close codes of the `closed` messages received (a killed node sends none). */
+  readonly closes: number[];
+  /** The node id of each stream's session, in order. */
+  readonly nodes: string[];
+  stop(): void;
+}
+
+/** Reconnects after this; a real client would add jitter. */
+const REOPEN_MS = 100;
+
+export function follow(http: string, token: string, rooms: readonly string[]): Follower {
+  const done: StreamEvent[] = [];
+  let current: TestStream | undefined;
+  let lastEventId: string | undefined;
+  let opens = 0;
+  let stopped = false;
+  const closes: number[] = [];
+  const nodes: string[] = [];
+  const updates = (events: readonly StreamEvent[], room: string): number[] => events.filter((e) => e.data.type === 'task.updated' && e.data['room'] === room).map((e) => (e.data['data'] as { n: number }).n);
+  const run = async (): Promise<void> => {
+    while (!stopped) {
+      const stream = await openStream(http, { token, rooms, ...(lastEventId !== undefined && { lastEventId }) }).catch(() => undefined);
+      if (stream?.status === 200) {
+        current = stream;
+        opens += 1;
+        nodes.push(stream.sessionId.split('.')[0]!);
+        await stream.ended;
+        done.push(...stream.all);
+        current = undefined;
+        for (const e of stream.all) {
+          if (e.id !== undefined) lastEventId = e.id;
+          if (e.data.type === 'closed') closes.push(e.data['code'] as number);
+        }
+      }
+      await new Promise((r) => setTimeout(r, REOPEN_MS));
+    }
+  };
+  void run();
+  return {
+    count: (room) => updates(done, room).length + (current === undefined ? 0 : updates(current.all, room).length),
+    numbers: (room) => [...updates(done, room), ...(current === undefined ? [] : updates(current.all, room))],
+    opens: () => opens,
+    closes,
+    nodes,
+    stop() {
+      stopped = true;
+      current?.abort();
+    },
+  };
+}
