@@ -507,7 +507,7 @@ describe('Grafana dashboard (deploy/grafana/ws-edge.json)', () => {
 
   it('groups panels in rows in the order on-call asks', () => {
     const rows = panels.filter((p) => p['type'] === 'row').map((p) => p['title']);
-    expect(rows).toEqual(['Is it up', 'Connections', 'Traffic', 'Fan-out', 'API', 'Process', 'Sequenced rooms', 'Presence and signals', 'Room permissions', 'Backend calls', 'Lifecycle events and webhooks', 'Keys and revocations', 'Ingestion']);
+    expect(rows).toEqual(['Is it up', 'Connections', 'Traffic', 'Fan-out', 'API', 'Process', 'Sequenced rooms', 'Presence and signals', 'Room permissions', 'Backend calls', 'Lifecycle events and webhooks', 'Keys and revocations', 'Ingestion', 'HTTP fallback']);
   });
 
   it('has unique panel ids, fits 24 columns, and every graph has a query', () => {
