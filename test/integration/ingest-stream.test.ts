@@ -13,6 +13,7 @@ import { connect, join, open, token, type Envelope, type TestClient } from '../h
 import { startTestNode, stopAllNodes, stopTestNode, type TestNode } from '../helpers/node.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
 import { startRedisCluster, stopAllClusters } from '../helpers/redis-cluster.js';
+import { startRedisSentinel, stopAllSentinels } from '../helpers/redis-sentinel.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -25,6 +26,7 @@ afterAll(async () => {
   await stopAllNodes();
   await stopAllRedis();
   await stopAllClusters();
+  await stopAllSentinels();
 });
 
 /** On failure, what the nodes said about the stream and at warn and above. */
@@ -252,6 +254,34 @@ describe('stream ingestion on a 3-master Redis Cluster', () => {
     expect(dead[0]!['code']).toBe('invalid_type');
     const consuming = await Promise.all(nodes.map(async (n) => ((await readyz(n))['ingest'] as Record<string, unknown>)['stream_consuming']));
     expect(consuming.filter(Boolean)).toHaveLength(1);
+    await Promise.all(nodes.map(stopTestNode));
+  });
+});
+
+describe('stream ingestion on Sentinel', () => {
+  it('publishes from the master Sentinel names, and from the new one after a failover', { timeout: 60_000 }, async () => {
+    const sentinel = await startRedisSentinel();
+    const stream = `${uniquePrefix()}{in}`;
+    const prefix = uniquePrefix();
+    const nodes = await Promise.all(['na', 'nb'].map((id) => startTestNode({ NODE_ID: id, REDIS_SENTINELS: sentinel.sentinels, REDIS_SENTINEL_NAME: sentinel.masterName, REDIS_PREFIX: prefix, ...streamEnv(stream) })));
+    logsOnFailure(nodes);
+    const ann = await member(nodes[1]!, 'ann', ['channel:s']);
+    const producerOn = async (): Promise<Redis> => {
+      const { host, port } = await sentinel.master();
+      const redis = new Redis({ host, port });
+      producers.push(redis);
+      return redis;
+    };
+    let sent = 0;
+    const appendNumbered = async (redis: Redis, count: number): Promise<void> => {
+      for (let i = 0; i < count; i += 1) await append(redis, stream, { room: 'channel:s', type: 'task.numbered', data: { n: (sent += 1) } });
+    };
+    await appendNumbered(await producerOn(), 50);
+    await received(ann, 'channel:s', 50);
+    const { from, to } = await sentinel.failover();
+    await appendNumbered(await producerOn(), 50);
+    const got = await received(ann, 'channel:s', 100, 30_000);
+    expect(report(`sentinel, failover ${from} -> ${to}`, sent, got)).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
     await Promise.all(nodes.map(stopTestNode));
   });
 });
