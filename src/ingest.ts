@@ -7,7 +7,9 @@
  *
  * The outcome tells the consumer what to do with the entry: acknowledge it (`published`), move it
  * to the dead letter with the reason (`dead`: it can never be published), or keep it and try again
- * later (`retry`: a sequenced room's history was unreachable), with only the targets that failed.
+ * later (`retry`: a sequenced room's history was unreachable, with only the targets that failed; or
+ * the broker is down, when a plain publish would reach this node's members only and be lost for
+ * the others: the whole command waits).
  */
 import { ApiError, preparePublish, type PublishDeps } from './api.js';
 import { API_REFUSALS } from './errors.js';
@@ -58,7 +60,9 @@ export function createIngest(deps: PublishDeps, source: IngestSource): Ingest {
     let body = typeof command === 'string' ? undefined : command;
     try {
       body ??= parse(command as string, deps.config.messageMaxSize);
-      const answer = await preparePublish(deps, body, { source, key: `${source}:${id}` }).run();
+      const prepared = preparePublish(deps, body, { source, key: `${source}:${id}` });
+      if (!deps.broker.isUp()) return { status: 'retry', body };
+      const answer = await prepared.run();
       const results = answer['results'];
       if (answer['status'] === 'partial' && Array.isArray(results)) return { status: 'retry', body: unfinished(body, results as Array<Record<string, unknown>>) };
       return { status: 'published' };
