@@ -7,8 +7,8 @@
  * - published: acknowledged and deleted;
  * - dead (the API refuses the body, or the entry has no `command`): moved to the dead letter with
  *   the refusal's code and message, acknowledged and deleted;
- * - retry (a sequenced room's history unreachable): the entry stays pending with only its failed
- *   targets, and while any entry is pending this node reads nothing new: it tries its pending
+ * - retry (a sequenced room's history unreachable, or the broker down): the entry stays pending
+ *   with only its failed targets, and while any entry is pending this node reads nothing new: it tries its pending
  *   entries again, in stream order, after a backoff, so no later entry of their rooms overtakes
  *   them (every room waits meanwhile: the history is usually unreachable because its Redis is).
  *   Entries of the same round that were published are acknowledged, not published again; the one
