@@ -79,8 +79,22 @@ async function deadLetters(redis: Redis, key: string): Promise<DeadLetter[]> {
 const append = (redis: Redis, stream: string, command: unknown): Promise<string | null> => redis.xadd(stream, '*', 'command', typeof command === 'string' ? command : JSON.stringify(command));
 
 describe('stream ingestion on one redis-server', () => {
-  it('refuses WS_STREAM without Redis, in one line', () => {
+  it('refuses WS_STREAM without Redis, in one line, and bad stream settings by name', () => {
     expect(() => loadConfig({ WS_STREAM: 'orders' })).toThrow('WS_STREAM: stream ingestion reads a Redis Stream: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
+    const redis = { REDIS_URL: 'redis://127.0.0.1:6379' };
+    const problems = (env: Record<string, string>): string => {
+      try {
+        loadConfig({ ...redis, ...env });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return '';
+    };
+    expect(problems({ WS_STREAM: 'has space' })).toMatch(/^WS_STREAM: a Redis key of 1-256 printable ASCII characters without spaces/);
+    expect(problems({ WS_STREAM: 'in', WS_STREAM_DEAD: 'in' })).toBe('WS_STREAM_DEAD: must differ from WS_STREAM');
+    expect(problems({ WS_STREAM: 'in', WS_STREAM_BATCH: '0' })).toMatch(/^WS_STREAM_BATCH/);
+    expect(problems({ WS_STREAM: 'in', WS_STREAM_DEAD_MAXLEN: '10' })).toMatch(/^WS_STREAM_DEAD_MAXLEN/);
+    expect(loadConfig({ ...redis, WS_STREAM: 'orders{ws}' }).stream).toEqual({ key: 'orders{ws}', batch: 100, dead: 'orders{ws}:dead', deadMaxlen: 100_000 });
   });
 
   it('publishes every target form, dead-letters each malformed entry with its reason while good entries keep flowing', { timeout: 40_000 }, async () => {
