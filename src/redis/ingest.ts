@@ -22,7 +22,7 @@ import type { Ingest, Ingested } from '../ingest.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WritesTogether } from '../publish.js';
-import { entryTime, LEASE_RENEW_MS, type IngestQueue, type StreamEntry } from './ingest-stream.js';
+import { entryTime, LEASE_MS, LEASE_RENEW_MS, type IngestQueue, type StreamEntry } from './ingest-stream.js';
 
 /** An empty stream is read again after this (the command connection is shared: no blocking read). */
 const IDLE_MS = 50;
@@ -71,10 +71,18 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
       wake = done;
     });
 
-  // Renewed on a timer of its own, so a long round or a backoff keeps the lease.
+  // Renewed on a timer of its own, so a long round or a backoff keeps the lease. A round reads only
+  // while the lease was confirmed less than half its life ago: a holder cut off from Redis stops
+  // before the lease can pass to another node, so two nodes never read at once.
   let held = false;
-  const renew = async (): Promise<boolean> => (held = await queue.hold().catch(() => false));
-  const renewal = setInterval(() => void (held && renew()), LEASE_RENEW_MS).unref();
+  let confirmed = 0;
+  const renew = async (): Promise<boolean> => {
+    held = await queue.hold();
+    if (held) confirmed = Date.now();
+    return held;
+  };
+  const renewal = setInterval(() => void (held && renew().catch(() => undefined)), LEASE_RENEW_MS).unref();
+  const sure = (): boolean => held && Date.now() - confirmed < LEASE_MS / 2;
 
   // Everything appended before `since` (ms) was published, as this node last saw the stream.
   let since = Date.now();
@@ -129,9 +137,15 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
   };
 
   let unreachable = false;
+  const markReachable = (): void => {
+    if (unreachable) log.info({ event: 'stream_recovered' }, 'ingestion stream reachable again');
+    unreachable = false;
+    metrics.ingestUp('stream', true);
+  };
+
   let backoff = BACKOFF_MIN_MS;
   const round = async (): Promise<void> => {
-    if (!held && !(await renew())) {
+    if (!sure() && !(await renew())) {
       // Another node consumes: this one's last figures would be stale (and could keep an alert firing).
       retries.clear();
       metrics.ingestLag('stream', 0);
@@ -144,16 +158,14 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
     await measure();
     if (entries.length === 0) return pause(IDLE_MS);
     if (!(await publishBatch(entries))) {
+      if (backoff > BACKOFF_MIN_MS) log.info({ event: 'stream_retries_over' }, 'stream entries kept for a retry are published');
       backoff = BACKOFF_MIN_MS;
       return;
     }
+    // Once per streak: a history or broker down for minutes must not write a line a round.
+    if (backoff === BACKOFF_MIN_MS) log.warn({ event: 'stream_retrying' }, 'stream entries kept for a retry (a sequenced room\'s history or the broker unreachable); nothing new is read meanwhile');
     await pause(backoff);
     backoff = Math.min(BACKOFF_MAX_MS, backoff * 2);
-  };
-  const markReachable = (): void => {
-    if (unreachable) log.info({ event: 'stream_recovered' }, 'ingestion stream reachable again');
-    unreachable = false;
-    metrics.ingestUp('stream', true);
   };
 
   const run = async (): Promise<void> => {
