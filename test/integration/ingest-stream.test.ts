@@ -243,6 +243,26 @@ describe('stream ingestion on one redis-server', () => {
     await stopTestNode(node);
     await proxy.stop();
   });
+  it('makes its consumer group again after Redis restarted empty, and publishes what is appended then', { timeout: 40_000 }, async () => {
+    const server = await startRedis();
+    const stream = `${uniquePrefix()}{in}`;
+    const node = await startTestNode({ REDIS_URL: server.url, REDIS_PREFIX: uniquePrefix(), ...streamEnv(stream) });
+    logsOnFailure([node]);
+    const ann = await member(node, 'ann', ['channel:r']);
+    const appendNumbered = async (from: number, to: number): Promise<void> => {
+      const producer = new Redis(server.url);
+      for (let n = from; n <= to; n += 1) await append(producer, stream, { room: 'channel:r', type: 'task.numbered', data: { n } });
+      producer.disconnect();
+    };
+    await appendNumbered(1, 20);
+    await received(ann, 'channel:r', 20);
+    // The stream, its group and the lease are gone with the data; the product appends again.
+    await server.restart();
+    await waitFor('the node reading again', async () => ((await readyz(node))['ingest'] as Record<string, unknown>)['stream'] === 'ok' && (await node.metric('wsedge_broker_up')) === 1);
+    await appendNumbered(21, 40);
+    expect(report('after a restart of Redis, empty', 40, await received(ann, 'channel:r', 40))).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    await stopTestNode(node);
+  });
 });
 
 describe('stream ingestion on a 3-master Redis Cluster', () => {
