@@ -180,4 +180,35 @@ describe('PostgreSQL outbox', () => {
     expect(counts).toMatchObject({ received: total, distinct: total, duplicated: 0, outOfOrder: 0 });
     expect(await node.metric('wsedge_ingest_up', { source: 'outbox' })).toBe(1);
   });
+  it('a database that refuses the claim (privilege revoked): up 0, lag growing, /readyz says so; granted again, every row once, in order', { timeout: 40_000 }, async () => {
+    await db.sql('CREATE ROLE wsedge_node LOGIN');
+    await db.sql('GRANT SELECT, INSERT, UPDATE, DELETE ON ws_edge_outbox, ws_edge_outbox_dead TO wsedge_node');
+    const node = await outboxNode({ WS_OUTBOX_URL: db.url.replace('postgres@', 'wsedge_node@'), WS_OUTBOX_POLL: '200' });
+    logsOnFailure([node]);
+    const client = await member(node, 'alice', ['task:perm']);
+    const got = collect(client);
+    const write = (from: number, count: number) => db.sql(`INSERT INTO ws_edge_outbox (targets, type, data) SELECT '{"room": "task:perm"}', 'task.updated', jsonb_build_object('n', n) FROM generate_series(${from}, ${from + count - 1}) n`);
+    await write(1, 10);
+    await waitFor('10 delivered', () => got.length >= 10, 10_000);
+    // FOR UPDATE and DELETE need these: every claim is refused from now on.
+    await db.sql('REVOKE UPDATE, DELETE ON ws_edge_outbox FROM wsedge_node');
+    await write(11, 20);
+    await waitFor('outbox down', async () => (await node.metric('wsedge_ingest_up', { source: 'outbox' })) === 0, 10_000, 50);
+    const lag = await waitFor('the lag gauge past 1 s', async () => {
+      const seconds = await node.metric('wsedge_ingest_lag_seconds', { source: 'outbox' });
+      return seconds >= 1 ? seconds : false;
+    }, 10_000, 100);
+    const detail = (await (await fetch(`${node.http}/readyz`)).json()) as Record<string, unknown>;
+    const reason = node.logs.find((l) => l['event'] === 'outbox_down')?.['reason'];
+    const waitingWhileRefused = await waiting();
+    await db.sql('GRANT UPDATE, DELETE ON ws_edge_outbox TO wsedge_node');
+    await waitFor('30 delivered and the outbox empty', async () => got.length >= 30 && (await waiting()) === 0, 20_000, 50);
+    const counts = tally(got);
+    console.log(`outbox claim refused: ${waitingWhileRefused} rows waiting, lag ${lag.toFixed(1)} s, /readyz ${JSON.stringify(detail)}, logged reason "${String(reason)}"; granted again: ${JSON.stringify({ received: counts.received, distinct: counts.distinct, duplicated: counts.duplicated, outOfOrder: counts.outOfOrder })}`);
+    expect(waitingWhileRefused).toBe(20);
+    expect(detail).toMatchObject({ status: 'ready', outbox: 'down' });
+    expect(String(reason)).toMatch(/permission denied/);
+    expect(counts).toMatchObject({ received: 30, distinct: 30, duplicated: 0, outOfOrder: 0 });
+    expect(await node.metric('wsedge_ingest_up', { source: 'outbox' })).toBe(1);
+  });
 });
