@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { closeMembers, logsOnFailure, member } from '../helpers/broker-nodes.js';
 import type { TestClient } from '../helpers/client.js';
-import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
+import { loadConfig, type ConfigError } from '../../src/config.js';
+import { startTestNode, stopAllNodes, TEST_SECRET, type TestNode } from '../helpers/node.js';
 import { startPostgres, stopAllPostgres, type Postgres } from '../helpers/postgres.js';
 import { startRedis, stopAllRedis, uniquePrefix, type RedisServer } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
@@ -210,5 +211,20 @@ describe('PostgreSQL outbox', () => {
     expect(String(reason)).toMatch(/permission denied/);
     expect(counts).toMatchObject({ received: 30, distinct: 30, duplicated: 0, outOfOrder: 0 });
     expect(await node.metric('wsedge_ingest_up', { source: 'outbox' })).toBe(1);
+  });
+  it('refuses bad outbox settings at start, one line each, never echoing the URL', () => {
+    const problems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig({ JWT_SECRET: TEST_SECRET, ...env });
+        return [];
+      } catch (err) {
+        return [...(err as ConfigError).problems];
+      }
+    };
+    expect(problems({ WS_OUTBOX_URL: 'mysql://root:hunter2@db/app' })).toEqual(['WS_OUTBOX_URL: must be a postgres:// or postgresql:// URL']);
+    expect(problems({ WS_OUTBOX_URL: db.url, WS_OUTBOX_TABLE: 'Outbox; DROP TABLE task' })).toEqual(['WS_OUTBOX_TABLE: a lower-case table name (letters, digits, _), at most 58 characters']);
+    expect(problems({ WS_OUTBOX_URL: db.url, WS_OUTBOX_BATCH: '0', WS_OUTBOX_POLL: '10', WS_OUTBOX_POOL: '65', WS_OUTBOX_TIMEOUT: '99' })).toHaveLength(4);
+    expect(loadConfig({ JWT_SECRET: TEST_SECRET, WS_OUTBOX_URL: db.url }).outbox).toEqual({ url: db.url, table: 'ws_edge_outbox', batch: 100, pollMs: 1000, pool: 4, timeoutMs: 5000 });
+    expect(loadConfig({ JWT_SECRET: TEST_SECRET }).outbox).toBeUndefined();
   });
 });
