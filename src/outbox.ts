@@ -116,6 +116,25 @@ async function openSession(connection: pg.ClientConfig, table: string, deps: Out
 }
 
 /**
+ * `fn` over `items`, at most `limit` at a time, every outcome kept. The claims run this way so none
+ * waits for a pool connection (that wait would time out under a long round and read as an outage).
+ */
+async function settleLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<Array<PromiseSettledResult<R>>> {
+  const results: Array<PromiseSettledResult<R>> = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) {
+      results[i] = await fn(items[i]!).then(
+        (value) => ({ status: 'fulfilled' as const, value }),
+        (reason: unknown) => ({ status: 'rejected' as const, reason }),
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
  * wsedge_ingest_up and the lag gauge. While the database cannot be read the lag keeps growing
  * from the oldest row last seen, or from the last contact when none was waiting.
  */
@@ -207,7 +226,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
     health.oldest(rows[0]?.age);
   };
 
-  /** One round: rebalance when due, every held partition drained side by side, the lag measured. */
+  /** One round: rebalance when due, the held partitions drained WS_OUTBOX_POOL at a time, the lag measured. */
   let rebalanced = 0;
   const round = async (): Promise<boolean> => {
     const current = session ?? (await connect());
@@ -216,7 +235,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
       rebalanced = Date.now();
     }
     notified = false;
-    const settled = await Promise.allSettled([...current.held].map(drain));
+    const settled = await settleLimited([...current.held], config.pool, drain);
     const failure = settled.find((s) => s.status === 'rejected');
     if (failure !== undefined) throw failure.reason;
     await measure();

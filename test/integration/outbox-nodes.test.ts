@@ -100,7 +100,8 @@ describe('PostgreSQL outbox across node processes', () => {
   it('three nodes share the partitions; kill -9 of one mid-way: every committed row delivered once, in order per room', { timeout: 60_000 }, async () => {
     const prefix = uniquePrefix();
     const nodes = await Promise.all([0, 1, 2].map(() => startNodeProcess(nodeEnv(prefix))));
-    await waitFor('the 16 partitions spread over the three nodes', () => nodes.every((n) => heldBy(n).length > 0) && nodes.reduce((sum, n) => sum + heldBy(n).length, 0) === 16, 15_000, 50);
+    // A fair share is ceil(16 / 3) = 6: the nodes settle on 6/6/4 in some order (rebalancing every 2 s).
+    await waitFor('the 16 partitions spread over the three nodes', () => nodes.every((n) => heldBy(n).length >= 4 && heldBy(n).length <= 6) && nodes.reduce((sum, n) => sum + heldBy(n).length, 0) === 16, 15_000, 50);
     const spread = nodes.map((n) => heldBy(n).length);
     const rooms = Array.from({ length: 16 }, (_, i) => `task:k${i}`);
     const got = await memberOf(nodes[0]!, rooms);
