@@ -91,10 +91,10 @@ const asServerUser = (argv) => (process.getuid() === 0 ? ['setpriv', ['--reuid=p
 const pgDir = mkdtempSync(join(os.tmpdir(), 'wsedge-bench-pg-'));
 dirs.push(pgDir);
 if (process.getuid() === 0) chownSync(pgDir, Number(execFileSync('id', ['-u', 'postgres'])), Number(execFileSync('id', ['-g', 'postgres'])));
-execFileSync(...asServerUser([join(bin, 'initdb'), '-D', join(pgDir, 'data'), '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']), { stdio: 'ignore' });
+execFileSync(...asServerUser([join(bin, 'initdb'), '-D', join(pgDir, 'data'), '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']), { stdio: 'ignore', cwd: pgDir });
 const pgPort = await freePort();
 // Durable commits as in production (fsync on), on whatever disk the temporary directory is.
-const pgChild = spawn(...asServerUser([join(bin, 'postgres'), '-D', join(pgDir, 'data'), '-p', String(pgPort), '-k', pgDir, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200']), { stdio: 'ignore' });
+const pgChild = spawn(...asServerUser([join(bin, 'postgres'), '-D', join(pgDir, 'data'), '-p', String(pgPort), '-k', pgDir, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200']), { stdio: 'ignore', cwd: pgDir });
 pids.add(pgChild.pid);
 const dbUrl = `postgres://postgres@127.0.0.1:${pgPort}/postgres`;
 const db = new pg.Pool({ connectionString: dbUrl, max: 8 });

@@ -58,14 +58,15 @@ export async function startPostgres(): Promise<Postgres> {
   }
   const data = join(dir, 'data');
   const [cmd, args] = asServerUser([join(bin, 'initdb'), '-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync', '--no-instructions']);
-  execFileSync(cmd, args, { stdio: 'pipe' });
+  // cwd: the server user may not be allowed into the test runner's directory.
+  execFileSync(cmd, args, { stdio: 'pipe', cwd: dir });
 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
   let port = 0;
   const spawnServer = async (): Promise<void> => {
     const [command, argv] = asServerUser([join(bin, 'postgres'), '-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200']);
-    const server = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
     let output = '';
     server.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     server.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));

@@ -45,10 +45,10 @@ class Postgres:
         if os.getuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         data = self.dir / "data"
-        subprocess.run(_as_server_user([str(binary / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+        subprocess.run(_as_server_user([str(binary / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, cwd=self.dir)
         self.port = free_port()
         argv = [str(binary / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
-        self.proc = subprocess.Popen(_as_server_user(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(_as_server_user(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir)
         import psycopg2  # Debian's python3-psycopg2
 
         deadline = time.monotonic() + 20
