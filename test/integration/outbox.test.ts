@@ -183,14 +183,17 @@ describe('PostgreSQL outbox', () => {
   });
   it('a database that refuses the claim (privilege revoked): up 0, lag growing, /readyz says so; granted again, every row once, in order', { timeout: 40_000 }, async () => {
     await db.sql('CREATE ROLE wsedge_node LOGIN');
-    await db.sql('GRANT SELECT, INSERT, UPDATE, DELETE ON ws_edge_outbox, ws_edge_outbox_dead TO wsedge_node');
+    // The privileges README documents for the node, and no more.
+    await db.sql('GRANT SELECT, UPDATE, DELETE ON ws_edge_outbox TO wsedge_node');
+    await db.sql('GRANT SELECT, INSERT ON ws_edge_outbox_dead TO wsedge_node');
     const node = await outboxNode({ WS_OUTBOX_URL: db.url.replace('postgres@', 'wsedge_node@'), WS_OUTBOX_POLL: '200' });
     logsOnFailure([node]);
     const client = await member(node, 'alice', ['task:perm']);
     const got = collect(client);
     const write = (from: number, count: number) => db.sql(`INSERT INTO ws_edge_outbox (targets, type, data) SELECT '{"room": "task:perm"}', 'task.updated', jsonb_build_object('n', n) FROM generate_series(${from}, ${from + count - 1}) n`);
     await write(1, 10);
-    await waitFor('10 delivered', () => got.length >= 10, 10_000);
+    await db.sql(`INSERT INTO ws_edge_outbox (targets, type) VALUES ('{"room": "task:perm"}', 'pong')`);
+    await waitFor('10 delivered and a reserved type dead-lettered', async () => got.length >= 10 && (await node.metric('wsedge_ingest_dead_total', { source: 'outbox', code: 'invalid_type' })) === 1, 10_000);
     // FOR UPDATE and DELETE need these: every claim is refused from now on.
     await db.sql('REVOKE UPDATE, DELETE ON ws_edge_outbox FROM wsedge_node');
     await write(11, 20);
