@@ -494,8 +494,9 @@ def publish_task_created(task: Dict[str, Any], user: User) -> Dict[str, Any]:
     The gap: if this process dies after the commit and before (or while) publishing, the task
     exists and no event went out; members see it on their next reload of the project, not live.
     A failed publish (node or Redis away past the SDK's retries) is the same gap, reported in the
-    answer and the log. The transactional outbox (the event row written in the task's own
-    transaction, published by a relay until the node confirms) closes it: the outbox issue."""
+    answer and the log. On PostgreSQL the outbox closes it (README "On PostgreSQL: publish
+    through the outbox"): wsedge.outbox.add writes the event in the task's own transaction and the
+    nodes (WS_OUTBOX_URL) publish it once it commits."""
     data = {"task_id": task["id"], "project_id": task["project_id"], "title": task["title"], "status": task["status"], "created_by": task["created_by"]}
     key = f"task-{task['id']}-created"
     events: Dict[str, Any] = {}
