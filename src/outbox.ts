@@ -229,8 +229,10 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
   /** One round: rebalance when due, the held partitions drained WS_OUTBOX_POOL at a time, the lag measured. */
   let rebalanced = 0;
   const round = async (): Promise<boolean> => {
+    // A fresh session holds nothing yet: it takes its share at once.
+    const fresh = session === undefined;
     const current = session ?? (await connect());
-    if (Date.now() - rebalanced >= REBALANCE_MS) {
+    if (fresh || Date.now() - rebalanced >= REBALANCE_MS) {
       await current.rebalance();
       rebalanced = Date.now();
     }
@@ -255,7 +257,6 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
         // are given back so a node that can reach the database takes them meanwhile.
         drop();
         health.set(false, err);
-        rebalanced = 0;
         if (!stopped) await pause(backoff);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
