@@ -215,6 +215,33 @@ describe('PostgreSQL outbox', () => {
     expect(counts).toMatchObject({ received: 30, distinct: 30, duplicated: 0, outOfOrder: 0 });
     expect(await node.metric('wsedge_ingest_up', { source: 'outbox' })).toBe(1);
   });
+  it('a slow database (the table locked past WS_OUTBOX_TIMEOUT): up 0 and readiness say so; released, the rows committed meanwhile arrive once, in order', { timeout: 30_000 }, async () => {
+    const node = await outboxNode({ WS_OUTBOX_TIMEOUT: '300', WS_OUTBOX_POLL: '200' });
+    logsOnFailure([node]);
+    const client = await member(node, 'alice', ['task:slow']);
+    const got = collect(client);
+    await waitFor('outbox up', async () => (await node.metric('wsedge_ingest_up', { source: 'outbox' })) === 1, 10_000);
+    // The product's transaction takes the whole table and writes 20 rows: every claim waits past its statement_timeout.
+    const product = new pg.Client({ connectionString: db.url });
+    await product.connect();
+    try {
+      await product.query('BEGIN');
+      await product.query('LOCK TABLE ws_edge_outbox IN ACCESS EXCLUSIVE MODE');
+      await product.query(`INSERT INTO ws_edge_outbox (targets, type, data) SELECT '{"room": "task:slow"}', 'task.updated', jsonb_build_object('n', n) FROM generate_series(1, 20) n`);
+      await waitFor('outbox down', async () => (await node.metric('wsedge_ingest_up', { source: 'outbox' })) === 0, 10_000, 50);
+      const detail = (await (await fetch(`${node.http}/readyz`)).json()) as Record<string, unknown>;
+      const reason = node.logs.find((l) => l['event'] === 'outbox_down')?.['reason'];
+      console.log(`outbox slow database: /readyz ${JSON.stringify(detail)}, logged reason "${String(reason)}", ${got.length} delivered while locked`);
+      expect(detail).toMatchObject({ status: 'ready', outbox: 'down' });
+      expect(String(reason)).toMatch(/statement timeout/);
+      await product.query('COMMIT');
+    } finally {
+      await product.end();
+    }
+    await waitFor('20 delivered and the outbox up', async () => got.length >= 20 && (await node.metric('wsedge_ingest_up', { source: 'outbox' })) === 1, 15_000, 50);
+    expect(tally(got)).toMatchObject({ received: 20, distinct: 20, duplicated: 0, outOfOrder: 0 });
+  });
+
   it('refuses bad outbox settings at start, one line each, never echoing the URL', () => {
     const problems = (env: Record<string, string>): string[] => {
       try {
