@@ -22,7 +22,7 @@ import { sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import { MAX_TOKEN_LENGTH, PROTOCOL, WS_PATH } from './messages.js';
 import { newBucket, type Bucket } from './limits.js';
-import { RELAY_HEADER, type ClientAddress, type RelayTrust } from './proxies.js';
+import { createClientAddress, createRelayTrust, RELAY_HEADER, type ClientAddress, type RelayTrust } from './proxies.js';
 import { isValidRoom } from './rooms.js';
 import type { Registry } from 'prom-client';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
@@ -52,18 +52,19 @@ export interface FallbackDeps {
   readonly registry: Registry;
   readonly auth: Authenticator;
   readonly broker: Broker;
-  readonly clientAddress: ClientAddress;
-  readonly relay: RelayTrust;
+  /** The public app: the routes are added at once (before its catch-all). */
+  readonly app: TemplatedApp;
+  /** The public port, known once the app listens. */
+  readonly port: () => number;
 }
 
 export interface Fallback {
-  /** Adds the routes; `port()` is the public port, known once the app listens. */
-  addRoutes(app: TemplatedApp, port: () => number): void;
+  /** What the upgrade believes of a loopback socket's address (proxies.ts `withRelay`). */
+  readonly relay: RelayTrust;
   /** A POST another node forwarded (broker frame `f`). */
   forwarded(sessionId: string, payload: Payload): void;
   readonly metrics: FallbackMetrics;
   sessions(): number;
-  stop(): void;
 }
 
 /** What a stream request asks for, copied out of `req` before the callback returns. */
@@ -236,13 +237,39 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
 }
 
 
+type Sessions = ReturnType<typeof createSessions>;
+
+/** The node's open sessions by id, and their heartbeat: one timer, running only while there is a session. */
+function createSessions() {
+  const held = new Map<string, Held & { writer: StreamWriter }>();
+  let heartbeat: NodeJS.Timeout | undefined;
+  return {
+    get: (id: string) => held.get(id),
+    get size(): number {
+      return held.size;
+    },
+    set(id: string, session: Held & { writer: StreamWriter }): void {
+      held.set(id, session);
+      heartbeat ??= setInterval(() => {
+        for (const each of held.values()) each.writer.heartbeat();
+      }, HEARTBEAT_SECONDS * 1000);
+    },
+    delete(id: string): void {
+      held.delete(id);
+      if (held.size > 0) return;
+      clearInterval(heartbeat);
+      heartbeat = undefined;
+    },
+  };
+}
+
 /** What every stream of the node shares. */
 interface Relays {
   readonly config: Config;
   readonly log: Logger;
   readonly metrics: FallbackMetrics;
   readonly relay: RelayTrust;
-  readonly held: Map<string, Held & { writer: StreamWriter }>;
+  readonly held: Sessions;
   /** The loopback socket's URL: this node's public port. */
   readonly url: () => string;
   /** Streams whose socket has not said `connected` yet. */
@@ -250,44 +277,36 @@ interface Relays {
 }
 
 export function createFallback(deps: FallbackDeps): Fallback {
-  const { config, log } = deps;
+  const { config, log, app } = deps;
   const metrics = createFallbackMetrics(deps.registry);
-  const held = new Map<string, Held & { writer: StreamWriter }>();
-  let port = (): number => 0;
+  const held = createSessions();
+  const relay = createRelayTrust();
+  const clientAddress = createClientAddress(config.trustedProxies);
   const loopHost = config.host === '0.0.0.0' || config.host === '::' || config.host === '' ? '127.0.0.1' : config.host;
-  const relays: Relays = { config, log, metrics, relay: deps.relay, held, url: () => `ws://${loopHost}:${port()}${WS_PATH}`, opening: 0 };
-
-  const heartbeat = setInterval(() => {
-    for (const session of held.values()) session.writer.heartbeat();
-  }, HEARTBEAT_SECONDS * 1000);
-  heartbeat.unref();
+  const relays: Relays = { config, log, metrics, relay, held, url: () => `ws://${loopHost}:${deps.port()}${WS_PATH}`, opening: 0 };
 
   const posts = createPosts({ config, log, metrics, auth: deps.auth, broker: deps.broker, held: (id) => held.get(id) });
+  app.get(STREAM_PATH, (res, req) => {
+    const request = streamRequest(res, req, clientAddress, config.maxRoomsPerConnection);
+    const cors = corsHeaders(request.origin, config.allowedOrigins);
+    if (request.tokens.length > 1 || request.tokens.some((t) => t.length > MAX_TOKEN_LENGTH)) {
+      metrics.streamEnded(request.format, 'refused');
+      return sendRefusal(res, FALLBACK_REFUSALS.stream_unauthorized, { reason: 'give exactly one token of at most 8192 characters: query, Authorization header or cookie', headers: cors });
+    }
+    if (relays.opening >= MAX_OPENING) {
+      metrics.streamEnded(request.format, 'refused');
+      return sendRefusal(res, FALLBACK_REFUSALS.stream_refused, { headers: cors });
+    }
+    open(relays, res, request);
+  });
+  app.post(STREAM_PATH, posts.handle);
+  app.options(STREAM_PATH, (res, req) => preflight(res, req, config.allowedOrigins));
 
   return {
+    relay,
     metrics,
-    addRoutes(app, publicPort) {
-      port = publicPort;
-      app.get(STREAM_PATH, (res, req) => {
-        const request = streamRequest(res, req, deps.clientAddress, config.maxRoomsPerConnection);
-        if (request.tokens.length > 1 || request.tokens.some((t) => t.length > MAX_TOKEN_LENGTH)) {
-          metrics.streamEnded(request.format, 'refused');
-          return sendRefusal(res, FALLBACK_REFUSALS.stream_unauthorized, { reason: 'give exactly one token of at most 8192 characters: query, Authorization header or cookie', headers: corsHeaders(request.origin, config.allowedOrigins) });
-        }
-        if (relays.opening >= MAX_OPENING) {
-          metrics.streamEnded(request.format, 'refused');
-          return sendRefusal(res, FALLBACK_REFUSALS.stream_refused, { headers: corsHeaders(request.origin, config.allowedOrigins) });
-        }
-        open(relays, res, request);
-      });
-      app.post(STREAM_PATH, posts.handle);
-      app.options(STREAM_PATH, (res, req) => preflight(res, req, config.allowedOrigins));
-    },
     forwarded: posts.forwarded,
     sessions: () => held.size,
-    stop() {
-      clearInterval(heartbeat);
-    },
   };
 }
 

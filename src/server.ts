@@ -32,7 +32,7 @@ import { createAddressCounts, createFailureLimiter, createLocalSeats, type Conne
 import { createMemoryLifecycle, createMemoryLog, NO_LIFECYCLE, type EventLog, type EventType, type Lifecycle } from './lifecycle.js';
 import type { Logger } from './log.js';
 import { createMetrics, type EventFate, type Metrics } from './metrics.js';
-import { createClientAddress, createRelayTrust, withRelay } from './proxies.js';
+import { createClientAddress, withRelay } from './proxies.js';
 import { createFallback } from './fallback.js';
 import { createRedisBroker } from './redis/broker.js';
 import { createRedisClients } from './redis/clients.js';
@@ -213,13 +213,11 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   const localSeats = createLocalSeats(config.maxConnectionsPerUser);
   const sessions = createSessionIndex(localSeats.connectionsOf);
   const delivery = createDelivery(app);
-  const relay = createRelayTrust();
   let state: NodeState = 'starting';
   // Starts at the clock so a restarted node with a fixed NODE_ID never reuses a connection id.
   let sequence = Date.now();
 
   const redis = config.redis === undefined ? undefined : createRedisClients(config.redis, config.nodeId);
-  // A fallback POST forwarded by another node goes to the session's stream (fallback.ts).
   const target = { ...brokerTarget(delivery, sessions, () => streams, () => membership, () => accessChange, () => revoke), forwarded: (id: string, payload: Payload) => fallback.forwarded(id, payload) };
   const redisBroker = redis === undefined ? undefined : createRedisBroker({ config, target, log, metrics, redis });
   const broker: Broker = redisBroker ?? createMemoryBroker(target);
@@ -252,6 +250,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
   const keys = redis === undefined || redisBroker === undefined ? createMemorySendKeys((room, envelope) => broker.publish(room, envelope)) : createRedisSendKeys(redis.command, redisBroker);
   const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
+  const fallback = createFallback({ config, log, registry: metrics.registry, auth, broker, app, port: () => port });
   const ctx: ConnectionContext = {
     config,
     auth,
@@ -269,7 +268,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     isDraining: () => state === 'draining',
     droppedHandler: uws.droppedHandler,
     nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
-    clientAddress: withRelay(createClientAddress(config.trustedProxies), relay),
+    clientAddress: withRelay(createClientAddress(config.trustedProxies), fallback.relay),
     addressCounts: createAddressCounts(config.maxConnectionsPerIp),
     authFailures: createFailureLimiter(config.authFailureLimit),
     roomAuth,
@@ -279,7 +278,6 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     rpc: caller('rpc', backend?.rpcUrl),
     lifecycle,
   };
-  const fallback = createFallback({ config, log, registry: metrics.registry, auth, broker, clientAddress: createClientAddress(config.trustedProxies), relay });
   const accessChange = (change: AccessChange): void => applyAccessChange(ctx, sessions, change);
   const revoke = (kept: KeptRevocation): void => {
     if (!revocations.add(kept)) log.warn({ event: 'revocations_full', max: config.revocationsMax }, 'WS_REVOCATIONS_MAX reached: a revocation is applied to live connections only');
@@ -295,7 +293,6 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   };
   metrics.readinessFrom(() => health.state() === 'ready');
   if (options.dev !== undefined) addDemoRoutes(app, options.dev);
-  fallback.addRoutes(app, () => port);
   addPublicRoutes(app, health);
   const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
   addApiRoutes(internal, { config, broker, revocations: { store: revocationStore, list: revocations }, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
@@ -322,7 +319,6 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     },
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
-      fallback.stop();
       expiry.stop();
       keySource.close();
       revocations.close();

@@ -51,6 +51,12 @@ export interface ConnectionOptions {
   readonly pongTimeout: number;
   /** Refresh at this share of the token's life. */
   readonly refreshAt: number;
+  /** The HTTP fallback (transport.ts); undefined: WebSocket only. */
+  readonly fallback: WebSocketConstructor | undefined;
+  /** A WebSocket attempt not `connected` within this (ms), or failed before it, goes to the fallback. */
+  readonly fallbackAfter: number;
+  /** The fallback, once chosen, is kept this long (ms); then the WebSocket is tried again. */
+  readonly retryWebSocketAfter: number;
 }
 
 export interface ConnectionHooks {
@@ -170,6 +176,38 @@ function tokenKeeper(source: TokenSource, refreshAt: number, sendRefresh: (token
   };
 }
 
+const TIMERS = ['retry', 'refresh', 'connect', 'fallback'] as const;
+type Timers = Record<(typeof TIMERS)[number], Timer>;
+
+/** Refreshes the token in band ahead of `exp`, while the socket of `generation()` lives. */
+function refresher(tokens: ReturnType<typeof tokenKeeper>, timers: Timers, generation: () => number) {
+  const schedule = (retry = false): void => {
+    const delay = tokens.delay(retry);
+    if (delay === undefined) return;
+    timers.refresh = setTimeout(() => {
+      const gen = generation();
+      tokens.refresh(() => gen === generation()).then(
+        () => gen === generation() && schedule(),
+        // At `exp` the server closes with 4401 and the reconnect asks for a new token.
+        () => gen === generation() && schedule(true),
+      );
+    }, delay);
+  };
+  return schedule;
+}
+
+/** Which class the next socket is: the fallback once chosen, until retryWebSocketAfter has passed; else the WebSocket. */
+function transportChoice(opts: ConnectionOptions) {
+  let since: number | undefined;
+  return {
+    current(): WebSocketConstructor | undefined {
+      if (since !== undefined && Date.now() - since >= opts.retryWebSocketAfter) since = undefined;
+      return since === undefined ? undefined : opts.fallback;
+    },
+    choose: (on: boolean): void => void (since = on ? Date.now() : undefined),
+  };
+}
+
 export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks) {
   let state: ClientState = 'disconnected';
   let ws: WebSocketLike | undefined;
@@ -177,15 +215,14 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
   let attempt = 0;
   /** Bumped whenever a socket is dropped: a token provider or refresh that answers later is ignored. */
   let generation = 0;
-  const timers = { retry: undefined as Timer, refresh: undefined as Timer, connect: undefined as Timer };
+  const timers: Timers = { retry: undefined, refresh: undefined, connect: undefined, fallback: undefined };
+  const transport = transportChoice(opts);
   const live = liveness(opts, hooks.ping, () => lost(1006, 'no pong'));
   const clearTimers = (): void => {
-    clearTimeout(timers.retry);
-    clearTimeout(timers.refresh);
-    clearTimeout(timers.connect);
-    timers.retry = timers.refresh = timers.connect = undefined;
+    for (const key of TIMERS) timers[key] = void clearTimeout(timers[key]);
     live.stop();
   };
+  const scheduleRefresh = refresher(tokens, timers, () => generation);
 
   function setState(next: ClientState, change: Omit<StateChange, 'state'> = {}): void {
     state = next;
@@ -208,18 +245,30 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
       return;
     }
     if (gen !== generation) return;
-    const socket = new opts.WebSocket(opts.url, [PROTOCOL, BEARER_PREFIX + token]);
-    ws = socket;
+    const fallback = transport.current();
+    const socket = (ws = new (fallback ?? opts.WebSocket)(opts.url, [PROTOCOL, BEARER_PREFIX + token]));
+    if (fallback === undefined && opts.fallback !== undefined) timers.fallback = setTimeout(useFallback, opts.fallbackAfter);
     socket.onmessage = (e) => {
       live.heard();
       hooks.frame(e.data as string);
     };
     socket.onclose = (e) => {
-      if (ws === socket) lost(e.code, e.reason);
+      if (ws !== socket) return;
+      // A socket that never opened (a proxy refused the upgrade: 1006) goes to the fallback at once;
+      // the fallback is kept only once it connected (else the server was just down).
+      if (timers.fallback !== undefined && e.code === 1006) return useFallback();
+      if (fallback !== undefined && state === 'connecting') transport.choose(false);
+      lost(e.code, e.reason);
     };
     // A close event with the code follows every error.
     socket.onerror = () => {};
   }
+
+  function useFallback(): void {
+    transport.choose(true);
+    void open();
+  }
+
 
   function drop(code = 1000): void {
     generation += 1;
@@ -252,19 +301,6 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
     setState('disconnected', { code, reason, delay: next.delay });
   }
 
-  function scheduleRefresh(retry = false): void {
-    const delay = tokens.delay(retry);
-    if (delay === undefined) return;
-    timers.refresh = setTimeout(() => {
-      const gen = generation;
-      tokens.refresh(() => gen === generation).then(
-        () => gen === generation && scheduleRefresh(),
-        // At `exp` the server closes with 4401 and the reconnect asks for a new token.
-        () => gen === generation && scheduleRefresh(true),
-      );
-    }, delay);
-  }
-
   const listen = network(
     () => {
       if (state !== 'disconnected') return;
@@ -292,8 +328,8 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
     /** The `connected` frame arrived. */
     established(): void {
       attempt = 0;
-      clearTimeout(timers.connect);
-      timers.connect = undefined;
+      timers.connect = void clearTimeout(timers.connect);
+      timers.fallback = void clearTimeout(timers.fallback);
       scheduleRefresh();
       live.start();
       setState('connected');

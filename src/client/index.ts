@@ -26,6 +26,7 @@ import type {
 } from '../messages.js';
 import { createConnection, type ClientState, type StateChange, type TokenSource, type WebSocketConstructor } from './connection.js';
 import { DEFAULT_BACKOFF, type Backoff } from './policy.js';
+import { FallbackSocket } from './transport.js';
 import { ClientError, createRequests, replyError } from './requests.js';
 import { createSends, newKey } from './sends.js';
 import { createGrants, type GrantSource } from './grants.js';
@@ -48,6 +49,13 @@ export interface ClientOptions {
   readonly token: TokenSource;
   /** Where there is no global WebSocket (Node 20): the `ws` package's class. */
   readonly WebSocket?: WebSocketConstructor;
+  /**
+   * A WebSocket not `connected` within this (ms), or refused before it, makes the client use the
+   * HTTP fallback (docs/WEBSOCKET_API.md "HTTP fallback"), same API (default 2500; 0: never).
+   */
+  readonly fallbackAfter?: number;
+  /** The fallback, once chosen, is kept this long before the next connect tries the WebSocket again (ms, default 300000). */
+  readonly retryWebSocketAfter?: number;
   /** Reconnect backoff in ms; defaults base 1000, factor 2, cap 30000. */
   readonly backoff?: Partial<Backoff>;
   /** How long a request waits for its reply (ms, default 10000). */
@@ -185,6 +193,9 @@ export function createClient(options: ClientOptions) {
       pingAfter: options.pingAfter ?? 25_000,
       pongTimeout: options.pongTimeout ?? 10_000,
       refreshAt: options.refreshAt ?? 0.8,
+      fallback: options.fallbackAfter === 0 || typeof fetch !== 'function' ? undefined : (FallbackSocket as unknown as WebSocketConstructor),
+      fallbackAfter: options.fallbackAfter ?? 2500,
+      retryWebSocketAfter: options.retryWebSocketAfter ?? 300_000,
     },
     {
       frame: router(rooms, (reply) => requests.settle(reply) || sends.settle(reply), { connected, joined: afterJoins, refused: (room, err, id) => joins.refused(room, err, id), emit }),

@@ -231,13 +231,8 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
       if (owner === nodeId) target.deliverToConnection(connectionId, payload);
       else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
     },
-    forward(sessionId, payload) {
-      if (closed) return Promise.resolve(false);
-      const owner = nodeOfConnection(sessionId);
-      if (owner !== nodeId) return send(channels.node(owner), 'f', sessionId, payload);
-      target.forwarded?.(sessionId, payload);
-      return Promise.resolve(true);
-    },
+    // To the holder's own channel, in PUBLISH order from this node; this node's own sessions at once.
+    forward: (sessionId, payload) => (closed ? Promise.resolve(false) : nodeOfConnection(sessionId) !== nodeId ? send(channels.node(nodeOfConnection(sessionId)), 'f', sessionId, payload) : Promise.resolve((target.forwarded?.(sessionId, payload), true))),
     disconnectUser: (userId, code, reason) => void (closed || (target.disconnectUser(userId, code, reason), send(channels.control, 'd', userId, encodeDisconnect(code, reason)))),
     // Applied here at once: in Redis before it is sent, so a node that misses the frame reads it on its reload.
     revoke: (kept) => (closed ? Promise.resolve(false) : (target.revoke(kept), send(channels.control, 'v', String(kept.expiresAt), encodeRevocation(kept.rule)))),

@@ -128,7 +128,8 @@ async function fakeClient(token: ClientOptions['token'], options: Partial<Client
   vi.useFakeTimers();
   const { sockets, WebSocket } = scriptedSockets();
   const states: StateChange[] = [];
-  const c = createClient({ url: 'ws://edge/api/v1/ws/connect', token, WebSocket, random: max, pingAfter: 0, ...options });
+  // fallbackAfter 0: these scripted sockets test the WebSocket's policy; the HTTP fallback has its own tests (fallback-client.test.ts).
+  const c = createClient({ url: 'ws://edge/api/v1/ws/connect', token, WebSocket, random: max, pingAfter: 0, fallbackAfter: 0, ...options });
   c.on('state', (s) => states.push(s));
   c.connect();
   await vi.advanceTimersByTimeAsync(0);

@@ -1,0 +1,85 @@
+/**
+ * The HTTP fallback as a WebSocket (docs/WEBSOCKET_API.md "HTTP fallback"): `fetch` of
+ * GET /api/v1/ws/stream?format=ndjson with the token in an Authorization header, each line a
+ * server frame; `send` POSTs one frame at a time, in order, with the session id and the next seq
+ * (in the query: shorter than headers, and the same to the node).
+ * The stream's `closed` message becomes `onclose` with its code; a stream that ends without one,
+ * a refused stream or a refused POST closes with 1006 (or the refusal's close code), and the
+ * connection's usual policy reconnects and resumes. A plain function used with `new` (it returns
+ * the socket): closures minify smaller than a class's fields.
+ */
+import { BEARER_PREFIX } from '../messages.js';
+import type { WebSocketLike } from './connection.js';
+
+/** `url`: the WebSocket endpoint (ws(s)://host/api/v1/ws/connect); the token rides in `protocols` as for a socket. */
+export function FallbackSocket(url: string, protocols: string[]): WebSocketLike {
+  const stream = url.replace(/^ws/, 'http').replace(/connect.*/, 'stream');
+  // The connection offers [PROTOCOL, BEARER_PREFIX + token].
+  const auth = { authorization: `Bearer ${protocols[1]!.slice(BEARER_PREFIX.length)}` };
+  const abort = new AbortController();
+  let session = '';
+  let seq = 0;
+  let posts: Promise<unknown> = Promise.resolve();
+  let done = false;
+
+  const end = (code: number, reason: string): void => {
+    if (done) return;
+    done = true;
+    abort.abort();
+    socket.onclose?.({ code, reason });
+  };
+
+  /** The first line is always the session; `closed` is the last. */
+  const line = (text: string): void => {
+    if (session === '') session = (JSON.parse(text) as { session_id: string }).session_id;
+    else if (!text.startsWith('{"type":"closed"')) socket.onmessage?.({ data: text });
+    else {
+      const { code, reason } = JSON.parse(text) as { code: number; reason: string };
+      end(code, reason);
+    }
+  };
+
+  const read = async (): Promise<void> => {
+    try {
+      const res = await fetch(`${stream}?format=ndjson`, { headers: auth, signal: abort.signal });
+      if (!res.ok) {
+        const body = (await res.json().catch(() => ({}))) as { close_code?: number; message?: string };
+        return end(body.close_code ?? 1006, body.message ?? '');
+      }
+      const reader = res.body!.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        const lines = (buffer += decoder.decode(chunk.value, { stream: true })).split('\n');
+        buffer = lines.pop()!;
+        for (const text of lines) if (text !== '' && !done) line(text);
+      }
+    } catch {
+      // aborted or cut: closed below
+    }
+    end(1006, '');
+  };
+
+  /**
+   * A POST not taken (refused, or the node unreachable) ends the socket: the connection reconnects,
+   * resumes, and resends what was not answered, as after a lost WebSocket.
+   */
+  const post = async (data: string, n: number): Promise<void> => {
+    const status = await fetch(`${stream}?session=${session}&seq=${n}`, { method: 'POST', headers: auth, body: data, signal: abort.signal }).then((r) => r.status, () => 0);
+    if (status !== 202) end(1006, '');
+  };
+
+  const socket: WebSocketLike = {
+    onmessage: null,
+    onclose: null,
+    onerror: null,
+    // One POST at a time: the holder gets them in order whatever node each reaches.
+    send(data) {
+      const n = ++seq;
+      posts = posts.then(() => post(data, n));
+    },
+    close: () => end(1000, 'closed by the client'),
+  };
+  void read();
+  return socket;
+}

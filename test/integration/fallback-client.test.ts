@@ -1,0 +1,160 @@
+/// <reference lib="dom" />
+/**
+ * ws-edge/client falls back by itself (issue 28 item 4): Chromium loads the client bundle and
+ * connects through the shipped HAProxy config, balancing round-robin and refusing WebSocket
+ * upgrades, to three `ws-edge serve` processes on one redis-server. The client gets no WebSocket,
+ * switches to the HTTP fallback with the same API, and is connected within 3 s of the page load
+ * (printed); it follows a sequenced room across a kill -9 and a rolling restart of every node, and
+ * sends numbered messages to a sequenced room whose POSTs land on any node (counted: 0 lost, 0
+ * duplicated; sequenced, so an echo published while the client reconnects is recovered too).
+ */
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPublisher } from '../../src/publisher.js';
+import { launchChromium, startPageServer, type PageServer } from '../helpers/browser.js';
+import { token } from '../helpers/client.js';
+import { startForwarder, stopAllForwarders, type Forwarder } from '../helpers/forwarder.js';
+import { startHaproxy, stopAllHaproxy, type Haproxy } from '../helpers/haproxy.js';
+import { lossOf } from '../helpers/numbered.js';
+import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
+import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
+
+let browser: Browser;
+let pages: PageServer;
+
+beforeAll(async () => {
+  [browser, pages] = await Promise.all([launchChromium(), startPageServer()]);
+  console.log(JSON.stringify({ chromium: browser.version(), client_bundle: pages.bundle }));
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await pages?.stop();
+  await stopAllHaproxy();
+  await stopAllForwarders();
+  await stopAllProcesses();
+  await stopAllRedis();
+});
+
+type PageGlobals = Record<string, any>;
+
+interface Record_ {
+  states: Array<{ state: string; code?: number }>;
+  events: number[];
+  chat: number[];
+  nodes: string[];
+  connectedAt: number;
+  recovered: number;
+  resets: number;
+}
+
+const record = (page: Page): Promise<Record_> => page.evaluate(() => (window as unknown as PageGlobals).record as Record_);
+
+describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
+  let env: Record<string, string>;
+  let redisUrl: string;
+  let nodes: NodeProcess[];
+  let slots: Forwarder[];
+  let lb: Haproxy;
+  let page: Page;
+
+  it('connects through the HTTP fallback within 3 s of the page load', async () => {
+    const redis = await startRedis();
+    redisUrl = redis.url;
+    env = { REDIS_URL: redis.url, REDIS_PREFIX: uniquePrefix(), WS_DRAIN_TIMEOUT: '1', WS_HISTORY_ROOMS: 'task:*', WS_HISTORY_SIZE: '5000', WS_HISTORY_RECOVER_MAX: '5000' };
+    nodes = await Promise.all([startNodeProcess(env), startNodeProcess(env), startNodeProcess(env)]);
+    slots = await Promise.all(nodes.map((n) => startForwarder(n.port)));
+    lb = await startHaproxy(
+      slots.map((s) => s.port),
+      { env: { HAPROXY_BALANCE: 'roundrobin', HAPROXY_REFUSE_UPGRADES: '1' } },
+    );
+    page = await browser.newPage();
+    const loadStart = Date.now();
+    await page.goto(pages.origin + '/');
+    await page.waitForFunction(() => document.title === 'ready');
+    await page.evaluate(
+      ({ url, tok, watcher }) => {
+        const w = window as unknown as PageGlobals;
+        const record = { states: [] as unknown[], events: [] as number[], chat: [] as number[], nodes: [] as string[], connectedAt: 0, recovered: 0, resets: 0 };
+        const client = w.edge.createClient({ url, token: tok, queueSize: 1000 });
+        client.on('state', (s: unknown) => record.states.push(s));
+        client.on('connected', (d: { connection_id: string }) => {
+          record.nodes.push(d.connection_id.split('.')[0]!);
+          record.connectedAt ||= performance.timeOrigin + performance.now();
+        });
+        client.join('task:count', {
+          event: (e: { type: string; data: { n: number } }) => e.type === 'task.updated' && record.events.push(e.data.n),
+          recovered: () => (record.recovered += 1),
+          reset: () => (record.resets += 1),
+        });
+        client.join('task:chat', { event: (e: { type: string; user_id: string; data: { n: number } }) => e.type === 'message.new' && e.user_id === watcher && record.chat.push(e.data.n) });
+        client.connect();
+        Object.assign(w, { client, record });
+      },
+      { url: lb.url, tok: token('pat'), watcher: 'pat' },
+    );
+    await waitFor('the client connected', async () => (await record(page)).connectedAt > 0, 10_000);
+    const r = await record(page);
+    const elapsed = r.connectedAt - loadStart;
+    console.log(`ws-edge/client behind HAProxy refusing upgrades: connected through the fallback ${elapsed.toFixed(0)} ms after the page load started; states ${JSON.stringify(r.states.map((s) => `${s.state}${s.code ? ` ${s.code}` : ''}`))}`);
+    expect(elapsed).toBeLessThan(3000);
+  });
+
+  it('loses and repeats nothing across a kill -9 and a rolling restart, events in and messages out', async () => {
+    const publisher = createPublisher({ redisUrl, prefix: env['REDIS_PREFIX'], historyRooms: 'task:*', historySize: 5000 });
+    let published = 0;
+    let sent = 0;
+    let running = true;
+    const loop = (async () => {
+      while (running) {
+        published += 1;
+        await publisher.publish('task:count', 'task.updated', { n: published });
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    // The page sends numbered messages through the client (its queue rides out reconnects).
+    const sending = (async () => {
+      while (running) {
+        sent += 1;
+        await page.evaluate((n) => (window as unknown as PageGlobals).client.send('task:chat', { n }), sent);
+      }
+    })();
+    const caughtUp = async (events: number, chat: number) => {
+      const r = await record(page);
+      return r.events.length >= events && r.chat.length >= chat;
+    };
+    const restart = async (i: number, how: 'kill9' | 'stop') => {
+      const connects = (await record(page)).nodes.length;
+      await nodes[i]![how]();
+      nodes[i] = await startNodeProcess(env);
+      slots[i]!.retarget(nodes[i]!.port);
+      await waitFor(`HAProxy sees node ${i} up`, async () => (await lb.servers()).every((s) => s.status === 'UP'), 15_000);
+      const [events, chat] = [published, sent];
+      await waitFor(`the page after ${how} of node ${i}`, async () => (await record(page)).nodes.length >= connects && caughtUp(events, chat - 1), 20_000);
+    };
+    try {
+      await waitFor('events and messages flowing', () => caughtUp(20, 5), 10_000);
+      const holder = (await record(page)).nodes.at(-1)!;
+      await restart(
+        nodes.findIndex((n) => n.nodeId === holder),
+        'kill9',
+      );
+      for (const i of [0, 1, 2]) await restart(i, 'stop');
+    } finally {
+      running = false;
+      await Promise.all([loop, sending]);
+    }
+    const [events, chat] = [published, sent];
+    await waitFor('every event and message', () => caughtUp(events, chat), 20_000);
+    await publisher.close();
+    const r = await record(page);
+    const inbound = lossOf(events, r.events);
+    const outbound = lossOf(chat, r.chat);
+    console.log(
+      `client on the fallback, kill -9 + rolling restart of 3 nodes: events published ${events}, received ${r.events.length} (lost ${inbound.lost}, duplicated ${inbound.duplicated}, recovered ${r.recovered}, resets ${r.resets}); messages sent ${chat}, echoed ${r.chat.length} (lost ${outbound.lost}, duplicated ${outbound.duplicated}); sessions on nodes ${r.nodes.length}`,
+    );
+    expect({ inbound, outbound }).toEqual({ inbound: { lost: 0, duplicated: 0 }, outbound: { lost: 0, duplicated: 0 } });
+    expect(r.resets).toBe(0);
+  }, 120_000);
+});
