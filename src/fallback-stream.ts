@@ -9,9 +9,9 @@ import { checkOrigin } from './handshake.js';
 import type { HttpResponse } from './uws.js';
 
 /**
- * Seconds between SSE comment heartbeats (NDJSON: an empty line). Below uWS's own 10 s idle
- * timeout for an HTTP response that writes nothing, and far below the 30-60 s idle timeouts of
- * common proxies; each costs 3 bytes.
+ * Seconds between SSE comment heartbeats (NDJSON: an empty line): far below the 30-60 s idle
+ * timeouts of common proxies (the shipped HAProxy's `timeout server` is 30 s), so a quiet stream
+ * is never cut as idle; each costs 3 bytes.
  */
 export const HEARTBEAT_SECONDS = 5;
 /** The browser's EventSource waits this long before reconnecting (the SSE `retry:` field), in ms. */

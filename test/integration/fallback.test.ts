@@ -4,8 +4,10 @@
  * has its documented HTTP answer (counted), a closed socket ends the stream with `closed`, an
  * abandoned stream frees its connection at once, a slow reader is closed.
  */
+import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FALLBACK_REFUSALS } from '../../src/errors.js';
 import { connect, join, token, type TestClient } from '../helpers/client.js';
 import { openStream, post, type StreamEvent, type TestStream } from '../helpers/fallback.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
@@ -176,6 +178,22 @@ describe('HTTP fallback on one node', () => {
     stream.abort();
     await waitFor('the loopback socket closed', () => node.connections() === before);
     expect(await node.metric('wsedge_fallback_streams_ended_total', { format: 'sse', why: 'aborted' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('keeps a silent stream open with a comment heartbeat every 5 s', async () => {
+    const stream = await opened(node, 'quiet');
+    await stream.next((e) => e.data.type === 'connected');
+    await waitFor('three heartbeats', () => stream.heartbeats() >= 3, 25_000, 200);
+    node.events.publish('user:quiet', 'task.updated', { n: 1 });
+    expect((await stream.next((e) => e.data.type === 'task.updated')).data['data']).toEqual({ n: 1 });
+    console.log(`fallback heartbeats: ${stream.heartbeats()} comments, stream open after them`);
+  }, 40_000);
+
+  it('documents every fallback refusal in docs/WEBSOCKET_API.md', () => {
+    const doc = readFileSync(new URL('../../docs/WEBSOCKET_API.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## HTTP fallback'), doc.indexOf('## Client library'));
+    for (const refusal of Object.values(FALLBACK_REFUSALS)) expect(section, refusal.code).toContain(`| ${refusal.status}`);
+    for (const refusal of Object.values(FALLBACK_REFUSALS)) expect(section, refusal.code).toContain(`\`${refusal.code}\``);
   });
 
   it('closes a reader that falls WS_MAX_BACKPRESSURE behind, counted', async () => {
