@@ -8,7 +8,11 @@
  * sends numbered messages to a sequenced room whose POSTs land on any node (counted: 0 lost, 0
  * duplicated; sequenced, so an echo published while the client reconnects is recovered too).
  */
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
+import WebSocket, { WebSocketServer } from 'ws';
+import { createClient } from '../../src/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPublisher } from '../../src/publisher.js';
 import { launchChromium, startPageServer, type PageServer } from '../helpers/browser.js';
@@ -16,6 +20,7 @@ import { token } from '../helpers/client.js';
 import { startForwarder, stopAllForwarders, type Forwarder } from '../helpers/forwarder.js';
 import { startHaproxy, stopAllHaproxy, type Haproxy } from '../helpers/haproxy.js';
 import { lossOf } from '../helpers/numbered.js';
+import { startTestNode, stopAllNodes } from '../helpers/node.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
@@ -34,6 +39,7 @@ afterAll(async () => {
   await stopAllHaproxy();
   await stopAllForwarders();
   await stopAllProcesses();
+  await stopAllNodes();
   await stopAllRedis();
 });
 
@@ -157,4 +163,47 @@ describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
     expect({ inbound, outbound }).toEqual({ inbound: { lost: 0, duplicated: 0 }, outbound: { lost: 0, duplicated: 0 } });
     expect(r.resets).toBe(0);
   }, 120_000);
+});
+
+describe('ws-edge/client in Node when the WebSocket opens but never answers', () => {
+  it('switches to the HTTP fallback after fallbackAfter and works the same', async () => {
+    const node = await startTestNode({ WS_HISTORY_ROOMS: 'task:*' });
+    // A front that accepts every upgrade and says nothing (a broken proxy), and passes plain HTTP on to the node.
+    const silent = new WebSocketServer({ noServer: true });
+    const front = createServer((req, res) => {
+      const upstream = httpRequest({ host: '127.0.0.1', port: node.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      req.pipe(upstream);
+      res.on('close', () => upstream.destroy());
+    });
+    front.on('upgrade', (req, socket, head) => silent.handleUpgrade(req, socket, head, () => {}));
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const { port } = front.address() as AddressInfo;
+    const states: string[] = [];
+    const client = createClient({ url: `ws://127.0.0.1:${port}/api/v1/ws/connect`, token: token('nia'), WebSocket: WebSocket as never, fallbackAfter: 1000, pingAfter: 0 });
+    client.on('state', (s) => states.push(s.state));
+    const events: number[] = [];
+    client.join('task:n', { event: (e) => void (e.type === 'task.updated' && events.push((e.data as { n: number }).n)) });
+    const t0 = Date.now();
+    client.connect();
+    try {
+      await waitFor('connected through the fallback', () => client.state === 'connected', 10_000);
+      const elapsed = Date.now() - t0;
+      expect(await node.metric('wsedge_fallback_sessions', { format: 'ndjson' })).toBe(1);
+      const sent = await client.send('task:n', { n: 0 });
+      expect(sent.type).toBe('message_sent');
+      for (let n = 1; n <= 50; n++) node.events.publish('task:n', 'task.updated', { n });
+      await waitFor('50 events', () => events.length >= 50);
+      console.log(`ws-edge/client in Node, silent WebSocket: on the fallback ${elapsed} ms after connect() (fallbackAfter 1000), states ${states.join(',')}, ${events.length} of 50 events, send answered ${sent.type}`);
+      expect(elapsed).toBeGreaterThanOrEqual(1000);
+      expect(events).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    } finally {
+      client.close();
+      silent.close();
+      front.closeAllConnections();
+      front.close();
+    }
+  });
 });
