@@ -115,9 +115,14 @@ function refusalOf(code: number): HttpRefusal {
   return FALLBACK_REFUSALS.stream_refused;
 }
 
-/** The join_room frames for the URL's rooms, each with its Last-Event-ID position when it had one. */
-function joins(request: StreamRequest): string[] {
-  return request.rooms.map((room) => JSON.stringify({ type: 'join_room', room, id: `stream:${room}`, ...(request.since.has(room) && { since: request.since.get(room) }) }));
+/**
+ * The URL's rooms joined in one `resume` frame (one frame for the rate limit, however many rooms),
+ * each with its Last-Event-ID position when it had one; undefined without rooms.
+ */
+function joins(request: StreamRequest): string | undefined {
+  if (request.rooms.length === 0) return undefined;
+  const rooms = request.rooms.map((room) => ({ room, ...(request.since.has(room) && { since: request.since.get(room) }) }));
+  return JSON.stringify({ type: 'resume', id: 'stream', rooms });
 }
 
 /** Opens the loopback socket and answers: the stream once `connected` arrives, else the refusal. */
@@ -179,7 +184,8 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
     writer.open();
     writer.frame(JSON.stringify({ type: 'session', session_id: id, transport: format, heartbeat: HEARTBEAT_SECONDS }));
     writer.frame(connected);
-    for (const frame of joins(request)) socket.send(frame);
+    const resume = joins(request);
+    if (resume !== undefined) socket.send(resume);
   };
 
   const positions: Positions = new Map();
