@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FALLBACK_REFUSALS } from '../../src/errors.js';
-import { connect, join, token, type TestClient } from '../helpers/client.js';
+import { connect, join, open, token, type TestClient } from '../helpers/client.js';
 import { openStream, post, type StreamEvent, type TestStream } from '../helpers/fallback.js';
 import { startTestNode, stopAllNodes, type TestNode } from '../helpers/node.js';
 import { waitFor } from '../helpers/wait.js';
@@ -178,6 +178,32 @@ describe('HTTP fallback on one node', () => {
     stream.abort();
     await waitFor('the loopback socket closed', () => node.connections() === before);
     expect(await node.metric('wsedge_fallback_streams_ended_total', { format: 'sse', why: 'aborted' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('ignores a malformed Last-Event-ID and joins the listed rooms from now', async () => {
+    const stream = await opened(node, 'olga', { rooms: ['task:m1'], lastEventId: 'x=y:z,,task:m1=bad epoch!:5,task:m1=e:-1,task:m1=e:1.5,=:' });
+    const joined = await stream.next((e) => e.data.type === 'room_joined');
+    expect(joined.data).toMatchObject({ room: 'task:m1' });
+    expect(joined.data['recovered']).toBeUndefined();
+  });
+
+  it('counts a fallback session against the per-address limit with the real client address, which no client can forge', async () => {
+    const limited = await startTestNode({ WS_TRUSTED_PROXIES: '127.0.0.1', WS_MAX_CONNECTIONS_PER_IP: '1' });
+    const from = (address: string) => ({ headers: { 'x-forwarded-for': address } });
+    const first = await openStream(limited.http, { token: token('pia'), ...from('203.0.113.9') });
+    streams.push(first);
+    const second = await openStream(limited.http, { token: token('quin'), ...from('203.0.113.9') });
+    expect({ status: second.status, close: (second.body as { close_code?: number }).close_code }).toEqual({ status: 429, close: 4429 });
+    const other = await openStream(limited.http, { token: token('quin'), ...from('203.0.113.10') });
+    streams.push(other);
+    expect(other.status).toBe(200);
+    // A relay header without the node's secret is not believed: this socket is 127.0.0.1's, whatever it claims.
+    const forged = open(limited.url, token('rex'), { headers: { 'x-wsedge-relay': 'not-the-secret 198.51.100.7' } });
+    clients.push(forged);
+    await forged.next((e) => e.type === 'connected');
+    const again = open(limited.url, token('sam'), { headers: { 'x-wsedge-relay': 'not-the-secret 198.51.100.8' } });
+    clients.push(again);
+    expect((await again.closed).code).toBe(4429);
   });
 
   it('keeps a silent stream open with a comment heartbeat every 5 s', async () => {
