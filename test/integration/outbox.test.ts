@@ -242,6 +242,31 @@ describe('PostgreSQL outbox', () => {
     expect(tally(got)).toMatchObject({ received: 20, distinct: 20, duplicated: 0, outOfOrder: 0 });
   });
 
+  it('Redis down: rows wait (retried) rather than reach this node\'s members only; Redis back: every row once, in order', { timeout: 30_000 }, async () => {
+    const node = await outboxNode({ WS_OUTBOX_POLL: '200', REDIS_PROBE_INTERVAL: '1', REDIS_PROBE_TIMEOUT: '1' });
+    logsOnFailure([node]);
+    const client = await member(node, 'alice', ['channel:rd']);
+    const got = collect(client);
+    const write = (from: number, count: number) => db.sql(`INSERT INTO ws_edge_outbox (targets, type, data) SELECT '{"room": "channel:rd"}', 'task.updated', jsonb_build_object('n', n) FROM generate_series(${from}, ${from + count - 1}) n`);
+    await write(1, 5);
+    await waitFor('5 delivered', () => got.length >= 5, 10_000);
+    await redis.stop();
+    await waitFor('broker down', async () => (await node.metric('wsedge_broker_up')) === 0, 10_000, 50);
+    const retriedBefore = await node.metric('wsedge_ingest_entries_total', { source: 'outbox', outcome: 'retried' });
+    await write(6, 20);
+    await waitFor('a row retried', async () => (await node.metric('wsedge_ingest_entries_total', { source: 'outbox', outcome: 'retried' })) > retriedBefore, 10_000, 50);
+    const waitingWhileDown = await waiting();
+    const deliveredWhileDown = got.length;
+    await redis.restart();
+    await waitFor('broker up', async () => (await node.metric('wsedge_broker_up')) === 1, 15_000, 50);
+    await waitFor('25 delivered and the outbox empty', async () => got.length >= 25 && (await waiting()) === 0, 15_000, 50);
+    const counts = tally(got);
+    console.log(`outbox with Redis down: ${waitingWhileDown} rows waiting, ${deliveredWhileDown} delivered while down; Redis back: ${JSON.stringify({ received: counts.received, distinct: counts.distinct, duplicated: counts.duplicated, outOfOrder: counts.outOfOrder })}`);
+    expect(waitingWhileDown).toBe(20);
+    expect(deliveredWhileDown).toBe(5);
+    expect(counts).toMatchObject({ received: 25, distinct: 25, duplicated: 0, outOfOrder: 0 });
+  });
+
   it('refuses bad outbox settings at start, one line each, never echoing the URL', () => {
     const problems = (env: Record<string, string>): string[] => {
       try {
