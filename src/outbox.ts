@@ -23,6 +23,7 @@ import type { Ingest } from './ingest.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { publishBatch, schemaProblem, type BatchDeps, type BatchResult } from './outbox-batch.js';
+import { createPause } from './pause.js';
 
 /** Partitions of the table: `hashtext(first target) & 15` in sql/outbox.sql. */
 export const OUTBOX_PARTITIONS = 16;
@@ -178,17 +179,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
   let session: Session | undefined;
   let stopped = false;
   let notified = false;
-  let wake: (() => void) | undefined;
-  const pause = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        wake = undefined;
-        resolve();
-      }
-      wake = done;
-    });
+  const { pause, wake } = createPause();
 
   const drop = (): void => {
     session?.close();
@@ -198,7 +189,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
     const opened: Session = await openSession(connection, config.table, deps, {
       notified: () => {
         notified = true;
-        wake?.();
+        wake();
       },
       lost: (err) => {
         if (session !== opened) return;
@@ -282,7 +273,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
     stop: () =>
       (stopping ??= (async () => {
         stopped = true;
-        wake?.();
+        wake();
         await running;
         health.stop();
         drop();

@@ -13,6 +13,7 @@ import { BackendError, createPostTarget, postJson } from './backend.js';
 import { eventTime, type EventLog, type LoggedEvent } from './lifecycle.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { createPause } from './pause.js';
 
 export interface WebhookConfig {
   readonly url: string;
@@ -51,17 +52,7 @@ export interface Webhooks {
 export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Metrics, logger: Logger): Webhooks {
   const target = createPostTarget(config.url, 1);
   let stopped = false;
-  let wake: (() => void) | undefined;
-  const pause = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        wake = undefined;
-        resolve();
-      }
-      wake = done;
-    });
+  const { pause, wake } = createPause();
 
   // Renewed on a timer of its own, so a holder waiting out a backoff keeps the lease.
   let held = false;
@@ -161,7 +152,7 @@ export function startWebhooks(config: WebhookConfig, log: EventLog, metrics: Met
     async stop() {
       stopped = true;
       clearInterval(renewal);
-      wake?.();
+      wake();
       await running;
       target.agent.destroy();
     },

@@ -23,6 +23,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WritesTogether } from '../publish.js';
 import { entryTime, LEASE_MS, LEASE_RENEW_MS, type IngestQueue, type StreamEntry } from './ingest-stream.js';
+import { createPause } from '../pause.js';
 
 /** An empty stream is read again after this (the command connection is shared: no blocking read). */
 const IDLE_MS = 50;
@@ -59,17 +60,7 @@ type Outcome = Ingested | { readonly status: 'failed' };
 export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
   const { config, queue, metrics, log } = opts;
   let stopped = false;
-  let wake: (() => void) | undefined;
-  const pause = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        wake = undefined;
-        resolve();
-      }
-      wake = done;
-    });
+  const { pause, wake } = createPause();
 
   // Renewed on a timer of its own, so a long round or a backoff keeps the lease. A round reads only
   // while the lease was confirmed less than half its life ago: a holder cut off from Redis stops
@@ -190,7 +181,7 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
     async stop() {
       stopped = true;
       clearInterval(renewal);
-      wake?.();
+      wake();
       await running;
       await queue.release().catch(() => undefined);
       held = false;
