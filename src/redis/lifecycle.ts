@@ -13,6 +13,7 @@ import type { EventType, EventLog, Lifecycle, LifecycleOptions, LoggedEvent, Sig
 import { isPersonalRoom } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import type { EventFate } from '../metrics.js';
+import { createLeasedGroup, type GroupEntry } from './group.js';
 import type { RedisClient } from './links.js';
 import { startRefreshLoop } from './refresh-loop.js';
 import { runScript } from './scripts.js';
@@ -23,8 +24,6 @@ const SWEEP_MAX = 200;
 /** Members re-added per refresh script. */
 const REFRESH_CHUNK = 300;
 const GROUP = 'webhooks';
-/** A deliverer that stops renewing (every 2 s) loses the lease after this long. */
-const LEASE_MS = 6000;
 
 export interface RedisLifecycleOptions extends LifecycleOptions {
   readonly redis: RedisClient;
@@ -108,64 +107,19 @@ export function createRedisLifecycle(opts: RedisLifecycleOptions): Lifecycle {
   };
 }
 
-type StreamEntries = Array<[id: string, fields: string[]]>;
-
-function logged(entries: StreamEntries): LoggedEvent[] {
+function logged(entries: readonly GroupEntry[]): LoggedEvent[] {
   return entries.map(([id, fields]) => ({ id, json: fields[fields.indexOf('event') + 1] ?? '{}' }));
 }
 
 /**
- * The stream as the webhook deliverer's log. Only the lease holder reads: its own pending entries
- * first (a batch it has not delivered yet, or what it claimed on taking the lease over), then new
- * ones. A group lost with a restarted Redis is made again.
+ * The stream as the webhook deliverer's log: read by the lease holder only (redis/group.ts), its
+ * own pending entries first. Entries trimmed away before delivery are counted.
  */
 export function createRedisEventLog(redis: RedisClient, stream: string, nodeId: string, dropped: (fate: EventFate, count: number) => void): EventLog {
-  let held = false;
-  const lease = `${stream}:webhooks`;
-  const ensureGroup = (): Promise<unknown> => redis.xgroup('CREATE', stream, GROUP, '0', 'MKSTREAM').catch((err: Error) => (err.message.includes('BUSYGROUP') ? undefined : Promise.reject(err)));
-  // Everything pending in the group becomes this node's; entries trimmed away meanwhile are counted.
-  const claim = async (): Promise<void> => {
-    let cursor = '0-0';
-    do {
-      const [next, , deleted] = (await redis.xautoclaim(stream, GROUP, nodeId, 0, cursor, 'COUNT', 1000, 'JUSTID')) as [string, string[], string[]];
-      if (deleted.length > 0) {
-        dropped('trimmed', deleted.length);
-        await redis.xack(stream, GROUP, ...deleted);
-      }
-      cursor = next;
-    } while (cursor !== '0-0');
-  };
-  const readFrom = async (id: string, max: number): Promise<LoggedEvent[]> => {
-    const reply = (await redis.xreadgroup('GROUP', GROUP, nodeId, 'COUNT', max, 'STREAMS', stream, id)) as Array<[string, StreamEntries]> | null;
-    const entries = reply?.[0]?.[1] ?? [];
-    // A pending entry trimmed from the stream reads as an id without fields.
-    const gone = entries.filter(([, fields]) => fields === null || fields.length === 0).map(([gid]) => gid);
-    if (gone.length > 0) {
-      dropped('trimmed', gone.length);
-      await redis.xack(stream, GROUP, ...gone);
-    }
-    return logged(entries.filter(([, fields]) => fields !== null && fields.length > 0));
-  };
+  const group = createLeasedGroup(redis, { stream, group: GROUP, lease: `${stream}:webhooks`, nodeId, gone: (count) => dropped('trimmed', count) });
   return {
-    async hold() {
-      const now = (await runScript(redis, 'lease', [lease], [nodeId, LEASE_MS])) === 1;
-      if (now && !held) {
-        await ensureGroup();
-        await claim();
-      }
-      held = now;
-      return held;
-    },
-    async read(max) {
-      try {
-        const pending = await readFrom('0', max);
-        return pending.length > 0 ? pending : await readFrom('>', max);
-      } catch (err) {
-        if (!(err as Error).message.includes('NOGROUP')) throw err;
-        await ensureGroup();
-        return [];
-      }
-    },
+    hold: group.hold,
+    read: async (max) => logged(await group.read(max)),
     async ack(ids) {
       if (ids.length > 0) await redis.xack(stream, GROUP, ...ids);
     },
