@@ -136,5 +136,5 @@ console.log(`\n${READERS} readers x ${EVENTS} events, ${REPS} repetitions, media
 console.log('| figure | WebSocket | SSE fallback | fallback / WebSocket |\n|---|---|---|---|');
 for (const key of rows) {
   const [ws, sse] = [med('ws', key), med('sse', key)];
-  console.log(`| ${key} | ${ws} | ${sse} | ${(sse / ws).toFixed(2)} |`);
+  console.log(`| ${key} | ${Number(ws.toFixed(2))} | ${Number(sse.toFixed(2))} | ${(sse / ws).toFixed(2)} |`);
 }
