@@ -79,15 +79,16 @@ export function startNodeProcess(env: Record<string, string> = {}, opts: { openF
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   child.once('error', (err) => (stderr += `spawn failed: ${err.message}\n`));
 
+  // Set before the waiters are woken: a node that exits at start fails its wait at once.
+  let hasExited = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => {
       children.delete(child);
+      hasExited = true;
       resolve({ code, signal });
       wake();
     }),
   );
-  let hasExited = false;
-  void exited.then(() => (hasExited = true));
 
   const waitForLog: NodeProcess['waitForLog'] = (match, timeoutMs = 5000) =>
     until(
