@@ -76,8 +76,16 @@ export function createStreamWriter(res: HttpResponse, options: StreamOptions): S
     res.cork(() => res.end());
   };
 
+  const pulse = options.format === 'sse' ? ':\n\n' : '\n';
+
+  /**
+   * uWS calls this once the socket can take more, and leaves its own buffer (the rest of the chunk
+   * whose write returned false) to this handler's next write: with nothing queued, a heartbeat is
+   * written so that buffer goes out too, instead of waiting for the next frame.
+   */
   const drain = (): boolean => {
-    if (done) return true;
+    if (done || !blocked) return true;
+    if (queue.length === 0) queue.push(pulse);
     while (queue.length > 0) {
       const chunk = queue.shift()!;
       queued -= Buffer.byteLength(chunk);
@@ -146,7 +154,7 @@ export function createStreamWriter(res: HttpResponse, options: StreamOptions): S
       });
     },
     frame: (json, id) => add(encode(options.format, json, id)),
-    heartbeat: () => add(options.format === 'sse' ? ':\n\n' : '\n'),
+    heartbeat: () => add(pulse),
     end(last) {
       if (done || ending) return;
       batch += encode(options.format, last, undefined);

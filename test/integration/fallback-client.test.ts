@@ -120,10 +120,15 @@ describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
       }
     })();
     // The page sends numbered messages through the client (its queue rides out reconnects).
+    const sendTimes: number[] = [];
     const sending = (async () => {
       while (running) {
         sent += 1;
-        await page.evaluate((n) => (window as unknown as PageGlobals).client.send('task:chat', { n }), sent);
+        sendTimes.push(await page.evaluate(async (n) => {
+          const t0 = performance.now();
+          await (window as unknown as PageGlobals).client.send('task:chat', { n });
+          return performance.now() - t0;
+        }, sent));
       }
     })();
     const caughtUp = async (events: number, chat: number) => {
@@ -152,11 +157,16 @@ describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
       await Promise.all([loop, sending]);
     }
     const [events, chat] = [published, sent];
-    await waitFor('every event and message', () => caughtUp(events, chat), 20_000);
+    await waitFor('every event and message', () => caughtUp(events, chat), 20_000).catch(async (err: Error) => {
+      const r = await record(page);
+      throw new Error(`${err.message}; events ${r.events.length} of ${events} (${JSON.stringify(lossOf(events, r.events))}), messages ${r.chat.length} of ${chat}, last states ${JSON.stringify(r.states.slice(-6))}`);
+    });
     await publisher.close();
     const r = await record(page);
     const inbound = lossOf(events, r.events);
     const outbound = lossOf(chat, r.chat);
+    const sorted = [...sendTimes].sort((a, b) => a - b);
+    console.log(`client.send round trip (message_sent) on the fallback in Chromium: p50 ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} ms over ${sorted.length} sends (reconnects included)`);
     console.log(
       `client on the fallback, kill -9 + rolling restart of 3 nodes: events published ${events}, received ${r.events.length} (lost ${inbound.lost}, duplicated ${inbound.duplicated}, recovered ${r.recovered}, resets ${r.resets}); messages sent ${chat}, echoed ${r.chat.length} (lost ${outbound.lost}, duplicated ${outbound.duplicated}); sessions on nodes ${r.nodes.length}`,
     );
