@@ -5,7 +5,8 @@
 -- A row is one publish API body (POST /api/v1/publish): `targets` holds its target fields
 -- ({"room": ...}, {"user_id": ...}, {"connection_id": ...}, or {"rooms": [...], "user_ids": [...]}),
 -- `type`, `data` and `sender` the rest. The row id is the idempotency key of its sequenced targets.
--- `partition` (16 of them, from the first target) keeps a room's rows in order: one node at a time
+-- `partition` (16 of them, from the first target; a user target counts as its room `user:<id>`, so
+-- `{"user_id": "7"}` and `{"room": "user:7"}` share one) keeps a room's rows in order: one node at a time
 -- publishes a partition, in id order. A custom WS_OUTBOX_TABLE needs this file with the names
 -- changed: the tables `<table>` and `<table>_dead`, and the notification channel `<table>`.
 
@@ -17,7 +18,7 @@ CREATE TABLE IF NOT EXISTS ws_edge_outbox (
   sender text,
   created_at timestamptz NOT NULL DEFAULT now(),
   partition integer NOT NULL GENERATED ALWAYS AS (
-    hashtext(coalesce(targets->>'room', targets->'rooms'->>0, targets->>'user_id', targets->'user_ids'->>0, targets->>'connection_id', '')) & 15
+    hashtext(coalesce(targets->>'room', targets->'rooms'->>0, 'user:' || (targets->>'user_id'), 'user:' || (targets->'user_ids'->>0), targets->>'connection_id', '')) & 15
   ) STORED
 );
 

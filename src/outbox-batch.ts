@@ -88,7 +88,7 @@ async function publishRows(deps: BatchDeps, client: pg.PoolClient, rows: readonl
   const { table, ingest, metrics } = deps;
   const published: OutboxRow[] = [];
   const dead: Dead[] = [];
-  let waiting: { id: string; targets: Record<string, unknown> } | undefined;
+  let waiting: { id: string; targets: Record<string, unknown>; changed: boolean } | undefined;
   for (const row of rows) {
     const body = bodyOf(row);
     if (typeof body !== 'string') {
@@ -103,7 +103,8 @@ async function publishRows(deps: BatchDeps, client: pg.PoolClient, rows: readonl
     else if (outcome.status === 'dead') dead.push({ id: row.id, code: outcome.code, reason: outcome.message });
     else {
       // Only the targets that failed stay: a plain room already published is not published again.
-      waiting = { id: row.id, targets: targetsOf(outcome.body) };
+      const targets = targetsOf(outcome.body);
+      waiting = { id: row.id, targets, changed: JSON.stringify(targets) !== JSON.stringify(row.targets) };
       break;
     }
   }
@@ -118,7 +119,8 @@ async function publishRows(deps: BatchDeps, client: pg.PoolClient, rows: readonl
   }
   const gone = [...published.map((r) => r.id), ...dead.map((d) => d.id)];
   if (gone.length > 0) await client.query(`DELETE FROM "${table}" WHERE id = ANY($1::bigint[])`, [gone]);
-  if (waiting !== undefined) await client.query(`UPDATE "${table}" SET targets = $2 WHERE id = $1`, [waiting.id, JSON.stringify(waiting.targets)]);
+  // Only when a list lost targets that were published: an unchanged row is not rewritten.
+  if (waiting !== undefined && waiting.changed) await client.query(`UPDATE "${table}" SET targets = $2 WHERE id = $1`, [waiting.id, JSON.stringify(waiting.targets)]);
   await client.query('COMMIT');
   const now = Date.now();
   metrics.ingested('outbox', 'published', published.length);

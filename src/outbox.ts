@@ -7,7 +7,8 @@
  *
  * Order: the table has 16 partitions (from the first target). Each node holds a fair share of them
  * (16 / consuming nodes, rounded up) through session advisory locks on one dedicated connection,
- * so a node that dies (its connection dies with it) frees its partitions at once and the others
+ * so a node that dies (its connection dies with it) frees its partitions (at once on a crash, within
+ * about 30 s when its host vanished: keepalives and tcp_user_timeout) and the others
  * take them at their next rebalance (every 2 s). A partition is published in id order, one batch at
  * a time; partitions run side by side on a pool of WS_OUTBOX_POOL connections.
  *
@@ -35,6 +36,12 @@ const MEASURE_MS = 1000;
 const BATCHES_PER_ROUND = 10;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
+/** A query's client-side deadline is the server's statement_timeout plus this. */
+const QUERY_GRACE_MS = 1000;
+/** TCP keepalive on the node's side of every connection. */
+const KEEPALIVE_MS = 10_000;
+/** A claim whose transaction sits idle this long (its node gone mid-batch) is ended by the server, its rows freed. */
+const IDLE_IN_TRANSACTION_MS = 60_000;
 
 /** The tables are missing or their columns are wrong: the node refuses to start. */
 export class OutboxSchemaError extends Error {
@@ -168,7 +175,19 @@ function createHealth(metrics: Metrics, log: Logger, table: string) {
 /** Connects and checks the tables; throws OutboxSchemaError when they do not fit (the node does not start). */
 export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promise<Outbox> {
   const { metrics, log } = deps;
-  const connection: pg.ClientConfig = { connectionString: config.url, connectionTimeoutMillis: config.timeoutMs, statement_timeout: config.timeoutMs, keepAlive: true, application_name: `ws-edge ${deps.nodeId}` };
+  const connection: pg.ClientConfig = {
+    connectionString: config.url,
+    connectionTimeoutMillis: config.timeoutMs,
+    statement_timeout: config.timeoutMs,
+    // The server's timeout cannot end a wait on a half-open link or in a pooler's queue: this one can.
+    query_timeout: config.timeoutMs + QUERY_GRACE_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_MS,
+    // A node whose host vanished (no RST) holds its partitions' locks until the server sees the link
+    // dead: keepalives and the user timeout bound that to about 30 s; a claim left open idle is ended.
+    options: `-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000 -c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`,
+    application_name: `ws-edge ${deps.nodeId}`,
+  };
   const pool = new pg.Pool({ ...connection, max: config.pool });
   // A pooled connection that dies (idle or in a claim) is replaced by the next claim; the claim in
   // flight fails with the outage, which the loop reports.
@@ -186,13 +205,15 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
     session = undefined;
   };
   const connect = async (): Promise<Session> => {
-    const opened: Session = await openSession(connection, config.table, deps, {
+    // Unset while the session opens: a connection lost then fails the open itself (openSession ends it).
+    let opened: Session | undefined;
+    opened = await openSession(connection, config.table, deps, {
       notified: () => {
         notified = true;
         wake();
       },
       lost: (err) => {
-        if (session !== opened) return;
+        if (opened === undefined || session !== opened) return;
         drop();
         if (err !== undefined) health.set(false, err);
       },
@@ -219,7 +240,7 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
 
   /** One round: rebalance when due, the held partitions drained WS_OUTBOX_POOL at a time, the lag measured. */
   let rebalanced = 0;
-  const round = async (): Promise<boolean> => {
+  const round = async (): Promise<'more' | 'idle' | 'retry'> => {
     // A fresh session holds nothing yet: it takes its share at once.
     const fresh = session === undefined;
     const current = session ?? (await connect());
@@ -233,16 +254,22 @@ export async function startOutbox(config: OutboxConfig, deps: OutboxDeps): Promi
     if (failure !== undefined) throw failure.reason;
     await measure();
     health.set(true);
-    return settled.some((s) => s.status === 'fulfilled' && s.value === 'more');
+    const results = settled.map((s) => (s as PromiseFulfilledResult<BatchResult>).value);
+    return results.includes('retry') ? 'retry' : results.includes('more') ? 'more' : 'idle';
   };
 
   const run = async (): Promise<void> => {
     let backoff = BACKOFF_MIN_MS;
+    let retryBackoff = BACKOFF_MIN_MS;
     while (!stopped) {
       try {
-        const more = await round();
+        const next = await round();
         backoff = BACKOFF_MIN_MS;
-        if (!more && !notified && !stopped) await pause(config.pollMs);
+        // A partition waiting on Redis (history or broker down) is claimed again after a growing
+        // pause, notifications or not: each claim locks and rewrites rows in the product's database.
+        if (next === 'retry' && !stopped) await pause(retryBackoff);
+        retryBackoff = next === 'retry' ? Math.min(retryBackoff * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
+        if (next === 'idle' && !notified && !stopped) await pause(config.pollMs);
       } catch (err) {
         // Whatever failed (a claim, the session), start over on a fresh session: the partitions
         // are given back so a node that can reach the database takes them meanwhile.

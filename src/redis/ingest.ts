@@ -96,27 +96,44 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
     });
   };
 
+  /** Moves refused entries to the dead letter; one that cannot be written stays pending (true), alone. */
+  const bury = async (dead: ReadonlyArray<{ entry: StreamEntry; code: string; message: string }>): Promise<number> => {
+    let kept = 0;
+    for (const item of dead) {
+      try {
+        await queue.dead(item);
+      } catch (err) {
+        kept += 1;
+        metrics.ingested('stream', 'retried');
+        log.warn({ err, event: 'stream_dead_letter_failed', id: item.entry.id }, 'a refused stream entry could not be written to the dead letter; it stays pending');
+        continue;
+      }
+      retries.delete(item.entry.id);
+      metrics.ingested('stream', 'dead');
+      metrics.ingestDead('stream', item.code);
+      log.debug({ event: 'stream_entry_dead', id: item.entry.id, code: item.code }, 'stream entry moved to the dead letter');
+    }
+    return kept;
+  };
+
   /** Publishes one batch; true when an entry is kept for a retry. */
   const publishBatch = async (entries: readonly StreamEntry[]): Promise<boolean> => {
     const outcomes = opts.together(() => entries.map(settle));
     const published: string[] = [];
+    const dead: Array<{ entry: StreamEntry; code: string; message: string }> = [];
     let kept = 0;
     for (let i = 0; i < entries.length; i += 1) {
       const entry = entries[i]!;
       const outcome = await outcomes[i]!;
       if (outcome.status === 'published') published.push(entry.id);
-      else if (outcome.status === 'dead') {
-        await queue.dead({ entry, code: outcome.code, message: outcome.message });
-        retries.delete(entry.id);
-        metrics.ingested('stream', 'dead');
-        metrics.ingestDead('stream', outcome.code);
-        log.info({ event: 'stream_entry_dead', id: entry.id, code: outcome.code }, 'stream entry moved to the dead letter');
-      } else {
+      else if (outcome.status === 'dead') dead.push({ entry, code: outcome.code, message: outcome.message });
+      else {
         if (outcome.status === 'retry') retries.set(entry.id, outcome.body);
         metrics.ingested('stream', 'retried');
         kept += 1;
       }
     }
+    // Acknowledged first: a dead letter that cannot be written must not bring them round again.
     await queue.done(published);
     const now = Date.now();
     for (const id of published) {
@@ -124,6 +141,7 @@ export function startStreamIngest(opts: StreamIngestOptions): StreamIngest {
       metrics.ingestLatency('stream', (now - entryTime(id)) / 1000);
     }
     metrics.ingested('stream', 'published', published.length);
+    kept += await bury(dead);
     return kept > 0;
   };
 

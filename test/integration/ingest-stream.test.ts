@@ -243,6 +243,34 @@ describe('stream ingestion on one redis-server', () => {
     await stopTestNode(node);
     await proxy.stop();
   });
+  it('a dead letter that cannot be written keeps that entry pending alone: the plain-room entries published beside it arrive once each, not once a round', { timeout: 40_000 }, async () => {
+    const server = await startRedis();
+    const stream = `${uniquePrefix()}{in}`;
+    const deadKey = `${stream}:dead`;
+    const producer = new Redis(server.url);
+    producers.push(producer);
+    // A key of another type where the dead letter goes: every XADD to it fails (WRONGTYPE).
+    await producer.set(deadKey, 'not a stream');
+    const node = await startTestNode({ REDIS_URL: server.url, REDIS_PREFIX: uniquePrefix(), ...streamEnv(stream) });
+    const ann = await member(node, 'ann', ['channel:d']);
+    for (let n = 1; n <= 5; n += 1) await append(producer, stream, { room: 'channel:d', type: 'task.numbered', data: { n } });
+    await append(producer, stream, { room: 'nope:1', type: 'task.x' });
+    const first = await received(ann, 'channel:d', 5);
+    // The refused entry stays pending and the stream waits behind it, retried with backoff: rounds go on.
+    const retried = () => node.metric('wsedge_ingest_entries_total', { source: 'stream', outcome: 'retried' });
+    await waitFor('a retried round', async () => (await retried()) >= 1);
+    for (let n = 6; n <= 10; n += 1) await append(producer, stream, { room: 'channel:d', type: 'task.numbered', data: { n } });
+    await waitFor('two more retried rounds', async () => (await retried()) >= 3);
+    expect(report('beside a failing dead letter', 5, first)).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    expect(numbered(ann, 'channel:d')).toEqual([1, 2, 3, 4, 5]);
+    // The dead letter writable again: the entry moves there and the rest follows, each once.
+    await producer.del(deadKey);
+    const all = await received(ann, 'channel:d', 10);
+    expect(report('after the dead letter was fixed', 10, all)).toEqual({ lost: 0, duplicates: 0, outOfOrder: 0 });
+    expect((await deadLetters(producer, deadKey)).map((d) => d.code)).toEqual(['invalid_room']);
+    await stopTestNode(node);
+  });
+
   it('makes its consumer group again after Redis restarted empty, and publishes what is appended then', { timeout: 40_000 }, async () => {
     const server = await startRedis();
     const stream = `${uniquePrefix()}{in}`;

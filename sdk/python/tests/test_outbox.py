@@ -58,6 +58,9 @@ class ArgumentsTest(unittest.TestCase):
             (TypeError, {"rooms": "task:1", "type": "a.b"}),
             (ValueError, {"room": "task:1", "type": "a.b", "data": {"id": 2**63 - 1}}),
             (ValueError, {"room": "task:1", "type": "a.b", "table": "outbox; DROP TABLE task"}),
+            # jsonb refuses them, which would abort the caller's whole transaction.
+            (ValueError, {"room": "task:1", "type": "a.b", "data": {"x": float("nan")}}),
+            (ValueError, {"room": "task:1", "type": "a.b", "data": {"text": "a\x00b"}}),
         ]
         for error, kwargs in bad:
             cur = Recording()

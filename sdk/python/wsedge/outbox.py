@@ -47,6 +47,16 @@ def _targets(room: str | None, user_id: str | int | None, rooms: Iterable[str] |
     return {**({"rooms": room_list} if room_list else {}), **({"user_ids": user_list} if user_list else {})}
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def add(
     cursor: Any,
     *,
@@ -69,8 +79,12 @@ def add(
     _rules.check_data(data, bounded=False)
     if not isinstance(table, str) or not _TABLE.match(table):
         raise ValueError(f"invalid table {table!r}: a lower-case name of letters, digits and _, at most 58 characters")
+    # Checked here, not by PostgreSQL: jsonb refuses NaN and \u0000, and its refusal would abort the caller's transaction.
+    if _has_nul(data):
+        raise ValueError("data holds a NUL character (\\u0000), which PostgreSQL's jsonb refuses")
+    encoded = None if data is None else json.dumps(data, allow_nan=False)
     cursor.execute(
         f"INSERT INTO {table} (targets, type, data, sender) VALUES (%s::jsonb, %s, %s::jsonb, %s) RETURNING id",
-        (json.dumps(targets), type, None if data is None else json.dumps(data), sender),
+        (json.dumps(targets), type, encoded, sender),
     )
     return int(cursor.fetchone()[0])
