@@ -11,8 +11,9 @@ import type { Config } from './config.js';
 import { FALLBACK_REFUSALS, isRejection } from './errors.js';
 import type { FallbackMetrics, PostOutcome } from './fallback-metrics.js';
 import { corsHeaders } from './fallback-stream.js';
+import { checkOrigin } from './handshake.js';
 import { sendJson, sendRefusal } from './http.js';
-import { takeToken, type Bucket } from './limits.js';
+import { newBucket, takeToken, type Bucket } from './limits.js';
 import type { Logger } from './log.js';
 import { isValidId } from './rooms.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
@@ -38,10 +39,20 @@ export function cookieToken(cookie: string): string {
   return '';
 }
 
-/** Every token a request carries: query `token`, Authorization: Bearer, the cookie (more than one is refused). */
-export function requestTokens(req: HttpRequest, params: URLSearchParams): string[] {
+/**
+ * The tokens a request carries: query `token` and Authorization: Bearer (more than one is refused);
+ * without either, the `wsedge_token` cookie. The cookie is an ambient credential (another site's
+ * page would send it too), so it is taken only from a request without Origin (a same-origin
+ * EventSource) or from an origin the operator listed in WS_ALLOWED_ORIGINS.
+ */
+export function requestTokens(req: HttpRequest, params: URLSearchParams, allowed: readonly string[]): string[] {
   const bearer = /^bearer\s+(.+)$/i.exec(req.getHeader('authorization').trim())?.[1]?.trim() ?? '';
-  return [...params.getAll('token'), bearer, cookieToken(req.getHeader('cookie'))].filter((t) => t !== '');
+  const explicit = [...params.getAll('token'), bearer].filter((t) => t !== '');
+  if (explicit.length > 0) return explicit;
+  const cookie = cookieToken(req.getHeader('cookie'));
+  const origin = req.getHeader('origin');
+  const trusted = origin === '' || (allowed.length > 0 && checkOrigin(origin, allowed) === undefined);
+  return cookie !== '' && trusted ? [cookie] : [];
 }
 
 /** A session's POSTs in `seq` order. */
@@ -127,9 +138,27 @@ const ANSWERS: Partial<Record<PostOutcome, keyof typeof FALLBACK_REFUSALS>> = {
   out_of_order: 'out_of_order',
 };
 
+/** Users whose forwarded POSTs are rate-limited on this node at once; the least recent go first. */
+const MAX_FORWARDING_USERS = 10_000;
+
 export function createPosts(deps: PostsDeps) {
   const { config, metrics, broker } = deps;
   let inFlight = 0;
+  // A POST for another node's session crosses Redis before its holder can refuse it: each user's
+  // are rate-limited here first, at the session's own WS_RATE_LIMIT and WS_RATE_BURST.
+  const forwarding = new Map<string, Bucket>();
+  const mayForward = (userId: string): boolean => {
+    const now = Date.now();
+    let bucket = forwarding.get(userId);
+    if (bucket === undefined) {
+      if (forwarding.size >= MAX_FORWARDING_USERS) forwarding.delete(forwarding.keys().next().value!);
+      bucket = newBucket(config.rateBurst, now);
+    }
+    // Re-inserted: the map's order is the users' last use.
+    forwarding.delete(userId);
+    forwarding.set(userId, bucket);
+    return takeToken(bucket, now, config.rateLimit, config.rateBurst);
+  };
 
   /** The holder's decision. A forwarded POST over the rate goes on to the socket, whose own limit answers on the stream. */
   function apply(sessionId: string, userId: string, seq: number, frame: string, forwarded: boolean): PostOutcome {
@@ -157,6 +186,7 @@ export function createPosts(deps: PostsDeps) {
     const { sessionId, seq } = request;
     const owner = sessionId.slice(0, sessionId.indexOf('.'));
     if (owner === config.nodeId || broker.kind === 'memory') return answer(res, apply(sessionId, identity.userId, seq, body, false), cors);
+    if (!mayForward(identity.userId)) return answer(res, 'rate_limited', cors);
     if (inFlight >= MAX_FORWARDS_IN_FLIGHT || !broker.isUp()) return answer(res, 'busy', cors);
     inFlight += 1;
     metrics.forwardedOut();
@@ -168,7 +198,7 @@ export function createPosts(deps: PostsDeps) {
 
   function handle(res: HttpResponse, req: HttpRequest): void {
     const params = new URLSearchParams(req.getQuery() ?? '');
-    const tokens = requestTokens(req, params);
+    const tokens = requestTokens(req, params, config.allowedOrigins);
     const sessionId = req.getHeader('x-wsedge-session') || (params.get('session') ?? '');
     const seq = Number(req.getHeader('x-wsedge-seq') || (params.get('seq') ?? ''));
     const max = config.messageMaxSize;

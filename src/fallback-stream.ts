@@ -48,12 +48,14 @@ const CONTENT_TYPE: Readonly<Record<FallbackFormat, string>> = {
 
 /**
  * CORS for a page on another origin (a browser's EventSource and fetch): the Origin echoed when
- * WS_ALLOWED_ORIGINS lets it connect, with credentials for the token cookie; none otherwise, so
- * the browser withholds the answer (the loopback upgrade refuses that origin anyway: 403).
+ * WS_ALLOWED_ORIGINS lets it connect; none otherwise, so the browser withholds the answer (the
+ * loopback upgrade refuses that origin anyway: 403). Credentials (the token cookie) only for an
+ * origin the operator listed: with no list, any page may read a stream it holds a token for,
+ * never one opened with the user's cookie.
  */
 export function corsHeaders(origin: string, allowed: readonly string[]): Record<string, string> {
   if (origin === '' || checkOrigin(origin, allowed) !== undefined) return {};
-  return { 'Access-Control-Allow-Origin': origin, 'Access-Control-Allow-Credentials': 'true', Vary: 'Origin' };
+  return { 'Access-Control-Allow-Origin': origin, ...(allowed.length > 0 && { 'Access-Control-Allow-Credentials': 'true' }), Vary: 'Origin' };
 }
 
 /** JSON.stringify never writes a raw CR or LF, so a server frame is always one `data:` line. */
@@ -79,12 +81,13 @@ export function createStreamWriter(res: HttpResponse, options: StreamOptions): S
   const pulse = options.format === 'sse' ? ':\n\n' : '\n';
 
   /**
-   * uWS calls this once the socket can take more, and leaves its own buffer (the rest of the chunk
-   * whose write returned false) to this handler's next write: with nothing queued, a heartbeat is
-   * written so that buffer goes out too, instead of waiting for the next frame.
+   * uWS calls this once the socket can take more, and leaves its own buffer (the rest of a chunk
+   * only part of which the kernel took, whether its write returned false or, corked, true) to
+   * this handler's next write: with nothing queued, a heartbeat is written so that buffer goes out
+   * too, instead of waiting for the next frame.
    */
   const drain = (): boolean => {
-    if (done || !blocked) return true;
+    if (done) return true;
     if (queue.length === 0) queue.push(pulse);
     while (queue.length > 0) {
       const chunk = queue.shift()!;

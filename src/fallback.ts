@@ -9,6 +9,7 @@
  * docs/WEBSOCKET_API.md "HTTP fallback" is its prose form.
  */
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import WebSocket from 'ws';
 import type { Authenticator } from './auth.js';
 import type { Broker, Payload } from './broker.js';
@@ -79,13 +80,13 @@ interface StreamRequest {
 
 const textDecoder = new TextDecoder();
 
-function streamRequest(res: HttpResponse, req: HttpRequest, clientAddress: ClientAddress, maxRooms: number): StreamRequest {
+function streamRequest(res: HttpResponse, req: HttpRequest, clientAddress: ClientAddress, config: Config): StreamRequest {
   const params = new URLSearchParams(req.getQuery() ?? '');
   const wantsNdjson = params.get('format') === 'ndjson' || req.getHeader('accept').includes('application/x-ndjson');
-  const rooms = [...new Set((params.get('rooms') ?? '').split(',').filter(isValidRoom))].slice(0, maxRooms);
+  const rooms = [...new Set((params.get('rooms') ?? '').split(',').filter(isValidRoom))].slice(0, config.maxRoomsPerConnection);
   return {
     format: wantsNdjson ? 'ndjson' : 'sse',
-    tokens: requestTokens(req, params),
+    tokens: requestTokens(req, params, config.allowedOrigins),
     origin: req.getHeader('origin'),
     address: clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for')),
     rooms,
@@ -130,11 +131,13 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
   const { config, log, metrics, held } = relays;
   const { format } = request;
   let session: (Held & { writer: StreamWriter }) | undefined;
+  let slowed = false;
   const writer = createStreamWriter(res, {
     format,
     headers: corsHeaders(request.origin, config.allowedOrigins),
     maxBuffered: config.maxBackpressure,
     slow: () => {
+      slowed = true;
       metrics.streamEnded(format, 'slow');
       log.info({ event: 'fallback_slow', session_id: session?.id }, 'slow fallback reader closed');
       socket.terminate();
@@ -188,7 +191,8 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
     if (resume !== undefined) socket.send(resume);
   };
 
-  const positions: Positions = new Map();
+  // Seeded from Last-Event-ID: an id written before every room answered still names them all.
+  const positions: Positions = new Map([...request.since].filter(([room]) => request.rooms.includes(room)));
   socket.on('message', (raw, isBinary) => {
     if (isBinary) return;
     const text = raw.toString();
@@ -226,8 +230,9 @@ function open(relays: Relays, res: HttpResponse, request: StreamRequest): void {
     held.delete(session.id);
     session.order.stop();
     if (writer.done) return;
-    metrics.streamEnded(format, 'closed');
     writer.end(JSON.stringify({ type: 'closed', code, reason: reason.toString() }));
+    // The final frame may itself pass the reader's limit: then it ended as `slow`, counted once.
+    if (!slowed) metrics.streamEnded(format, 'closed');
   });
   res.onAborted(() => {
     const wasOpen = session !== undefined && !writer.done;
@@ -286,14 +291,15 @@ export function createFallback(deps: FallbackDeps): Fallback {
   const { config, log, app } = deps;
   const metrics = createFallbackMetrics(deps.registry);
   const held = createSessions();
-  const relay = createRelayTrust();
+  const relay = createRelayTrust(config.host);
   const clientAddress = createClientAddress(config.trustedProxies);
-  const loopHost = config.host === '0.0.0.0' || config.host === '::' || config.host === '' ? '127.0.0.1' : config.host;
+  // A wildcard bind is reached on 127.0.0.1; a concrete address is dialled as it is (IPv6 in brackets).
+  const loopHost = config.host === '0.0.0.0' || config.host === '::' || config.host === '' ? '127.0.0.1' : isIP(config.host) === 6 ? `[${config.host}]` : config.host;
   const relays: Relays = { config, log, metrics, relay, held, url: () => `ws://${loopHost}:${deps.port()}${WS_PATH}`, opening: 0 };
 
   const posts = createPosts({ config, log, metrics, auth: deps.auth, broker: deps.broker, held: (id) => held.get(id) });
   app.get(STREAM_PATH, (res, req) => {
-    const request = streamRequest(res, req, clientAddress, config.maxRoomsPerConnection);
+    const request = streamRequest(res, req, clientAddress, config);
     const cors = corsHeaders(request.origin, config.allowedOrigins);
     if (request.tokens.length > 1 || request.tokens.some((t) => t.length > MAX_TOKEN_LENGTH)) {
       metrics.streamEnded(request.format, 'refused');

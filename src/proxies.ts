@@ -20,20 +20,38 @@ export interface RelayTrust {
   vouched(peer: string, relay: string): string | undefined;
 }
 
-const LOOPBACK = new Set(['127.0.0.1', '::1']);
+/**
+ * Where the relay's own socket comes from: loopback (127.0.0.0/8, ::1, in any spelling uWS gives,
+ * IPv4-mapped included), or the node's own address when it listens on one (`host`) and dials it.
+ */
+function relaySources(host: string): BlockList {
+  const list = new BlockList();
+  list.addSubnet('127.0.0.0', 8, 'ipv4');
+  list.addAddress('::1', 'ipv6');
+  const family = isIP(host);
+  if (family !== 0) list.addAddress(host, family === 6 ? 'ipv6' : 'ipv4');
+  return list;
+}
 
 /**
  * A random secret per process: only this process's own fallback relay knows it, and it is
- * believed only on a loopback socket, compared in constant time, so no client can claim an address.
+ * believed only on a socket from the node itself, compared in constant time, so no client can
+ * claim an address.
  */
-export function createRelayTrust(): RelayTrust {
+export function createRelayTrust(host: string): RelayTrust {
   const secret = randomBytes(24).toString('base64url');
   const expected = Buffer.from(secret);
+  const sources = relaySources(host);
+  const fromNode = (peer: string): boolean => {
+    const address = peer.trim();
+    const family = isIP(address);
+    return family !== 0 && sources.check(address, family === 6 ? 'ipv6' : 'ipv4');
+  };
   return {
     header: (address) => `${secret} ${address}`,
     vouched(peer, relay) {
       const space = relay.indexOf(' ');
-      if (space < 0 || !LOOPBACK.has(normalize(peer))) return undefined;
+      if (space < 0 || !fromNode(peer)) return undefined;
       const given = Buffer.from(relay.slice(0, space));
       const address = relay.slice(space + 1);
       return given.length === expected.length && timingSafeEqual(given, expected) && isIP(address) !== 0 ? address : undefined;

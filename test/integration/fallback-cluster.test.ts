@@ -105,6 +105,28 @@ describe('HTTP fallback on three nodes behind HAProxy (round-robin, upgrades ref
     console.log(`POST round trip (answer): holder node ${f(local)}; other node (forwarded over Redis) ${f(hop)}`);
   });
 
+  it('rate-limits POSTs for another node\'s session on the node that receives them, before they cross Redis: 429, the seq not used up', async () => {
+    // Two more nodes with a burst of 3: a user's POSTs aimed at another node's session (made-up or
+    // another user's: the holder would refuse them only after the bytes crossed Redis).
+    const tight = { ...env, REDIS_PREFIX: uniquePrefix(), WS_RATE_LIMIT: '1', WS_RATE_BURST: '3' };
+    const [holder, front] = await Promise.all([startNodeProcess(tight), startNodeProcess(tight)]);
+    const stream = await openStream(holder.http, { token: token('rita') });
+    streams.push(stream);
+    await stream.next((e) => e.data.type === 'connected');
+    const started = performance.now();
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => post(front.http, stream, token('mallory'), { type: 'ping', id: `p${i}` }, { seq: i + 1 })));
+    // The burst, plus one a second for however long a busy machine took to send them.
+    const allowed = 3 + Math.ceil((performance.now() - started) / 1000);
+    const forwarded = answers.filter((a) => a.body['outcome'] === 'forwarded').length;
+    const limited = answers.filter((a) => a.status === 429 && a.body['code'] === 'rate_limited').length;
+    console.log(`20 POSTs of one user for another node's session at once: ${forwarded} forwarded, ${limited} refused 429 (at most ${allowed} may pass)`);
+    expect(forwarded).toBeGreaterThanOrEqual(3);
+    expect(forwarded).toBeLessThanOrEqual(allowed);
+    expect(forwarded + limited).toBe(20);
+    expect(await front.metric('wsedge_fallback_forwarded_total')).toBe(forwarded);
+    await Promise.all([holder.stop(), front.stop()]);
+  });
+
   it('loses and repeats nothing across a kill -9 and a rolling restart of every node', async () => {
     const READERS = 6;
     for (let i = 0; i < READERS; i++) followers.push(follow(lb.http, token(`reader${i}`), ['task:count']));

@@ -147,14 +147,24 @@ describe('HTTP fallback on one node', () => {
     expect(node.connections()).toBeGreaterThan(0);
   });
 
-  it('refuses a stream like the upgrade: 401 with the close code, the per-user limit 429, two tokens 401', async () => {
+  it('refuses a stream like the upgrade: 401 with the close code, the per-user limit 429, two tokens 401, a cross-site cookie 401', async () => {
     const bad = await openStream(node.http, { token: 'not-a-jwt' });
     expect(bad.status).toBe(401);
     expect(bad.body).toMatchObject({ code: 'unauthorized', close_code: 4401 });
     const none = await openStream(node.http, {});
     expect(none.status).toBe(401);
-    const two = await openStream(node.http, { token: token('erin'), headers: { cookie: `wsedge_token=${token('erin')}` } });
+    const two = await openStream(node.http, { token: token('erin'), via: 'query', headers: { authorization: `Bearer ${token('erin')}` } });
     expect(two.status).toBe(401);
+    // The cookie is ambient: from another site's page (an Origin, no WS_ALLOWED_ORIGINS) it is no token at all.
+    const crossSite = await openStream(node.http, { token: token('erin'), via: 'cookie', headers: { origin: 'https://evil.example' } });
+    expect(crossSite.status).toBe(401);
+    // A header beside the cookie is the token: the cookie a same-origin page also carries does not make two.
+    const both = await openStream(node.http, { token: token('erin'), headers: { cookie: `wsedge_token=${token('erin')}`, origin: 'https://app.example' } });
+    expect(both.status).toBe(200);
+    // With no WS_ALLOWED_ORIGINS another origin may read what it holds a token for, never with credentials.
+    expect(both.headers.get('access-control-allow-origin')).toBe('https://app.example');
+    expect(both.headers.get('access-control-allow-credentials')).toBeNull();
+    both.abort();
     for (let i = 0; i < 3; i++) await opened(node, 'frank');
     const fourth = await openStream(node.http, { token: token('frank') });
     expect(fourth.status).toBe(429);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createClientAddress, isAddressOrCidr } from '../../src/proxies.js';
+import { createClientAddress, createRelayTrust, isAddressOrCidr } from '../../src/proxies.js';
 
 describe('isAddressOrCidr', () => {
   it.each(['10.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8', '192.168.1.0/24', '0.0.0.0/0'])('accepts %s', (entry) => {
@@ -44,5 +44,26 @@ describe('createClientAddress', () => {
   it('falls back to the leftmost hop when every hop is trusted', () => {
     const address = createClientAddress(['10.0.0.0/8']);
     expect(address('10.0.0.5', '10.9.9.9, 10.8.8.8')).toBe('10.9.9.9');
+  });
+});
+
+describe('createRelayTrust', () => {
+  it('believes its own secret from the node itself, in every spelling uWS gives a loopback peer, and nothing else', () => {
+    const trust = createRelayTrust('0.0.0.0');
+    const header = trust.header('203.0.113.7');
+    // HOST=:: gives the long IPv4-mapped form; ::1 may come long too.
+    for (const peer of ['127.0.0.1', '127.0.0.2', '::1', '::ffff:127.0.0.1', '0000:0000:0000:0000:0000:ffff:7f00:0001', '0000:0000:0000:0000:0000:0000:0000:0001']) {
+      expect(trust.vouched(peer, header), peer).toBe('203.0.113.7');
+    }
+    for (const peer of ['10.0.0.5', '::ffff:10.0.0.5', '203.0.113.7', '', 'not an address']) expect(trust.vouched(peer, header), peer).toBeUndefined();
+    expect(trust.vouched('127.0.0.1', createRelayTrust('0.0.0.0').header('203.0.113.7'))).toBeUndefined();
+    expect(trust.vouched('127.0.0.1', `${header.split(' ')[0]} not-an-ip`)).toBeUndefined();
+  });
+
+  it('believes the node\'s own concrete address, which its relay dials when HOST names one', () => {
+    const trust = createRelayTrust('10.0.0.5');
+    expect(trust.vouched('10.0.0.5', trust.header('198.51.100.1'))).toBe('198.51.100.1');
+    expect(trust.vouched('::ffff:10.0.0.5', trust.header('198.51.100.1'))).toBe('198.51.100.1');
+    expect(trust.vouched('10.0.0.6', trust.header('198.51.100.1'))).toBeUndefined();
   });
 });
