@@ -176,8 +176,8 @@ function tokenKeeper(source: TokenSource, refreshAt: number, sendRefresh: (token
   };
 }
 
-const TIMERS = ['retry', 'refresh', 'connect', 'fallback'] as const;
-type Timers = Record<(typeof TIMERS)[number], Timer>;
+/** A timer absent is one not set. */
+type Timers = Partial<Record<'retry' | 'refresh' | 'connect' | 'fallback', Timer>>;
 
 /** Refreshes the token in band ahead of `exp`, while the socket of `generation()` lives. */
 function refresher(tokens: ReturnType<typeof tokenKeeper>, timers: Timers, generation: () => number) {
@@ -215,11 +215,11 @@ export function createConnection(opts: ConnectionOptions, hooks: ConnectionHooks
   let attempt = 0;
   /** Bumped whenever a socket is dropped: a token provider or refresh that answers later is ignored. */
   let generation = 0;
-  const timers: Timers = { retry: undefined, refresh: undefined, connect: undefined, fallback: undefined };
+  const timers: Timers = {};
   const transport = transportChoice(opts);
   const live = liveness(opts, hooks.ping, () => lost(1006, 'no pong'));
   const clearTimers = (): void => {
-    for (const key of TIMERS) timers[key] = void clearTimeout(timers[key]);
+    for (const key in timers) timers[key as keyof Timers] = void clearTimeout(timers[key as keyof Timers]);
     live.stop();
   };
   const scheduleRefresh = refresher(tokens, timers, () => generation);

@@ -158,14 +158,15 @@ function router(rooms: Rooms, settle: (reply: WireMessage) => boolean, routes: R
 }
 
 function listeners() {
-  const sets: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = { state: new Set(), connected: new Set(), message: new Set(), error: new Set(), presence: new Set(), signal: new Set() };
+  // A set per event, made by its first listener.
+  const sets: { [K in keyof ClientEvents]?: Set<unknown> } = {};
   return {
     on<K extends keyof ClientEvents>(event: K, fn: ClientEvents[K]): () => void {
-      sets[event].add(fn);
-      return () => void sets[event].delete(fn);
+      (sets[event] ??= new Set()).add(fn);
+      return () => void sets[event]!.delete(fn);
     },
     emit<K extends keyof ClientEvents>(event: K, arg: Parameters<ClientEvents[K]>[0]): void {
-      for (const fn of sets[event]) call(fn as (a: typeof arg) => void, arg);
+      for (const fn of sets[event] ?? []) call(fn as (a: typeof arg) => void, arg);
     },
   };
 }

@@ -41,11 +41,12 @@ export function createJoins(deps: JoinDeps) {
     };
     wanted.forEach((r, i) => tokens[i] !== undefined && grants.sent(r.room, tokens[i]!));
     const only = wanted[0]!;
+    // A field left undefined (no grant, no position) is left out of the frame by JSON.stringify.
     if (wanted.length === 1 && only.since === undefined && !only.retry && only.room !== deps.personal()) {
-      deps.request({ type: 'join_room', room: only.room, id, ...(tokens[0] === undefined ? {} : { grant: tokens[0] }) }, 'room_joined').then(deps.settled, fail);
+      deps.request({ type: 'join_room', room: only.room, id, grant: tokens[0] }, 'room_joined').then(deps.settled, fail);
       return;
     }
-    const list = wanted.map(({ room, since }, i) => ({ room, ...(since === undefined ? {} : { since }), ...(tokens[i] === undefined ? {} : { grant: tokens[i] }) }));
+    const list = wanted.map(({ room, since }, i) => ({ room, since, grant: tokens[i] }));
     deps.request({ type: 'resume', rooms: list, id }, 'resumed').then(deps.settled, fail);
   }
 

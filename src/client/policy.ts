@@ -31,20 +31,11 @@ export type AfterClose = { readonly retry: false } | { readonly retry: true; rea
 
 export function afterClose(code: number, attempt: number, backoff: Backoff, random: Random): AfterClose {
   const jitter = backoffDelay(backoff, attempt, random);
-  switch (reconnectAfter(code)) {
-    case 'never':
-    case 'manual':
-      return { retry: false };
-    case 'restart':
-      return { retry: true, delay: random() * RESTART_SPREAD_MS, newToken: false };
-    case 'long_backoff':
-      return { retry: true, delay: LONG_BACKOFF_MS + jitter, newToken: false };
-    case 'new_token':
-      return { retry: true, delay: jitter, newToken: true };
-    default:
-      // 'none' is a close the client made; a server's 1000 is retried like a lost connection.
-      return { retry: true, delay: jitter, newToken: false };
-  }
+  const after = reconnectAfter(code);
+  if (after === 'never' || after === 'manual') return { retry: false };
+  // 'none' is a close the client made; a server's 1000 is retried like a lost connection.
+  const delay = after === 'restart' ? random() * RESTART_SPREAD_MS : after === 'long_backoff' ? LONG_BACKOFF_MS + jitter : jitter;
+  return { retry: true, delay, newToken: after === 'new_token' };
 }
 
 /** Whether a message in flight at a close with `code` may be sent again (not after 1009: it may be the one refused). */

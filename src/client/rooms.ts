@@ -37,13 +37,13 @@ export interface OutgoingRoom extends ResumeRoom {
 interface Room {
   handlers: RoomHandlers;
   grant: GrantSource | undefined;
-  epoch: string | undefined;
+  epoch?: string | undefined;
   offset: number;
   /** The id its join went out under on this connection; undefined: not sent (yet, or again). */
-  request: string | undefined;
+  request?: string | undefined;
   retry: boolean;
   /** The reply to its join on this connection. */
-  reply: RoomJoined | undefined;
+  reply?: RoomJoined | undefined;
   /** Answered once before: the next answer is a rejoin after a reconnect. */
   answered: boolean;
   waiters: Array<{ resolve: (reply: RoomJoined) => void; reject: (err: ClientError) => void }>;
@@ -94,7 +94,7 @@ export function createRooms() {
     add(name: string, handlers: RoomHandlers, grant: GrantSource | undefined): Promise<RoomJoined> {
       let room = rooms.get(name);
       if (room === undefined) {
-        room = { handlers, grant, epoch: undefined, offset: 0, request: undefined, retry: false, reply: undefined, answered: false, waiters: [] };
+        room = { handlers, grant, offset: 0, retry: false, answered: false, waiters: [] };
         rooms.set(name, room);
       }
       room.handlers = handlers;

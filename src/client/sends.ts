@@ -30,15 +30,13 @@ interface Send {
   readonly resolve: (reply: MessageSent) => void;
   readonly reject: (err: ClientError) => void;
   /** The request id it went out under on this connection; undefined: not in flight. */
-  id: string | undefined;
+  id?: string | undefined;
   /** When it first went out (ms); undefined: never sent. */
-  first: number | undefined;
-  /** Tries so far. */
-  tries: number;
+  first?: number | undefined;
   /** Resends answered `unavailable` so far. */
   retries: number;
   /** In flight: the reply timeout; kept after a loss: the end of its resend window; or the next retry. */
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer?: ReturnType<typeof setTimeout> | undefined;
 }
 
 export interface SendDeps {
@@ -79,7 +77,6 @@ export function createSends(deps: SendDeps) {
     }
     s.id = id;
     s.first ??= Date.now();
-    s.tries += 1;
     inFlight.set(id, s);
     clearTimeout(s.timer);
     s.timer = setTimeout(() => finish(s, new ClientError('timeout', `no reply to send_message within ${deps.timeout} ms`)), deps.timeout);
@@ -103,7 +100,7 @@ export function createSends(deps: SendDeps) {
     add(message: Record<string, unknown>, now: boolean): Promise<MessageSent> {
       if (!now && count(false) >= deps.queueSize) return Promise.reject(lost(deps.queueSize === 0 ? 'not connected' : `the send queue is full (${deps.queueSize})`));
       return new Promise((resolve, reject) => {
-        const s: Send = { message, resolve, reject, id: undefined, first: undefined, tries: 0, retries: 0, timer: undefined };
+        const s: Send = { message, resolve, reject, retries: 0 };
         // Behind a send of the same room waiting for its retry: it goes with that retry.
         const behind = now && [...sends].some((w) => w.id === undefined && w.message['room'] === message['room']);
         sends.add(s);

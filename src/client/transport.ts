@@ -11,10 +11,20 @@
 import { BEARER_PREFIX } from '../messages.js';
 import type { WebSocketLike } from './connection.js';
 
+/**
+ * The stream endpoint for the WebSocket endpoint `url`, ready for a query: ws: becomes http:, wss:
+ * https:, a trailing /connect of the path /stream; the host and the endpoint's own query stay.
+ */
+export function streamUrl(url: string): string {
+  const u = new URL(url.replace(/^ws/, 'http'));
+  u.pathname = u.pathname.replace(/\/connect$/, '/stream');
+  return u.href + (u.search ? '&' : '?');
+}
+
 /** `url`: the WebSocket endpoint (ws(s)://host/api/v1/ws/connect); the token rides in `protocols` as for a socket. */
 export function FallbackSocket(url: string, protocols: string[]): WebSocketLike {
-  const stream = url.replace(/^ws/, 'http').replace(/connect.*/, 'stream');
-  // The connection offers [PROTOCOL, BEARER_PREFIX + token].
+  const stream = streamUrl(url);
+  // The connection offers [PROTOCOL, BEARER_PREFIX + token]; a refresh_token POST taken replaces it.
   const auth = { authorization: `Bearer ${protocols[1]!.slice(BEARER_PREFIX.length)}` };
   const abort = new AbortController();
   let session = '';
@@ -31,7 +41,7 @@ export function FallbackSocket(url: string, protocols: string[]): WebSocketLike 
 
   /** The first line is always the session; `closed` is the last. */
   const line = (text: string): void => {
-    if (session === '') session = (JSON.parse(text) as { session_id: string }).session_id;
+    if (!session) session = (JSON.parse(text) as { session_id: string }).session_id;
     else if (!text.startsWith('{"type":"closed"')) socket.onmessage?.({ data: text });
     else {
       const { code, reason } = JSON.parse(text) as { code: number; reason: string };
@@ -41,7 +51,7 @@ export function FallbackSocket(url: string, protocols: string[]): WebSocketLike 
 
   const read = async (): Promise<void> => {
     try {
-      const res = await fetch(`${stream}?format=ndjson`, { headers: auth, signal: abort.signal });
+      const res = await fetch(`${stream}format=ndjson`, { headers: auth, signal: abort.signal });
       if (!res.ok) {
         const body = (await res.json().catch(() => ({}))) as { close_code?: number; message?: string };
         return end(body.close_code ?? 1006, body.message ?? '');
@@ -52,7 +62,7 @@ export function FallbackSocket(url: string, protocols: string[]): WebSocketLike 
       for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
         const lines = (buffer += decoder.decode(chunk.value, { stream: true })).split('\n');
         buffer = lines.pop()!;
-        for (const text of lines) if (text !== '' && !done) line(text);
+        for (const text of lines) if (text && !done) line(text);
       }
     } catch {
       // aborted or cut: closed below
@@ -61,12 +71,19 @@ export function FallbackSocket(url: string, protocols: string[]): WebSocketLike 
   };
 
   /**
-   * A POST not taken (refused, or the node unreachable) ends the socket: the connection reconnects,
-   * resumes, and resends what was not answered, as after a lost WebSocket.
+   * A POST answered 429 or 503 is sent again, same seq (the node did not use it up), after its
+   * Retry-After or 250 ms doubling, up to 5 times. Any other POST not taken (refused, or the node
+   * unreachable) ends the socket: the connection reconnects, resumes, and resends what was not
+   * answered, as after a lost WebSocket. A refresh_token taken is the token of the POSTs after it.
    */
-  const post = async (data: string, n: number): Promise<void> => {
-    const status = await fetch(`${stream}?session=${session}&seq=${n}`, { method: 'POST', headers: auth, body: data, signal: abort.signal }).then((r) => r.status, () => 0);
-    if (status !== 202) end(1006, '');
+  const post = async (data: string, n: number): Promise<unknown> => {
+    for (let wait = 250; ; wait *= 2) {
+      const res = await fetch(`${stream}session=${session}&seq=${n}`, { method: 'POST', headers: auth, body: data, signal: abort.signal }).catch(() => undefined);
+      if (res?.ok) return data.startsWith('{"type":"refresh_token"') && (auth.authorization = `Bearer ${(JSON.parse(data) as { token: string }).token}`);
+      if (wait > 4e3 || (res?.status !== 429 && res?.status !== 503)) break;
+      await new Promise((wake) => setTimeout(wake, +res.headers.get('retry-after')! * 1e3 || wait));
+    }
+    end(1006, '');
   };
 
   const socket: WebSocketLike = {
