@@ -148,8 +148,8 @@ function router(rooms: Rooms, settle: (reply: WireMessage) => boolean, routes: R
         // The type's family is read once: presence events and signals go to their own handlers.
         const kind = msg.type.startsWith('presence.') ? 'presence' : msg.type.startsWith('signal.') ? 'signal' : undefined;
         if (!rooms.event(msg as Envelope, kind)) routes.emit('message', msg as ServerMessage);
-        else if (kind === 'presence') routes.emit('presence', msg as PresenceEvent);
-        else if (kind === 'signal') routes.emit('signal', msg as SignalEvent);
+        // `kind` names the event too; the frame is that kind's.
+        else if (kind) routes.emit(kind, msg as PresenceEvent & SignalEvent);
         return;
       }
     }

@@ -174,8 +174,8 @@ export function createRooms() {
     event(event: Envelope, kind: 'presence' | 'signal' | undefined): boolean {
       const room = event.room === null ? undefined : rooms.get(event.room);
       if (room === undefined) return false;
-      if (kind === 'presence') call(room.handlers.presence, event as PresenceEvent);
-      else if (kind === 'signal') call(room.handlers.signal, event as SignalEvent);
+      // `kind` names its handler: presence or signal.
+      if (kind) call(room.handlers[kind] as ((e: Envelope) => void) | undefined, event);
       else if (event.offset === undefined) call(room.handlers.event, event);
       else if (event.epoch !== room.epoch || event.offset > room.offset) {
         room.epoch = event.epoch;
