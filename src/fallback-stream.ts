@@ -55,7 +55,8 @@ const CONTENT_TYPE: Readonly<Record<FallbackFormat, string>> = {
  */
 export function corsHeaders(origin: string, allowed: readonly string[]): Record<string, string> {
   if (origin === '' || checkOrigin(origin, allowed) !== undefined) return {};
-  return { 'Access-Control-Allow-Origin': origin, ...(allowed.length > 0 && { 'Access-Control-Allow-Credentials': 'true' }), Vary: 'Origin' };
+  // Retry-After exposed: a page on another origin reads how long a 429 or 503 asks it to wait.
+  return { 'Access-Control-Allow-Origin': origin, ...(allowed.length > 0 && { 'Access-Control-Allow-Credentials': 'true' }), 'Access-Control-Expose-Headers': 'Retry-After', Vary: 'Origin' };
 }
 
 /** JSON.stringify never writes a raw CR or LF, so a server frame is always one `data:` line. */
