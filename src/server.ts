@@ -3,7 +3,7 @@
  * health, the backend API), the broker (in-memory, or Redis when REDIS_URL is set), the per-user
  * connection limit, and the drain. `startNode` resolves once both ports listen.
  */
-import { addApiRoutes } from './api.js';
+import { addApiRoutes, type PublishDeps } from './api.js';
 import { createAnnouncer, createMemoryAnnouncements } from './announcements.js';
 import { createAuthenticator } from './auth.js';
 import { connectionCapacity, openFilesLimit } from './capacity.js';
@@ -57,8 +57,7 @@ import { startWebhooks, type Webhooks } from './webhooks.js';
 import { createIngest } from './ingest.js';
 import { startStreamIngest, type StreamIngest } from './redis/ingest.js';
 import { createIngestQueue } from './redis/ingest-stream.js';
-import type { PublishDeps } from './api.js';
-import { startOutbox } from './outbox.js';
+import { startOutbox, type Outbox } from './outbox.js';
 import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
 export interface EdgeNode {
@@ -187,6 +186,13 @@ function streamIngestOf(redis: RedisClients | undefined, deps: PublishDeps, log:
   return startStreamIngest({ config: config.stream, queue, ingest: createIngest(deps, 'stream'), together: writesTogether(redis.command), metrics, log });
 }
 
+/** The ingestion sources configured: the stream, and the outbox (whose missing table refuses the start: one line, main.ts exits 1). */
+async function ingestionOf(redis: RedisClients | undefined, deps: PublishDeps, log: Logger): Promise<{ stream: StreamIngest | undefined; outbox: Outbox | undefined }> {
+  const { config, metrics } = deps;
+  const outbox = config.outbox === undefined ? undefined : await startOutbox(config.outbox, { ingest: createIngest(deps, 'outbox'), metrics, log, nodeId: config.nodeId });
+  return { stream: streamIngestOf(redis, deps, log), outbox };
+}
+
 /** Presence in Redis when the node has Redis (every topology: the keys sit in the room channel's slot), else in memory. */
 function presenceStore(config: Config, redis: RedisClients | undefined): PresenceStore {
   if (redis === undefined) return createMemoryPresence();
@@ -297,9 +303,8 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   const connectionsOf = connectionCounter(redis?.command, config.redis?.prefix ?? '', localSeats.connectionsOf);
   addApiRoutes(internal, { config, broker, revocations: { store: revocationStore, list: revocations }, events, publish, connections: connectionsOf, status: (userIds) => seats.status(userIds), together: redis === undefined ? undefined : writesTogether(redis.command), presence, history, metrics, log });
   addInternalRoutes(internal, health, metrics.registry);
-  const streamIngest = streamIngestOf(redis, { config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, log);
-  // After the API's routes, before listening: a missing outbox table refuses the start (one line, main.ts exits 1).
-  const outbox = config.outbox === undefined ? undefined : await startOutbox(config.outbox, { ingest: createIngest({ config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, 'outbox'), metrics, log, nodeId: config.nodeId });
+  // After the API's routes, before listening; both publish through the API's checks.
+  const { stream: streamIngest, outbox } = await ingestionOf(redis, { config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, log);
 
   const publicSocket = await listen(app, config.host, config.port);
   const internalSocket = await listen(internal, config.internalHost, config.internalPort).catch((err: unknown) => {
