@@ -63,7 +63,11 @@ const running = new Set<Haproxy>();
 export async function startHaproxy(backendPorts: number[], opts: HaproxyOptions = {}): Promise<Haproxy> {
   if (backendPorts.length !== 3) throw new Error(`the config has exactly 3 servers; got ${backendPorts.length} ports`);
   for (let attempt = 1; ; attempt++) {
-    const [port, statsPort] = [await freePort(), await freePort()];
+    const port = await freePort();
+    // Two calls may get the same port back; HAProxy binds with SO_REUSEPORT, so both frontends
+    // would then share it and answer each other's requests (the stats page served by ws-edge: 404).
+    let statsPort = await freePort();
+    while (statsPort === port) statsPort = await freePort();
     try {
       return await spawnHaproxy(port, statsPort, backendPorts, opts.env ?? {});
     } catch (err) {
