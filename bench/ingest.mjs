@@ -26,14 +26,12 @@
  * The whole run is bounded (10 minutes, each wait 120 s); redis-server and the nodes are killed
  * (by pid) however this exits.
  */
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { median, sleep, startServer } from './lib.mjs';
+import { median, sleep, startRedisServer, startServer } from './lib.mjs';
 
 const [N = 10_000, RATE = 500, ROOMS = 10, MEMBERS = 4] = process.argv.slice(2).map(Number);
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
@@ -60,25 +58,8 @@ process.on('exit', () => {
   }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-const freePort = () =>
-  new Promise((r) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => r(port));
-    });
-  });
-const redisPort = await freePort();
-const redisChild = spawn('timeout', ['900', 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-pids.add(redisChild.pid);
-for (let i = 0; ; i += 1) {
-  const up = await new Promise((r) => {
-    const s = net.connect(redisPort, '127.0.0.1', () => (s.destroy(), r(true)));
-    s.on('error', () => r(false));
-  });
-  if (up) break;
-  if (i > 50) throw new Error('redis-server did not start (is it installed?)');
-  await sleep(100);
-}
+const { port: redisPort, pid: redisPid } = await startRedisServer(900, (child) => pids.add(child.pid));
+pids.add(redisPid);
 const redis = new Redis({ port: redisPort, host: '127.0.0.1' });
 
 const waitFor = async (what, check, timeoutMs = WAIT_MS, everyMs = 20) => {

@@ -19,15 +19,14 @@
  * Nodes: WS_MEMBERSHIP_EVENTS=false and rate limits lifted as in `npm run bench`,
  * REDIS_UNSUBSCRIBE_DELAY=0 so one repetition's rooms are unsubscribed before the next starts.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
-import { cpuSecondsOf, median, sleep } from './lib.mjs';
+import { cpuSecondsOf, median, sleep, startRedisServer } from './lib.mjs';
 
 const JOINS = Number(process.argv[2] ?? process.env.BENCH_JOINS ?? 3000);
 const CONCURRENCY = Number(process.argv[3] ?? process.env.BENCH_JOIN_CONCURRENCY ?? 50);
@@ -44,37 +43,21 @@ const { signToken } = await load('auth.js');
 
 // ---------------------------------------------------------------------------------------------
 // redis-server on a free port, bounded by `timeout` and killed (by pid) however this exits.
-const freePort = () =>
-  new Promise((r) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => r(port));
-    });
-  });
-const redisPort = await freePort();
-const redisChild = spawn('timeout', ['900', 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-let redisPid = redisChild.pid;
+let redisPid;
+let redisChild;
 process.on('exit', () => {
-  for (const pid of new Set([redisPid, redisChild.pid])) {
+  for (const pid of new Set([redisPid, redisChild?.pid])) {
     try {
-      process.kill(pid, 'SIGKILL');
+      if (pid) process.kill(pid, 'SIGKILL');
     } catch {
       // gone already
     }
   }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-for (let i = 0; ; i++) {
-  const up = await new Promise((r) => {
-    const s = net.connect(redisPort, '127.0.0.1', () => (s.destroy(), r(true)));
-    s.on('error', () => r(false));
-  });
-  if (up) break;
-  if (i > 50) throw new Error('redis-server did not start (is it installed?)');
-  await sleep(100);
-}
-// The redis-server itself (the child of `timeout`), for its CPU and to kill it.
-redisPid = Number(readFileSync(`/proc/${redisChild.pid}/task/${redisChild.pid}/children`, 'utf8').trim().split(' ')[0]) || redisChild.pid;
+// redisPid: the redis-server itself (the child of `timeout`), for its CPU and to kill it.
+const { port: redisPort, pid } = await startRedisServer(900, (child) => (redisChild = child));
+redisPid = pid;
 
 // ---------------------------------------------------------------------------------------------
 // The two nodes, in this process, silent.

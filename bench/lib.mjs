@@ -1,6 +1,7 @@
 // Shared benchmark plumbing: start a server process, read its RSS and CPU, print results.
 import { spawn } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 
 /**
@@ -64,4 +65,35 @@ export async function stop(child) {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await exited;
+}
+
+/** A free TCP port on 127.0.0.1 (closed again: the caller binds it). */
+export const freePort = () =>
+  new Promise((r) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => r(port));
+    });
+  });
+
+/**
+ * redis-server on a free port, no persistence, bounded by `timeout <timeoutS>`; resolves once it
+ * accepts connections. `onSpawn` sees the `timeout` child at once (to kill it however the bench
+ * ends); `pid` is redis-server itself (that child's child), for its CPU and to kill it.
+ */
+export async function startRedisServer(timeoutS, onSpawn = () => {}) {
+  const port = await freePort();
+  const child = spawn('timeout', [String(timeoutS), 'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  onSpawn(child);
+  for (let i = 0; ; i++) {
+    const up = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (up) break;
+    if (i > 50) throw new Error('redis-server did not start (is it installed?)');
+    await sleep(100);
+  }
+  const pid = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]) || child.pid;
+  return { port, child, pid };
 }

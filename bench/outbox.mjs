@@ -29,13 +29,12 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import WebSocket from 'ws';
-import { median, sleep, startServer } from './lib.mjs';
+import { freePort, median, sleep, startRedisServer, startServer } from './lib.mjs';
 
 const [N = 10_000, RATE = 200, SECONDS = 10, STOP_S = 30, ROOMS = 10, MEMBERS = 2] = process.argv.slice(2).map(Number);
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
@@ -63,13 +62,6 @@ process.on('exit', () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-const freePort = () =>
-  new Promise((r) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => r(port));
-    });
-  });
 const waitFor = async (what, check, timeoutMs = WAIT_MS, everyMs = 20) => {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -101,13 +93,8 @@ const db = new pg.Pool({ connectionString: dbUrl, max: 8 });
 await waitFor('postgres', () => db.query('SELECT 1').then(() => true, () => false), 30_000, 100);
 await db.query(readFileSync(resolve(root, 'sql/outbox.sql'), 'utf8'));
 
-const redisPort = await freePort();
-const redisChild = spawn('timeout', ['900', 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-pids.add(redisChild.pid);
-await waitFor('redis-server', () => new Promise((r) => {
-  const s = net.connect(redisPort, '127.0.0.1', () => (s.destroy(), r(true)));
-  s.on('error', () => r(false));
-}), 10_000, 100);
+const { port: redisPort, pid: redisPid } = await startRedisServer(900, (child) => pids.add(child.pid));
+pids.add(redisPid);
 log(`PostgreSQL ${version} on ${pgPort}, redis-server on ${redisPort}`);
 
 // ---------------------------------------------------------------------------------------------

@@ -43,12 +43,11 @@
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { cpuSecondsOf, median, sleep } from './lib.mjs';
+import { cpuSecondsOf, median, sleep, startRedisServer } from './lib.mjs';
 import { nowMs } from './loadgen.mjs';
 
 const env = process.env;
@@ -106,25 +105,9 @@ setTimeout(() => {
 
 // ---------------------------------------------------------------------------------------------
 // redis-server on a free port (as bench/join.mjs), bounded by `timeout`.
-const freePort = () =>
-  new Promise((r) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => r(port));
-    });
-  });
-const redisPort = await freePort();
-const redisChild = track(spawn('timeout', [String(CFG.timeoutS + 60), 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }));
-for (let i = 0; ; i++) {
-  const up = await new Promise((r) => {
-    const s = net.connect(redisPort, '127.0.0.1', () => (s.destroy(), r(true)));
-    s.on('error', () => r(false));
-  });
-  if (up) break;
-  if (i > 50) throw new Error('redis-server did not start (is it installed?)');
-  await sleep(100);
-}
-redisPid = Number(readFileSync(`/proc/${redisChild.pid}/task/${redisChild.pid}/children`, 'utf8').trim().split(' ')[0]) || redisChild.pid;
+const redis = await startRedisServer(CFG.timeoutS + 60, track);
+const redisPort = redis.port;
+redisPid = redis.pid;
 
 // ---------------------------------------------------------------------------------------------
 // Phases: log lines, scrapes and publish latencies are filed under the phase they happen in.
