@@ -32,6 +32,20 @@ export function lossOf(published: number, got: readonly number[]): { lost: numbe
   return { lost: numbers(published).filter((n) => !seen.has(n)).length, duplicated: got.length - seen.size };
 }
 
+/** The numbers of 1..published that `got` lacks, as ranges ("17-22"), for a failure message. */
+export function missingOf(published: number, got: readonly number[]): string[] {
+  const seen = new Set(got);
+  const ranges: string[] = [];
+  for (let n = 1; n <= published; n++) {
+    if (seen.has(n)) continue;
+    let end = n;
+    while (end < published && !seen.has(end + 1)) end += 1;
+    ranges.push(end === n ? `${n}` : `${n}-${end}`);
+    n = end;
+  }
+  return ranges;
+}
+
 /** The sums of lossOf over many sequences. */
 export function totalLoss(published: number, sequences: Iterable<readonly number[]>): { lost: number; duplicated: number } {
   let lost = 0;

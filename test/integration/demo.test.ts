@@ -82,6 +82,10 @@ describe('the demo page, two tabs', () => {
     await waitFor('both present in both tabs', async () => {
       const [a, b] = [await text(ada, 'present'), await text(other, 'present')];
       return [a, b].every((p) => p.split(', ').sort().join() === [bob, 'ada'].sort().join());
+    }).catch(async (err: Error) => {
+      // Seen once on a loaded CI machine and never again: say what each tab showed.
+      const tabs = await Promise.all([ada, other].map(async (tab) => ({ state: await text(tab, 'state'), detail: await text(tab, 'detail'), present: await text(tab, 'present'), log: (await text(tab, 'log')).slice(0, 800) })));
+      throw new Error(`${err.message}; ada's tab ${JSON.stringify(tabs[0])}; ${bob}'s tab ${JSON.stringify(tabs[1])}`);
     });
 
     await other.fill('#text', 'hello there');

@@ -33,6 +33,8 @@ interface Seen {
   opens: number;
   n: Record<string, number[]>;
   recovered: number;
+  /** room_joined frames, first joins and rejoins. */
+  joined: number;
   closed: number[];
 }
 
@@ -50,18 +52,20 @@ describe('a plain EventSource follows two sequenced rooms across reconnects', ()
     const url = `${node.http}/api/v1/ws/stream?token=${encodeURIComponent(token('eve'))}&rooms=task:a,task:b`;
     await page.evaluate((url) => {
       const w = window as unknown as PageGlobals;
-      const seen = { opens: 0, n: { 'task:a': [], 'task:b': [] } as Record<string, number[]>, recovered: 0, closed: [] as number[] };
+      const seen = { opens: 0, n: { 'task:a': [], 'task:b': [] } as Record<string, number[]>, recovered: 0, joined: 0, closed: [] as number[] };
       w.seen = seen;
       const source = new EventSource(url);
       source.onopen = () => (seen.opens += 1);
       source.onmessage = (event) => {
         const message = JSON.parse(event.data);
         if (message.type === 'task.updated') seen.n[message.room]!.push(message.data.n);
+        if (message.type === 'room_joined') seen.joined += 1;
         if (message.type === 'room_joined' && message.recovered === true) seen.recovered += 1;
         if (message.type === 'closed') seen.closed.push(message.code);
       };
     }, url);
-    await waitFor('the stream opened', async () => (await seen(page)).opens === 1 && node.connections() === 1);
+    // Numbered from once both rooms are joined: a join without a position starts where the room is then.
+    await waitFor('the stream opened, both rooms joined', async () => (await seen(page)).opens === 1 && (await seen(page)).joined === 2 && node.connections() === 1);
 
     let published = 0;
     const publishing = setInterval(() => {

@@ -19,7 +19,7 @@ import { launchChromium, startPageServer, type PageServer } from '../helpers/bro
 import { token } from '../helpers/client.js';
 import { startForwarder, stopAllForwarders, type Forwarder } from '../helpers/forwarder.js';
 import { startHaproxy, stopAllHaproxy, type Haproxy } from '../helpers/haproxy.js';
-import { lossOf } from '../helpers/numbered.js';
+import { lossOf, missingOf } from '../helpers/numbered.js';
 import { startTestNode, stopAllNodes } from '../helpers/node.js';
 import { startNodeProcess, stopAllProcesses, type NodeProcess } from '../helpers/processes.js';
 import { startRedis, stopAllRedis, uniquePrefix } from '../helpers/redis.js';
@@ -51,6 +51,8 @@ interface Record_ {
   chat: number[];
   nodes: string[];
   connectedAt: number;
+  /** The offsets both first joins were answered at. */
+  joined: number[];
   recovered: number;
   resets: number;
 }
@@ -82,25 +84,32 @@ describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
     await page.evaluate(
       ({ url, tok, watcher }) => {
         const w = window as unknown as PageGlobals;
-        const record = { states: [] as unknown[], events: [] as number[], chat: [] as number[], nodes: [] as string[], connectedAt: 0, recovered: 0, resets: 0 };
+        const record = { states: [] as unknown[], joined: [] as number[], events: [] as number[], chat: [] as number[], nodes: [] as string[], connectedAt: 0, recovered: 0, resets: 0 };
         const client = w.edge.createClient({ url, token: tok, queueSize: 1000 });
-        client.on('state', (s: unknown) => record.states.push(s));
+        client.on('state', (s: { state: string }) => record.states.push({ ...s, events: record.events.length, last: record.events.at(-1) }));
         client.on('connected', (d: { connection_id: string }) => {
           record.nodes.push(d.connection_id.split('.')[0]!);
           record.connectedAt ||= performance.timeOrigin + performance.now();
         });
-        client.join('task:count', {
-          event: (e: { type: string; data: { n: number } }) => e.type === 'task.updated' && record.events.push(e.data.n),
-          recovered: () => (record.recovered += 1),
-          reset: () => (record.resets += 1),
-        });
-        client.join('task:chat', { event: (e: { type: string; user_id: string; data: { n: number } }) => e.type === 'message.new' && e.user_id === watcher && record.chat.push(e.data.n) });
+        const joined = (reply: { offset?: number }) => record.joined.push(reply.offset ?? -1);
+        client
+          .join('task:count', {
+            event: (e: { type: string; data: { n: number } }) => e.type === 'task.updated' && record.events.push(e.data.n),
+            recovered: () => (record.recovered += 1),
+            reset: () => (record.resets += 1),
+          })
+          .then(joined);
+        client.join('task:chat', { event: (e: { type: string; user_id: string; data: { n: number } }) => e.type === 'message.new' && e.user_id === watcher && record.chat.push(e.data.n) }).then(joined);
         client.connect();
         Object.assign(w, { client, record });
       },
       { url: lb.url, tok: token('pat'), watcher: 'pat' },
     );
     await waitFor('the client connected', async () => (await record(page)).connectedAt > 0, 10_000);
+    // The numbered events start once both rooms are joined: a join without a position begins at the
+    // room's position when it is answered, so an event published before that is not the client's.
+    await waitFor('both rooms joined', async () => (await record(page)).joined.length === 2, 10_000);
+    expect((await record(page)).joined).toEqual([0, 0]);
     const r = await record(page);
     const elapsed = r.connectedAt - loadStart;
     console.log(`ws-edge/client behind HAProxy refusing upgrades: connected through the fallback ${elapsed.toFixed(0)} ms after the page load started; states ${JSON.stringify(r.states.map((s) => `${s.state}${s.code ? ` ${s.code}` : ''}`))}`);
@@ -159,7 +168,7 @@ describe('ws-edge/client in Chromium with WebSocket upgrades refused', () => {
     const [events, chat] = [published, sent];
     await waitFor('every event and message', () => caughtUp(events, chat), 20_000).catch(async (err: Error) => {
       const r = await record(page);
-      throw new Error(`${err.message}; events ${r.events.length} of ${events} (${JSON.stringify(lossOf(events, r.events))}), messages ${r.chat.length} of ${chat}, last states ${JSON.stringify(r.states.slice(-6))}`);
+      throw new Error(`${err.message}; events ${r.events.length} of ${events} (${JSON.stringify(lossOf(events, r.events))}, missing ${JSON.stringify(missingOf(events, r.events))}), messages ${r.chat.length} of ${chat}, states ${JSON.stringify(r.states)}`);
     });
     await publisher.close();
     const r = await record(page);
