@@ -313,6 +313,7 @@ export const FALLBACK_REFUSALS = {
   stream_limited: { status: 429, code: 'too_many_requests', message: 'a connection limit was reached', retryAfter: 5 },
   stream_refused: { status: 503, code: 'unavailable', message: 'the node cannot open the session now', retryAfter: 1 },
   unauthorized: { status: 401, code: 'unauthorized', message: 'missing or refused token (Authorization: Bearer, or the wsedge_token cookie)' },
+  auth_failures: { status: 429, code: 'too_many_requests', message: 'too many failed authentications from this address', retryAfter: 60 },
   bad_session: { status: 400, code: 'invalid_session', message: 'X-WsEdge-Session must be a session id and X-WsEdge-Seq an integer of 1 or more' },
   unknown_session: { status: 404, code: 'unknown_session', message: 'no open session with this id: open a new stream' },
   forbidden: { status: 403, code: 'forbidden', message: "the session belongs to another user" },

@@ -13,6 +13,7 @@ export type PostOutcome =
   | 'duplicate'
   | 'forwarded'
   | 'unauthorized'
+  | 'auth_failures'
   | 'bad_session'
   | 'unknown_session'
   | 'forbidden'

@@ -13,8 +13,9 @@ import type { FallbackMetrics, PostOutcome } from './fallback-metrics.js';
 import { corsHeaders } from './fallback-stream.js';
 import { checkOrigin } from './handshake.js';
 import { sendJson, sendRefusal } from './http.js';
-import { newBucket, takeToken, type Bucket } from './limits.js';
+import { newBucket, takeToken, type Bucket, type FailureLimiter } from './limits.js';
 import type { Logger } from './log.js';
+import type { ClientAddress } from './proxies.js';
 import { isValidId } from './rooms.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 import type WebSocket from 'ws';
@@ -27,6 +28,8 @@ export const GAP_TIMEOUT_MS = 2000;
 export const MAX_FORWARDS_IN_FLIGHT = 1024;
 /** The cookie a plain EventSource may carry its token in (it cannot set headers). */
 export const TOKEN_COOKIE = 'wsedge_token';
+
+const textDecoder = new TextDecoder();
 
 const SESSION_ID = /^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{24}$/;
 
@@ -121,17 +124,23 @@ export interface PostsDeps {
   readonly auth: Authenticator;
   readonly broker: Broker;
   readonly held: (sessionId: string) => PostTarget | undefined;
+  /** The upgrades' WS_AUTH_FAILURE_LIMIT: a POST's refused token counts against its address as an upgrade's does. */
+  readonly authFailures: FailureLimiter;
+  readonly clientAddress: ClientAddress;
 }
 
 /** What a POST asks, copied out of `req`. */
 interface PostRequest {
   readonly tokens: readonly string[];
+  /** The client's address, as the upgrade would see it (WS_TRUSTED_PROXIES). */
+  readonly address: string;
   readonly sessionId: string;
   readonly seq: number;
   readonly cors: Record<string, string>;
 }
 
 const ANSWERS: Partial<Record<PostOutcome, keyof typeof FALLBACK_REFUSALS>> = {
+  auth_failures: 'auth_failures',
   unknown_session: 'unknown_session',
   forbidden: 'forbidden',
   rate_limited: 'rate_limited',
@@ -177,9 +186,13 @@ export function createPosts(deps: PostsDeps) {
   }
 
   function decide(res: HttpResponse, request: PostRequest, body: string, aborted: () => boolean): void {
-    const { cors } = request;
+    const { cors, address } = request;
+    const now = Date.now();
+    // A flood of bad tokens from one address is refused before any verification, as at the upgrade.
+    if (!deps.authFailures.mayVerify(address, now)) return answer(res, 'auth_failures', cors);
     const identity = request.tokens.length === 1 ? deps.auth.verify(request.tokens[0]!) : undefined;
     if (identity === undefined || isRejection(identity)) {
+      deps.authFailures.fail(address, now);
       metrics.post('unauthorized');
       return sendRefusal(res, FALLBACK_REFUSALS.unauthorized, { headers: cors });
     }
@@ -203,6 +216,7 @@ export function createPosts(deps: PostsDeps) {
     const seq = Number(req.getHeader('x-wsedge-seq') || (params.get('seq') ?? ''));
     const max = config.messageMaxSize;
     const cors = corsHeaders(req.getHeader('origin'), config.allowedOrigins);
+    const address = deps.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
     let aborted = false;
     res.onAborted(() => {
       aborted = true;
@@ -230,7 +244,7 @@ export function createPosts(deps: PostsDeps) {
       chunks.push(Buffer.from(chunk.slice(0)));
       if (!isLast) return;
       done = true;
-      decide(res, { tokens, sessionId, seq, cors }, Buffer.concat(chunks).toString(), () => aborted);
+      decide(res, { tokens, address, sessionId, seq, cors }, Buffer.concat(chunks).toString(), () => aborted);
     });
   }
 

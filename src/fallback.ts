@@ -22,7 +22,7 @@ import { corsHeaders, createStreamWriter, HEARTBEAT_SECONDS, type StreamWriter }
 import { sendRefusal } from './http.js';
 import type { Logger } from './log.js';
 import { MAX_TOKEN_LENGTH, PROTOCOL, WS_PATH } from './messages.js';
-import { newBucket, type Bucket } from './limits.js';
+import { newBucket, type Bucket, type FailureLimiter } from './limits.js';
 import { createClientAddress, createRelayTrust, RELAY_HEADER, type ClientAddress, type RelayTrust } from './proxies.js';
 import { isValidRoom } from './rooms.js';
 import type { Registry } from 'prom-client';
@@ -53,6 +53,8 @@ export interface FallbackDeps {
   readonly registry: Registry;
   readonly auth: Authenticator;
   readonly broker: Broker;
+  /** The upgrades' failed-authentication limiter (WS_AUTH_FAILURE_LIMIT), shared by the POSTs. */
+  readonly authFailures: FailureLimiter;
   /** The public app: the routes are added at once (before its catch-all). */
   readonly app: TemplatedApp;
   /** The public port, known once the app listens. */
@@ -297,7 +299,7 @@ export function createFallback(deps: FallbackDeps): Fallback {
   const loopHost = config.host === '0.0.0.0' || config.host === '::' || config.host === '' ? '127.0.0.1' : isIP(config.host) === 6 ? `[${config.host}]` : config.host;
   const relays: Relays = { config, log, metrics, relay, held, url: () => `ws://${loopHost}:${deps.port()}${WS_PATH}`, opening: 0 };
 
-  const posts = createPosts({ config, log, metrics, auth: deps.auth, broker: deps.broker, held: (id) => held.get(id) });
+  const posts = createPosts({ config, log, metrics, auth: deps.auth, broker: deps.broker, held: (id) => held.get(id), authFailures: deps.authFailures, clientAddress });
   app.get(STREAM_PATH, (res, req) => {
     const request = streamRequest(res, req, clientAddress, config);
     const cors = corsHeaders(request.origin, config.allowedOrigins);

@@ -256,7 +256,8 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   const caller = (kind: 'publish' | 'rpc', url: string | undefined) => (backend === undefined || url === undefined ? undefined : createBackendCaller(kind, { url, key: backend.key, timeoutMs: backend.timeoutMs, concurrency: backend.concurrency }, metrics, log));
   const keys = redis === undefined || redisBroker === undefined ? createMemorySendKeys((room, envelope) => broker.publish(room, envelope)) : createRedisSendKeys(redis.command, redisBroker);
   const sends = createSends({ config, metrics, delivery, streams, publish, keys, proxy: caller('publish', backend?.publish?.url), isSequenced: (room) => isSequenced({ config }, room) });
-  const fallback = createFallback({ config, log, registry: metrics.registry, auth, broker, app, port: () => port });
+  const authFailures = createFailureLimiter(config.authFailureLimit);
+  const fallback = createFallback({ config, log, registry: metrics.registry, auth, broker, authFailures, app, port: () => port });
   const ctx: ConnectionContext = {
     config,
     auth,
@@ -276,7 +277,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     nextConnectionId: () => `${config.nodeId}.${(++sequence).toString(36)}`,
     clientAddress: withRelay(createClientAddress(config.trustedProxies), fallback.relay),
     addressCounts: createAddressCounts(config.maxConnectionsPerIp),
-    authFailures: createFailureLimiter(config.authFailureLimit),
+    authFailures,
     roomAuth,
     membership,
     publish,

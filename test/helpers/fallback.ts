@@ -144,11 +144,11 @@ export interface PostAnswer {
 }
 
 /** POSTs one client frame for `session` with the next (or the given) sequence number. */
-export async function post(http: string, stream: { sessionId: string; seq: number }, token: string, frame: unknown, opts: { seq?: number; session?: string } = {}): Promise<PostAnswer> {
+export async function post(http: string, stream: { sessionId: string; seq: number }, token: string, frame: unknown, opts: { seq?: number; session?: string; headers?: Record<string, string> } = {}): Promise<PostAnswer> {
   const seq = opts.seq ?? stream.seq++;
   const res = await fetch(`${http}/api/v1/ws/stream`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'x-wsedge-session': opts.session ?? stream.sessionId, 'x-wsedge-seq': String(seq), 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${token}`, 'x-wsedge-session': opts.session ?? stream.sessionId, 'x-wsedge-seq': String(seq), 'content-type': 'application/json', ...opts.headers },
     body: typeof frame === 'string' ? frame : JSON.stringify(frame),
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };

@@ -216,6 +216,25 @@ describe('HTTP fallback on one node', () => {
     expect((await again.closed).code).toBe(4429);
   });
 
+  it('counts a POST\'s refused token against its address (WS_AUTH_FAILURE_LIMIT, shared with the upgrades): a flood gets 429 before any verification, other addresses are served', async () => {
+    const limited = await startTestNode({ WS_TRUSTED_PROXIES: '127.0.0.1', WS_AUTH_FAILURE_LIMIT: '3' });
+    const from = (address: string) => ({ headers: { 'x-forwarded-for': address } });
+    const stream = await openStream(limited.http, { token: token('tess'), ...from('203.0.113.20') });
+    streams.push(stream);
+    await stream.next((e) => e.data.type === 'connected');
+    // 3 failures a minute, then 10 a second still verified (valid users behind a shared address get in): a burst of 40 passes both.
+    const flood = await Promise.all(Array.from({ length: 40 }, () => post(limited.http, stream, 'not-a-jwt', { type: 'ping' }, { seq: 1, ...from('203.0.113.20') })));
+    const statuses = flood.map((a) => a.status);
+    const elsewhere = await post(limited.http, stream, token('tess'), { type: 'ping', id: 'elsewhere' }, { seq: 1, ...from('203.0.113.21') });
+    const refused = statuses.filter((s) => s === 429).length;
+    console.log(`fallback: 40 POSTs at once with a bad token from one address: ${statuses.filter((s) => s === 401).length} answered 401, ${refused} 429; a valid POST from another address ${elsewhere.status}`);
+    expect(statuses.filter((s) => s !== 401 && s !== 429)).toEqual([]);
+    expect(refused).toBeGreaterThan(0);
+    expect(flood.find((a) => a.status === 429)!.body).toMatchObject({ code: 'too_many_requests', message: 'too many failed authentications from this address' });
+    expect(elsewhere).toEqual({ status: 202, body: { ok: true, outcome: 'applied' } });
+    expect(await limited.metric('wsedge_fallback_posts_total', { outcome: 'auth_failures' })).toBe(refused);
+  });
+
   it('keeps a silent stream open with a comment heartbeat every 5 s', async () => {
     const stream = await opened(node, 'quiet');
     await stream.next((e) => e.data.type === 'connected');
