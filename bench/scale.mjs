@@ -15,7 +15,9 @@
  *             and joins its rooms (one write of two join_room); ends when every join is answered
  *             and no membership frame has arrived for 2 s.
  *   fan-out   a publisher POSTs P events/s into the big room (`/api/v1/publish` on node 0's internal
- *             port, open loop, each call's latency measured) for BENCH_FANOUT_S.
+ *             port, open loop, each call's latency measured) for BENCH_FANOUT_S. BENCH_PUBLISH_VIA=both
+ *             gives the nodes PUBLISH_PORT and sends every other call there (the publish thread), so
+ *             both ports' latencies are measured side by side in the same run; `thread`: all there.
  *   storm     kill -9 of node K-1 (BENCH_KILL=0: none); its clients reconnect to the survivors with
  *             the client library's backoff (full jitter from BENCH_BACKOFF_MS, cap BENCH_BACKOFF_CAP_MS)
  *             and one `resume` (the big room with its last position, the channel room); ends when
@@ -71,7 +73,9 @@ const CFG = {
   maxInFlightPublishes: num('BENCH_PUBLISH_IN_FLIGHT', 256),
   timeoutS: num('BENCH_TIMEOUT_S', 900),
   logDir: env.BENCH_LOG_DIR ?? `/tmp/ws-edge-scale-${process.pid}`,
+  publishVia: env.BENCH_PUBLISH_VIA ?? 'internal',
 };
+if (!['internal', 'thread', 'both'].includes(CFG.publishVia)) throw new Error('BENCH_PUBLISH_VIA: internal, thread or both');
 if (NODES < 2 && CFG.kill >= 0) throw new Error('a kill needs at least 2 nodes (or BENCH_KILL=0)');
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
 const API_KEY = 'bench-publish-key-0123456789abcdef0123456789';
@@ -143,6 +147,7 @@ const nodeEnv = (k) => ({
   NODE_ID: `scale${k}`,
   PORT: '0',
   INTERNAL_PORT: '0',
+  ...(CFG.publishVia !== 'internal' && { PUBLISH_PORT: '0' }),
   JWT_SECRET: SECRET,
   PUBLISH_API_KEY: API_KEY,
   REDIS_URL: `redis://127.0.0.1:${redisPort}`,
@@ -180,6 +185,7 @@ function startNode(k) {
       if (entry.event === 'start') {
         node.port = entry.port;
         node.internalPort = entry.internal_port;
+        node.publishPort = entry.publish_port;
       }
       if (entry.event === 'broker_up') node.brokerUp = true;
       if (node.port > 0 && node.brokerUp) {
@@ -338,7 +344,7 @@ function cpuBetween(a, b) {
 
 // ---------------------------------------------------------------------------------------------
 // The publisher: open loop at RATE/s into the big room through node 0's publish API.
-const publishes = []; // { phase, ms, status }
+const publishes = []; // { phase, via, ms, status }
 let lastOffset = 0;
 let lastEpoch;
 let inFlight = 0;
@@ -361,11 +367,12 @@ async function publishLoop(node) {
       }
       const at = phase;
       const n = sent;
+      const via = CFG.publishVia === 'both' ? (n % 2 === 0 ? 'thread' : 'internal') : CFG.publishVia;
       inFlight += 1;
       calls.push(
-        httpCall('POST', node.internalPort, '/api/v1/publish', JSON.stringify({ room: CFG.bigRoom, type: 'bench.tick', data: { n } }), 30_000).then((res) => {
+        httpCall('POST', via === 'thread' ? node.publishPort : node.internalPort, '/api/v1/publish', JSON.stringify({ room: CFG.bigRoom, type: 'bench.tick', data: { n } }), 30_000).then((res) => {
           inFlight -= 1;
-          publishes.push({ phase: at, ms: res.ms, status: res.status === 0 ? res.text : res.status }); // 0: no answer (its error code)
+          publishes.push({ phase: at, via, ms: res.ms, status: res.status === 0 ? res.text : res.status }); // 0: no answer (its error code)
           if (res.status !== 200 && publishFailures.length < 10) publishFailures.push({ phase: at, n, status: res.status, ms: round(res.ms), answer: res.text.slice(0, 200) });
           if (res.status === 200) {
             const answer = JSON.parse(res.text);
@@ -418,13 +425,21 @@ function logsOf(name) {
     return { node: n.k, ...watched, warn_error: warnError };
   });
 }
-function publishOf(name) {
-  const list = publishes.filter((p) => p.phase === name);
+function publishOf(name, via) {
+  const list = publishes.filter((p) => p.phase === name && (via === undefined || p.via === via));
   const ms = list.map((p) => p.ms);
   const statuses = {};
   for (const p of list) statuses[p.status] = (statuses[p.status] ?? 0) + 1;
-  return { publishes: list.length, publish_ms_p50: round(pct(ms, 50)), publish_ms_p99: round(pct(ms, 99)), publish_ms_max: round(ms.length ? Math.max(...ms) : null), publish_status: statuses };
+  const figures = { publishes: list.length, publish_ms_p50: round(pct(ms, 50)), publish_ms_p99: round(pct(ms, 99)), publish_ms_max: round(ms.length ? Math.max(...ms) : null), publish_status: statuses };
+  // With both ports in use: each one's figures beside the whole.
+  if (via !== undefined || CFG.publishVia !== 'both') return figures;
+  return { ...figures, ...Object.fromEntries(['internal', 'thread'].flatMap((port) => Object.entries(publishOf(name, port)).map(([k, v]) => [`${port}_${k}`, v]))) };
 }
+/** A table cell: p50 / p99 / max of a phase's publishes, per port when both were used. */
+const publishCell = (f) => {
+  const cell = (prefix) => `${fmt(f[`${prefix}publish_ms_p50`])} / ${fmt(f[`${prefix}publish_ms_p99`])} / ${fmt(f[`${prefix}publish_ms_max`])}`;
+  return CFG.publishVia === 'both' ? `internal port ${cell('internal_')}; publish thread ${cell('thread_')}` : cell('');
+};
 function commitOf(dir) {
   try {
     return execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -704,7 +719,7 @@ const rows = [
   ['memory per connection, RSS / heap (growth over idle), per node (B)', memory.map((m) => `${fmt(m.rss_growth_per_conn)} / ${fmt(m.heap_growth_per_conn)}`).join(', ')],
   ['memory per connection, RSS / heap (totals), per node (B)', memory.map((m) => `${fmt(m.rss_per_conn)} / ${fmt(m.heap_per_conn)}`).join(', ')],
   ['memory per connection, heap after a full GC (growth over idle), per node (B)', memory.map((m) => fmt(m.heap_after_gc_growth_per_conn)).join(', ')],
-  ['fan-out: publish API p50 / p99 / max (ms)', ((f) => `${fmt(f.publish_ms_p50)} / ${fmt(f.publish_ms_p99)} / ${fmt(f.publish_ms_max)}`)(lines.find((l) => l.phase === 'fanout'))],
+  ['fan-out: publish API p50 / p99 / max (ms)', publishCell(lines.find((l) => l.phase === 'fanout'))],
   ['fan-out: event-loop lag p99, worst second, per node (s)', lagCell(lines.find((l) => l.phase === 'fanout'))],
 ];
 if (storm !== undefined) {
@@ -713,7 +728,7 @@ if (storm !== undefined) {
     ['storm: 50% / 99% / 100% back and resumed (s after the kill)', `${fmt(storm.back_50pct_s)} / ${fmt(storm.back_99pct_s)} / ${fmt(storm.back_100pct_s)}`],
     ['storm: reconnect+resume p50 / p99 (ms): handshake, resume', `${fmt(storm.reconnect_resume_ms_p50)} / ${fmt(storm.reconnect_resume_ms_p99)}: ${fmt(storm.handshake_ms_p50)} / ${fmt(storm.handshake_ms_p99)}, ${fmt(storm.resume_ms_p50)} / ${fmt(storm.resume_ms_p99)}`],
     ['storm: recovered true / false; missed at resume p99 / max', `${fmt(storm.recovered_true)} / ${fmt(storm.recovered_false)}; ${fmt(storm.missed_at_resume_p99)} / ${fmt(storm.missed_at_resume_max)}`],
-    ['storm: publish API p50 / p99 / max (ms)', `${fmt(storm.publish_ms_p50)} / ${fmt(storm.publish_ms_p99)} / ${fmt(storm.publish_ms_max)}`],
+    ['storm: publish API p50 / p99 / max (ms)', publishCell(storm)],
     ['storm: event-loop lag p99, worst second, per node (s)', lagCell(storm)],
     ['storm: log timed out / subscribe failed / registry refresh failed', logCell(storm)],
     ['storm: membership frames', fmt(storm.membership_frames)],

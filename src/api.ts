@@ -114,11 +114,19 @@ export interface Prepared {
   run(): Answer | Promise<Answer>;
 }
 
+/**
+ * Why a target was not published: its history unreachable (a sequenced room), or Redis refusing the
+ * PUBLISH (only the publish thread's plain rooms can fail: a node delivers its own members at once).
+ */
+function unavailable(deps: Pick<PublishDeps, 'config'>, target: Target): ApiError {
+  return badRequest(isSequenced(deps, target.room) ? 'history_unavailable' : 'publish_unavailable');
+}
+
 /** A target's answer fields: its room or user, and what publishing gave it. */
-function targetAnswer(deps: Pick<ApiDeps, 'metrics'>, outcome: TargetOutcome, source: PublishSource): Answer {
+function targetAnswer(deps: Pick<PublishDeps, 'metrics' | 'config'>, outcome: TargetOutcome, source: PublishSource): Answer {
   const { target } = outcome;
   const id = target.userId === undefined ? { room: target.room } : { user_id: target.userId };
-  if (!outcome.ok) return { ...id, ...refusalOf(badRequest('history_unavailable')) };
+  if (!outcome.ok) return { ...id, ...refusalOf(unavailable(deps, target)) };
   const { appended, connections } = outcome;
   if (appended?.duplicate) deps.metrics.duplicatePublish();
   else deps.metrics.published(source);
@@ -130,8 +138,22 @@ function targetAnswer(deps: Pick<ApiDeps, 'metrics'>, outcome: TargetOutcome, so
   };
 }
 
-/** What a publish body needs of the node: the API's dependencies less its HTTP-only ones. */
-export type PublishDeps = Pick<ApiDeps, 'config' | 'broker' | 'publish' | 'connections' | 'together' | 'metrics'>;
+/**
+ * What a publish body needs: the API's dependencies less its HTTP-only ones, and of the broker and
+ * the metrics only what a publish uses (the publish thread has no more: publish-thread.ts).
+ */
+export type PublishDeps = Pick<ApiDeps, 'config' | 'connections' | 'together'> & {
+  /** What a plain room's publish returns is not used: the publish thread's rejects when Redis refused it. */
+  readonly publish: RoomPublish<unknown>;
+  readonly broker: Pick<Broker, 'sendToConnection' | 'isUp'>;
+  readonly metrics: Pick<Metrics, 'published' | 'duplicatePublish'>;
+};
+
+/** What the publish routes need: a publish body's dependencies, a log for failures, request counts. */
+export type PublishRouteDeps = PublishDeps & {
+  readonly log: Logger;
+  readonly metrics: PublishDeps['metrics'] & Pick<Metrics, 'apiRequest'>;
+};
 
 /** Where a publish body came from: the API, or an ingestion (stream, outbox) with its entry's id. */
 export interface BodySource {
@@ -185,7 +207,7 @@ export function preparePublish(deps: PublishDeps, body: Record<string, unknown>,
     targets: list.length,
     async run() {
       const outcomes = await publishTargets(deps.publish, deps.connections, publication, deps.together);
-      if (outcomes.every((o) => !o.ok)) throw badRequest('history_unavailable');
+      if (outcomes.every((o) => !o.ok)) throw unavailable(deps, outcomes[0]!.target);
       const answers = outcomes.map((o) => targetAnswer(deps, o, origin.source));
       if (targets === undefined) return answers[0]!;
       return { status: outcomes.every((o) => o.ok) ? 'published' : 'partial', results: answers };
@@ -193,7 +215,7 @@ export function preparePublish(deps: PublishDeps, body: Record<string, unknown>,
   };
 }
 
-function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
+function publish(deps: PublishDeps, body: Record<string, unknown>): Answer | Promise<Answer> {
   return preparePublish(deps, body).run();
 }
 
@@ -202,7 +224,7 @@ function publish(deps: ApiDeps, body: Record<string, unknown>): Answer | Promise
  * together at most 1,000. Each item is answered on its own, in order: what a publish of it answers,
  * or its refusal (`{"code", "message", "error", "reason"}`); a bad item does not stop the others.
  */
-function publishBatch(deps: ApiDeps, body: Record<string, unknown>): Promise<Answer> {
+function publishBatch(deps: PublishRouteDeps, body: Record<string, unknown>): Promise<Answer> {
   const { publications } = body;
   if (!Array.isArray(publications) || publications.length === 0 || publications.length > MAX_PUBLICATIONS) throw badRequest('invalid_batch', MAX_PUBLICATIONS);
   const items = publications.map((item: unknown): Prepared | ApiError => {
@@ -304,9 +326,14 @@ async function usersStatus(deps: ApiDeps, body: Record<string, unknown>): Promis
   }
 }
 
-const HANDLERS: Record<Endpoint, (deps: ApiDeps, body: Record<string, unknown>) => Answer | Promise<Answer>> = {
+type Handler<D> = (deps: D, body: Record<string, unknown>) => Answer | Promise<Answer>;
+
+const PUBLISH_HANDLERS: Record<'publish' | 'publish_batch', Handler<PublishRouteDeps>> = {
   publish,
   publish_batch: publishBatch,
+};
+
+const HANDLERS: Record<Exclude<Endpoint, keyof typeof PUBLISH_HANDLERS>, Handler<ApiDeps>> = {
   disconnect,
   unsubscribe: changeAccess('unsubscribe'),
   subscribe: changeAccess('subscribe'),
@@ -388,49 +415,72 @@ function presenceAnswer(deps: ApiDeps, room: string, endpoint: 'presence' | 'pre
   );
 }
 
+/** The API key's digest, compared in constant time; undefined without PUBLISH_API_KEY (the routes answer api_disabled). */
+export function apiKeyDigest(key: string | undefined): Buffer | undefined {
+  return key === undefined ? undefined : digest(key);
+}
+
+const PATHS: Record<Endpoint, string> = {
+  publish: '/api/v1/publish',
+  publish_batch: '/api/v1/publish/batch',
+  disconnect: '/api/v1/disconnect',
+  unsubscribe: '/api/v1/unsubscribe',
+  subscribe: '/api/v1/subscribe',
+  users_status: '/api/v1/users/status',
+  revoke: '/api/v1/revoke',
+};
+
+/** One POST route: the API key, the size cap while the body streams in, one parse, the handler's answer or refusal. */
+function addPostRoute<D extends Pick<PublishRouteDeps, 'config' | 'log' | 'metrics'>>(app: TemplatedApp, deps: D, expected: Buffer | undefined, endpoint: Endpoint, handler: Handler<D>): void {
+  app.post(PATHS[endpoint], (res: HttpResponse, req: HttpRequest) => {
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const ok = (body: Answer): void => {
+      deps.metrics.apiRequest(endpoint, 200);
+      if (!aborted) sendJson(res, '200 OK', body);
+    };
+    const fail = (name: ApiRefusalName, limit?: number): void => {
+      const refusal = API_REFUSALS[name];
+      deps.metrics.apiRequest(endpoint, refusal.status);
+      if (!aborted) sendRefusal(res, refusal, { limit });
+    };
+    if (expected === undefined) return fail('api_disabled');
+    if (!authorized(req.getHeader('authorization'), expected)) return fail('unauthorized');
+    const limit = deps.config.messageMaxSize;
+    if (Number(req.getHeader('content-length') || 0) > limit) return fail('too_large', limit);
+    readBody(
+      res,
+      limit,
+      (body) => {
+        const failed = (err: unknown): void => {
+          if (err instanceof ApiError) return fail(err.refusal, err.limit);
+          deps.log.error({ err, endpoint }, 'API request failed');
+          fail('internal_error');
+        };
+        try {
+          const answer = handler(deps, parseObject(body));
+          if (answer instanceof Promise) answer.then(ok, failed);
+          else ok(answer);
+        } catch (err) {
+          failed(err);
+        }
+      },
+      () => fail('too_large', limit),
+    );
+  });
+}
+
+/** POST /api/v1/publish and /api/v1/publish/batch: on the internal port, and on the publish thread's port. */
+export function addPublishRoutes(app: TemplatedApp, deps: PublishRouteDeps, expected = apiKeyDigest(deps.config.publishApiKey)): void {
+  for (const [endpoint, handler] of Object.entries(PUBLISH_HANDLERS) as Array<[keyof typeof PUBLISH_HANDLERS, Handler<PublishRouteDeps>]>) addPostRoute(app, deps, expected, endpoint, handler);
+}
+
 export function addApiRoutes(app: TemplatedApp, deps: ApiDeps): void {
-  const key = deps.config.publishApiKey;
-  const expected = key === undefined ? undefined : digest(key);
+  const expected = apiKeyDigest(deps.config.publishApiKey);
   addRoomRoute(app, deps, expected, 'history', (room, query) => historyAnswer(deps, room, query));
   for (const endpoint of ['presence', 'presence_stats'] as const) addRoomRoute(app, deps, expected, endpoint, (room) => presenceAnswer(deps, room, endpoint));
-  for (const endpoint of ['publish', 'publish_batch', 'disconnect', 'unsubscribe', 'subscribe', 'users_status', 'revoke'] as const) {
-    app.post(`/api/v1/${endpoint === 'publish_batch' ? 'publish/batch' : endpoint === 'users_status' ? 'users/status' : endpoint}`, (res: HttpResponse, req: HttpRequest) => {
-      let aborted = false;
-      res.onAborted(() => {
-        aborted = true;
-      });
-      const ok = (body: Answer): void => {
-        deps.metrics.apiRequest(endpoint, 200);
-        if (!aborted) sendJson(res, '200 OK', body);
-      };
-      const fail = (name: ApiRefusalName, limit?: number): void => {
-        const refusal = API_REFUSALS[name];
-        deps.metrics.apiRequest(endpoint, refusal.status);
-        if (!aborted) sendRefusal(res, refusal, { limit });
-      };
-      if (expected === undefined) return fail('api_disabled');
-      if (!authorized(req.getHeader('authorization'), expected)) return fail('unauthorized');
-      const limit = deps.config.messageMaxSize;
-      if (Number(req.getHeader('content-length') || 0) > limit) return fail('too_large', limit);
-      readBody(
-        res,
-        limit,
-        (body) => {
-          const failed = (err: unknown): void => {
-            if (err instanceof ApiError) return fail(err.refusal, err.limit);
-            deps.log.error({ err, endpoint }, 'API request failed');
-            fail('internal_error');
-          };
-          try {
-            const answer = HANDLERS[endpoint](deps, parseObject(body));
-            if (answer instanceof Promise) answer.then(ok, failed);
-            else ok(answer);
-          } catch (err) {
-            failed(err);
-          }
-        },
-        () => fail('too_large', limit),
-      );
-    });
-  }
+  addPublishRoutes(app, deps, expected);
+  for (const [endpoint, handler] of Object.entries(HANDLERS) as Array<[keyof typeof HANDLERS, Handler<ApiDeps>]>) addPostRoute(app, deps, expected, endpoint, handler);
 }

@@ -54,6 +54,8 @@ export interface Config {
   readonly port: number;
   readonly internalHost: string;
   readonly internalPort: number;
+  /** PUBLISH_PORT: the publish API also served by its own thread on INTERNAL_HOST (publish-thread.ts); undefined: not. */
+  readonly publishPort: number | undefined;
   readonly logLevel: string;
   readonly jwt: JwtConfig;
   /** Peers whose X-Forwarded-For is believed (IPs or CIDRs); empty: the socket address is the client. */
@@ -339,6 +341,8 @@ export function loadConfig(env: Env = process.env): Config {
   const port = r.int('PORT', 8080, 0, 65535);
   const internalPort = r.int('INTERNAL_PORT', 9090, 0, 65535);
   if (port !== 0 && port === internalPort) problems.push(`INTERNAL_PORT: must differ from PORT (${port})`);
+  const publishPort = r.optional('PUBLISH_PORT') === undefined ? undefined : r.int('PUBLISH_PORT', 0, 0, 65535);
+  if (publishPort !== undefined && publishPort !== 0 && (publishPort === port || publishPort === internalPort)) problems.push('PUBLISH_PORT: must differ from PORT and INTERNAL_PORT');
   const nodeId = r.str('NODE_ID', randomBytes(4).toString('hex'));
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(nodeId)) problems.push('NODE_ID: use 1-32 characters of [A-Za-z0-9_-]');
   const rateLimit = r.int('WS_RATE_LIMIT', 20, 1, 100_000);
@@ -353,6 +357,7 @@ export function loadConfig(env: Env = process.env): Config {
     port,
     internalHost: r.str('INTERNAL_HOST', '127.0.0.1'),
     internalPort,
+    publishPort,
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     jwt: readJwt(r, problems, production),
     allowedOrigins: r.list('WS_ALLOWED_ORIGINS'),
@@ -390,6 +395,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.events.types.size > 0 && config.events.webhook === undefined && config.redis === undefined) {
     problems.push('WS_EVENTS: without Redis the events stay in this node\'s memory, where only WS_WEBHOOK_URL can take them: set it (or REDIS_URL)');
   }
+  if (config.publishPort !== undefined && config.redis === undefined) problems.push('PUBLISH_PORT: the publish thread publishes through Redis: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS (without Redis, publish on INTERNAL_PORT)');
   if (config.stream !== undefined && config.redis === undefined) problems.push('WS_STREAM: stream ingestion reads a Redis Stream: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
   if (config.publishApiKey !== undefined && production && Buffer.byteLength(config.publishApiKey) < 32) {
     problems.push('PUBLISH_API_KEY: must be at least 32 bytes in production');

@@ -285,6 +285,7 @@ export const API_REFUSALS = {
   invalid_reason: { status: 400, code: 'invalid_reason', message: '"reason" must be one line of at most {limit} bytes' },
   internal_error: { status: 500, code: 'internal_error', message: 'internal error' },
   history_unavailable: { status: 503, code: 'unavailable', message: 'the room is sequenced and its history is unreachable; retry' },
+  publish_unavailable: { status: 503, code: 'unavailable', message: 'Redis did not take the event (the publish thread has no other way to the nodes); retry' },
   invalid_idempotency_key: { status: 400, code: 'invalid_idempotency_key', message: '"idempotency_key" must be 1-128 printable ASCII characters without spaces, for a sequenced room' },
   no_history: { status: 400, code: 'no_history', message: 'this room keeps no history (not in WS_HISTORY_ROOMS)' },
   invalid_access_room: { status: 400, code: 'invalid_room', message: '"room" must be a project:, channel: or task: room' },

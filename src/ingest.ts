@@ -68,7 +68,7 @@ export function createIngest(deps: PublishDeps, source: IngestSource): Ingest {
       return { status: 'published' };
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      return err.refusal === 'history_unavailable' && body !== undefined ? { status: 'retry', body } : dead(err);
+      return (err.refusal === 'history_unavailable' || err.refusal === 'publish_unavailable') && body !== undefined ? { status: 'retry', body } : dead(err);
     }
   };
 }

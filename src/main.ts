@@ -138,7 +138,7 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     process.stderr.write(`ws-edge: ${(err as Error).message}\n`);
     process.exit(1);
   }
-  logStart(log, { ...config, maxConnections: node.maxConnections }, node.port, node.internalPort, node.uws, dev !== undefined);
+  logStart(log, { ...config, maxConnections: node.maxConnections, publishPort: node.publishPort }, node.port, node.internalPort, node.uws, dev !== undefined);
   if (dev !== undefined) printDevBanner({ ...config, port: node.port }, node.internalPort, devToken(config, dev.secret), dev);
   if (stopping !== undefined) drain(node, stopping);
 
@@ -176,6 +176,7 @@ function logStart(
       event: 'start',
       port,
       internal_port: internalPort,
+      publish_port: config.publishPort ?? null,
       host: config.host,
       internal_host: config.internalHost,
       node_env: config.nodeEnv,

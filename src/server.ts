@@ -45,6 +45,7 @@ import type { RedisClients } from './redis/links.js';
 import { connectionCounter, createRedisSeats } from './redis/registry.js';
 import { createMembership, isSequenced, type Membership } from './membership.js';
 import { createRoomPublish, type RoomPublish } from './publish.js';
+import { startPublishThread } from './publish-thread.js';
 import { createBackendCaller } from './backend.js';
 import { createSends } from './sends.js';
 import { createMemorySendKeys } from './send-keys.js';
@@ -58,12 +59,14 @@ import { createIngest } from './ingest.js';
 import { startStreamIngest, type StreamIngest } from './redis/ingest.js';
 import { createIngestQueue } from './redis/ingest-stream.js';
 import { startOutbox, type Outbox } from './outbox.js';
-import { loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
+import { listen, loadUws, type TemplatedApp, type us_listen_socket, type UwsBinding } from './uws.js';
 
 export interface EdgeNode {
   readonly nodeId: string;
   readonly port: number;
   readonly internalPort: number;
+  /** PUBLISH_PORT as listened on (the publish thread); undefined without it. */
+  readonly publishPort: number | undefined;
   readonly metrics: Metrics;
   readonly broker: Broker;
   /** Server-side publishing: `publish(room, type, data, sender?)` and the product's event helpers. */
@@ -74,15 +77,6 @@ export interface EdgeNode {
   connections(): number;
   /** Ordered drain; idempotent; resolves before WS_DRAIN_TIMEOUT. */
   shutdown(): Promise<void>;
-}
-
-function listen(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
-  return new Promise((resolve, reject) => {
-    app.listen(host, port, (socket) => {
-      if (socket) resolve(socket);
-      else reject(new Error(`cannot listen on ${host}:${port}`));
-    });
-  });
 }
 
 /**
@@ -177,8 +171,11 @@ function lifecycleOf(config: Config, redis: RedisClients | undefined, sessions: 
   return { lifecycle, webhooks: webhooksOf(createRedisEventLog(redis.command, stream, config.nodeId, dropped)) };
 }
 
+/** What ingestion needs: what a publish body needs, and the node's metrics for its own counts. */
+type IngestDeps = PublishDeps & { readonly metrics: Metrics };
+
 /** WS_STREAM: publish commands read from a Redis Stream, published through the API's checks (config.ts refuses it without Redis). */
-function streamIngestOf(redis: RedisClients | undefined, deps: PublishDeps, log: Logger): StreamIngest | undefined {
+function streamIngestOf(redis: RedisClients | undefined, deps: IngestDeps, log: Logger): StreamIngest | undefined {
   const { config, metrics } = deps;
   if (config.stream === undefined || redis === undefined) return undefined;
   log.info({ event: 'stream_ingest', stream: config.stream.key, dead: config.stream.dead, batch: config.stream.batch }, 'reading publish commands from the ingestion stream');
@@ -187,7 +184,7 @@ function streamIngestOf(redis: RedisClients | undefined, deps: PublishDeps, log:
 }
 
 /** The ingestion sources configured: the stream, and the outbox (whose missing table refuses the start: one line, main.ts exits 1). */
-async function ingestionOf(redis: RedisClients | undefined, deps: PublishDeps, log: Logger): Promise<{ stream: StreamIngest | undefined; outbox: Outbox | undefined }> {
+async function ingestionOf(redis: RedisClients | undefined, deps: IngestDeps, log: Logger): Promise<{ stream: StreamIngest | undefined; outbox: Outbox | undefined }> {
   const { config, metrics } = deps;
   const outbox = config.outbox === undefined ? undefined : await startOutbox(config.outbox, { ingest: createIngest(deps, 'outbox'), metrics, log, nodeId: config.nodeId });
   return { stream: streamIngestOf(redis, deps, log), outbox };
@@ -198,6 +195,24 @@ function presenceStore(config: Config, redis: RedisClients | undefined): Presenc
   if (redis === undefined) return createMemoryPresence();
   const keyLifeMs = (config.presence.ttl + config.presence.grace + 1) * 1000;
   return createRedisPresence({ command: redis.command, prefix: config.redis!.prefix, nodeId: config.nodeId, keyLifeMs });
+}
+
+/** The public and internal ports, and the publish thread's (PUBLISH_PORT): all of them, or none. */
+async function openPorts(uws: UwsBinding, apps: { app: TemplatedApp; internal: TemplatedApp }, config: Config, { metrics, log }: { metrics: Metrics; log: Logger }) {
+  const close = (...sockets: us_listen_socket[]) => sockets.forEach((s) => uws.uws.us_listen_socket_close(s));
+  const publicSocket = await listen(apps.app, config.host, config.port);
+  const internalSocket = await listen(apps.internal, config.internalHost, config.internalPort).catch((err: unknown) => {
+    close(publicSocket);
+    throw err;
+  });
+  const publishThread =
+    config.publishPort === undefined
+      ? undefined
+      : await startPublishThread(config, metrics, log).catch((err: unknown) => {
+          close(publicSocket, internalSocket);
+          throw err;
+        });
+  return { publicSocket, internalSocket, port: uws.uws.us_socket_local_port(publicSocket), internalPort: uws.uws.us_socket_local_port(internalSocket), publishThread };
 }
 
 export interface NodeOptions {
@@ -296,7 +311,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   app.ws<never>(WS_PATH, createBehavior(ctx) as never);
   const health: HealthSource = {
     state: () => (state === 'ready' && config.readyRequiresBroker && !broker.isUp() ? 'broker_down' : state),
-    details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size, ...(streamIngest !== undefined && { ingest: streamIngest.health() }), ...(outbox !== undefined && { outbox: outbox.state() }) }),
+    details: () => ({ node_id: config.nodeId, broker: broker.kind === 'memory' ? 'memory' : broker.isUp() ? 'up' : 'down', connections: sessions.size, ...(streamIngest !== undefined && { ingest: streamIngest.health() }), ...(outbox !== undefined && { outbox: outbox.state() }), ...(publishThread !== undefined && { publish_thread: publishThread.alive() ? 'up' : 'down' }) }),
   };
   metrics.readinessFrom(() => health.state() === 'ready');
   if (options.dev !== undefined) addDemoRoutes(app, options.dev);
@@ -307,13 +322,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
   // After the API's routes, before listening; both publish through the API's checks.
   const { stream: streamIngest, outbox } = await ingestionOf(redis, { config, broker, publish, connections: connectionsOf, together: redis === undefined ? undefined : writesTogether(redis.command), metrics }, log);
 
-  const publicSocket = await listen(app, config.host, config.port);
-  const internalSocket = await listen(internal, config.internalHost, config.internalPort).catch((err: unknown) => {
-    uws.uws.us_listen_socket_close(publicSocket);
-    throw err;
-  });
-  const port = uws.uws.us_socket_local_port(publicSocket);
-  const internalPort = uws.uws.us_socket_local_port(internalSocket);
+  const { publicSocket, internalSocket, port, internalPort, publishThread } = await openPorts(uws, { app, internal }, config, { metrics, log });
   state = 'ready';
 
   const shutdown = createShutdown({
@@ -325,6 +334,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     },
     stopListening: () => uws.uws.us_listen_socket_close(publicSocket),
     closeBroker: async () => {
+      await publishThread?.stop();
       expiry.stop();
       keySource.close();
       revocations.close();
@@ -346,6 +356,7 @@ export async function startNode(configured: Config, log: Logger, options: NodeOp
     nodeId: config.nodeId,
     port,
     internalPort,
+    publishPort: publishThread?.port,
     metrics,
     broker,
     events,

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type * as UWS from 'uWebSockets.js';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { DEFAULT_HTTP_MAX_HEADERS_SIZE } from './config.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, WebSocketBehavior, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
@@ -79,4 +80,14 @@ export function loadUws(maxHeadersSize = DEFAULT_HTTP_MAX_HEADERS_SIZE): UwsBind
     `no uWebSockets.js native binary loads on Node ${process.version} ${process.platform}-${process.arch}:\n  ${failures.join('\n  ')}\n` +
       'See README "uWebSockets.js builds" for the supported platforms.',
   );
+}
+
+/** Listens on `host:port` (0: any free port); rejects when the port cannot be had. */
+export function listen(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+  return new Promise((resolve, reject) => {
+    app.listen(host, port, (socket) => {
+      if (socket) resolve(socket);
+      else reject(new Error(`cannot listen on ${host}:${port}`));
+    });
+  });
 }

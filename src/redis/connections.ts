@@ -75,6 +75,19 @@ export function nodeConnection(host: string, port: number, options: RedisOptions
   return new Redis({ ...options, host, port, autoResubscribe: false });
 }
 
+/**
+ * One command connection of the configured topology and its PUBLISH (SPUBLISH in a cluster): all the
+ * publish thread (publish-worker.ts) needs of Redis.
+ */
+export function publishingConnection(topology: RedisTopology, name: string): { readonly command: RedisClient; publish(channel: string, message: string): Promise<unknown> } {
+  if (topology.mode === 'cluster') {
+    const command = commandCluster(topology, name);
+    return { command, publish: (channel, message) => command.spublish(channel, message) };
+  }
+  const command = standaloneOrSentinel(topology, name, false);
+  return { command, publish: (channel, message) => command.publish(channel, message) };
+}
+
 /** `ws-edge/publisher`'s connection: the nodes' options, from a URL. */
 export function publisherConnection(url: string, name: string): Redis {
   return new Redis(url, connectionOptions(name));

@@ -24,6 +24,8 @@ export interface NodeProcess {
   readonly http: string;
   /** http://127.0.0.1:<internalPort> (metrics and internal APIs) */
   readonly internal: string;
+  /** http://127.0.0.1:<PUBLISH_PORT> (the publish thread); undefined without PUBLISH_PORT. */
+  readonly publish: string | undefined;
   /** JSON log lines from stdout so far; a line that is not JSON is kept as { unparsed: line }. */
   readonly logs: LogLine[];
   stderr(): string;
@@ -45,9 +47,11 @@ const children = new Set<ChildProcess>();
  * PATH: nothing leaks in from the test runner), and resolves on its `start` log line.
  * WS_DRAIN_TIMEOUT defaults to 2 s so stop() is quick; pass it to test draining.
  */
-export function startNodeProcess(env: Record<string, string> = {}, opts: { openFiles?: number } = {}): Promise<NodeProcess> {
+export function startNodeProcess(env: Record<string, string> = {}, opts: { openFiles?: number; nodeArgs?: readonly string[] } = {}): Promise<NodeProcess> {
   // `openFiles`: the process's open-files limit (soft and hard), set by prlimit, which then becomes the node.
-  const [command, args] = opts.openFiles === undefined ? [process.execPath, ['dist/cli.js', 'serve']] : ['prlimit', [`--nofile=${opts.openFiles}`, process.execPath, 'dist/cli.js', 'serve']];
+  // `nodeArgs`: options of node itself (--inspect), before the script.
+  const node = [process.execPath, ...(opts.nodeArgs ?? []), 'dist/cli.js', 'serve'];
+  const [command, args] = opts.openFiles === undefined ? [node[0]!, node.slice(1)] : ['prlimit', [`--nofile=${opts.openFiles}`, ...node]];
   const child = spawn(command, args, {
     cwd: ROOT,
     env: {
@@ -120,6 +124,7 @@ export function startNodeProcess(env: Record<string, string> = {}, opts: { openF
         url: `ws://127.0.0.1:${port}/api/v1/ws/connect`,
         http: `http://127.0.0.1:${port}`,
         internal,
+        publish: typeof start['publish_port'] === 'number' ? `http://127.0.0.1:${start['publish_port']}` : undefined,
         logs,
         stderr: () => stderr,
         waitForLog,

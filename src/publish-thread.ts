@@ -1,0 +1,73 @@
+/**
+ * PUBLISH_PORT: the publish API off the socket loop. The node's event loop serves every socket,
+ * join, replay and the internal port; under a reconnect storm a publish on INTERNAL_PORT waits for
+ * that loop (issue 25: p99 of seconds). This starts publish-worker.ts in a worker thread, whose own
+ * loop and Redis connection serve POST /api/v1/publish and /api/v1/publish/batch on PUBLISH_PORT
+ * (same host, checks, answers and key as INTERNAL_PORT), and applies its counts to the node's metrics.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { Metrics, PublishSource } from './metrics.js';
+import type { PublishThreadData, PublishThreadMessage } from './publish-worker.js';
+
+type Endpoint = Parameters<Metrics['apiRequest']>[0];
+
+export interface PublishThread {
+  /** The port it listens on (PUBLISH_PORT, or the one picked for 0). */
+  readonly port: number;
+  /** False once the thread has died (it is not restarted: /readyz says so). */
+  alive(): boolean;
+  stop(): Promise<void>;
+}
+
+/** A thread that does not stop within this is terminated. */
+const STOP_TIMEOUT_MS = 2000;
+
+/** Applies one batch of the thread's counts (`published api`, `duplicate`, `request publish 200`, `dropped`). */
+function apply(metrics: Metrics, counts: ReadonlyArray<readonly [string, number]>): void {
+  for (const [key, n] of counts) {
+    const [what, a, b] = key.split(' ');
+    for (let i = 0; i < n; i++) {
+      if (what === 'published') metrics.published(a as PublishSource);
+      else if (what === 'duplicate') metrics.duplicatePublish();
+      else if (what === 'request') metrics.apiRequest(a as Endpoint, Number(b));
+      else if (what === 'dropped') metrics.brokerPublishError('error');
+    }
+  }
+}
+
+/** Starts the thread; resolves once it listens, rejects when it cannot (the port taken: the node does not start). */
+export function startPublishThread(config: Config, metrics: Metrics, log: Logger): Promise<PublishThread> {
+  // The thread verifies no tokens: it gets no JWT secret.
+  const data: PublishThreadData = { config: { ...config, jwt: { ...config.jwt, secret: undefined, secrets: [] } } };
+  const worker = new Worker(new URL('./publish-worker.js', import.meta.url), { workerData: data });
+  let alive = true;
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  return new Promise((resolve, reject) => {
+    worker.on('message', (message: PublishThreadMessage) => {
+      if (message.kind === 'counts') return apply(metrics, message.counts);
+      if (message.kind === 'failed') return reject(new Error(`PUBLISH_PORT: ${message.error}`));
+      log.info({ event: 'publish_thread', port: message.port }, 'publish API also served by its own thread');
+      resolve({
+        port: message.port,
+        alive: () => alive,
+        async stop() {
+          if (!alive) return;
+          worker.postMessage('stop');
+          const timer = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
+          await exited;
+          clearTimeout(timer);
+        },
+      });
+    });
+    worker.on('error', (err) => {
+      log.error({ event: 'publish_thread_failed', err }, 'the publish thread failed: PUBLISH_PORT no longer answers');
+      reject(err);
+    });
+    worker.once('exit', () => {
+      alive = false;
+      reject(new Error('PUBLISH_PORT: the publish thread exited before it listened'));
+    });
+  });
+}

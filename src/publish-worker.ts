@@ -1,0 +1,105 @@
+/**
+ * The publish thread's body (PUBLISH_PORT; publish-thread.ts starts it): POST /api/v1/publish and
+ * /api/v1/publish/batch on a uWS app of its own, in a worker thread with its own event loop and its
+ * own Redis command connection. A backend's publish is answered in Redis's time while the node's
+ * socket loop is busy (a reconnect storm's handshakes, joins and replays), with the internal port's
+ * checks and answers (api.ts). It publishes as `ws-edge/publisher` does, under an origin of its own,
+ * so every node, its own included, delivers from Redis; a plain room is answered once Redis took
+ * the event. Request and publish counts go to the node's metrics in batches.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { addPublishRoutes, type PublishRouteDeps } from './api.js';
+import type { Config } from './config.js';
+import { createLogger } from './log.js';
+import { isSequenced } from './membership.js';
+import { createRoomPublish } from './publish.js';
+import { publishingConnection, quit, writesTogether } from './redis/connections.js';
+import { createRedisHistory } from './redis/history.js';
+import { countConnections } from './redis/registry.js';
+import { channelsOf, encodeFrame, nodeOfConnection, type FrameKind } from './redis/wire.js';
+import { listen, loadUws } from './uws.js';
+
+/** What the node hands the thread: its configuration (no secrets but the API key's). */
+export interface PublishThreadData {
+  readonly config: Config;
+}
+
+/** Messages to the node: listening (or not), counts, stopped. */
+export type PublishThreadMessage =
+  | { readonly kind: 'listening'; readonly port: number }
+  | { readonly kind: 'failed'; readonly error: string }
+  | { readonly kind: 'counts'; readonly counts: ReadonlyArray<readonly [string, number]> };
+
+/** How often counts go to the node (they are read at its scrapes). */
+const COUNTS_EVERY_MS = 250;
+
+const { config } = workerData as PublishThreadData;
+const port = parentPort!;
+const { topology, prefix } = config.redis!;
+const log = createLogger(config.logLevel, { node_id: config.nodeId, thread: 'publish' });
+// Not the node's id: the node must not take these frames for echoes of its own publishes.
+const origin = `${config.nodeId}.publish`;
+const name = `${prefix}${config.nodeId}:publish`;
+const { command, publish } = publishingConnection(topology, name);
+command.on('error', () => {}); // a refused publish answers 503; the node logs Redis's state
+const channels = channelsOf(prefix, origin);
+
+const send = (channel: string, kind: FrameKind, target: string, payload: string, except?: string): Promise<unknown> => publish(channel, encodeFrame(origin, kind, target, payload, except));
+
+/** Counts since the last batch, by `metric label...`. */
+const counts = new Map<string, number>();
+const count = (key: string): void => void counts.set(key, (counts.get(key) ?? 0) + 1);
+const flush = (): void => {
+  if (counts.size === 0) return;
+  port.postMessage({ kind: 'counts', counts: [...counts] } satisfies PublishThreadMessage);
+  counts.clear();
+};
+const flushing = setInterval(flush, COUNTS_EVERY_MS);
+
+const history = createRedisHistory({ command, cluster: topology.mode === 'cluster', prefix, nodeId: origin, history: config.history });
+const deps: PublishRouteDeps = {
+  config,
+  log,
+  publish: createRoomPublish({
+    sequenced: (room) => isSequenced({ config }, room),
+    broadcast: (room, envelope, except) => send(channels.room(room), 'r', room, envelope, except),
+    append: history.append,
+  }),
+  connections: (userIds, except) => countConnections(command, prefix, userIds, except),
+  together: writesTogether(command),
+  broker: {
+    isUp: () => command.status === 'ready',
+    sendToConnection(connectionId, payload) {
+      const owner = nodeOfConnection(connectionId);
+      if (owner !== '') send(channels.node(owner), 'c', connectionId, payload).catch(() => count('dropped'));
+    },
+  },
+  metrics: {
+    published: (source) => count(`published ${source}`),
+    duplicatePublish: () => count('duplicate'),
+    apiRequest: (endpoint, status) => count(`request ${endpoint} ${status}`),
+  },
+};
+
+const uws = loadUws(config.httpMaxHeadersSize);
+const app = uws.uws.App();
+addPublishRoutes(app, deps);
+app.any('/*', (res) => {
+  res.cork(() => res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"code":"not_found","message":"the publish port serves POST /api/v1/publish and /api/v1/publish/batch"}'));
+});
+
+listen(app, config.internalHost, config.publishPort!).then(
+  (socket) => {
+    port.postMessage({ kind: 'listening', port: uws.uws.us_socket_local_port(socket) } satisfies PublishThreadMessage);
+    port.once('message', () => {
+      uws.uws.us_listen_socket_close(socket);
+      clearInterval(flushing);
+      flush();
+      void quit(command).then(() => port.close());
+    });
+  },
+  (err: Error) => {
+    port.postMessage({ kind: 'failed', error: err.message } satisfies PublishThreadMessage);
+    void quit(command).then(() => port.close());
+  },
+);
