@@ -145,7 +145,10 @@ function targetAnswer(deps: Pick<PublishDeps, 'metrics' | 'config'>, outcome: Ta
 export type PublishDeps = Pick<ApiDeps, 'config' | 'connections' | 'together'> & {
   /** What a plain room's publish returns is not used: the publish thread's rejects when Redis refused it. */
   readonly publish: RoomPublish<unknown>;
-  readonly broker: Pick<Broker, 'sendToConnection' | 'isUp'>;
+  readonly broker: Pick<Broker, 'isUp'> & {
+    /** A node answers nothing (its own connection served at once, another node's through Redis); the publish thread whether Redis took it. */
+    sendToConnection(connectionId: string, payload: string): void | Promise<boolean>;
+  };
   readonly metrics: Pick<Metrics, 'published' | 'duplicatePublish'>;
 };
 
@@ -190,8 +193,8 @@ export function preparePublish(deps: PublishDeps, body: Record<string, unknown>,
     if (except !== undefined) throw badRequest('invalid_exclude_connection');
     return {
       targets: 1,
-      run() {
-        deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from));
+      async run() {
+        if ((await deps.broker.sendToConnection(connectionId, encodeEvent(type, null, data ?? null, from))) === false) throw badRequest('publish_unavailable');
         deps.metrics.published(origin.source);
         return { status: 'published', connection_id: connectionId };
       },

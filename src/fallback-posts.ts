@@ -140,7 +140,6 @@ interface PostRequest {
 }
 
 const ANSWERS: Partial<Record<PostOutcome, keyof typeof FALLBACK_REFUSALS>> = {
-  auth_failures: 'auth_failures',
   unknown_session: 'unknown_session',
   forbidden: 'forbidden',
   rate_limited: 'rate_limited',
@@ -188,8 +187,6 @@ export function createPosts(deps: PostsDeps) {
   function decide(res: HttpResponse, request: PostRequest, body: string, aborted: () => boolean): void {
     const { cors, address } = request;
     const now = Date.now();
-    // A flood of bad tokens from one address is refused before any verification, as at the upgrade.
-    if (!deps.authFailures.mayVerify(address, now)) return answer(res, 'auth_failures', cors);
     const identity = request.tokens.length === 1 ? deps.auth.verify(request.tokens[0]!) : undefined;
     if (identity === undefined || isRejection(identity)) {
       deps.authFailures.fail(address, now);
@@ -221,6 +218,11 @@ export function createPosts(deps: PostsDeps) {
     res.onAborted(() => {
       aborted = true;
     });
+    // A flood of bad tokens from one address is refused before its body is read or its token verified, as at the upgrade.
+    if (!deps.authFailures.mayVerify(address, Date.now())) {
+      metrics.post('auth_failures');
+      return sendRefusal(res, FALLBACK_REFUSALS.auth_failures, { closeConnection: true, headers: cors });
+    }
     if (!SESSION_ID.test(sessionId) || !Number.isSafeInteger(seq) || seq < 1) {
       metrics.post('bad_session');
       return sendRefusal(res, FALLBACK_REFUSALS.bad_session, { closeConnection: true, headers: cors });

@@ -21,10 +21,10 @@ export interface PublishThread {
   stop(): Promise<void>;
 }
 
-/** A thread that does not stop within this is terminated. */
+/** A stop waits this long for the thread to end; then the node goes on without it (it is never terminated: see publish-worker.ts close). */
 const STOP_TIMEOUT_MS = 2000;
 
-/** Applies one batch of the thread's counts (`published api`, `duplicate`, `request publish 200`, `dropped`). */
+/** Applies one batch of the thread's counts (`published api`, `duplicate`, `request publish 200`). */
 function apply(metrics: Metrics, counts: ReadonlyArray<readonly [string, number]>): void {
   for (const [key, n] of counts) {
     const [what, a, b] = key.split(' ');
@@ -32,16 +32,23 @@ function apply(metrics: Metrics, counts: ReadonlyArray<readonly [string, number]
       if (what === 'published') metrics.published(a as PublishSource);
       else if (what === 'duplicate') metrics.duplicatePublish();
       else if (what === 'request') metrics.apiRequest(a as Endpoint, Number(b));
-      else if (what === 'dropped') metrics.brokerPublishError('error');
     }
   }
 }
 
+/**
+ * The node's configuration less what the thread has no use for: JWT secrets, the backend's, room
+ * callback's and webhooks' keys, the outbox URL (its password). It keeps the API key and Redis.
+ */
+function threadConfig(config: Config): Config {
+  return { ...config, jwt: { ...config.jwt, secret: undefined, secrets: [] }, roomAuth: undefined, backend: undefined, stream: undefined, outbox: undefined, events: { ...config.events, webhook: undefined } };
+}
+
 /** Starts the thread; resolves once it listens, rejects when it cannot (the port taken: the node does not start). */
 export function startPublishThread(config: Config, metrics: Metrics, log: Logger): Promise<PublishThread> {
-  // The thread verifies no tokens: it gets no JWT secret.
-  const data: PublishThreadData = { config: { ...config, jwt: { ...config.jwt, secret: undefined, secrets: [] } } };
-  const worker = new Worker(new URL('./publish-worker.js', import.meta.url), { workerData: data });
+  const data: PublishThreadData = { config: threadConfig(config) };
+  // `env: {}`: the node's environment (JWT_SECRET and the rest) is not copied into the thread.
+  const worker = new Worker(new URL('./publish-worker.js', import.meta.url), { workerData: data, env: {} });
   let alive = true;
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   return new Promise((resolve, reject) => {
@@ -55,9 +62,14 @@ export function startPublishThread(config: Config, metrics: Metrics, log: Logger
         async stop() {
           if (!alive) return;
           worker.postMessage('stop');
-          const timer = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
-          await exited;
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<void>((resolveLate) => (timer = setTimeout(resolveLate, STOP_TIMEOUT_MS)));
+          await Promise.race([exited, late]);
           clearTimeout(timer);
+          if (alive) {
+            log.warn({ event: 'publish_thread_stop_timeout' }, 'the publish thread did not stop in time; going on without it');
+            worker.unref();
+          }
         },
       });
     });

@@ -19,7 +19,7 @@ import { countConnections } from './redis/registry.js';
 import { channelsOf, encodeFrame, nodeOfConnection, type FrameKind } from './redis/wire.js';
 import { listen, loadUws } from './uws.js';
 
-/** What the node hands the thread: its configuration (no secrets but the API key's). */
+/** What the node hands the thread: its configuration, less the secrets it has no use for (publish-thread.ts). */
 export interface PublishThreadData {
   readonly config: Config;
 }
@@ -32,6 +32,8 @@ export type PublishThreadMessage =
 
 /** How often counts go to the node (they are read at its scrapes). */
 const COUNTS_EVERY_MS = 250;
+/** PUBLISHes handed to Redis and not answered yet; more are refused 503, as the node's broker drops past its backlog. */
+const MAX_PENDING = 10_000;
 
 const { config } = workerData as PublishThreadData;
 const port = parentPort!;
@@ -44,7 +46,13 @@ const { command, publish } = publishingConnection(topology, name);
 command.on('error', () => {}); // a refused publish answers 503; the node logs Redis's state
 const channels = channelsOf(prefix, origin);
 
-const send = (channel: string, kind: FrameKind, target: string, payload: string, except?: string): Promise<unknown> => publish(channel, encodeFrame(origin, kind, target, payload, except));
+let pending = 0;
+/** Resolves once Redis took the frame; rejects when it did not (unreachable, or MAX_PENDING waiting). */
+const send = (channel: string, kind: FrameKind, target: string, payload: string, except?: string): Promise<unknown> => {
+  if (pending >= MAX_PENDING) return Promise.reject(new Error('too many publishes waiting for Redis'));
+  pending += 1;
+  return publish(channel, encodeFrame(origin, kind, target, payload, except)).finally(() => (pending -= 1));
+};
 
 /** Counts since the last batch, by `metric label...`. */
 const counts = new Map<string, number>();
@@ -69,10 +77,12 @@ const deps: PublishRouteDeps = {
   together: writesTogether(command),
   broker: {
     isUp: () => command.status === 'ready',
-    sendToConnection(connectionId, payload) {
-      const owner = nodeOfConnection(connectionId);
-      if (owner !== '') send(channels.node(owner), 'c', connectionId, payload).catch(() => count('dropped'));
-    },
+    // Every connection is reached through Redis, this node's own too: answered once Redis took it.
+    sendToConnection: (connectionId, payload) =>
+      send(channels.node(nodeOfConnection(connectionId)), 'c', connectionId, payload).then(
+        () => true,
+        () => false,
+      ),
   },
   metrics: {
     published: (source) => count(`published ${source}`),
@@ -88,18 +98,33 @@ app.any('/*', (res) => {
   res.cork(() => res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"code":"not_found","message":"the publish port serves POST /api/v1/publish and /api/v1/publish/batch"}'));
 });
 
+/**
+ * Ends the thread by letting its loop run dry: the app with its open connections (a backend's
+ * keep-alive ones included), the timer, Redis, the port to the node. Never terminated from outside:
+ * a worker torn down with uWS handles open aborts the whole process.
+ */
+function close(): void {
+  app.close();
+  clearInterval(flushing);
+  flush();
+  void quit(command).finally(() => port.close());
+}
+
+// An error nobody caught ends this thread, not the node: /readyz says publish_thread down, INTERNAL_PORT still publishes.
+const fail = (err: unknown): void => {
+  log.error({ event: 'publish_thread_failed', err }, 'the publish thread failed: PUBLISH_PORT no longer answers');
+  close();
+};
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
+
 listen(app, config.internalHost, config.publishPort!).then(
   (socket) => {
     port.postMessage({ kind: 'listening', port: uws.uws.us_socket_local_port(socket) } satisfies PublishThreadMessage);
-    port.once('message', () => {
-      uws.uws.us_listen_socket_close(socket);
-      clearInterval(flushing);
-      flush();
-      void quit(command).then(() => port.close());
-    });
+    port.once('message', close);
   },
   (err: Error) => {
     port.postMessage({ kind: 'failed', error: err.message } satisfies PublishThreadMessage);
-    void quit(command).then(() => port.close());
+    close();
   },
 );

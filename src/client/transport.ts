@@ -73,15 +73,17 @@ export function FallbackSocket(url: string, protocols: string[]): WebSocketLike 
   /**
    * A POST answered 429 or 503 is sent again, same seq (the node did not use it up), after its
    * Retry-After or 250 ms doubling, up to 5 times. Any other POST not taken (refused, or the node
-   * unreachable) ends the socket: the connection reconnects, resumes, and resends what was not
+   * unreachable), and one asked to wait more than 4 s (an address blocked for failed tokens: 60 s),
+   * ends the socket: the connection reconnects with its backoff, resumes, and resends what was not
    * answered, as after a lost WebSocket. A refresh_token taken is the token of the POSTs after it.
    */
   const post = async (data: string, n: number): Promise<unknown> => {
     for (let wait = 250; ; wait *= 2) {
       const res = await fetch(`${stream}session=${session}&seq=${n}`, { method: 'POST', headers: auth, body: data, signal: abort.signal }).catch(() => undefined);
       if (res?.ok) return data.startsWith('{"type":"refresh_token"') && (auth.authorization = `Bearer ${(JSON.parse(data) as { token: string }).token}`);
-      if (wait > 4e3 || (res?.status !== 429 && res?.status !== 503)) break;
-      await new Promise((wake) => setTimeout(wake, +res.headers.get('retry-after')! * 1e3 || wait));
+      const after = +res?.headers.get('retry-after')! * 1e3 || wait;
+      if (wait > 4e3 || after > 4e3 || (res?.status !== 429 && res?.status !== 503)) break;
+      await new Promise((wake) => setTimeout(wake, after));
     }
     end(1006, '');
   };

@@ -5,7 +5,8 @@
  * internal port's answers (an idempotency key shared between both ports). The node's main thread
  * paused in the debugger (its event loop stopped, as in a reconnect storm's worst turn): the thread
  * answers and the event reaches another node's members while the internal port's publish waits.
- * Redis down: 503 `unavailable`, never a 200 for an event nobody got.
+ * Redis down: 503 `unavailable`, never a 200 for an event nobody got. A SIGTERM with backends'
+ * keep-alive connections open on the port: the node exits 0.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -149,6 +150,11 @@ describe('the publish thread while the node\u2019s event loop is stopped', () =>
     const sequenced = await post(a.publish!, '/api/v1/publish', { room: 'task:r', type: 'task.updated' });
     expect({ status: plain.status, code: plain.body['code'], message: plain.body['message'] }).toEqual({ status: 503, code: 'unavailable', message: expect.stringContaining('Redis did not take the event') });
     expect({ status: sequenced.status, code: sequenced.body['code'] }).toEqual({ status: 503, code: 'unavailable' });
+    // A connection, even one of this node, is reached through Redis from the thread: not taken, not a 200.
+    const connection = await post(a.publish!, '/api/v1/publish', { connection_id: `${a.nodeId}.1`, type: 'task.updated' });
+    expect({ status: connection.status, code: connection.body['code'] }).toEqual({ status: 503, code: 'unavailable' });
+    // The thread ends with the node, its keep-alive connections (fetch keeps them) open: a clean exit.
+    expect(await a.stop()).toEqual({ code: 0, signal: null });
     const refused = await startNodeProcess({ PUBLISH_PORT: '0' }).then(
       () => 'started',
       (err: Error) => err.message,

@@ -78,7 +78,7 @@ describe('FallbackSocket POSTs', () => {
     close();
   });
 
-  it('closes with 1006 after 5 retries, and at once on another refusal', async () => {
+  it('closes with 1006 after 5 retries, at once on another refusal, and at once when asked to wait more than 4 s', async () => {
     const busy = { status: 503, retryAfter: '0.01' };
     const first = await open([busy, busy, busy, busy, busy, busy]);
     first.socket.send('{"type":"ping","id":"1"}');
@@ -92,6 +92,14 @@ describe('FallbackSocket POSTs', () => {
     await waitFor('second.closes.length 1', () => second.closes.length === 1, 5000);
     expect(second.closes).toEqual([1006]);
     expect(second.posts).toHaveLength(1);
+    await stop!();
+
+    // An address blocked for failed tokens (429, Retry-After: 60): reconnect with the backoff, not a minute of frozen sends.
+    const third = await open([{ status: 429, retryAfter: '60' }]);
+    third.socket.send('{"type":"ping","id":"1"}');
+    await waitFor('third.closes.length 1', () => third.closes.length === 1, 5000);
+    expect(third.closes).toEqual([1006]);
+    expect(third.posts).toHaveLength(1);
   });
 
   it('carries the token of a refresh_token taken on the POSTs after it', async () => {
