@@ -30,6 +30,8 @@ export type PublishThreadMessage =
   | { readonly kind: 'failed'; readonly error: string }
   | { readonly kind: 'counts'; readonly counts: ReadonlyArray<readonly [string, number]> };
 
+/** A request that finds Redis not ready (starting, reconnecting, a master still connecting) waits this long for it, then fails as it would. */
+const READY_WAIT_MS = 2000;
 /** How often counts go to the node (they are read at its scrapes). */
 const COUNTS_EVERY_MS = 250;
 /** PUBLISHes handed to Redis and not answered yet; more are refused 503, as the node's broker drops past its backlog. */
@@ -42,7 +44,8 @@ const log = createLogger(config.logLevel, { node_id: config.nodeId, thread: 'pub
 // Not the node's id: the node must not take these frames for echoes of its own publishes.
 const origin = `${config.nodeId}.publish`;
 const name = `${prefix}${config.nodeId}:publish`;
-const { command, publish } = publishingConnection(topology, name);
+const redis = publishingConnection(topology, name);
+const { command, publish } = redis;
 command.on('error', () => {}); // a refused publish answers 503; the node logs Redis's state
 const channels = channelsOf(prefix, origin);
 
@@ -64,22 +67,37 @@ const flush = (): void => {
 };
 const flushing = setInterval(flush, COUNTS_EVERY_MS);
 
+let waiting = 0;
+/**
+ * Runs `issue` at once when Redis is ready (a batch's commands still leave in one write), else once
+ * it is or READY_WAIT_MS passed; at most MAX_PENDING wait, the rest fail at once.
+ */
+const whenReady = <T>(issue: () => Promise<T>): Promise<T> => {
+  if (redis.ready()) return issue();
+  if (waiting >= MAX_PENDING) return Promise.reject(new Error('too many publishes waiting for Redis'));
+  waiting += 1;
+  return redis.whenReady(READY_WAIT_MS).then(() => {
+    waiting -= 1;
+    return issue();
+  });
+};
+
 const history = createRedisHistory({ command, cluster: topology.mode === 'cluster', prefix, nodeId: origin, history: config.history });
 const deps: PublishRouteDeps = {
   config,
   log,
   publish: createRoomPublish({
     sequenced: (room) => isSequenced({ config }, room),
-    broadcast: (room, envelope, except) => send(channels.room(room), 'r', room, envelope, except),
-    append: history.append,
+    broadcast: (room, envelope, except) => whenReady(() => send(channels.room(room), 'r', room, envelope, except)),
+    append: (room, head, key, except) => whenReady(() => history.append(room, head, key, except)),
   }),
-  connections: (userIds, except) => countConnections(command, prefix, userIds, except),
+  connections: (userIds, except) => whenReady(() => countConnections(command, prefix, userIds, except)),
   together: writesTogether(command),
   broker: {
     isUp: () => command.status === 'ready',
     // Every connection is reached through Redis, this node's own too: answered once Redis took it.
     sendToConnection: (connectionId, payload) =>
-      send(channels.node(nodeOfConnection(connectionId)), 'c', connectionId, payload).then(
+      whenReady(() => send(channels.node(nodeOfConnection(connectionId)), 'c', connectionId, payload)).then(
         () => true,
         () => false,
       ),

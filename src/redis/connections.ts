@@ -75,17 +75,55 @@ export function nodeConnection(host: string, port: number, options: RedisOptions
   return new Redis({ ...options, host, port, autoResubscribe: false });
 }
 
+/** The publish thread's Redis: one command connection, its PUBLISH (SPUBLISH in a cluster), and whether it can take commands now. */
+export interface PublishingConnection {
+  readonly command: RedisClient;
+  publish(channel: string, message: string): Promise<unknown>;
+  /** Every connection a command may need is ready (in a cluster, each master's). */
+  ready(): boolean;
+  /** Resolves once `ready()`, or after `timeoutMs` (the commands then fail as they would). */
+  whenReady(timeoutMs: number): Promise<void>;
+}
+
+/** How often whenReady looks again. */
+const READY_POLL_MS = 20;
+
 /**
- * One command connection of the configured topology and its PUBLISH (SPUBLISH in a cluster): all the
- * publish thread (publish-worker.ts) needs of Redis.
+ * One command connection of the configured topology: all the publish thread (publish-worker.ts)
+ * needs of Redis. A cluster client connects to each master only when a command first goes there,
+ * and without an offline queue a second command to a master still connecting fails: so every
+ * master is connected as soon as the slot map names it, and `whenReady` lets a caller wait for that.
  */
-export function publishingConnection(topology: RedisTopology, name: string): { readonly command: RedisClient; publish(channel: string, message: string): Promise<unknown> } {
-  if (topology.mode === 'cluster') {
-    const command = commandCluster(topology, name);
-    return { command, publish: (channel, message) => command.spublish(channel, message) };
+export function publishingConnection(topology: RedisTopology, name: string): PublishingConnection {
+  if (topology.mode !== 'cluster') {
+    const command = standaloneOrSentinel(topology, name, false);
+    const ready = (): boolean => command.status === 'ready';
+    return { command, publish: (channel, message) => command.publish(channel, message), ready, whenReady: (ms) => waitUntil(ready, ms) };
   }
-  const command = standaloneOrSentinel(topology, name, false);
-  return { command, publish: (channel, message) => command.publish(channel, message) };
+  const command = commandCluster(topology, name);
+  const connectMasters = (): void => {
+    for (const master of command.nodes('master')) if (master.status === 'wait') master.connect().catch(() => {});
+  };
+  command.on('ready', connectMasters);
+  command.on('+node', () => queueMicrotask(connectMasters));
+  const ready = (): boolean => command.status === 'ready' && command.nodes('master').every((master) => master.status === 'ready');
+  return {
+    command,
+    publish: (channel, message) => command.spublish(channel, message),
+    ready,
+    whenReady(ms) {
+      connectMasters();
+      return waitUntil(ready, ms);
+    },
+  };
+}
+
+function waitUntil(done: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const look = (): void => void (done() || Date.now() >= deadline ? resolve() : setTimeout(look, READY_POLL_MS));
+    look();
+  });
 }
 
 /** `ws-edge/publisher`'s connection: the nodes' options, from a URL. */
