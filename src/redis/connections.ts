@@ -90,9 +90,8 @@ const READY_POLL_MS = 20;
 
 /**
  * One command connection of the configured topology: all the publish thread (publish-worker.ts)
- * needs of Redis. A cluster client connects to each master only when a command first goes there,
- * and without an offline queue a second command to a master still connecting fails: so every
- * master is connected as soon as the slot map names it, and `whenReady` lets a caller wait for that.
+ * needs of Redis. `whenReady` lets a request that arrives while it connects (or a cluster master
+ * still connects: commandCluster) wait for it instead of failing.
  */
 export function publishingConnection(topology: RedisTopology, name: string): PublishingConnection {
   if (topology.mode !== 'cluster') {
@@ -101,21 +100,8 @@ export function publishingConnection(topology: RedisTopology, name: string): Pub
     return { command, publish: (channel, message) => command.publish(channel, message), ready, whenReady: (ms) => waitUntil(ready, ms) };
   }
   const command = commandCluster(topology, name);
-  const connectMasters = (): void => {
-    for (const master of command.nodes('master')) if (master.status === 'wait') master.connect().catch(() => {});
-  };
-  command.on('ready', connectMasters);
-  command.on('+node', () => queueMicrotask(connectMasters));
   const ready = (): boolean => command.status === 'ready' && command.nodes('master').every((master) => master.status === 'ready');
-  return {
-    command,
-    publish: (channel, message) => command.spublish(channel, message),
-    ready,
-    whenReady(ms) {
-      connectMasters();
-      return waitUntil(ready, ms);
-    },
-  };
+  return { command, publish: (channel, message) => command.spublish(channel, message), ready, whenReady: (ms) => waitUntil(ready, ms) };
 }
 
 function waitUntil(done: () => boolean, timeoutMs: number): Promise<void> {
@@ -145,10 +131,20 @@ export function commandCluster(topology: ClusterTopology, name: string): Cluster
     slotsRefreshInterval: 1000,
     redisOptions: { connectionName, maxRetriesPerRequest, connectTimeout, keepAlive, commandTimeout },
   };
-  return new Cluster(
+  const cluster = new Cluster(
     topology.nodes.map(({ host, port }) => ({ host, port })),
     options,
   );
+  // ioredis connects a master only when a command first goes there, and with no offline queue a
+  // second command to a master still connecting fails ("Connection is closed"): a node's first
+  // publishes after a start or a failover were dropped that way. Every master is connected as soon
+  // as the slot map names it.
+  const connectMasters = (): void => {
+    for (const master of cluster.nodes('master')) if (master.status === 'wait') master.connect().catch(() => {});
+  };
+  cluster.on('ready', connectMasters);
+  cluster.on('+node', () => queueMicrotask(connectMasters));
+  return cluster;
 }
 
 /** Closes politely, or at once when Redis does not answer. */
