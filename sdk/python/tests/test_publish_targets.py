@@ -43,6 +43,17 @@ class BodiesTest(unittest.TestCase):
             ],
         )
 
+    def test_publish_url_takes_publishes_and_batches_only(self):
+        thread, internal = self.serve(MANY, (200, {"results": [{"status": "published", "room": "task:1"}]})), self.serve((200, {"status": "disconnecting"}))
+        pub = self.publisher(internal.url, publish_url=thread.url + "/api/v1/")
+        pub.publish_many(rooms=["task:1"], type="task.updated")
+        pub.publish_batch([{"room": "task:1", "type": "task.updated"}])
+        pub.disconnect("alice")
+        self.assertEqual([r["path"] for r in thread.requests], ["/api/v1/publish", "/api/v1/publish/batch"])
+        self.assertEqual([r["path"] for r in internal.requests], ["/api/v1/disconnect"])
+        with self.assertRaises(ValueError):
+            Publisher(internal.url, "key", publish_url="ws-edge-1:9091")
+
     def test_exclude_connection_on_the_single_routes(self):
         server = self.serve((200, {"status": "published"}))
         pub = self.publisher(server.url)

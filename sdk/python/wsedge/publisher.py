@@ -120,6 +120,17 @@ def _json_body(body: Mapping[str, Any]) -> bytes:
         raise ValueError(f"data is not JSON-serializable: {err}") from None
 
 
+def _api_base(url: Any, name: str, what: str) -> str:
+    """``http(s)://host:port`` (a trailing ``/api/v1`` accepted) as the API's base URL."""
+    if not isinstance(url, str):
+        raise TypeError(f"{name} must be a str")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{name} must be http(s)://host:port of {what}, not {url!r}")
+    base = url.rstrip("/")
+    return base if base.endswith("/api/v1") else base + "/api/v1"
+
+
 class Publisher:
     """A node's server API. Thread-safe: every call is its own HTTP request (no shared connection).
 
@@ -127,6 +138,8 @@ class Publisher:
     accepted too). `api_key`: the nodes' PUBLISH_API_KEY. `timeout`: seconds per attempt (connect,
     and each read). `retries`: further attempts after a retryable failure (see the module's doc).
     `backoff`: (base, cap) seconds of the full-jitter delay ``random(0, min(cap, base * 2**n))``.
+    `publish_url`: a node's PUBLISH_PORT (the publish thread, answered off the node's socket loop):
+    publishes and batches go there, every other call to `url`.
     """
 
     def __init__(
@@ -140,12 +153,10 @@ class Publisher:
         opener: urllib.request.OpenerDirector | None = None,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = random.random,
+        publish_url: str | None = None,
     ):
-        if not isinstance(url, str):
-            raise TypeError("url must be a str")
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"url must be http(s)://host:port of a node's internal port, not {url!r}")
+        self._base = _api_base(url, "url", "a node's internal port")
+        self._publish_base = self._base if publish_url is None else _api_base(publish_url, "publish_url", "a node's PUBLISH_PORT")
         if not isinstance(api_key, str):
             raise TypeError("api_key must be a str")
         if api_key == "" or any(c in api_key for c in "\r\n"):
@@ -154,8 +165,6 @@ class Publisher:
             raise ValueError("timeout must be a positive number of seconds")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError("retries must be a non-negative int")
-        base = url.rstrip("/")
-        self._base = base if base.endswith("/api/v1") else base + "/api/v1"
         self._key = api_key
         self._timeout = float(timeout)
         self._retries = retries
@@ -416,7 +425,8 @@ class Publisher:
         """One call with its retries. GETs are idempotent."""
         if idempotent is None:
             idempotent = method == "GET"
-        url = f"{self._base}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        base = self._publish_base if path in ("publish", "publish/batch") else self._base
+        url = f"{base}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = None if body is None else _json_body(body)
         attempt = 0
         while True:
