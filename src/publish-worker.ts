@@ -10,6 +10,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { addPublishRoutes, type PublishRouteDeps } from './api.js';
 import type { Config } from './config.js';
+import { ROUTE_REFUSALS } from './errors.js';
+import { sendRefusal } from './http.js';
 import { createLogger } from './log.js';
 import { isSequenced } from './membership.js';
 import { createRoomPublish } from './publish.js';
@@ -112,9 +114,8 @@ const deps: PublishRouteDeps = {
 const uws = loadUws(config.httpMaxHeadersSize);
 const app = uws.uws.App();
 addPublishRoutes(app, deps);
-app.any('/*', (res) => {
-  res.cork(() => res.writeStatus('404 Not Found').writeHeader('Content-Type', 'application/json').end('{"code":"not_found","message":"the publish port serves POST /api/v1/publish and /api/v1/publish/batch"}'));
-});
+// Everything else is the internal port's (disconnect, subscribe, history, metrics...).
+app.any('/*', (res) => sendRefusal(res, ROUTE_REFUSALS.not_found));
 
 /**
  * Ends the thread by letting its loop run dry: the app with its open connections (a backend's
