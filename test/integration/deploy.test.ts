@@ -750,9 +750,10 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     expect(secretTemplate()['kind']).toBe('Secret');
   });
 
-  it('runs 3 replicas with both named ports, probes on /readyz and /healthz, and config from the ConfigMap and Secret', () => {
+  it('runs 3 replicas with the named ports (the publish thread\'s as PUBLISH_PORT), probes on /readyz and /healthz, and config from the ConfigMap and Secret', () => {
     expect(deployment()['spec']['replicas']).toBe(3);
-    expect(Object.fromEntries(portsByName())).toEqual({ http: 8080, internal: 9090 });
+    expect(Object.fromEntries(portsByName())).toEqual({ http: 8080, internal: 9090, publish: 9091 });
+    expect(Number(configMap()['PUBLISH_PORT'])).toBe(portsByName().get('publish'));
     expect(container()['readinessProbe']['httpGet']).toEqual({ path: '/readyz', port: 'http' });
     expect(container()['livenessProbe']['httpGet']).toEqual({ path: '/healthz', port: 'http' });
     const envFrom = container()['envFrom'] as Doc[];
@@ -790,14 +791,14 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     expect(read('Dockerfile')).toMatch(/^USER node$/m);
   });
 
-  it('exposes only the public port on the public Service; the internal one has its own Service', () => {
+  it('exposes only the public port on the public Service; the internal one (with the publish thread\'s) has its own Service', () => {
     const services = objects().filter((o) => o['kind'] === 'Service');
     const labels = pod()['metadata']['labels'] as Record<string, string>;
     const byPort = (port: number) => services.filter((s) => (s['spec']['ports'] as Doc[]).some((p) => p['port'] === port));
     const [publicService] = byPort(8080);
     const [internalService] = byPort(9090);
     expect((publicService!['spec']['ports'] as Doc[]).map((p) => p['port'])).toEqual([8080]);
-    expect((internalService!['spec']['ports'] as Doc[]).map((p) => p['port'])).toEqual([9090]);
+    expect((internalService!['spec']['ports'] as Doc[]).map((p) => p['port'])).toEqual([9090, 9091]);
     for (const service of services) {
       expect(matches(service['spec']['selector'], labels), service['metadata']['name']).toBe(true);
       for (const port of service['spec']['ports'] as Doc[]) expect(portsByName().get(port['targetPort']), service['metadata']['name']).toBe(port['port']);
@@ -826,6 +827,8 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     expect((forPort('internal')[0]!['from'] as Doc[]).length).toBeGreaterThan(0);
     const peers = JSON.stringify(forPort('internal')[0]!['from']);
     expect(peers).toMatch(/monitoring/);
+    // The publish thread's port is open to the same peers as the internal port, no more.
+    expect(forPort('publish')).toEqual(forPort('internal'));
   });
 
   it('the PodDisruptionBudget and the HPA target these pods', () => {
