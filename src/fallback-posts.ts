@@ -2,8 +2,9 @@
  * Client messages of fallback sessions: `POST /api/v1/ws/stream` with one client frame as the body,
  * `X-WsEdge-Session` and a per-session `X-WsEdge-Seq` (1, 2, ...). No stickiness: a POST that
  * reaches a node not holding the session is forwarded to the holder over the broker (frame `f`)
- * and answered once Redis accepted it; the holder applies a session's POSTs in `seq` order within a
- * small reorder window, whichever node they came through.
+ * and answered once Redis handed it to the holder's subscription (else 503: the seq is not used
+ * up); the holder applies a session's POSTs in `seq` order within a small reorder window,
+ * whichever node they came through.
  */
 import type { Authenticator } from './auth.js';
 import type { Broker, Payload } from './broker.js';
@@ -144,6 +145,7 @@ const ANSWERS: Partial<Record<PostOutcome, keyof typeof FALLBACK_REFUSALS>> = {
   forbidden: 'forbidden',
   rate_limited: 'rate_limited',
   out_of_order: 'out_of_order',
+  busy: 'busy',
 };
 
 /** Users whose forwarded POSTs are rate-limited on this node at once; the least recent go first. */

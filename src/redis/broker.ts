@@ -154,22 +154,27 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
     setUp(subscriptions.allUp() && command.status === 'ready', why, state === undefined ? {} : shardOf(redis, state));
   };
 
-  /** Resolves whether Redis took the frame (it never rejects; a dropped frame is counted). */
-  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<boolean> => {
-    if (command.status !== 'ready') return dropped(metrics, 'down');
-    if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog');
+  /**
+   * Resolves with how many subscribers Redis handed the frame to (0: nobody listens on the channel),
+   * or -1 when Redis did not take it (it never rejects; a dropped frame is counted).
+   */
+  const deliver = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<number> => {
+    if (command.status !== 'ready') return dropped(metrics, 'down').then(() => -1);
+    if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog').then(() => -1);
     pending += 1;
     return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload, except)).then(
-      () => ((pending -= 1), true),
+      (receivers) => ((pending -= 1), receivers),
       () => {
         pending -= 1;
         // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
         const state = subscriptions.stateOf(channel);
         if (state !== undefined) state.lastReceived = 0;
-        return dropped(metrics, 'error');
+        return dropped(metrics, 'error').then(() => -1);
       },
     );
   };
+  /** Resolves whether Redis took the frame. */
+  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<boolean> => deliver(channel, kind, frameTarget, payload, except).then((receivers) => receivers >= 0);
 
   const roomPrefix = channels.room('');
   const subscriptions = createSubscriptions({
@@ -232,7 +237,9 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
       else if (owner !== '') send(channels.node(owner), 'c', connectionId, payload);
     },
     // To the holder's own channel, in PUBLISH order from this node; this node's own sessions at once.
-    forward: (sessionId, payload) => (closed ? Promise.resolve(false) : nodeOfConnection(sessionId) !== nodeId ? send(channels.node(nodeOfConnection(sessionId)), 'f', sessionId, payload) : Promise.resolve((target.forwarded?.(sessionId, payload), true))),
+    // Taken only when the holder heard it: a node that has not subscribed its own channel yet (just
+    // started) or no longer (gone) would lose it silently, and the client would wait for a reply.
+    forward: (sessionId, payload) => (closed ? Promise.resolve(false) : nodeOfConnection(sessionId) !== nodeId ? deliver(channels.node(nodeOfConnection(sessionId)), 'f', sessionId, payload).then((receivers) => receivers > 0) : Promise.resolve((target.forwarded?.(sessionId, payload), true))),
     disconnectUser: (userId, code, reason) => void (closed || (target.disconnectUser(userId, code, reason), send(channels.control, 'd', userId, encodeDisconnect(code, reason)))),
     // Applied here at once: in Redis before it is sent, so a node that misses the frame reads it on its reload.
     revoke: (kept) => (closed ? Promise.resolve(false) : (target.revoke(kept), send(channels.control, 'v', String(kept.expiresAt), encodeRevocation(kept.rule)))),

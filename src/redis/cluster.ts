@@ -31,7 +31,8 @@ export function clusterClients(topology: ClusterTopology, names: { command: stri
     mode: 'cluster',
     command,
     subscribers: shards,
-    publish: (channel, message) => command.spublish(channel, message),
+    // SPUBLISH answers the number of the shard's subscribers, like PUBLISH (ioredis types it unknown).
+    publish: (channel, message) => command.spublish(channel, message) as Promise<number>,
     async close() {
       await Promise.all([quit(command), shards.close()]);
     },

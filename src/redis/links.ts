@@ -52,6 +52,7 @@ export interface RedisClients {
   readonly mode: RedisTopology['mode'];
   readonly command: RedisClient;
   readonly subscribers: SubscriberLinks;
-  publish(channel: string, message: string): Promise<unknown>;
+  /** PUBLISH (SPUBLISH in a cluster): resolves with how many subscribers Redis handed it to. */
+  publish(channel: string, message: string): Promise<number>;
   close(): Promise<void>;
 }

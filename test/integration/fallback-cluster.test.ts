@@ -127,6 +127,20 @@ describe('HTTP fallback on three nodes behind HAProxy (round-robin, upgrades ref
     await Promise.all([holder.stop(), front.stop()]);
   });
 
+  it('answers 503 (the seq not used up), never 202, a POST whose holder no node listens for: gone, or not subscribed yet', async () => {
+    const stream = await openStream(nodes[0]!.http, { token: token('gone') });
+    streams.push(stream);
+    await stream.next((e) => e.data.type === 'connected');
+    // A holder that does not exist (a killed node's id): Redis hands the forwarded frame to nobody.
+    const orphan = `deadnode.${'A'.repeat(24)}`;
+    const answer = await post(nodes[1]!.http, stream, token('gone'), { type: 'ping', id: 'lost' }, { session: orphan, seq: 1 });
+    expect({ status: answer.status, code: answer.body['code'] }).toEqual({ status: 503, code: 'unavailable' });
+    // The live holder's session, through the same node: forwarded as before.
+    const live = await post(nodes[1]!.http, stream, token('gone'), { type: 'ping', id: 'found' });
+    expect(live).toEqual({ status: 202, body: { ok: true, outcome: 'forwarded' } });
+    await stream.next((e) => e.data.type === 'pong' && e.data['id'] === 'found');
+  });
+
   it('loses and repeats nothing across a kill -9 and a rolling restart of every node', async () => {
     const READERS = 6;
     for (let i = 0; i < READERS; i++) followers.push(follow(lb.http, token(`reader${i}`), ['task:count']));
