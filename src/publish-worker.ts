@@ -69,19 +69,14 @@ const flush = (): void => {
 };
 const flushing = setInterval(flush, COUNTS_EVERY_MS);
 
-let waiting = 0;
 /**
- * Runs `issue` at once when Redis is ready (a batch's commands still leave in one write), else once
- * it is or READY_WAIT_MS passed; at most MAX_PENDING wait, the rest fail at once.
+ * Runs `issue` at once when Redis is ready (a batch's commands still leave in one write), else in
+ * arrival order once it is or READY_WAIT_MS passed; at most MAX_PENDING wait, the rest fail at once.
  */
 const whenReady = <T>(issue: () => Promise<T>): Promise<T> => {
-  if (redis.ready()) return issue();
-  if (waiting >= MAX_PENDING) return Promise.reject(new Error('too many publishes waiting for Redis'));
-  waiting += 1;
-  return redis.whenReady(READY_WAIT_MS).then(() => {
-    waiting -= 1;
-    return issue();
-  });
+  if (redis.gate.open()) return issue();
+  if (redis.gate.waiting() >= MAX_PENDING) return Promise.reject(new Error('too many publishes waiting for Redis'));
+  return redis.gate.wait(READY_WAIT_MS).then(issue);
 };
 
 const history = createRedisHistory({ command, cluster: topology.mode === 'cluster', prefix, nodeId: origin, history: config.history });
@@ -124,6 +119,7 @@ app.any('/*', (res) => sendRefusal(res, ROUTE_REFUSALS.not_found));
  */
 function close(): void {
   app.close();
+  redis.gate.release();
   clearInterval(flushing);
   flush();
   void quit(command).finally(() => port.close());

@@ -70,10 +70,32 @@ function receive(frame: Frame, target: BrokerTarget, metrics: Metrics, nodeId: s
   }
 }
 
-/** A frame not handed to Redis: counted, and answered `false` to whoever waits for it. */
-function dropped(metrics: Metrics, reason: 'down' | 'backlog' | 'error'): Promise<boolean> {
+/**
+ * Publishes a node's frames: each resolves with how many subscribers Redis handed it to (0: nobody
+ * listens on the channel), or -1 when Redis did not take it (never rejects; a dropped frame is
+ * counted). At most MAX_PENDING_PUBLISHES wait for Redis's reply; `failed`: a PUBLISH on that channel failed.
+ */
+function frameSender(redis: RedisClients, metrics: Metrics, nodeId: string, failed: (channel: string) => void) {
+  let pending = 0;
+  return (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<number> => {
+    if (redis.command.status !== 'ready') return dropped(metrics, 'down');
+    if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog');
+    pending += 1;
+    return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload, except)).then(
+      (receivers) => ((pending -= 1), receivers),
+      () => {
+        pending -= 1;
+        failed(channel);
+        return dropped(metrics, 'error');
+      },
+    );
+  };
+}
+
+/** A frame not handed to Redis: counted, and answered -1 (no receivers count) to whoever waits for it. */
+function dropped(metrics: Metrics, reason: 'down' | 'backlog' | 'error'): Promise<number> {
   metrics.brokerPublishError(reason);
-  return Promise.resolve(false);
+  return Promise.resolve(-1);
 }
 
 /** A client send's idempotency record, written in the same step as its publish (send-keys.ts). */
@@ -130,7 +152,6 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
   let up = false;
   let everUp = false;
   let unreachableLogged = false;
-  let pending = 0;
   let closed = false;
 
   metrics.brokerUp(false); // up only once Redis has confirmed this node's subscriptions
@@ -154,27 +175,13 @@ function createBroker({ config, target, log, metrics, redis }: RedisBrokerDeps):
     setUp(subscriptions.allUp() && command.status === 'ready', why, state === undefined ? {} : shardOf(redis, state));
   };
 
-  /**
-   * Resolves with how many subscribers Redis handed the frame to (0: nobody listens on the channel),
-   * or -1 when Redis did not take it (it never rejects; a dropped frame is counted).
-   */
-  const deliver = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<number> => {
-    if (command.status !== 'ready') return dropped(metrics, 'down').then(() => -1);
-    if (pending >= MAX_PENDING_PUBLISHES) return dropped(metrics, 'backlog').then(() => -1);
-    pending += 1;
-    return redis.publish(channel, encodeFrame(nodeId, kind, frameTarget, payload, except)).then(
-      (receivers) => ((pending -= 1), receivers),
-      () => {
-        pending -= 1;
-        // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
-        const state = subscriptions.stateOf(channel);
-        if (state !== undefined) state.lastReceived = 0;
-        return dropped(metrics, 'error').then(() => -1);
-      },
-    );
-  };
+  const deliver = frameSender(redis, metrics, nodeId, (channel) => {
+    // A failing command link may be stalled: probe the link of that server now instead of waiting for idleness.
+    const state = subscriptions.stateOf(channel);
+    if (state !== undefined) state.lastReceived = 0;
+  });
   /** Resolves whether Redis took the frame. */
-  const send = (channel: string, kind: FrameKind, frameTarget: string, payload: string, except?: string): Promise<boolean> => deliver(channel, kind, frameTarget, payload, except).then((receivers) => receivers >= 0);
+  const send = (...frame: Parameters<typeof deliver>): Promise<boolean> => deliver(...frame).then((receivers) => receivers >= 0);
 
   const roomPrefix = channels.room('');
   const subscriptions = createSubscriptions({

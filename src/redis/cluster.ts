@@ -15,7 +15,7 @@
  * unsolicited SUNSUBSCRIBE, which ioredis takes for the reply to a pending command; a clean
  * connection is the only state both sides agree on.
  */
-import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, RedisOptions } from 'ioredis';
 import { commandCluster, connectionOptions, nodeConnection, quit, type ClusterTopology } from './connections.js';
 import type { LinkChange, RedisClients, SubscriberLink, SubscriberLinks } from './links.js';
 import { bySlot, slotOf, SLOTS, tagFor } from './slots.js';
@@ -23,9 +23,6 @@ import { bySlot, slotOf, SLOTS, tagFor } from './slots.js';
 export function clusterClients(topology: ClusterTopology, names: { command: string; subscriber: string }): RedisClients {
   const command = commandCluster(topology, names.command);
   command.on('error', () => {}); // state changes are logged by the broker
-  // ioredis opens a node's connection on its first command; with no offline queue that command
-  // fails ("Connection is closed"). Connect every node as soon as the cluster learns of it.
-  command.on('+node', (node: Redis) => void node.connect().catch(() => {}));
   const shards = createShardLinks(command, connectionOptions(names.subscriber));
   return {
     mode: 'cluster',

@@ -75,41 +75,78 @@ export function nodeConnection(host: string, port: number, options: RedisOptions
   return new Redis({ ...options, host, port, autoResubscribe: false });
 }
 
-/** The publish thread's Redis: one command connection, its PUBLISH (SPUBLISH in a cluster), and whether it can take commands now. */
+/** The publish thread's Redis: one command connection, its PUBLISH (SPUBLISH in a cluster), and a gate for requests that find it not ready. */
 export interface PublishingConnection {
   readonly command: RedisClient;
   publish(channel: string, message: string): Promise<unknown>;
-  /** Every connection a command may need is ready (in a cluster, each master's). */
-  ready(): boolean;
-  /** Resolves once `ready()`, or after `timeoutMs` (the commands then fail as they would). */
-  whenReady(timeoutMs: number): Promise<void>;
+  readonly gate: Gate;
 }
 
-/** How often whenReady looks again. */
+/**
+ * Requests that found Redis not ready wait here, in arrival order, each at most its own time: one
+ * timer looks every READY_POLL_MS and lets them go, oldest first, once it is ready (or their time is
+ * up: they then fail as they would have).
+ */
+export interface Gate {
+  /** Ready, and nobody waiting (a request arriving now must not overtake older ones). */
+  open(): boolean;
+  wait(timeoutMs: number): Promise<void>;
+  waiting(): number;
+  /** Lets every waiting request go at once (the thread is stopping). */
+  release(): void;
+}
+
 const READY_POLL_MS = 20;
+/** A cluster's masters are waited for only until all were ready once, or this long after its first `ready`: later, one master's outage fails its own commands only. */
+const CLUSTER_WARM_UP_MS = 5000;
+
+function createGate(ready: () => boolean): Gate {
+  const waiting: Array<{ resolve: () => void; deadline: number }> = [];
+  let timer: NodeJS.Timeout | undefined;
+  const look = (): void => {
+    timer = undefined;
+    const now = Date.now();
+    const go = ready();
+    while (waiting.length > 0 && (go || waiting[0]!.deadline <= now)) waiting.shift()!.resolve();
+    if (waiting.length > 0) timer = setTimeout(look, READY_POLL_MS);
+  };
+  return {
+    open: () => waiting.length === 0 && ready(),
+    wait: (timeoutMs) =>
+      new Promise((resolve) => {
+        waiting.push({ resolve, deadline: Date.now() + timeoutMs });
+        timer ??= setTimeout(look, READY_POLL_MS);
+      }),
+    waiting: () => waiting.length,
+    release() {
+      clearTimeout(timer);
+      timer = undefined;
+      for (const each of waiting.splice(0)) each.resolve();
+    },
+  };
+}
 
 /**
  * One command connection of the configured topology: all the publish thread (publish-worker.ts)
- * needs of Redis. `whenReady` lets a request that arrives while it connects (or a cluster master
- * still connects: commandCluster) wait for it instead of failing.
+ * needs of Redis. Its gate holds a request that arrives while the connection is not ready (at the
+ * start, during a reconnect; in a cluster also while its masters connect after the start, since a
+ * second command to a master still connecting fails: commandCluster).
  */
 export function publishingConnection(topology: RedisTopology, name: string): PublishingConnection {
   if (topology.mode !== 'cluster') {
     const command = standaloneOrSentinel(topology, name, false);
-    const ready = (): boolean => command.status === 'ready';
-    return { command, publish: (channel, message) => command.publish(channel, message), ready, whenReady: (ms) => waitUntil(ready, ms) };
+    return { command, publish: (channel, message) => command.publish(channel, message), gate: createGate(() => command.status === 'ready') };
   }
   const command = commandCluster(topology, name);
-  const ready = (): boolean => command.status === 'ready' && command.nodes('master').every((master) => master.status === 'ready');
-  return { command, publish: (channel, message) => command.spublish(channel, message), ready, whenReady: (ms) => waitUntil(ready, ms) };
-}
-
-function waitUntil(done: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve) => {
-    const look = (): void => void (done() || Date.now() >= deadline ? resolve() : setTimeout(look, READY_POLL_MS));
-    look();
-  });
+  let warm = false;
+  let readySince: number | undefined;
+  const ready = (): boolean => {
+    if (command.status !== 'ready') return false;
+    readySince ??= Date.now();
+    warm ||= Date.now() - readySince >= CLUSTER_WARM_UP_MS || command.nodes('master').every((master) => master.status === 'ready');
+    return warm;
+  };
+  return { command, publish: (channel, message) => command.spublish(channel, message), gate: createGate(ready) };
 }
 
 /** `ws-edge/publisher`'s connection: the nodes' options, from a URL. */
@@ -135,15 +172,9 @@ export function commandCluster(topology: ClusterTopology, name: string): Cluster
     topology.nodes.map(({ host, port }) => ({ host, port })),
     options,
   );
-  // ioredis connects a master only when a command first goes there, and with no offline queue a
-  // second command to a master still connecting fails ("Connection is closed"): a node's first
-  // publishes after a start or a failover were dropped that way. Every master is connected as soon
-  // as the slot map names it.
-  const connectMasters = (): void => {
-    for (const master of cluster.nodes('master')) if (master.status === 'wait') master.connect().catch(() => {});
-  };
-  cluster.on('ready', connectMasters);
-  cluster.on('+node', () => queueMicrotask(connectMasters));
+  // ioredis opens a node's connection on its first command; with no offline queue a second command
+  // while it connects fails ("Connection is closed"). Connect every node as soon as the cluster learns of it.
+  cluster.on('+node', (node: Redis) => void node.connect().catch(() => {}));
   return cluster;
 }
 

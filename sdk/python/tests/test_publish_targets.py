@@ -6,6 +6,7 @@ the event once, an excluded connection gets nothing, a batch is answered item by
 from __future__ import annotations
 
 import asyncio
+import socket
 import unittest
 from typing import Any
 
@@ -53,6 +54,17 @@ class BodiesTest(unittest.TestCase):
         self.assertEqual([r["path"] for r in internal.requests], ["/api/v1/disconnect"])
         with self.assertRaises(ValueError):
             Publisher(internal.url, "key", publish_url="ws-edge-1:9091")
+
+    def test_a_publish_port_that_refuses_connections_falls_back_to_the_internal_port(self):
+        internal = self.serve(MANY)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()  # nothing listens there now: connection refused, nothing sent
+        pub = self.publisher(internal.url, publish_url=f"http://127.0.0.1:{port}")
+        pub.publish_many(rooms=["task:1"], type="task.updated")
+        self.assertEqual([r["path"] for r in internal.requests], ["/api/v1/publish"])
+        self.assertEqual(len(self.delays), 1)
 
     def test_exclude_connection_on_the_single_routes(self):
         server = self.serve((200, {"status": "published"}))

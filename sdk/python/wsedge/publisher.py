@@ -139,7 +139,8 @@ class Publisher:
     and each read). `retries`: further attempts after a retryable failure (see the module's doc).
     `backoff`: (base, cap) seconds of the full-jitter delay ``random(0, min(cap, base * 2**n))``.
     `publish_url`: a node's PUBLISH_PORT (the publish thread, answered off the node's socket loop):
-    publishes and batches go there, every other call to `url`.
+    publishes and batches go there, every other call to `url`; a publish that cannot reach it
+    (refused, unreachable: nothing was sent) is retried on `url`.
     """
 
     def __init__(
@@ -442,6 +443,8 @@ class Publisher:
             except _Unsent as err:
                 if attempt > self._retries:
                     raise WsEdgeError(None, "unreachable", str(err), attempts=attempt) from None
+                # PUBLISH_PORT not answering (its thread down, the node restarting): the internal port publishes too.
+                url = url.replace(self._publish_base, self._base, 1)
             except _Unknown as err:
                 if not idempotent or attempt > self._retries:
                     raise WsEdgeError(None, err.code, f"{err}; the request may or may not have been carried out", attempts=attempt) from None
