@@ -26,7 +26,7 @@ export interface PublishThreadData {
   readonly config: Config;
 }
 
-/** Messages to the node: listening (or not), counts, stopped. */
+/** Messages to the node: listening (or not), then counts. */
 export type PublishThreadMessage =
   | { readonly kind: 'listening'; readonly port: number }
   | { readonly kind: 'failed'; readonly error: string }
