@@ -58,7 +58,8 @@ export function createRequests(defaultTimeoutMs: number): Requests {
         }, timeoutMs);
         pending.set(id, { resolve, reject, timer, until });
         try {
-          send(JSON.stringify({ ...message, id }));
+          // The id first: a frame the rate limit drops unparsed is still answered with it (protocol.ts leadingId).
+          send(JSON.stringify({ id, ...message }));
         } catch (err) {
           pending.delete(id);
           clearTimeout(timer);
