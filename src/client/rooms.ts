@@ -155,14 +155,13 @@ export function createRooms() {
 
     /**
      * A join refused (`id`: of the frame it went out in). False when the room is to be tried again:
-     * `unavailable`, a timeout, or its frame dropped by the rate limit, not yet answered. A lost
-     * connection keeps it for the next one.
+     * `unavailable` or a timeout, not yet answered. A lost connection keeps it for the next one.
      */
     refused(name: string, err: ClientError, id: string | undefined): boolean {
       const room = rooms.get(name);
       if (room === undefined || room.reply !== undefined || (id !== undefined && id !== room.request)) return true;
       if (err.code === 'disconnected' || err.code === 'closed') return true;
-      if (err.code === 'unavailable' || err.code === 'timeout' || err.code === 'rate_limited') {
+      if (err.code === 'unavailable' || err.code === 'timeout') {
         room.request = undefined;
         room.retry = true;
         return false;

@@ -854,14 +854,13 @@ class Client:
             _call(entry.handlers["left"], reason)
 
     def _refused(self, room: str, err: ClientError, request: Any) -> None:
-        """A join refused: retried after ROOM_RETRY when `unavailable`, timed out or dropped by the
-        rate limit (`rate_limited`), else forgotten."""
+        """A join refused: retried after ROOM_RETRY when `unavailable` or timed out, else forgotten."""
         entry = self._rooms.get(room)
         if entry is None or entry.reply is not None or (request is not None and request != entry.request):
             return
         if err.code in ("disconnected", "closed"):
             return
-        if err.code in ("unavailable", "timeout", "rate_limited"):
+        if err.code in ("unavailable", "timeout"):
             entry.request, entry.retry = None, True
             if "joins" not in self._timers:
                 self._timers["joins"] = asyncio.get_running_loop().call_later(ROOM_RETRY, self._retry_joins)
