@@ -11,7 +11,6 @@ import { sendError } from './replies.js';
 import { handle } from './handlers.js';
 import { newStrikes, strike, takeToken } from './limits.js';
 import { connectionLog } from './log.js';
-import { MAX_ID_LENGTH } from './messages.js';
 import { isParseFailure, parseFrame } from './protocol.js';
 import { closeWith, type Session, type SessionSocket } from './session.js';
 
@@ -20,21 +19,6 @@ export interface Inbound {
   receive(ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void;
   /** A frame of a pending session: kept for later, or the socket is closed. */
   keepEarly(ws: SessionSocket, session: Session, message: ArrayBuffer, isBinary: boolean): void;
-}
-
-const LEADING_ID = '{"id":"';
-
-/**
- * The `id` of a frame that begins with it (`{"id":"m7",...`, as the official clients write their
- * frames), read without parsing: a frame dropped by the rate limit is never parsed, yet its refusal
- * can name the request it answers. An id holding `"` or `\\` (escaped in JSON) is not read this way.
- */
-function leadingId(frame: ArrayBuffer): string | undefined {
-  const head = Buffer.from(frame, 0, Math.min(frame.byteLength, LEADING_ID.length + MAX_ID_LENGTH + 1)).toString('latin1');
-  if (!head.startsWith(LEADING_ID)) return undefined;
-  const end = head.indexOf('"', LEADING_ID.length);
-  const id = end < 0 ? '' : head.slice(LEADING_ID.length, end);
-  return id.length > 0 && !id.includes('\\') && /^[\x20-\x7e]+$/.test(id) ? id : undefined;
 }
 
 export function createInbound(ctx: HandlerContext, admission: Admission): Inbound {
@@ -69,7 +53,7 @@ export function createInbound(ctx: HandlerContext, admission: Admission): Inboun
         closeWith(ws, CLOSES.flooding);
         return;
       }
-      sendError(ctx, ws, messageError('rate_limited', config.rateLimit), leadingId(message));
+      sendError(ctx, ws, messageError('rate_limited', config.rateLimit), undefined);
       return;
     }
     if (isBinary) {

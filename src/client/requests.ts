@@ -58,8 +58,7 @@ export function createRequests(defaultTimeoutMs: number): Requests {
         }, timeoutMs);
         pending.set(id, { resolve, reject, timer, until });
         try {
-          // The id first: a frame the rate limit drops unparsed is still answered with it (protocol.ts leadingId).
-          send(JSON.stringify({ id, ...message }));
+          send(JSON.stringify({ ...message, id }));
         } catch (err) {
           pending.delete(id);
           clearTimeout(timer);

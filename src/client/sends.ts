@@ -71,7 +71,7 @@ export function createSends(deps: SendDeps) {
   function transmit(s: Send): void {
     const id = deps.nextId();
     try {
-      deps.transmit(JSON.stringify({ id, ...s.message }));
+      deps.transmit(JSON.stringify({ ...s.message, id }));
     } catch (err) {
       return finish(s, err as ClientError);
     }

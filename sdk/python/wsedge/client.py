@@ -303,7 +303,7 @@ class _Sends:
     def _transmit(self, s: _Send) -> None:
         request = self._next_id()
         try:
-            self._write(json.dumps({"id": request, **s.message}, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+            self._write(json.dumps({**s.message, "id": request}, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
         except (ClientError, TypeError, ValueError) as err:  # TypeError, ValueError: data json cannot write (first try only)
             return self._finish(s, err)
         s.id = request
@@ -1009,7 +1009,7 @@ class Client:
         that id, at most `timeout` s (default `request_timeout`)."""
         wait = self._request_timeout if timeout is None else timeout
         request = message.get("id") or self._next_id()
-        frame = json.dumps({"id": request, **message}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        frame = json.dumps({**message, "id": request}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request] = (future, until)
         try:
