@@ -173,6 +173,8 @@ $('who').onsubmit = (e) => {
   const next = $('name').value.trim();
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(next)) return log('a name is 1-64 of A-Z a-z 0-9 _ -');
   sessionStorage.setItem(NAME_KEY, next);
+  // A clean close first: the old name leaves presence now, not after WS_PRESENCE_GRACE (an unload may cut the socket: 1006).
+  client.close();
   location.reload();
 };
 $('join').onsubmit = (e) => { e.preventDefault(); join($('room').value.trim()); };
