@@ -23,16 +23,16 @@
  * BENCH_DIST=/other/tree/dist measures another build. The whole run is bounded (10 minutes, each
  * wait 60 s); redis-server is killed (by pid) however this exits.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { startRedisServer } from './lib.mjs';
 
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
 const WEBHOOK_SECRET = 'bench-webhook-secret-that-is-long-enough-0123456789';
@@ -234,17 +234,10 @@ async function main() {
   }, 600_000);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  // redis-server on a free port, bounded by `timeout` and killed (by pid) however this exits.
-  const redisPort = await new Promise((r) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => r(port));
-    });
-  });
-  const redisChild = spawn('timeout', ['900', 'redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  let redisPid = redisChild.pid;
+  // redis-server on a free port (bench/lib.mjs), bounded by `timeout` and killed (by pid) however this exits.
+  const spawned = new Set();
   process.on('exit', () => {
-    for (const pid of new Set([redisPid, redisChild.pid])) {
+    for (const pid of spawned) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -253,16 +246,8 @@ async function main() {
     }
   });
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-  for (let i = 0; ; i++) {
-    const up = await new Promise((r) => {
-      const s = net.connect(redisPort, '127.0.0.1', () => (s.destroy(), r(true)));
-      s.on('error', () => r(false));
-    });
-    if (up) break;
-    if (i > 50) throw new Error('redis-server did not start (is it installed?)');
-    await sleep(100);
-  }
-  redisPid = Number(readFileSync(`/proc/${redisChild.pid}/task/${redisChild.pid}/children`, 'utf8').trim().split(' ')[0]) || redisChild.pid;
+  const { port: redisPort, pid: redisPid } = await startRedisServer(900, (child) => spawned.add(child.pid));
+  spawned.add(redisPid);
 
   // The outside world in a worker thread; calls answered by id.
   const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { dist: DIST } });
